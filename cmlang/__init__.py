@@ -1,0 +1,18 @@
+"""cmlang: explicit-SIMD GPU kernels in Python, in the spirit of Intel's C-for-Metal."""
+import os as _os
+
+# In a source checkout, codegen/ and runtime/ sit beside cmlang/ and are installed
+# as cmlang.codegen / cmlang.runtime; let the checkout resolve the same names.
+_here = _os.path.dirname(_os.path.abspath(__file__))
+_root = _os.path.dirname(_here)
+if not _os.path.isdir(_os.path.join(_here, "codegen")) and _os.path.isfile(
+        _os.path.join(_root, "codegen", "__init__.py")):
+    __path__.append(_root)  # noqa: F821  (the package's own search path)
+
+from .types import (  # noqa: E402,F401
+    i8, i16, i32, i64, u8, u16, u32, u64, f16, bf16, f32, f64, bool_,
+    vector, matrix, ptr, constexpr,
+)
+from .errors import CompileError, LaunchError, KernelRuntimeError  # noqa: E402,F401
+
+__version__ = "0.1.0"
