@@ -1,0 +1,43 @@
+"""Install cmlang: the language and compiler (cmlang/), with codegen/ and runtime/
+installed as cmlang.codegen and cmlang.runtime."""
+from setuptools import setup, find_packages
+
+
+def subpackages(folder, prefix):
+    return [prefix] + [f"{prefix}.{p}" for p in find_packages(folder)]
+
+
+packages = subpackages("cmlang", "cmlang") + subpackages("codegen", "cmlang.codegen") \
+    + subpackages("runtime", "cmlang.runtime")
+package_dir = {"cmlang": "cmlang"}
+for pkg in packages:
+    for top, folder in (("cmlang.codegen", "codegen"), ("cmlang.runtime", "runtime")):
+        if pkg == top or pkg.startswith(top + "."):
+            package_dir[pkg] = folder + pkg[len(top):].replace(".", "/")
+
+setup(
+    name="cmlang",
+    version="0.1.0",
+    description="Explicit-SIMD GPU kernels in Python, in the spirit of Intel's C-for-Metal",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=packages,
+    package_dir=package_dir,
+    package_data={"cmlang.ir": ["*.lark"]},
+    install_requires=[
+        "numpy>=1.24",
+        "llvmlite>=0.50",        # LLVM 22 with the SPIR-V backend
+        "lark>=1.1",
+        "pyopencl>=2024.1",
+        "dpctl>=0.20",
+        "intel-opencl-rt",       # the embedded default device (Intel OpenCL CPU runtime)
+        "platformdirs>=3",
+        "tqdm>=4",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6"],
+        "plot": ["matplotlib>=3.5"],
+    },
+    entry_points={"console_scripts": ["cmlang = cmlang.cli:main"]},
+)
