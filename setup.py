@@ -7,11 +7,15 @@ def subpackages(folder, prefix):
     return [prefix] + [f"{prefix}.{p}" for p in find_packages(folder)]
 
 
-packages = subpackages("cmlang", "cmlang") + subpackages("codegen", "cmlang.codegen") \
-    + subpackages("runtime", "cmlang.runtime")
+# codegen/, runtime/ and examples/ live beside cmlang/ in the repository and install
+# inside it, so site-packages gains one name only: cmlang.
+MOVED = (("cmlang.codegen", "codegen"), ("cmlang.runtime", "runtime"), ("cmlang.examples", "examples"))
+packages = subpackages("cmlang", "cmlang")
+for top, folder in MOVED:
+    packages += subpackages(folder, top)
 package_dir = {"cmlang": "cmlang"}
 for pkg in packages:
-    for top, folder in (("cmlang.codegen", "codegen"), ("cmlang.runtime", "runtime")):
+    for top, folder in MOVED:
         if pkg == top or pkg.startswith(top + "."):
             package_dir[pkg] = folder + pkg[len(top):].replace(".", "/")
 

@@ -1,8 +1,9 @@
 """cmlang: explicit-SIMD GPU kernels in Python, in the spirit of Intel's C-for-Metal."""
 import os as _os
 
-# In a source checkout, codegen/ and runtime/ sit beside cmlang/ and are installed
-# as cmlang.codegen / cmlang.runtime; let the checkout resolve the same names.
+# In a source checkout, codegen/, runtime/ and examples/ sit beside cmlang/ and are
+# installed as cmlang.codegen / cmlang.runtime / cmlang.examples; let the checkout
+# resolve the same names.
 _here = _os.path.dirname(_os.path.abspath(__file__))
 _root = _os.path.dirname(_here)
 if not _os.path.isdir(_os.path.join(_here, "codegen")) and _os.path.isfile(
