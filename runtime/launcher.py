@@ -1,0 +1,308 @@
+"""Launch a compiled ``KernelBinary`` on a device.
+
+``launch`` checks the arguments against the kernel's signature, copies numpy arrays
+to device buffers (and back for parameters the kernel writes), maps the CM-thread
+grid to an OpenCL NDRange (see docs/design.md) and runs the kernel.
+
+Per binary a ``_Plan`` is made once: one converter function per parameter (the
+argument checks and conversions), the kernels built per device.  The per-launch
+path is then a loop over those converters plus the enqueue.
+"""
+from __future__ import annotations
+
+import hashlib
+import operator
+import weakref
+
+import numpy as np
+
+from cmlang.errors import LaunchError
+from cmlang.types import PtrType, f32
+
+from .arrays import DeviceArray
+from .device import Device, get_device, resolve_device
+
+SPIRV_MAGIC = (0x07230203).to_bytes(4, "little")
+
+# Grids of these types key the per-plan NDRange cache (a list is no key; a bool or a
+# float would compare equal to an int and skip the checks).
+_CACHEABLE = (int, tuple, type(None))
+_plans: dict = {}    # id(KernelBinary) -> _Plan, dropped when the binary dies
+_kernels: dict = {}  # (device, sha256(spirv), name) -> built kernel handle
+
+
+def launch(binary, grid, group, args, device=None) -> None:
+    """Run ``binary`` over ``grid`` CM threads in groups of ``group``; waits for it.
+
+    ``grid`` and ``group`` are ints or tuples of 1..3 positive ints.  group None:
+    each CM thread is its own group, or, when the kernel uses no group features
+    (``binary.uses_groups`` false), a group size the runtime picks for speed.
+    ``args`` follow ``binary.params``; numpy arrays are copied in, and back where
+    the kernel writes them.
+    """
+    if device is None:
+        device = get_device()
+    elif not isinstance(device, Device):
+        device = resolve_device(device)
+    plan = _plans.get(id(binary))
+    if plan is None:
+        plan = _make_plan(binary)
+    if len(args) != plan.arity:
+        raise LaunchError(f"{binary.name}() takes {plan.arity} argument"
+                          f"{'' if plan.arity == 1 else 's'} ({plan.param_list}), got {len(args)}")
+    kernel = plan.kernels.get(device)
+    if kernel is None:
+        kernel = plan.kernel_for(device)
+    cacheable = type(grid) in _CACHEABLE and type(group) in _CACHEABLE
+    sizes = plan.ndranges.get((grid, group, device)) if cacheable else None
+    if sizes is None:
+        sizes = _ndrange(binary, grid, group, device)
+        if cacheable and len(plan.ndranges) < 64:
+            plan.ndranges[grid, group, device] = sizes
+    global_size, local_size = sizes
+
+    copy_back = []
+    kernel_args = [convert(arg, device, copy_back) for convert, arg in zip(plan.converters, args)]
+    device.launch(kernel, kernel_args, global_size, local_size)
+    for host, buffer in copy_back:
+        device.copy_to_host(host, buffer)
+
+
+def clear_caches() -> None:
+    """Forget built programs (tests; a driver update)."""
+    _kernels.clear()
+    for plan in _plans.values():
+        plan.kernels.clear()
+
+
+# ---------------------------------------------------------------------------
+# Per-binary plan
+
+class _Plan:
+    __slots__ = ("name", "spirv", "sha", "arity", "param_list", "converters", "kernels",
+                 "ndranges")
+
+    def __init__(self, binary):
+        problem = spirv_problem(binary.spirv)
+        if problem:
+            raise LaunchError(f"kernel '{binary.name}': {problem}")
+        self.name = binary.name
+        self.spirv = bytes(binary.spirv)
+        self.sha = hashlib.sha256(self.spirv).hexdigest()
+        self.arity = len(binary.params)
+        self.param_list = ", ".join(p.name for p in binary.params)
+        self.converters = tuple(_converter(binary.name, p) for p in binary.params)
+        self.kernels = {}   # device -> kernel handle
+        self.ndranges = {}  # (grid, group, device) -> (global size, local size), checked
+
+    def kernel_for(self, device):
+        key = (device, self.sha, self.name)
+        kernel = _kernels.get(key)
+        if kernel is None:
+            kernel = _kernels[key] = device.build_kernel(self.spirv, self.name)
+        self.kernels[device] = kernel
+        return kernel
+
+
+def spirv_problem(spirv) -> str | None:
+    """Why ``spirv`` is not a well-formed SPIR-V word stream, or None.
+
+    Checked before any driver sees it: the Intel CPU runtime kills the process on a
+    truncated module instead of failing the build.
+    """
+    if not isinstance(spirv, (bytes, bytearray)) or spirv[:4] != SPIRV_MAGIC:
+        return "the binary is not a SPIR-V module"
+    if len(spirv) % 4 or len(spirv) < 20:
+        return f"the SPIR-V module is truncated ({len(spirv)} bytes)"
+    words = memoryview(bytes(spirv)).cast("I")
+    position = 5  # after the header
+    while position < len(words):
+        word_count = words[position] >> 16
+        if word_count == 0 or position + word_count > len(words):
+            return f"the SPIR-V module is corrupt or truncated at word {position}"
+        position += word_count
+    return None
+
+
+def _make_plan(binary):
+    plan = _Plan(binary)
+    key = id(binary)
+    try:
+        weakref.finalize(binary, _plans.pop, key, None)
+    except TypeError:
+        return plan  # a binary without weakref support: no plan caching, still correct
+    _plans[key] = plan
+    return plan
+
+
+# ---------------------------------------------------------------------------
+# Argument converters: (arg, device, copy_back) -> what the backend's set_args takes
+
+def _converter(kernel_name, param):
+    where = f"{kernel_name}(): argument '{param.name}' ({param.type})"
+    if isinstance(param.type, PtrType):
+        return _pointer_converter(kernel_name, where, param)
+    kind = param.type.kind
+    if kind == "b":
+        return _bool_converter(where)
+    if kind in "iu":
+        return _int_converter(where, param.type)
+    if param.type.name == "bf16":
+        return _bf16_converter(where)
+    return _float_converter(where, param.type)
+
+
+def _pointer_converter(kernel_name, where, param):
+    dtype = np.dtype(param.type.elem.np_dtype)
+    dtype_text = f"{dtype} (bf16 bits)" if param.type.elem.name == "bf16" else str(dtype)
+    min_elems, writes = param.min_elems, param.writes
+
+    def check_size(size):
+        if size < min_elems:
+            raise LaunchError(f"{kernel_name}(): buffer '{param.name}' has {size} elements but "
+                              f"the kernel accesses at least {min_elems} (constant offsets)")
+
+    def convert(arg, device, copy_back):
+        if isinstance(arg, np.ndarray):
+            if arg.dtype != dtype:
+                raise LaunchError(f"{where} needs a {dtype_text} array, got {arg.dtype}")
+            if not arg.flags.c_contiguous:
+                raise LaunchError(f"{where}: the array is not C-contiguous "
+                                  "(pass np.ascontiguousarray(a))")
+            check_size(arg.size)
+            buffer = device.upload(arg)
+            if writes:
+                if not arg.flags.writeable:
+                    raise LaunchError(f"{where}: the kernel writes this buffer but the array "
+                                      "is read-only")
+                copy_back.append((arg, buffer))
+            return buffer
+        if isinstance(arg, DeviceArray):
+            if arg.device is not device:
+                raise LaunchError(f"{where}: the DeviceArray lives on {arg.device.spec}, "
+                                  f"the kernel runs on {device.spec}")
+            if arg.dtype != dtype:
+                raise LaunchError(f"{where} needs a {dtype_text} array, got {arg.dtype}")
+            check_size(arg.size)
+            return arg.buffer
+        raise LaunchError(f"{where} takes a numpy array or a DeviceArray, "
+                          f"got {type(arg).__name__}")
+
+    return convert
+
+
+def _int_converter(where, scalar_type):
+    np_type = np.dtype(scalar_type.np_dtype).type
+    info = np.iinfo(np_type)
+    low, high = int(info.min), int(info.max)
+
+    def convert(arg, device, copy_back):
+        if not isinstance(arg, (int, np.integer)):
+            raise LaunchError(f"{where} takes an integer, got {type(arg).__name__} {arg!r}")
+        value = int(arg)
+        if not low <= value <= high:
+            raise LaunchError(f"{where}: {value} is out of range [{low}, {high}]")
+        return np_type(value)
+
+    return convert
+
+
+def _float_converter(where, scalar_type):
+    np_type = np.dtype(scalar_type.np_dtype).type
+
+    def convert(arg, device, copy_back):
+        if not isinstance(arg, (int, float, np.integer, np.floating)):
+            raise LaunchError(f"{where} takes a number, got {type(arg).__name__} {arg!r}")
+        return np_type(arg)
+
+    return convert
+
+
+def _bf16_converter(where):
+    to_f32 = _float_converter(where, f32)
+
+    def convert(arg, device, copy_back):
+        return np.uint16(float_to_bf16_bits(to_f32(arg, device, copy_back)))
+
+    return convert
+
+
+def _bool_converter(where):
+    true, false = np.int8(1), np.int8(0)  # bool travels as i8 (launch ABI)
+
+    def convert(arg, device, copy_back):
+        if not isinstance(arg, (bool, np.bool_)):
+            raise LaunchError(f"{where} takes a bool, got {type(arg).__name__} {arg!r}")
+        return true if arg else false
+
+    return convert
+
+
+def float_to_bf16_bits(value) -> int:
+    """bf16 bit pattern of a float: round to nearest even, NaN stays NaN."""
+    bits = int(np.float32(value).view(np.uint32))
+    if (bits & 0x7F800000) == 0x7F800000 and bits & 0x007FFFFF:
+        return (bits >> 16) | 0x0040  # quiet NaN, sign kept
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) & 0xFFFF
+
+
+# ---------------------------------------------------------------------------
+# Grid -> NDRange
+
+def _ndrange(binary, grid, group, device):
+    grid = _dims(binary.name, "grid", grid)
+    if group is None:
+        group = (1,) * len(grid)
+        if not binary.uses_groups:
+            group = (_auto_group(grid[0], binary.simd, device),) + group[1:]
+    else:
+        group = _dims(binary.name, "group", group)
+    ndim = max(len(grid), len(group))
+    grid = grid + (1,) * (ndim - len(grid))
+    group = group + (1,) * (ndim - len(group))
+    for d in range(ndim):
+        if grid[d] % group[d]:
+            raise LaunchError(f"{binary.name}(): grid {grid} is not divisible by group {group} "
+                              f"in dimension {d}")
+    simd = binary.simd
+    local_size = (group[0] * simd,) + group[1:]
+    work_items = local_size[0] * (group[1] if ndim > 1 else 1) * (group[2] if ndim > 2 else 1)
+    if device.max_work_group_size and work_items > device.max_work_group_size:
+        raise LaunchError(f"{binary.name}(): group {group} is {work_items} work-items (simd "
+                          f"{simd}), more than {device.spec} allows ({device.max_work_group_size})")
+    return (grid[0] * simd,) + grid[1:], local_size
+
+
+AUTO_GROUP_WORK_ITEMS = 256
+
+
+def _auto_group(grid0, simd, device):
+    """CM threads per group when the caller gave no group and the kernel cannot tell.
+
+    One sub-group per work-group is correct but slow: the Intel CPU runtime schedules
+    work-groups as tasks and ran a streaming kernel 7x slower with 16 work-items per
+    group than with 256.  Take the largest power of two that divides the grid.
+    """
+    limit = AUTO_GROUP_WORK_ITEMS
+    if device.max_work_group_size:
+        limit = min(limit, device.max_work_group_size)
+    group = 1
+    while group * 2 * simd <= limit and grid0 % (group * 2) == 0:
+        group *= 2
+    return group
+
+
+def _dims(kernel_name, what, value):
+    dims = value if isinstance(value, (tuple, list)) else (value,)
+    if not 1 <= len(dims) <= 3:
+        raise LaunchError(f"{kernel_name}(): {what} must have 1 to 3 dimensions, got {value!r}")
+    try:
+        if any(isinstance(n, (bool, np.bool_)) for n in dims):
+            raise TypeError
+        dims = tuple(operator.index(n) for n in dims)
+    except TypeError:
+        raise LaunchError(f"{kernel_name}(): {what} must be an int or a tuple of ints, "
+                          f"got {value!r}") from None
+    if min(dims) <= 0:
+        raise LaunchError(f"{kernel_name}(): {what} sizes must be positive, got {value!r}")
+    return dims
