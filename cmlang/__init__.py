@@ -1,4 +1,9 @@
-"""cmlang: explicit-SIMD GPU kernels in Python, in the spirit of Intel's C-for-Metal."""
+"""cmlang: explicit-SIMD GPU kernels in Python, in the spirit of Intel's C-for-Metal.
+
+The public surface (see API.md): ``@cm.kernel``, ``@cm.func``, the types, the builtins
+used inside kernels, devices and arrays.  Nothing here imports llvmlite: the compiler
+is loaded on the first compile.
+"""
 import os as _os
 
 # In a source checkout, codegen/, runtime/ and examples/ sit beside cmlang/ and are
@@ -10,10 +15,19 @@ if not _os.path.isdir(_os.path.join(_here, "codegen")) and _os.path.isfile(
         _os.path.join(_root, "codegen", "__init__.py")):
     __path__.append(_root)  # noqa: F821  (the package's own search path)
 
+# The runtime registers the Intel OpenCL CPU runtime with the ICD loader on import:
+# it must come before anything loads pyopencl or dpctl.
+from . import runtime  # noqa: E402,F401
 from .types import (  # noqa: E402,F401
     i8, i16, i32, i64, u8, u16, u32, u64, f16, bf16, f32, f64, bool_,
     vector, matrix, ptr, constexpr,
 )
 from .errors import CompileError, LaunchError, KernelRuntimeError  # noqa: E402,F401
+from .language import *  # noqa: E402,F401,F403  (the builtins: cm.load, cm.exp, ...)
+from .language import func  # noqa: E402,F401
+from .kernel import kernel, Kernel, CompiledKernel  # noqa: E402,F401
+from .runtime import (  # noqa: E402,F401
+    devices, set_device, get_device, to_device, DeviceArray,
+)
 
 __version__ = "0.1.0"

@@ -68,6 +68,10 @@ class Device:
         """Blocking copy of a buffer into a C-contiguous numpy array."""
         raise NotImplementedError
 
+    def copy_from_host(self, buffer, host_array) -> None:
+        """Blocking copy of a C-contiguous numpy array into a buffer."""
+        raise NotImplementedError
+
     def launch(self, kernel, args, global_size, local_size) -> None:
         """Enqueue ``kernel`` with backend-ready ``args`` and wait for it."""
         raise NotImplementedError
@@ -144,11 +148,16 @@ class OpenCLDevice(Device):
         if host_array.nbytes:
             self._cl.enqueue_copy(self.queue, host_array, buffer, is_blocking=True)
 
+    def copy_from_host(self, buffer, host_array):
+        if host_array.nbytes:
+            self._cl.enqueue_copy(self.queue, buffer, host_array, is_blocking=True)
+
     def launch(self, kernel, args, global_size, local_size):
         kernel.set_args(*args)
         event = self._cl.enqueue_nd_range_kernel(self.queue, kernel, global_size, local_size)
         self.last_event = event
         event.wait()
+        return event
 
     def synchronize(self):
         if self._queue is not None:

@@ -31,7 +31,24 @@ _plans: dict = {}    # id(KernelBinary) -> _Plan, dropped when the binary dies
 _kernels: dict = {}  # (device, sha256(spirv), name) -> built kernel handle
 
 
-def launch(binary, grid, group, args, device=None) -> None:
+class Launched:
+    """A finished launch: ``.wait()`` (already done) and the profiled device time."""
+    __slots__ = ("event",)
+
+    def __init__(self, event):
+        self.event = event
+
+    def wait(self):
+        return self
+
+    @property
+    def seconds(self) -> float:
+        """Device time of the kernel from OpenCL profiling events."""
+        profile = self.event.profile
+        return (profile.end - profile.start) * 1e-9
+
+
+def launch(binary, grid, group, args, device=None) -> "Launched":
     """Run ``binary`` over ``grid`` CM threads in groups of ``group``; waits for it.
 
     ``grid`` and ``group`` are ints or tuples of 1..3 positive ints.  group None:
@@ -63,9 +80,46 @@ def launch(binary, grid, group, args, device=None) -> None:
 
     copy_back = []
     kernel_args = [convert(arg, device, copy_back) for convert, arg in zip(plan.converters, args)]
-    device.launch(kernel, kernel_args, global_size, local_size)
+    event = device.launch(kernel, kernel_args, global_size, local_size)
     for host, buffer in copy_back:
         device.copy_to_host(host, buffer)
+    return Launched(event)
+
+
+class _HostMemory:
+    """Stands in for a device when the interpreter runs: arrays stay on the host."""
+
+    @staticmethod
+    def upload(host_array):
+        return host_array
+
+
+def prepare_host_args(binary, args):
+    """Check ``args`` exactly as ``launch`` does, for the interpreter.
+
+    Returns (args the interpreter takes: numpy arrays and numpy scalars, a function
+    that writes results back into DeviceArray arguments).
+    """
+    if len(args) != len(binary.params):
+        names = ", ".join(p.name for p in binary.params)
+        raise LaunchError(f"{binary.name}() takes {len(binary.params)} argument"
+                          f"{'' if len(binary.params) == 1 else 's'} ({names}), got {len(args)}")
+    host_args, device_arrays = [], []
+    for param, arg in zip(binary.params, args):
+        if isinstance(arg, DeviceArray):
+            host = arg.numpy()
+            device_arrays.append((arg, host))
+            arg = host
+        converted = _converter(binary.name, param)(arg, _HostMemory, [])
+        if not isinstance(param.type, PtrType) and param.type.kind == "b":
+            converted = np.bool_(converted)
+        host_args.append(converted)
+
+    def write_back():
+        for array, host in device_arrays:
+            array.device.copy_from_host(array.buffer, host)
+
+    return host_args, write_back
 
 
 def clear_caches() -> None:

@@ -1,0 +1,29 @@
+"""Helpers for tests that compile one kernel body for several dtypes and simd widths."""
+import types
+
+import numpy as np
+
+import cmlang as cm
+
+# Annotation placeholders replaced per test case: "P" -> cm.ptr[T], "S" -> T.
+P, S = "P", "S"
+
+
+def make_kernel(fn, dtype, simd=16, interpret=False):
+    """A fresh kernel from ``fn`` with its "P"/"S" annotations bound to ``dtype``."""
+    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    copy.__annotations__ = {
+        name: cm.ptr[dtype] if ann == P else dtype if ann == S else ann
+        for name, ann in fn.__annotations__.items()
+    }
+    return cm.kernel(simd=simd, interpret=interpret)(copy)
+
+
+def np_dtype(t):
+    return np.dtype(t.np_dtype)
+
+
+def random_array(rng, t, n, lo=-50, hi=50):
+    if t.is_float:
+        return rng.uniform(lo, hi, n).astype(np_dtype(t))
+    return rng.integers(lo, hi, n).astype(np_dtype(t))
