@@ -55,7 +55,7 @@ BINARY = {
     "pow": "a ** b (floats only)",
     "and": "bitwise and (bool: logical and)", "or": "bitwise or (bool: logical or)",
     "xor": "bitwise xor (bool: logical xor)",
-    "shl": "a << (b mod bits)", "shr": "a >> (b mod bits): arithmetic for signed, logical for unsigned",
+    "shl": "a << (b & (bits-1))", "shr": "a >> (b & (bits-1)): arithmetic for signed, logical for unsigned",
 }
 for _name, _doc in BINARY.items():
     _op(_name, "binary", f"(a, b) -> element-wise {_doc}.")
@@ -78,9 +78,9 @@ _op("select", "ternary", "(mask, a, b) -> a where mask else b; mask is a bool sc
     "register of a's shape (CM merge).")
 _op("convert", "convert", "(a) -> the result element type, same shape. float->int truncates toward "
     "zero; int->int wraps; to float rounds to nearest even. With sat=true the value is first clamped "
-    "to the result type's range (NaN -> 0): CM saturation.", ["sat"])
+    "to the result type's range (NaN -> 0; float results clamp to +-max finite).", ["sat"])
 _op("bitcast", "convert", "(a) -> the same bits seen as the result type (CM format); total bit "
-    "size must match; the result may have any shape.")
+    "size must match; the result may have any shape; bool registers pack element 0 into bit 0.")
 
 # --- regions and cross-lane operations ----------------------------------------
 _REGION = ("Region <vsize, vstride, hsize, hstride> at element `offset` (plus the optional "
@@ -107,14 +107,16 @@ _op("load", "memory", "(p, off) -> vector<T, n>: element i is p[off + i].", has_
 _op("store", "memory", "(p, off, v): p[off + i] = v[i] for every element (a scalar v stores one "
     "element).", has_side_effects=True)
 _op("load2d", "memory", "(p, off, pitch) -> matrix<T, r, c>: element (i, j) is p[off + i*pitch + j].")
-_op("store2d", "memory", "(p, off, pitch, m): p[off + i*pitch + j] = m[i, j].", has_side_effects=True)
+_op("store2d", "memory", "(p, off, pitch, m): p[off + i*pitch + j] = m[i, j]; where rows overlap "
+    "(pitch < c) the later element in row-major order wins.", has_side_effects=True)
 _op("gather", "memory", "(p, offs[, mask]) -> register of offs' shape: r[i] = p[offs[i]] where mask "
     "(else 0, no access).")
 _op("scatter", "memory", "(p, offs, v[, mask]): p[offs[i]] = v[i] where mask; when two elements hit one "
     "address the higher index wins.", has_side_effects=True)
 _op("atomic", "memory", "(p, offs, v[, v2]) -> old values: for each element i in order, atomically "
     "old = p[offs[i]]; p[offs[i]] = old `kind` v[i] with kind in add sub min max and or xor xchg; "
-    "cmpxchg stores v2[i] if old == v[i]. A scalar offset updates one element.",
+    "cmpxchg stores v2[i] if old == v[i]; float min/max ignore a NaN operand. A scalar offset "
+    "updates one element.",
     ["kind"], has_side_effects=True)
 _op("slm", "memory", "() -> ptr<T, local> to `n` elements of shared local memory, one allocation "
     "per group of CM threads, contents undefined until written.", ["n"])
@@ -137,7 +139,7 @@ for _name, _doc in IDS.items():
 # --- structured control flow ---------------------------------------------------
 _op("for", "control", "(lo, hi, step, init...) -> final iteration values. Body block args are "
     "(iv, iter...); it runs for iv = lo, lo+step, ... while iv < hi (step > 0) or iv > hi "
-    "(step < 0), and ends in yield(next iter...).")
+    "(step < 0), and ends in yield(next iter...). Bounds and step are signed integers.")
 _op("if", "control", "(cond) -> values yielded by the taken block; blocks are then, else.")
 _op("while", "control", "(init...) -> values. Block 0 (args: iter...) ends in condition(c, v...): "
     "if c, block 1 runs with args v... and yields the next iter...; else the op gives v....")
@@ -145,7 +147,8 @@ _op("yield", "control", "(v...): ends a for/if/while body, handing values to the
     terminator=True)
 _op("condition", "control", "(c, v...): ends the first block of a while.", terminator=True)
 _op("return", "control", "(): ends the kernel.", terminator=True)
-_op("print", "debug", "(v...) prints `fmt` formatted with the values, once per CM thread.",
+_op("print", "debug", "(v...) prints `fmt` formatted with the values, once per CM thread; "
+    "registers print like numpy arrays, a format spec applies per element.",
     ["fmt"], has_side_effects=True)
 _op("breakpoint", "debug", "(): the interpreter stops in pdb at this kernel line with the live "
     "variables; devices ignore it.", has_side_effects=True)
