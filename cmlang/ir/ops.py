@@ -176,3 +176,23 @@ def semantics_table() -> str:
     for d in OPS.values():
         lines.append(f"| `{d.name}` | {d.category} | {', '.join(d.attrs)} | {d.doc} |")
     return "\n".join(lines)
+
+
+DOCS_HEADER = """# cmlang IR operations
+
+Generated from `cmlang/ir/ops.py`, the single definition of what each op means: the
+interpreter implements these sentences and the device tests compare against it.
+Regenerate with `python -c "from cmlang.ir.ops import write_docs; write_docs()"`.
+"""
+
+
+def docs_markdown() -> str:
+    conventions = __doc__.split("Conventions shared by all ops:", 1)[1].strip()
+    return f"{DOCS_HEADER}\n## Conventions\n\n{conventions}\n\n## Operations\n\n{semantics_table()}\n"
+
+
+def write_docs(path=None):
+    import os
+    path = path or os.path.join(os.path.dirname(__file__), "..", "..", "docs", "ops.md")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(docs_markdown())
