@@ -113,10 +113,20 @@ class Kernel:
     def _build(self, key, target):
         if target not in TARGETS:
             raise CompileError(f"unknown target {target!r}; targets are {', '.join(TARGETS)}")
+        # The disk cache (cmlang/cache.py): a hit loads neither the front end nor codegen.
+        from . import cache
+        disk_key = cache.kernel_key(self, key, target) if cache.enabled() else None
+        if disk_key is not None:
+            ck = cache.load_compiled(self, disk_key, target)
+            if ck is not None:
+                return ck
         from cmlang.codegen import compile_function
         fn = self.ir_function(key)
         result = compile_function(fn, target=target)
-        return CompiledKernel(self, fn, make_binary(fn, result), result.llvm_ir, target)
+        ck = CompiledKernel(self, fn, make_binary(fn, result), result.llvm_ir, target)
+        if disk_key is not None:
+            cache.store_compiled(disk_key, ck)
+        return ck
 
     def compile(self, *args_or_types, target="spirv", **constexprs) -> CompiledKernel:
         """Compile one specialization: give launch arguments (or types) in order,
@@ -182,8 +192,13 @@ def _launch_binary(binary, grid, group, args):
 
 
 def _split_config(config):
-    if isinstance(config, tuple) and len(config) == 2 and not all(isinstance(c, int) for c in config):
-        return config[0], config[1]
+    """``k[grid]`` or ``k[grid, group]``: a pair is always (grid, group), so a 2-D grid
+    without a group is written ``k[(4, 3), None]``; three ints are a 3-D grid."""
+    if isinstance(config, tuple):
+        if len(config) == 2:
+            return config[0], config[1]
+        if len(config) == 1:
+            return config[0], None
     return config, None
 
 

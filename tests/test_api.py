@@ -468,7 +468,7 @@ def test_ids_in_1_2_3_dimensional_grids(mode, grid, group):
     grp = grp + (1,) * (3 - len(grp))
     out = np.full(int(np.prod(g3)) * 8, -1, np.int32)
     k = cm.kernel(k_ids)
-    (k[grid] if group is None else k[grid, group])(out)
+    k[grid, group](out)
     got = out.reshape(g3[2], g3[1], g3[0], 8)
     for z in range(g3[2]):
         for y in range(g3[1]):
