@@ -2,7 +2,15 @@
 
 ``launch`` checks the arguments against the kernel's signature, copies numpy arrays
 to device buffers (and back for parameters the kernel writes), maps the CM-thread
-grid to an OpenCL NDRange (see docs/design.md) and runs the kernel.
+grid to an OpenCL NDRange (see docs/design.md) and runs the kernel.  Array arguments
+from other libraries (USM memory, DLPack, pyopencl) are recognised by ``interop.py``:
+passed as they are where they live in the device's context, staged through the host
+(and written back) otherwise.
+
+A launch whose array arguments all live on the device (DeviceArrays, USM memory or
+pyopencl buffers of its context) returns without waiting: ``.wait()`` on the result,
+``synchronize()``, or reading an array back (the queue is in order) waits for it.
+Launches with host arrays wait, and copy results back before returning.
 
 Per binary a ``_Plan`` is made once: one converter function per parameter (the
 argument checks and conversions), the kernels built per device.  The per-launch
@@ -19,6 +27,7 @@ import numpy as np
 from cmlang.errors import LaunchError
 from cmlang.types import PtrType, f32
 
+from . import interop
 from .arrays import DeviceArray
 from .device import Device, get_device, resolve_device
 
@@ -32,30 +41,38 @@ _kernels: dict = {}  # (device, sha256(spirv), name) -> built kernel handle
 
 
 class Launched:
-    """A finished launch: ``.wait()`` (already done) and the profiled device time."""
-    __slots__ = ("event",)
+    """A launch: ``.wait()`` for it, ``.seconds`` for its profiled device time.
 
-    def __init__(self, event):
+    ``event`` is the backend's event (pyopencl.Event, dpctl.SyclEvent)."""
+    __slots__ = ("event", "device", "done")
+
+    def __init__(self, event, device, done):
         self.event = event
+        self.device = device
+        self.done = done
 
-    def wait(self):
+    def wait(self) -> "Launched":
+        if not self.done:
+            self.event.wait()
+            self.done = True
         return self
 
     @property
     def seconds(self) -> float:
-        """Device time of the kernel from OpenCL profiling events."""
-        profile = self.event.profile
-        return (profile.end - profile.start) * 1e-9
+        """Device time of the kernel from profiling events (waits for it)."""
+        self.wait()
+        return self.device.event_seconds(self.event)
 
 
 def launch(binary, grid, group, args, device=None) -> "Launched":
-    """Run ``binary`` over ``grid`` CM threads in groups of ``group``; waits for it.
+    """Run ``binary`` over ``grid`` CM threads in groups of ``group``.
 
     ``grid`` and ``group`` are ints or tuples of 1..3 positive ints.  group None:
     each CM thread is its own group, or, when the kernel uses no group features
     (``binary.uses_groups`` false), a group size the runtime picks for speed.
     ``args`` follow ``binary.params``; numpy arrays are copied in, and back where
-    the kernel writes them.
+    the kernel writes them, and the launch waits; with only device-resident arrays
+    it returns at once (see the module's doc).
     """
     if device is None:
         device = get_device()
@@ -78,16 +95,24 @@ def launch(binary, grid, group, args, device=None) -> "Launched":
             plan.ndranges[grid, group, device] = sizes
     global_size, local_size = sizes
 
-    copy_back = []
-    kernel_args = [convert(arg, device, copy_back) for convert, arg in zip(plan.converters, args)]
+    staged = []  # (host array or None, its buffer, write-back or None) of host memory
+    kernel_args = [convert(arg, device, staged) for convert, arg in zip(plan.converters, args)]
+    if not staged:
+        return Launched(device.launch(kernel, kernel_args, global_size, local_size, wait=False),
+                        device, False)
     event = device.launch(kernel, kernel_args, global_size, local_size)
-    for host, buffer in copy_back:
-        device.copy_to_host(host, buffer)
-    return Launched(event)
+    for host, buffer, write_back in staged:
+        if host is not None:
+            device.copy_to_host(host, buffer)
+            if write_back is not None:
+                write_back(host)
+    return Launched(event, device, True)
 
 
 class _HostMemory:
     """Stands in for a device when the interpreter runs: arrays stay on the host."""
+
+    backend = "host"
 
     @staticmethod
     def upload(host_array):
@@ -104,13 +129,13 @@ def prepare_host_args(binary, args):
         names = ", ".join(p.name for p in binary.params)
         raise LaunchError(f"{binary.name}() takes {len(binary.params)} argument"
                           f"{'' if len(binary.params) == 1 else 's'} ({names}), got {len(args)}")
-    host_args, device_arrays = [], []
+    host_args, device_arrays, staged = [], [], []
     for param, arg in zip(binary.params, args):
         if isinstance(arg, DeviceArray):
             host = arg.numpy()
             device_arrays.append((arg, host))
             arg = host
-        converted = _converter(binary.name, param)(arg, _HostMemory, [])
+        converted = _converter(binary.name, param)(arg, _HostMemory, staged)
         if not isinstance(param.type, PtrType) and param.type.kind == "b":
             converted = np.bool_(converted)
         host_args.append(converted)
@@ -118,6 +143,9 @@ def prepare_host_args(binary, args):
     def write_back():
         for array, host in device_arrays:
             array.device.copy_from_host(array.buffer, host)
+        for host, _, write in staged:  # foreign memory: the interpreter wrote its copy
+            if write is not None:
+                write(host)
 
     return host_args, write_back
 
@@ -216,7 +244,7 @@ def _pointer_converter(kernel_name, where, param):
             raise LaunchError(f"{kernel_name}(): buffer '{param.name}' has {size} elements but "
                               f"the kernel accesses at least {min_elems} (constant offsets)")
 
-    def convert(arg, device, copy_back):
+    def convert(arg, device, staged):
         if isinstance(arg, np.ndarray):
             if arg.dtype != dtype:
                 raise LaunchError(f"{where} needs a {dtype_text} array, got {arg.dtype}")
@@ -229,18 +257,49 @@ def _pointer_converter(kernel_name, where, param):
                 if not arg.flags.writeable:
                     raise LaunchError(f"{where}: the kernel writes this buffer but the array "
                                       "is read-only")
-                copy_back.append((arg, buffer))
+                staged.append((arg, buffer, None))
+            else:
+                staged.append((None, buffer, None))  # still a host array: the launch waits
             return buffer
         if isinstance(arg, DeviceArray):
             if arg.device is not device:
-                raise LaunchError(f"{where}: the DeviceArray lives on {arg.device.spec}, "
-                                  f"the kernel runs on {device.spec}")
+                _check_shared_device(arg, device)
             if arg.dtype != dtype:
                 raise LaunchError(f"{where} needs a {dtype_text} array, got {arg.dtype}")
             check_size(arg.size)
             return arg.buffer
-        raise LaunchError(f"{where} takes a numpy array or a DeviceArray, "
-                          f"got {type(arg).__name__}")
+        foreign = interop.recognise(arg)
+        if foreign is None:
+            raise LaunchError(f"{where} takes a numpy array or a DeviceArray, "
+                              f"got {type(arg).__name__}")
+        if isinstance(foreign, np.ndarray):  # host memory through DLPack: a view
+            return convert(foreign, device, staged)
+        return from_foreign(foreign, device, staged)
+
+    def _check_shared_device(arg, device):
+        if not device.can_use_buffers_of(arg.device):
+            raise LaunchError(f"{where}: the DeviceArray lives on {arg.device.spec}, "
+                              f"the kernel runs on {device.spec}")
+        arg.device.synchronize()  # another queue in the same context: order by waiting
+
+    def from_foreign(foreign, device, staged):
+        if foreign.dtype is not None and foreign.dtype != dtype:
+            raise LaunchError(f"{where} needs a {dtype_text} array, got {foreign.dtype} "
+                              f"({foreign.kind})")
+        if not foreign.contiguous:
+            raise LaunchError(f"{where}: the {foreign.kind} is not C-contiguous")
+        check_size(foreign.count(dtype))
+        if writes and foreign.readonly:
+            raise LaunchError(f"{where}: the kernel writes this buffer but the "
+                              f"{foreign.kind} is read-only")
+        buffer = foreign.native(device)
+        if buffer is not None:
+            return buffer
+        # Memory of another context or backend: copied in, and back if written.
+        host = foreign.read(dtype)
+        buffer = device.upload(host)
+        staged.append((host, buffer, foreign.write) if writes else (None, buffer, None))
+        return buffer
 
     return convert
 
@@ -317,7 +376,8 @@ def _ndrange(binary, grid, group, device):
     for d in range(ndim):
         if grid[d] % group[d]:
             raise LaunchError(f"{binary.name}(): grid {grid} is not divisible by group {group} "
-                              f"in dimension {d}")
+                              f"in dimension {d} (k[a, b] means grid a in groups of b; a 2-D "
+                              f"grid alone is k[(a, b), None])")
     simd = binary.simd
     local_size = (group[0] * simd,) + group[1:]
     work_items = local_size[0] * (group[1] if ndim > 1 else 1) * (group[2] if ndim > 2 else 1)
