@@ -1,0 +1,50 @@
+"""The installed package and the source checkout resolve the same imports."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import cmlang
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_source_checkout_resolves_codegen_runtime_examples_inside_cmlang():
+    import cmlang.codegen
+    import cmlang.runtime
+    import cmlang.examples.core.bitonic
+    assert os.path.dirname(cmlang.codegen.__file__) == os.path.join(ROOT, "codegen")
+    assert os.path.dirname(cmlang.runtime.__file__) == os.path.join(ROOT, "runtime")
+    assert cmlang.examples.core.bitonic.__file__.startswith(os.path.join(ROOT, "examples"))
+
+
+def test_installed_package_has_one_top_level_name_and_runs_a_kernel(tmp_path):
+    # Run away from the checkout so neither the sources nor their egg-info shadow the install.
+    script = textwrap.dedent("""
+        import importlib.metadata, os
+        import numpy as np, cmlang, cmlang.codegen, cmlang.runtime
+        from cmlang.examples.core import bitonic
+        files = importlib.metadata.files("cmlang")
+        assert files, "cmlang is not installed: run the README's command (pip install '.[test]')"
+        tops = {f.parts[0] for f in files if not f.parts[0].endswith((".dist-info", ".egg-info"))}
+        tops.discard("..")          # the console script lives in bin/
+        assert tops == {"cmlang"}, tops
+        base = os.path.dirname(cmlang.__file__)
+        assert os.path.dirname(cmlang.codegen.__file__) == os.path.join(base, "codegen")
+        assert os.path.dirname(cmlang.runtime.__file__) == os.path.join(base, "runtime")
+        keys = np.random.default_rng(0).standard_normal(64).astype(np.float32)
+        assert np.array_equal(bitonic.sort_rows(keys.copy()), bitonic.reference(keys))
+        print(base)
+    """)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CMLANG_INTERPRET")}
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert not out.stdout.strip().startswith(ROOT), "the subprocess should see the installed copy"
+
+
+def test_console_script_lists_devices():
+    out = subprocess.run([sys.executable, "-m", "cmlang.cli", "devices"], capture_output=True, text=True,
+                         timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "opencl:cpu" in out.stdout and "*" in out.stdout
