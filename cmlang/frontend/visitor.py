@@ -1,0 +1,541 @@
+"""The AST walker: statements and expressions of one kernel, with ``@cm.func`` inlined.
+
+``FunctionCompiler.expr(node)`` evaluates an expression to a run-time ``ir.Value`` or a
+compile-time Python value (see ``values``); ``stmt(node)`` compiles a statement.
+Dispatch is by node class: ``expr_BinOp``, ``stmt_Assign``, ... Control flow (if, for,
+while, return) is in ``control_flow``; operators in ``operators``; subscripts and
+register methods in ``regions``; builtins in ``builtins_impl``.
+
+Names resolve like Python: local variables of the current frame (kernel or inlined func),
+then the function's closure cells, its module globals, and Python's builtins.
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import contextlib
+import inspect
+import types as pytypes
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import language as lang
+from ..errors import CompileError
+from ..ir import Builder, Value, Function
+from ..types import ScalarType, VectorType, PtrType, scalar_from_numpy, constexpr as CONSTEXPR
+from . import operators as ops
+from . import regions
+from . import builtins_impl
+from .control_flow import ControlFlowMixin
+from .emit import Emitter
+from .source import FunctionSource, function_source
+from .values import (Undefined, RegisterMethod, is_constexpr, is_weak, is_numeric, is_register,
+                     describe)
+
+UNSUPPORTED_EXPRS = {
+    "Lambda": "lambda", "ListComp": "list comprehension", "SetComp": "set comprehension",
+    "DictComp": "dict comprehension", "GeneratorExp": "generator expression", "Dict": "dict",
+    "Set": "set", "NamedExpr": "assignment expression (:=)", "Await": "await", "Yield": "yield",
+    "YieldFrom": "yield from", "Starred": "starred expression", "JoinedStr": "string outside print()",
+    "FormattedValue": "string outside print()",
+}
+UNSUPPORTED_STMTS = {
+    "Break": "break", "Continue": "continue", "With": "with statement", "AsyncWith": "async with",
+    "Try": "try statement", "TryStar": "try statement", "ClassDef": "class definition",
+    "FunctionDef": "nested function definition", "AsyncFunctionDef": "nested function definition",
+    "Global": "global statement", "Nonlocal": "nonlocal statement", "Delete": "del statement",
+    "Raise": "raise statement", "Import": "import statement", "ImportFrom": "import statement",
+    "Match": "match statement", "AsyncFor": "async for",
+}
+
+
+@dataclass
+class Frame:
+    """One function being compiled: the kernel, or a @cm.func being inlined."""
+    source: FunctionSource
+    globals: dict
+    closure: dict                       # free variable name -> cell
+    is_kernel: bool
+    env: dict = field(default_factory=dict)   # local variables
+    loop_depth: int = 0                 # enclosing loops (returns are not allowed inside)
+
+    @property
+    def name(self):
+        return self.source.pyfn.__name__
+
+
+def _closure(pyfn):
+    cells = pyfn.__closure__ or ()
+    return dict(zip(pyfn.__code__.co_freevars, cells))
+
+
+class FunctionCompiler(ControlFlowMixin):
+    def __init__(self, function: Function, pyfn):
+        self.function = function
+        self.builder = Builder(function.body)
+        self.em = Emitter(self.builder, function.body)
+        src = function_source(pyfn)
+        self.frame = Frame(src, pyfn.__globals__, _closure(pyfn), is_kernel=True)
+        self.inlining = [pyfn.__code__]     # the call chain, to reject recursion
+
+    # --- entry -------------------------------------------------------------------
+    def compile_kernel(self, constexprs: dict):
+        fdef = self.frame.source.tree
+        self.builder.loc = self.loc(fdef)
+        for name, value in constexprs.items():
+            self.frame.env[name] = value
+        for name, arg in zip(self.function.param_names, self.function.params):
+            self.frame.env[name] = arg
+        self.compile_stmts(fdef.body)
+        self.builder.loc = self.loc(fdef)
+        self.em.effect("return")
+
+    # --- locations and errors ---------------------------------------------------------
+    def loc(self, node):
+        return self.frame.source.loc(node)
+
+    def error(self, message, node=None) -> CompileError:
+        return CompileError(message, self.loc(node) if node is not None else self.builder.loc)
+
+    def unsupported(self, what, node) -> CompileError:
+        return self.error(f"unsupported Python construct: {what}", node)
+
+    @contextlib.contextmanager
+    def at_node(self, node):
+        """Ops created (and errors raised) while compiling ``node`` get its location."""
+        saved = self.builder.loc
+        self.builder.loc = self.loc(node)
+        try:
+            yield
+        finally:
+            self.builder.loc = saved
+
+    # --- names ----------------------------------------------------------------------
+    def lookup(self, name, node):
+        env = self.frame.env
+        if name in env:
+            value = env[name]
+            if isinstance(value, Undefined):
+                raise self.error(f"variable '{name}' {value.reason}", node)
+            return value
+        if name in self.frame.closure:
+            try:
+                return self.from_python(self.frame.closure[name].cell_contents)
+            except ValueError:
+                raise self.error(f"name '{name}' is not defined", node) from None
+        if name in self.frame.globals:
+            return self.from_python(self.frame.globals[name])
+        if hasattr(builtins, name):
+            return getattr(builtins, name)
+        raise self.error(f"name '{name}' is not defined", node)
+
+    def from_python(self, obj):
+        """A Python object from the globals/closure as a compile-time value."""
+        if isinstance(obj, list):
+            return tuple(self.from_python(x) for x in obj)
+        if isinstance(obj, np.generic):
+            return self.em.const(scalar_from_numpy(obj.dtype), obj.item())
+        return obj
+
+    def bind(self, name, value):
+        if isinstance(value, Value) and not value.hint:
+            value.hint = name
+        self.frame.env[name] = value
+
+    # --- statements ---------------------------------------------------------------------
+    def stmt(self, node):
+        with self.at_node(node):
+            method = getattr(self, "stmt_" + type(node).__name__, None)
+            if method is None:
+                what = UNSUPPORTED_STMTS.get(type(node).__name__, type(node).__name__)
+                raise self.unsupported(what, node)
+            method(node)
+
+    def stmt_Pass(self, node):
+        pass
+
+    def stmt_Expr(self, node):
+        if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            return  # a docstring or a string used as a comment
+        self.expr(node.value)
+
+    def stmt_Assign(self, node):
+        value = self.expr(node.value)
+        for target in node.targets:
+            self.assign(target, value)
+
+    def stmt_AnnAssign(self, node):
+        if node.value is None:
+            raise self.unsupported("annotation without a value", node)
+        if not isinstance(node.target, ast.Name):
+            raise self.unsupported("annotated assignment to a subscript or attribute", node)
+        t = self.annotation(node.annotation)
+        value = self.expr(node.value)
+        self.assign(node.target, self.convert_to_annotation(value, t, f"'{node.target.id}'"))
+
+    def stmt_AugAssign(self, node):
+        opname = ops.BINOPS.get(type(node.op))
+        if opname is None:
+            raise self.unsupported(f"operator {type(node.op).__name__}", node)
+        target = node.target
+        if isinstance(target, ast.Name):
+            current = self.lookup(target.id, target)
+            self.bind(target.id, ops.binary(self.em, opname, current, self.expr(node.value)))
+        elif isinstance(target, ast.Subscript):
+            name, base = self.subscript_base(target)
+            key = self.subscript_key(target.slice)
+            rhs = self.expr(node.value)
+            with self.at_node(target):
+                current = regions.read(self.em, base, key)
+            new = ops.binary(self.em, opname, current, rhs)
+            with self.at_node(target):
+                self.bind(name, regions.write(self.em, base, key, new))
+        else:
+            raise self.unsupported("augmented assignment to an attribute", node)
+
+    def stmt_Assert(self, node):
+        test = self.expr(node.test)
+        if not is_constexpr(test):
+            raise self.unsupported("assert on a run-time value", node)
+        if not test:
+            msg = "assertion failed"
+            if node.msg is not None:
+                m = node.msg.value if isinstance(node.msg, ast.Constant) else self.expr(node.msg)
+                msg = f"assertion failed: {m}"
+            raise self.error(msg, node)
+
+    def assign(self, target, value):
+        """Binds ``value`` to an assignment target (name, tuple, subscript)."""
+        if isinstance(target, ast.Name):
+            self.bind(target.id, value)
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            if any(isinstance(e, ast.Starred) for e in target.elts):
+                raise self.unsupported("starred assignment", target)
+            if not isinstance(value, tuple):
+                raise self.error(f"cannot unpack a {describe(value)}; only tuples can be unpacked", target)
+            if len(value) != len(target.elts):
+                raise self.error(f"cannot unpack {len(value)} values into {len(target.elts)} names", target)
+            for t, v in zip(target.elts, value):
+                self.assign(t, v)
+        elif isinstance(target, ast.Subscript):
+            name, base = self.subscript_base(target)
+            key = self.subscript_key(target.slice)
+            with self.at_node(target):
+                self.bind(name, regions.write(self.em, base, key, value))
+        elif isinstance(target, ast.Attribute):
+            raise self.unsupported("assignment to an attribute", target)
+        else:
+            raise self.unsupported(f"assignment to {type(target).__name__}", target)
+
+    def subscript_base(self, target):
+        """The variable a subscript assignment rebinds, and its register."""
+        if not isinstance(target.value, ast.Name):
+            raise self.unsupported("assignment to a nested subscript (assign to a variable's region)",
+                                   target)
+        name = target.value.id
+        base = self.lookup(name, target.value)
+        if not is_register(base):
+            if isinstance(base, tuple):
+                raise self.error(f"'{name}' is a tuple; tuples cannot be changed", target)
+            raise self.error(f"cannot assign to a region of {describe(base)} '{name}'", target)
+        return name, base
+
+    # --- expressions ----------------------------------------------------------------------
+    def expr(self, node):
+        with self.at_node(node):
+            method = getattr(self, "expr_" + type(node).__name__, None)
+            if method is None:
+                what = UNSUPPORTED_EXPRS.get(type(node).__name__, type(node).__name__)
+                raise self.unsupported(what, node)
+            return method(node)
+
+    def expr_Constant(self, node):
+        v = node.value
+        if isinstance(v, str):
+            raise self.unsupported("string outside print()", node)
+        if v is None or isinstance(v, (bool, int, float)):
+            return v
+        raise self.unsupported(f"{type(v).__name__} constant", node)
+
+    def expr_Name(self, node):
+        return self.lookup(node.id, node)
+
+    def expr_Tuple(self, node):
+        return tuple(self.expr(e) for e in node.elts)
+
+    expr_List = expr_Tuple
+
+    def expr_Attribute(self, node):
+        base = self.expr(node.value)
+        name = node.attr
+        if isinstance(base, Value):
+            return regions.attribute(self.em, base, name)
+        if isinstance(base, pytypes.ModuleType):
+            if not hasattr(base, name):
+                raise self.error(f"module '{base.__name__}' has no attribute '{name}'", node)
+            return self.from_python(getattr(base, name))
+        if isinstance(base, (ScalarType, VectorType, PtrType)) and not name.startswith("_") \
+                and hasattr(base, name):
+            return getattr(base, name)
+        raise self.unsupported(f"attribute '{name}' of {describe(base)}", node)
+
+    def expr_Subscript(self, node):
+        base = self.expr(node.value)
+        key = self.subscript_key(node.slice)
+        if isinstance(base, Value):
+            return regions.read(self.em, base, key)
+        if not is_constexpr(key):
+            raise self.error(f"a {describe(base)} needs a compile-time index", node)
+        try:
+            return base[key]
+        except (IndexError, KeyError, TypeError, ValueError) as e:
+            raise self.error(f"cannot index {describe(base)} with {key!r}: {e}", node) from None
+
+    def subscript_key(self, node):
+        """An index: numbers, run-time values, Python slices (of those) and tuples of them."""
+        if isinstance(node, ast.Slice):
+            with self.at_node(node):
+                parts = [None if p is None else self.expr(p) for p in (node.lower, node.upper, node.step)]
+            return slice(*parts)
+        if isinstance(node, ast.Tuple):
+            return tuple(self.subscript_key(e) for e in node.elts)
+        return self.expr(node)
+
+    def expr_BinOp(self, node):
+        opname = ops.BINOPS.get(type(node.op))
+        if opname is None:
+            what = "@ operator (use cm.dpas)" if isinstance(node.op, ast.MatMult) else type(node.op).__name__
+            raise self.unsupported(what, node)
+        return ops.binary(self.em, opname, self.expr(node.left), self.expr(node.right))
+
+    def expr_UnaryOp(self, node):
+        return ops.unary(self.em, node.op, self.expr(node.operand))
+
+    def expr_BoolOp(self, node):
+        """``and``/``or``: a compile-time left side that decides the result short-circuits
+        (like Python); otherwise every operand is evaluated."""
+        opname = "and" if isinstance(node.op, ast.And) else "or"
+        values = []
+        for operand in node.values:
+            v = self.expr(operand)
+            values.append(v)
+            if is_constexpr(v) and all(is_constexpr(x) for x in values):
+                if (opname == "and" and not v) or (opname == "or" and v):
+                    return ops.bool_op(self.em, opname, values)
+        return ops.bool_op(self.em, opname, values)
+
+    def expr_Compare(self, node):
+        result = None
+        left = self.expr(node.left)
+        for op, right_node in zip(node.ops, node.comparators):
+            right = self.expr(right_node)
+            pred = ops.COMPARES.get(type(op))
+            if pred is not None:
+                r = ops.compare(self.em, pred, left, right)
+            else:
+                r = self.identity_compare(op, left, right, node)
+            result = r if result is None else ops.logical_and(self.em, result, r)
+            left = right
+        return result
+
+    def identity_compare(self, op, a, b, node):
+        """``is``, ``is not``, ``in``, ``not in``: compile-time only."""
+        name = {ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in"}[type(op)]
+        if not (is_constexpr(a) and is_constexpr(b)):
+            raise self.error(f"'{name}' needs compile-time operands, got {describe(a)} and {describe(b)}",
+                             node)
+        try:
+            return {"is": lambda: a is b, "is not": lambda: a is not b,
+                    "in": lambda: a in b, "not in": lambda: a not in b}[name]()
+        except TypeError as e:
+            raise self.error(str(e), node) from None
+
+    def expr_IfExp(self, node):
+        cond = ops.truth_or_mask(self.em, self.expr(node.test))
+        if not isinstance(cond, Value):
+            return self.expr(node.body if cond else node.orelse)
+        a, b = self.expr(node.body), self.expr(node.orelse)
+        return builtins_impl.merge(self.em, a, b, cond)
+
+    # --- calls ----------------------------------------------------------------------
+    def expr_Call(self, node):
+        callee = self.expr(node.func)
+        if callee is builtins.print:
+            return self.call_print(node)
+        if callee is lang.sat:
+            return self.call_sat(node)
+        if callee is lang.static_range or callee is builtins.range:
+            name = "cm.static_range" if callee is lang.static_range else "range"
+            raise self.error(f"{name}() can only be used as the iterable of a for loop", node)
+        args = []
+        for a in node.args:
+            if isinstance(a, ast.Starred):
+                raise self.unsupported("starred arguments (*args)", a)
+            args.append(self.expr(a))
+        kwargs = {}
+        for kw in node.keywords:
+            if kw.arg is None:
+                raise self.unsupported("keyword argument unpacking (**kwargs)", kw.value)
+            kwargs[kw.arg] = self.expr(kw.value)
+        return self.call(callee, args, kwargs, node)
+
+    def call(self, callee, args, kwargs, node):
+        if isinstance(callee, lang.DeviceFunction):
+            return self.inline(callee, args, kwargs, node)
+        if isinstance(callee, RegisterMethod):
+            return regions.call_method(self.em, callee.value, callee.name, args, kwargs)
+        if isinstance(callee, type) and issubclass(callee, np.generic):   # np.float32(x)
+            try:
+                callee = scalar_from_numpy(callee)
+            except TypeError:
+                raise self.error(f"numpy type {callee.__name__} has no cmlang scalar type", node) from None
+        if isinstance(callee, ScalarType):
+            return builtins_impl.scalar_cast(self.em, callee, args, kwargs)
+        if isinstance(callee, VectorType):
+            return builtins_impl.construct(self.em, callee, args, kwargs)
+        if builtins_impl.lookup(callee) is not None:
+            return builtins_impl.call_builtin(self.em, callee, args, kwargs)
+        if isinstance(callee, Value):
+            raise self.error(f"a {callee.type} value is not callable", node)
+        if isinstance(callee, lang.Builtin):
+            raise self.error(f"cm.{callee.name} cannot be called here", node)
+        name = getattr(callee, "__name__", None) or type(callee).__name__
+        from ..kernel import Kernel
+        if isinstance(callee, Kernel):
+            raise self.error(f"cannot call the kernel '{name}' from a kernel; move the shared code "
+                             "into a @cm.func", node)
+        raise self.unsupported(f"call to non-kernel Python function '{name}' (device functions "
+                               "need @cm.func)", node)
+
+    def call_print(self, node):
+        """``print(a, "text", x)`` -> print [fmt="{} text {}"] with the run-time values."""
+        sep = " "
+        for kw in node.keywords:
+            if kw.arg == "sep" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
+                sep = kw.value.value
+            else:
+                raise self.unsupported(f"print() keyword '{kw.arg}'", kw.value)
+        pieces, operands = [], []
+        for arg in node.args:
+            text = ""
+            for part in (arg.values if isinstance(arg, ast.JoinedStr) else [arg]):
+                if isinstance(part, ast.FormattedValue):
+                    if part.format_spec is not None or part.conversion != -1:
+                        raise self.unsupported("format spec in a kernel print", part)
+                    part = part.value
+                if isinstance(part, ast.Constant) and isinstance(part.value, str):
+                    text += _escape(part.value)
+                    continue
+                text += self._print_piece(self.expr(part), operands)
+            pieces.append(text)
+        self.em.effect("print", operands, fmt=_escape(sep).join(pieces))
+
+    def _print_piece(self, value, operands):
+        """The format text of one printed value; run-time values become ``{}`` placeholders."""
+        if isinstance(value, Value):
+            operands.append(value)
+            return "{}"
+        if isinstance(value, tuple):
+            items = [self._print_piece(v, operands) for v in value]
+            return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+        return _escape(str(value))
+
+    def call_sat(self, node):
+        """``cm.sat(x.astype(T))`` -> convert [sat=true]."""
+        inner = node.args[0] if len(node.args) == 1 and not node.keywords else None
+        if not (isinstance(inner, ast.Call) and isinstance(inner.func, ast.Attribute)
+                and inner.func.attr == "astype" and len(inner.args) == 1 and not inner.keywords):
+            raise self.error("cm.sat() takes a conversion, e.g. cm.sat(v.astype(cm.u8))", node)
+        with self.at_node(inner):
+            value = self.expr(inner.func.value)
+            t = self.expr(inner.args[0])
+            if not (isinstance(value, Value) and is_numeric(value)):
+                raise self.error(f"cm.sat(x.astype(T)) needs a run-time scalar or register x, got "
+                                 f"{describe(value)}", inner)
+            if not isinstance(t, ScalarType):
+                raise self.error(f"astype() needs a scalar type, got {describe(t)}", inner)
+            if t == value.type.elem:
+                return value
+            return self.em.convert(value, t, sat=True)
+
+    # --- @cm.func inlining ---------------------------------------------------------------
+    def inline(self, dfn, args, kwargs, node):
+        """Compiles the body of a @cm.func in place, with its own names and locations."""
+        pyfn = dfn.fn
+        name = pyfn.__name__
+        if pyfn.__code__ in self.inlining:
+            raise self.error(f"recursive call to cm.func '{name}' is not supported (funcs are inlined)",
+                             node)
+        sig = inspect.signature(pyfn)
+        for p in sig.parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise self.error(f"cm.func '{name}': *args and **kwargs parameters are not supported",
+                                 node)
+        try:
+            bound = sig.bind(*args, **kwargs)
+        except TypeError as e:
+            raise self.error(f"cm.func '{name}': {e}", node) from None
+        bound.apply_defaults()
+        callee = Frame(function_source(pyfn), pyfn.__globals__, _closure(pyfn), is_kernel=False)
+        call_loc = self.builder.loc
+        caller = self.frame
+        self.frame = callee
+        self.inlining.append(pyfn.__code__)
+        try:
+            fargs = callee.source.tree.args
+            annotations = {a.arg: a.annotation for a in fargs.posonlyargs + fargs.args + fargs.kwonlyargs}
+            for pname, value in bound.arguments.items():
+                value = self.from_python(value) if not isinstance(value, Value) else value
+                ann = annotations.get(pname)
+                if ann is not None:
+                    t = self.annotation(ann)
+                    self.builder.loc = call_loc     # conversions belong to the call site
+                    value = self.convert_to_annotation(value, t, f"argument '{pname}' of cm.func '{name}'")
+                self.bind(pname, value)
+            returned = self.compile_stmts(callee.source.tree.body)
+        except CompileError as e:
+            if e.loc is None or e.loc.file != callee.source.file or call_loc is None \
+                    or "(in cm.func" in e.message:
+                raise
+            raise CompileError(f"{e.message} (in cm.func '{name}' called at {call_loc})", e.loc) from None
+        finally:
+            self.frame = caller
+            self.inlining.pop()
+        return returned.value if returned is not None else None
+
+    def annotation(self, node):
+        """The compile-time value of an annotation (also a string one, from
+        ``from __future__ import annotations``)."""
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            try:
+                parsed = ast.parse(node.value, mode="eval").body
+            except SyntaxError:
+                raise self.error(f"cannot parse the annotation {node.value!r}", node) from None
+            for n in ast.walk(parsed):
+                n.lineno, n.col_offset = node.lineno, node.col_offset
+            node = parsed
+        return self.expr(node)
+
+    def convert_to_annotation(self, value, t, what):
+        """A value given to an annotated name (``x: f32 = ...``, a func parameter)."""
+        em = self.em
+        if t is CONSTEXPR:
+            if not is_constexpr(value):
+                raise em.error(f"{what} must be a compile-time constant, got {describe(value)}")
+            return value
+        if isinstance(t, ScalarType):
+            if not (is_weak(value) or (isinstance(value, Value) and isinstance(value.type, ScalarType))):
+                raise em.error(f"{what} must be a {t} scalar, got {describe(value)}")
+            return em.coerce(value, t)
+        if isinstance(t, VectorType):
+            return em.coerce(value, t, what=what)
+        if isinstance(t, PtrType):
+            if not (isinstance(value, Value) and isinstance(value.type, PtrType) and value.type.elem == t.elem):
+                raise em.error(f"{what} must be a {t}, got {describe(value)}")
+            return value
+        return value    # an annotation cmlang does not check (e.g. a Python type)
+
+
+def _escape(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")

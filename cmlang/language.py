@@ -1,0 +1,129 @@
+"""The builtins users call inside kernels: ``cm.load``, ``cm.exp``, ``cm.static_range``, ...
+
+Each builtin is a marker object: the front end (``cmlang.frontend``) recognises it by
+identity (through the kernel's globals, e.g. ``cm.load`` is the attribute ``load`` of
+the module ``cmlang``) and compiles the call into IR. Calling one on the host, outside
+a kernel, raises ``RuntimeError``. The docstring of each builtin is its user
+documentation; ``cmlang.frontend.builtins_impl`` holds how each one compiles.
+
+``@cm.func`` wraps a Python function into a ``DeviceFunction``: kernels and other funcs
+call it and the front end inlines its body.
+"""
+from __future__ import annotations
+
+import functools
+
+
+class Builtin:
+    """A function that only exists inside kernels (``cm.<name>``)."""
+
+    def __init__(self, name: str, doc: str):
+        self.name = name
+        self.__name__ = name
+        self.__qualname__ = name
+        self.__doc__ = doc
+
+    def __call__(self, *args, **kwargs):
+        raise RuntimeError(f"cm.{self.name} can only be used inside a @cm.kernel or @cm.func")
+
+    def __repr__(self):
+        return f"<cmlang builtin cm.{self.name}>"
+
+
+class DeviceFunction:
+    """A ``@cm.func``: a device function that kernels (and other funcs) call; it is inlined."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args, **kwargs):
+        raise RuntimeError(f"cm.func '{self.fn.__name__}' can only be called inside a "
+                           "@cm.kernel or @cm.func")
+
+    def __repr__(self):
+        return f"<cmlang func {self.fn.__qualname__}>"
+
+
+def func(fn=None):
+    """Decorator: ``@cm.func`` (or ``@cm.func()``) makes a device function that is inlined
+    at every call. Parameters may be annotated with a cmlang type (the argument is
+    converted to it) or ``cm.constexpr`` (the argument must be a compile-time value)."""
+    if fn is None:
+        return DeviceFunction
+    return DeviceFunction(fn)
+
+
+def _builtin(name, doc):
+    b = Builtin(name, doc)
+    globals()[name] = b
+    return b
+
+
+# --- authoring --------------------------------------------------------------------
+_builtin("static_range", "static_range([start,] stop[, step]): `for i in cm.static_range(n)` unrolls the "
+         "loop at compile time; `i` is a compile-time int in every copy of the body.")
+
+# --- register construction and conversion -------------------------------------------
+_builtin("zeros", "zeros(type): a register (or scalar) of `type` filled with 0.")
+_builtin("full", "full(type, value): a register of `type` with every element `value` (run-time scalars "
+         "are converted and broadcast).")
+_builtin("iota", "iota(T, n, start=0, step=1): vector[T, n] with element i = start + i*step.")
+_builtin("merge", "merge(a, b, mask): `a` where `mask` else `b`, element-wise (CM merge).")
+_builtin("sat", "sat(x.astype(T)): saturating conversion: values are clamped to T's range (NaN -> 0).")
+
+# --- regions and cross-lane operations ---------------------------------------------
+_builtin("shuffle", "shuffle(v, idx): r[i] = v[idx[i]] (same as v.iselect(idx)).")
+_builtin("shuffle_xor", "shuffle_xor(v, k): r[i] = v[i ^ k].")
+_builtin("rotate", "rotate(v, k): r[i] = v[(i + k) % N].")
+_builtin("broadcast", "broadcast(v, i): every element is v[i].")
+_builtin("reduce_sum", "reduce_sum(v, axis=None): sum of the elements; on a matrix axis=0 sums each "
+         "column, axis=1 each row. Integers narrower than 32 bits (and bool) sum as i32.")
+_builtin("reduce_prod", "reduce_prod(v, axis=None): product of the elements (see reduce_sum).")
+_builtin("reduce_max", "reduce_max(v, axis=None): largest element (see reduce_sum).")
+_builtin("reduce_min", "reduce_min(v, axis=None): smallest element (see reduce_sum).")
+
+# --- math ---------------------------------------------------------------------------
+for _name, _what in [("exp", "e ** x"), ("exp2", "2 ** x"), ("log", "natural logarithm"),
+                     ("log2", "base-2 logarithm"), ("sqrt", "square root"), ("rsqrt", "1 / sqrt(x)"),
+                     ("inv", "1 / x"), ("sin", "sine"), ("cos", "cosine"),
+                     ("tanh", "hyperbolic tangent"), ("floor", "round toward -inf"),
+                     ("ceil", "round toward +inf")]:
+    _builtin(_name, f"{_name}(x): element-wise {_what}; integer inputs are converted to f32 first.")
+_builtin("abs", "abs(x): element-wise absolute value.")
+_builtin("min", "min(a, b, ...): element-wise minimum (floats: a NaN loses to a number).")
+_builtin("max", "max(a, b, ...): element-wise maximum (floats: a NaN loses to a number).")
+_builtin("fma", "fma(a, b, c): a * b + c element-wise, rounded once.")
+_builtin("pow", "pow(a, b): a ** b element-wise on floats (integers are converted to f32).")
+_builtin("dpas", "dpas(acc, a, b): acc + a @ b with acc: matrix[f32, M, N], a: matrix[T, M, K], "
+         "b: matrix[T, K, N], T in f16 bf16 f32; products and sums in f32.")
+
+# --- memory -------------------------------------------------------------------------
+_builtin("load", "load(p, offset, n) -> vector[T, n]: p[offset : offset + n]. "
+         "load(p, offset, (r, c), pitch) -> matrix[T, r, c]: rows `pitch` elements apart.")
+_builtin("store", "store(p, offset, v): p[offset + i] = v[i]. store(p, offset, m, pitch): 2-D store of "
+         "a matrix with rows `pitch` elements apart.")
+_builtin("gather", "gather(p, offsets, mask=None): r[i] = p[offsets[i]] where mask (else 0).")
+_builtin("scatter", "scatter(p, offsets, v, mask=None): p[offsets[i]] = v[i] where mask.")
+for _kind in ("add", "sub", "min", "max", "xchg", "and", "or", "xor"):
+    _builtin(f"atomic_{_kind}", f"atomic_{_kind}(p, offsets, v) -> old values: atomically "
+             f"p[offsets[i]] = {_kind}(p[offsets[i]], v[i]) element by element.")
+_builtin("atomic_cmpxchg", "atomic_cmpxchg(p, offsets, expected, desired) -> old values: atomically "
+         "p[offsets[i]] = desired[i] where p[offsets[i]] == expected[i].")
+_builtin("slm", "slm(T, n) -> ptr[T] to n elements of shared local memory of the group (only at the "
+         "top level of the kernel body; n a compile-time int).")
+_builtin("barrier", "barrier(): every CM thread of the group arrives before any proceeds; memory "
+         "written before is visible after.")
+_builtin("fence", "fence(): orders this CM thread's memory writes.")
+
+# --- ids ----------------------------------------------------------------------------
+for _name, _what in [("thread_id", "global CM-thread index"), ("group_id", "index of the group"),
+                     ("local_id", "index of this CM thread inside its group"),
+                     ("group_count", "number of groups"), ("local_size", "CM threads per group")]:
+    _builtin(_name, f"{_name}(dim) -> i32: {_what} in dimension dim (a constant 0, 1 or 2).")
+
+del _name, _what, _kind
+
+BUILTINS = {name: obj for name, obj in globals().items() if isinstance(obj, Builtin)}
+
+__all__ = ["func", "DeviceFunction", "Builtin", *BUILTINS]
