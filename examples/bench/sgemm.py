@@ -1,0 +1,210 @@
+"""SGEMM, C = A @ B: f32, and f16 inputs with f32 accumulation (``hgemm``).
+
+cmlang: one CM thread owns a TM x TN tile of C in registers (register blocking:
+4 x 64 for f32, 8 x 32 for f16, i.e. 16 registers of 16 lanes).
+Each step over k loads one row of B as a TN-wide block and adds the broadcast
+A[m, k] times it to row m of the tile: TM * TN / simd FMAs per B row read, no
+shared memory, no barriers.
+
+OpenCL C (SIMT): the classic local-memory tiled kernel. A 16 x 16 work-group
+computes a 64 x 64 block of C; each k-step stages a 64 x 16 tile of A (transposed)
+and a 16 x 64 tile of B in local memory, and each work-item accumulates a 4 x 4
+micro-tile with strided columns so that neighbouring work-items read neighbouring
+addresses.
+"""
+import numpy as np
+
+import cmlang as cm
+import cmlang.runtime
+from cmlang import f16, f32, i32
+from cmlang.bench import (Benchmark, Run, Skip, event_seconds, from_buffer, host_run, opencl_kernel,
+                          span_seconds, to_buffer)
+
+# cmlang: C tile per CM thread (TM x TN) and k unrolling, tuned per input type: f16
+# inputs convert every B element they load, so taller tiles (more reuse) win there.
+TILES = {np.dtype(np.float32): (4, 64, 16), np.dtype(np.float16): (8, 32, 16)}
+
+
+def _gemm_kernel(T):
+    @cm.kernel(simd=16)
+    def gemm(a: cm.ptr[T], b: cm.ptr[T], c: cm.ptr[f32], K: i32, N: i32,
+             TM: cm.constexpr, TN: cm.constexpr, KU: cm.constexpr):
+        row0 = cm.thread_id(1) * TM
+        col0 = cm.thread_id(0) * TN
+        acc = cm.zeros(cm.matrix[f32, TM, TN])
+        for k in range(0, K, KU):
+            ta = cm.load(a, row0 * K + k, (TM, KU), K).astype(f32)   # A[row0:+TM, k:+KU]
+            for kk in cm.static_range(KU):
+                bk = cm.load(b, (k + kk) * N + col0, TN).astype(f32)  # B[k+kk, col0:+TN]
+                for m in cm.static_range(TM):
+                    acc[m] = cm.fma(ta[m, kk], bk, acc[m])
+        cm.store(c, row0 * N + col0, acc, N)
+    return gemm
+
+
+sgemm_kernel = _gemm_kernel(f32)
+hgemm_kernel = _gemm_kernel(f16)
+
+
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """C = A @ B (f32 or f16 inputs, f32 result); sizes multiples of the tile."""
+    (m, k), (_, n) = a.shape, b.shape
+    tm, tn, ku = TILES[a.dtype]
+    assert m % tm == 0 and n % tn == 0 and k % ku == 0
+    kernel = hgemm_kernel if a.dtype == np.float16 else sgemm_kernel
+    c = np.empty((m, n), np.float32)
+    kernel[(n // tn, m // tm), None](a, b, c, k, n, tm, tn, ku)
+    return c
+
+
+OPENCL_SOURCE = r"""
+#ifdef USE_HALF
+#pragma OPENCL EXTENSION cl_khr_fp16 : enable
+#endif
+#define TS 64               /* C block per work-group */
+#define TK 16               /* k-step staged in local memory */
+#define WPT 4               /* WPT x WPT outputs per work-item */
+#define WG (TS / WPT)
+
+__kernel __attribute__((reqd_work_group_size(WG, WG, 1)))
+void gemm_tiled(const int M, const int N, const int K,
+                __global const T* A, __global const T* B, __global float* C)
+{
+    const int tx = get_local_id(0), ty = get_local_id(1);
+    const int lid = ty * WG + tx;
+    const int col0 = get_group_id(0) * TS, row0 = get_group_id(1) * TS;
+    __local float As[TK][TS];          /* A tile, transposed: As[k][m] */
+    __local float Bs[TK][TS];
+    float acc[WPT][WPT];
+    for (int i = 0; i < WPT; i++)
+        for (int j = 0; j < WPT; j++)
+            acc[i][j] = 0.0f;
+    for (int k0 = 0; k0 < K; k0 += TK) {
+        for (int i = lid; i < TS * TK; i += WG * WG) {
+            const int r = i / TK, c = i % TK;
+            As[c][r] = A[(row0 + r) * K + k0 + c];
+            const int br = i / TS, bc = i % TS;
+            Bs[br][bc] = B[(k0 + br) * N + col0 + bc];
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int k = 0; k < TK; k++) {
+            float a[WPT], b[WPT];
+            for (int w = 0; w < WPT; w++) {
+                a[w] = As[k][ty + w * WG];
+                b[w] = Bs[k][tx + w * WG];
+            }
+            for (int i = 0; i < WPT; i++)
+                for (int j = 0; j < WPT; j++)
+                    acc[i][j] = fma(a[i], b[j], acc[i][j]);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    for (int i = 0; i < WPT; i++)
+        for (int j = 0; j < WPT; j++)
+            C[(row0 + ty + i * WG) * N + col0 + tx + j * WG] = acc[i][j];
+}
+"""
+OPENCL_TILE, OPENCL_WPT = 64, 4
+
+
+def opencl_matmul(a: np.ndarray, b: np.ndarray, device=None) -> np.ndarray:
+    """The SIMT OpenCL C version on ``device`` (default: cmlang's current device)."""
+    device = device or cmlang.runtime.get_device()
+    run = opencl_simt({"a": a, "b": b}, device)
+    run.run()
+    return run.output()
+
+
+# ---------------------------------------------------------------------------
+# Benchmark
+
+def make_inputs(params, rng, dtype=np.float32):
+    m, n, k = params["m"], params["n"], params["k"]
+    return {"a": rng.uniform(-1, 1, (m, k)).astype(dtype), "b": rng.uniform(-1, 1, (k, n)).astype(dtype)}
+
+
+def reference(inputs):
+    a, b = inputs["a"].astype(np.float64), inputs["b"].astype(np.float64)
+    return (a @ b).astype(np.float32)
+
+
+def cmlang_impl(inputs, device):
+    a, b = inputs["a"], inputs["b"]
+    (m, k), (_, n) = a.shape, b.shape
+    kernel = hgemm_kernel if a.dtype == np.float16 else sgemm_kernel
+    tm, tn, ku = TILES[a.dtype]
+    da, db, dc = cm.to_device(a), cm.to_device(b), cm.to_device(np.zeros((m, n), np.float32))
+    launch = kernel[(n // tn, m // tm), None]
+    return Run(lambda: event_seconds([launch(da, db, dc, k, n, tm, tn, ku)]), dc.numpy)
+
+
+def opencl_simt(inputs, device):
+    a, b = inputs["a"], inputs["b"]
+    (m, k), (_, n) = a.shape, b.shape
+    options = "-DT=half -DUSE_HALF" if a.dtype == np.float16 else "-DT=float"
+    kernel = opencl_kernel(device, OPENCL_SOURCE, "gemm_tiled", options)
+    da, db, dc = to_buffer(device, a), to_buffer(device, b), to_buffer(device, np.empty((m, n), np.float32), copy=False)
+    wg = OPENCL_TILE // OPENCL_WPT
+    grid = (n // OPENCL_WPT, m // OPENCL_WPT)
+
+    def run():
+        return event_seconds([kernel(device.queue, grid, (wg, wg), np.int32(m), np.int32(n), np.int32(k), da, db, dc)])
+    return Run(run, lambda: from_buffer(device, dc, ((m, n), np.float32)))
+
+
+def numpy_impl(inputs):
+    a, b = inputs["a"], inputs["b"]
+    if a.dtype == np.float16:   # numpy has no f16 BLAS: convert, then sgemm
+        return host_run(lambda: a.astype(np.float32) @ b.astype(np.float32))
+    return host_run(lambda: a @ b)
+
+
+def clblast_impl(inputs, device):
+    try:
+        import pyclblast
+    except ImportError:
+        raise Skip("pyclblast is not installed") from None
+    import pyopencl.array as cla
+    a, b = inputs["a"], inputs["b"]
+    (m, k), (_, n) = a.shape, b.shape
+    if a.dtype != np.float32:
+        raise Skip("CLBlast is compared on f32 only")
+    queue = device.queue
+    da, db = cla.to_device(queue, a), cla.to_device(queue, b)
+    dc = cla.zeros(queue, (m, n), np.float32)
+
+    def enqueue():
+        pyclblast.gemm(queue, m, n, k, da, db, dc, a_ld=k, b_ld=n, c_ld=n)
+    # CLBlast runs helper kernels besides the GEMM and returns one event: time them all.
+    return Run(lambda: span_seconds(queue, enqueue), dc.get)
+
+
+SIZES = {"tiny": {"m": 64, "n": 64, "k": 64},
+         "quick": {"m": 256, "n": 256, "k": 256},
+         "full": {"m": 1024, "n": 1024, "k": 1024}}
+
+
+def _flops(p):
+    return 2.0 * p["m"] * p["n"] * p["k"]
+
+
+def _bytes(itemsize):
+    return lambda p: itemsize * (p["m"] * p["k"] + p["k"] * p["n"]) + 4 * p["m"] * p["n"]
+
+
+benchmarks = [
+    Benchmark(
+        name="sgemm", description="C = A @ B, f32",
+        sizes=SIZES, make_inputs=make_inputs, reference=reference,
+        implementations={"cmlang": cmlang_impl, "opencl-simt": opencl_simt,
+                         "numpy": lambda inputs, device: numpy_impl(inputs), "clblast": clblast_impl},
+        flops=_flops, bytes=_bytes(4), rtol=1e-3, atol=1e-3,
+        size_label=lambda p: f"{p['m']}x{p['n']}x{p['k']}"),
+    Benchmark(
+        name="hgemm", description="C = A @ B, f16 inputs, f32 accumulate",
+        sizes=SIZES, make_inputs=lambda p, rng: make_inputs(p, rng, np.float16), reference=reference,
+        implementations={"cmlang": cmlang_impl, "opencl-simt": opencl_simt,
+                         "numpy": lambda inputs, device: numpy_impl(inputs)},
+        flops=_flops, bytes=_bytes(2), rtol=1e-3, atol=1e-3,
+        size_label=lambda p: f"{p['m']}x{p['n']}x{p['k']}"),
+]
