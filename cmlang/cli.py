@@ -1,4 +1,4 @@
-"""The ``cmlang`` command line: devices, compile."""
+"""The ``cmlang`` command line: devices, compile, cache, build."""
 from __future__ import annotations
 
 import argparse
@@ -101,6 +101,115 @@ def cmd_compile(args):
     return 0
 
 
+def cmd_bench(args):
+    from .bench import run_command
+    return run_command(args)
+
+
+def cmd_cache(args):
+    from . import cache
+    if args.action == "clear":
+        removed = cache.clear(stale_only=args.stale)
+        print(f"removed {removed} cache entr{'ies' if removed != 1 else 'y'} from {cache.cache_root()}")
+        return 0
+    info = cache.info()
+    state = "on" if info["enabled"] else f"off ({cache.DISABLE_ENV}=0)"
+    print(f"cache dir: {info['dir']}  [{state}]")
+    for store, label in ((cache.KERNELS, "compiled kernels"), (cache.DEVICE_BINARIES, "driver binaries")):
+        print(f"  {label:17s} {info[store]['entries']:6d} entries  {info[store]['bytes'] / 1e6:9.2f} MB")
+    if args.list:
+        import time as _time
+        for name, target, simd, size, created in cache.list_kernels():
+            stamp = _time.strftime("%Y-%m-%d %H:%M", _time.localtime(created))
+            print(f"    {name:50s} {target:9s} simd={simd:<3d} {size / 1e3:8.1f} kB  {stamp}")
+    return 0
+
+
+class _SpecSetAction(argparse.Action):
+    """``cmlang build``: each --signature opens a set of options; the --constexpr
+    options after it (or before the first --signature) belong to that set."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        sets = getattr(namespace, "spec_sets", None) or []
+        namespace.spec_sets = sets
+        if not sets or (self.dest == "signature" and sets[-1]["signature"] is not None):
+            sets.append({"signature": None, "constexpr": []})
+        if self.dest == "signature":
+            sets[-1]["signature"] = value
+        else:
+            sets[-1]["constexpr"].append(value)
+
+
+def cmd_build(args):
+    from .package import build_package
+    specs = []
+    for ref in dict.fromkeys(args.kernels):  # dict: drop repeats, keep order
+        if "::" in ref:
+            kernel = load_kernel(ref)
+            if args.simd and args.simd != kernel.simd:
+                from .kernel import Kernel
+                kernel = Kernel(kernel.fn, simd=args.simd)
+            specs += _specs_for(kernel, getattr(args, "spec_sets", None) or [])
+        else:
+            specs += _recipe_specs(ref)
+    path = build_package(args.output, specs, target=args.target,
+                         progress=None if not args.quiet else False)
+    if not args.quiet:
+        from cmlang.runtime.package import load_package
+        print(f"wrote {path}:")
+        print("  " + load_package(path).describe().replace("\n", "\n  "))
+    return 0
+
+
+def _specs_for(kernel, spec_sets):
+    """The (kernel, constexprs) specs that the option sets give one kernel."""
+    import itertools
+    from .types import constexpr
+    if not spec_sets:
+        return [(kernel, {})]
+    names = {n for n, t in kernel.params if t is constexpr}
+    specs = []
+    for spec_set in spec_sets:
+        values = {}
+        for item in spec_set["constexpr"]:  # a name given twice: one spec per value
+            (name, value), = parse_constexprs([item]).items()
+            values.setdefault(name, []).append(value)
+        if spec_set["signature"] is not None and not _signature_matches(kernel, spec_set["signature"]):
+            continue
+        if not set(values) <= names:
+            continue
+        for combo in itertools.product(*values.values()):
+            specs.append((kernel, dict(zip(values, combo))))
+    if not specs:
+        params = ", ".join(f"{n}: {t}" for n, t in kernel.params)
+        raise SystemExit(f"cmlang: no --signature/--constexpr set fits {kernel.__name__}({params})")
+    return specs
+
+
+def _signature_matches(kernel, signature):
+    from .types import parse_type
+    try:
+        return [parse_type(t) for t in _split_types(signature)] == [t for _, t in kernel.runtime_params]
+    except (ValueError, KeyError):
+        raise SystemExit(f"cmlang: cannot parse --signature {signature!r}") from None
+
+
+def _recipe_specs(path):
+    """A build recipe: a Python file defining PACKAGE_SPECS (a list of build_package
+    specs, or a function returning one)."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"cmlang: no such file: {path} (expected FILE::KERNEL or a recipe file)")
+    module_name = "_cmlang_recipe_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    specs = getattr(module, "PACKAGE_SPECS", None)
+    if specs is None:
+        raise SystemExit(f"cmlang: {path} defines no PACKAGE_SPECS (nor is it FILE::KERNEL)")
+    return list(specs() if callable(specs) else specs)
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="cmlang", description="explicit-SIMD kernels in Python")
     sub = p.add_subparsers(dest="command", required=True)
@@ -115,6 +224,28 @@ def build_parser():
     c.add_argument("--emit", default="ir", choices=("ir", "llvm", "spirv", "spirv-asm"))
     c.add_argument("-o", "--output")
     c.set_defaults(run=cmd_compile)
+    b = sub.add_parser("bench", help="benchmark cmlang kernels against SIMT OpenCL C and libraries")
+    from .bench import add_arguments as add_bench_arguments
+    add_bench_arguments(b)
+    b.set_defaults(run=cmd_bench)
+    k = sub.add_parser("cache", help="the on-disk compile cache: info, clear")
+    k.add_argument("action", choices=("info", "clear"))
+    k.add_argument("--list", action="store_true", help="info: list the cached kernels")
+    k.add_argument("--stale", action="store_true",
+                   help="clear: only kernels compiled by another cmlang/compiler/llvmlite")
+    k.set_defaults(run=cmd_cache)
+    pk = sub.add_parser("build", help="compile kernels into a precompiled package (.cmpkg)")
+    pk.add_argument("kernels", nargs="+", metavar="FILE::KERNEL|RECIPE.py",
+                    help="kernels, or recipe files that define PACKAGE_SPECS")
+    pk.add_argument("--signature", action=_SpecSetAction, default=None,
+                    help="starts a set: runtime parameter types; the --constexpr after it belong to it")
+    pk.add_argument("--constexpr", action=_SpecSetAction, default=None, metavar="NAME=VALUE",
+                    help="a constexpr value of the current set; a name given twice builds both")
+    pk.add_argument("--simd", type=int, choices=(8, 16, 32))
+    pk.add_argument("--target", default="spirv", choices=("spirv", "spirv-vc"))
+    pk.add_argument("-o", "--output", required=True, metavar="NAME.cmpkg")
+    pk.add_argument("-q", "--quiet", action="store_true")
+    pk.set_defaults(run=cmd_build)
     return p
 
 

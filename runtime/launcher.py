@@ -118,6 +118,8 @@ class _HostMemory:
     def upload(host_array):
         return host_array
 
+    stage = upload
+
 
 def prepare_host_args(binary, args):
     """Check ``args`` exactly as ``launch`` does, for the interpreter.
@@ -181,7 +183,8 @@ class _Plan:
         key = (device, self.sha, self.name)
         kernel = _kernels.get(key)
         if kernel is None:
-            kernel = _kernels[key] = device.build_kernel(self.spirv, self.name)
+            from cmlang.cache import build_device_kernel  # the driver's own binary from disk
+            kernel = _kernels[key] = build_device_kernel(device, self.spirv, self.name)
         self.kernels[device] = kernel
         return kernel
 
@@ -252,7 +255,7 @@ def _pointer_converter(kernel_name, where, param):
                 raise LaunchError(f"{where}: the array is not C-contiguous "
                                   "(pass np.ascontiguousarray(a))")
             check_size(arg.size)
-            buffer = device.upload(arg)
+            buffer = device.stage(arg)
             if writes:
                 if not arg.flags.writeable:
                     raise LaunchError(f"{where}: the kernel writes this buffer but the array "
@@ -263,7 +266,7 @@ def _pointer_converter(kernel_name, where, param):
             return buffer
         if isinstance(arg, DeviceArray):
             if arg.device is not device:
-                _check_shared_device(arg, device)
+                borrow(arg, device, staged)
             if arg.dtype != dtype:
                 raise LaunchError(f"{where} needs a {dtype_text} array, got {arg.dtype}")
             check_size(arg.size)
@@ -276,11 +279,15 @@ def _pointer_converter(kernel_name, where, param):
             return convert(foreign, device, staged)
         return from_foreign(foreign, device, staged)
 
-    def _check_shared_device(arg, device):
+    def borrow(arg, device, staged):
+        """A DeviceArray of another queue in the same memory space (dpctl queues of one
+        context): usable, but the two queues do not order each other's work, so wait
+        for its queue now and for this launch before returning."""
         if not device.can_use_buffers_of(arg.device):
             raise LaunchError(f"{where}: the DeviceArray lives on {arg.device.spec}, "
                               f"the kernel runs on {device.spec}")
-        arg.device.synchronize()  # another queue in the same context: order by waiting
+        arg.device.synchronize()
+        staged.append((None, arg.buffer, None))
 
     def from_foreign(foreign, device, staged):
         if foreign.dtype is not None and foreign.dtype != dtype:
@@ -294,10 +301,12 @@ def _pointer_converter(kernel_name, where, param):
                               f"{foreign.kind} is read-only")
         buffer = foreign.native(device)
         if buffer is not None:
+            if foreign.sync_other_queue(device):
+                staged.append((None, buffer, None))  # the launch waits too, for their reads
             return buffer
         # Memory of another context or backend: copied in, and back if written.
         host = foreign.read(dtype)
-        buffer = device.upload(host)
+        buffer = device.stage(host)
         staged.append((host, buffer, foreign.write) if writes else (None, buffer, None))
         return buffer
 

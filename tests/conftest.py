@@ -1,7 +1,11 @@
 import os
+import tempfile
 
 import numpy as np
 import pytest
+
+# Tests compile into a cache of their own: never answered from (or filling) the user's.
+os.environ.setdefault("CMLANG_CACHE_DIR", tempfile.mkdtemp(prefix="cmlang-test-cache-"))
 
 
 @pytest.fixture(params=["device", "interpret"])

@@ -1,0 +1,614 @@
+"""The persistent compile cache: compiled kernels (and driver binaries) on disk.
+
+Two stores live under cmlang's cache folder (``CMLANG_CACHE_DIR``, else the user
+cache dir ``.../cmlang``):
+
+- ``kernels/<key>.entry``: one compiled specialization -- the ``KernelBinary`` as a
+  JSON manifest, its SPIR-V, the IR text and the LLVM IR.  The key is a sha256 over
+  everything that can change the result: the kernel's source (and where it is: the
+  IR records locations) and that of every ``@cm.func`` it reaches, the plain module
+  constants and closure values they read, constexpr values,
+  parameter types, ``simd``, target, codegen-relevant device properties, the cmlang
+  version, a hash of the compiler's own sources and the llvmlite build.  A hit
+  needs neither the front end nor codegen: the IR text is parsed only if asked for.
+- ``device-binaries/<key>.entry``: what the OpenCL driver built from a SPIR-V module
+  for one device and driver version (``build_device_kernel``).  On the Intel CPU
+  runtime building SPIR-V takes ~0.1 s for a tiny kernel and ~9 s for flash
+  attention; loading the driver's own binary takes ~3 ms and ~60 ms.
+
+Every file is one "entry": a magic line, a JSON header naming the sections and the
+sha256 of the body, then the body.  Entries are written to a temporary file and
+renamed into place, so concurrent processes never see a partial one; an entry that
+does not parse or whose checksum does not match is deleted and rebuilt.
+
+``CMLANG_CACHE=0`` switches both stores off.  This module loads only the standard
+library and cmlang.kernel (itself light), never the front end, codegen or llvmlite.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import json
+import os
+import tempfile
+import textwrap
+import time
+import types
+
+from .kernel import CompiledKernel
+from .types import PtrType, ScalarType, VectorType
+
+ENTRY_MAGIC = b"CMLANG-CACHE-ENTRY\n"
+ENTRY_VERSION = 1            # bump when the layout of entries or keys changes
+ENTRY_SUFFIX = ".entry"
+LLVM_IR_SUFFIX = ".llvm-ir"    # beside a kernel entry: its LLVM IR, loaded on demand
+KERNELS = "kernels"
+DEVICE_BINARIES = "device-binaries"
+DISABLE_ENV = "CMLANG_CACHE"
+DIR_ENV = "CMLANG_CACHE_DIR"
+
+
+class CorruptEntry(Exception):
+    """An entry file that does not parse or whose checksum does not match."""
+
+
+# ---------------------------------------------------------------------------
+# Where, and whether
+
+def enabled() -> bool:
+    return os.environ.get(DISABLE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def cache_root() -> str:
+    """cmlang's cache folder (shared with the OpenCL vendors folder of runtime/icd.py)."""
+    explicit = os.environ.get(DIR_ENV)
+    if explicit:
+        return explicit
+    import platformdirs
+    return platformdirs.user_cache_dir("cmlang")
+
+
+def store_dir(store: str) -> str:
+    return os.path.join(cache_root(), store)
+
+
+def entry_path(store: str, key: str) -> str:
+    return os.path.join(store_dir(store), key + ENTRY_SUFFIX)
+
+
+# ---------------------------------------------------------------------------
+# Entries: magic, JSON header, body
+
+def pack_entry(sections: dict) -> bytes:
+    """``{name: bytes}`` -> the bytes of an entry file."""
+    body = b"".join(sections.values())
+    header = {"version": ENTRY_VERSION,
+              "sections": [[name, len(data)] for name, data in sections.items()],
+              "sha256": hashlib.sha256(body).hexdigest()}
+    return ENTRY_MAGIC + json.dumps(header).encode() + b"\n" + body
+
+
+def unpack_entry(blob: bytes) -> dict:
+    """The inverse of ``pack_entry``; CorruptEntry when anything is off."""
+    if not blob.startswith(ENTRY_MAGIC):
+        raise CorruptEntry("bad magic")
+    header_end = blob.find(b"\n", len(ENTRY_MAGIC))
+    if header_end < 0:
+        raise CorruptEntry("no header")
+    try:
+        header = json.loads(blob[len(ENTRY_MAGIC):header_end])
+        version, sections, checksum = header["version"], header["sections"], header["sha256"]
+    except (ValueError, KeyError, TypeError):
+        raise CorruptEntry("unreadable header") from None
+    if version != ENTRY_VERSION:
+        raise CorruptEntry(f"entry version {version}")
+    body = memoryview(blob)[header_end + 1:]
+    if hashlib.sha256(body).hexdigest() != checksum:
+        raise CorruptEntry("checksum mismatch")
+    out, offset = {}, 0
+    for name, size in sections:
+        out[name] = bytes(body[offset:offset + size])
+        offset += size
+    if offset != len(body):
+        raise CorruptEntry("section sizes do not add up")
+    return out
+
+
+def read_entry(path: str):
+    """The sections of the entry at ``path``; None if missing.  A corrupt entry is
+    removed (and None returned) so that the caller rebuilds it."""
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except OSError:
+        return None
+    try:
+        return unpack_entry(blob)
+    except CorruptEntry:
+        _remove(path)
+        return None
+
+
+def write_entry(path: str, sections: dict) -> bool:
+    """Write an entry atomically; False (and nothing written) when the disk refuses."""
+    try:
+        write_atomically(path, pack_entry(sections))
+        return True
+    except OSError:
+        return False  # a read-only or full cache disk must not break compilation
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass  # gone already (another process), or not ours to remove
+
+
+# ---------------------------------------------------------------------------
+# Fingerprints of the toolchain (computed once per process)
+
+@functools.lru_cache(maxsize=None)
+def compiler_fingerprint() -> str:
+    """sha256 of the compiler's own sources: the .py/.lark files of cmlang and codegen
+    (not the runtime, the examples, the CLI or the benchmark harness)."""
+    import cmlang
+    h = hashlib.sha256()
+    for root in _compiler_roots(cmlang):
+        for path in _source_files(root):
+            h.update(os.path.relpath(path, root).encode() + b"\0")
+            with open(path, "rb") as f:
+                h.update(f.read())
+            h.update(b"\0")
+    return h.hexdigest()
+
+
+def _compiler_roots(cmlang):
+    """cmlang's folder, and codegen/ where the package's search path finds it (inside
+    cmlang when installed, beside it in a source checkout).  Read from the file system,
+    not the import system, so that the fingerprint never depends on what is imported."""
+    roots = [os.path.dirname(os.path.abspath(cmlang.__file__))]
+    for entry in list(cmlang.__path__)[1:]:
+        codegen = os.path.join(os.path.abspath(entry), "codegen")
+        if os.path.isfile(os.path.join(codegen, "__init__.py")):
+            roots.append(codegen)
+    return roots
+
+
+# Parts of the cmlang package that do not change what the compiler emits; everything
+# else (a new module included) counts as compiler source.
+_NOT_COMPILER_DIRS = {"__pycache__", "runtime", "examples"}
+_NOT_COMPILER_FILES = {"bench.py", "cli.py", "package.py"}
+
+
+def _source_files(root):
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in _NOT_COMPILER_DIRS and not d.startswith("."))
+        for name in sorted(files):
+            if name.endswith((".py", ".lark")) and not (folder == root and name in _NOT_COMPILER_FILES):
+                yield os.path.join(folder, name)
+
+
+@functools.lru_cache(maxsize=None)
+def llvmlite_fingerprint() -> str:
+    """llvmlite's version file plus the size and mtime of its LLVM library; cheaper
+    than importlib.metadata (~17 ms) and it never imports llvmlite."""
+    from importlib.machinery import PathFinder
+    spec = PathFinder.find_spec("llvmlite")  # searches sys.path; never sys.modules
+    if spec is None or not spec.submodule_search_locations:
+        return "absent"
+    folder = spec.submodule_search_locations[0]
+    h = hashlib.sha256()
+    for relative in ("_version.py",):
+        try:
+            with open(os.path.join(folder, relative), "rb") as f:
+                h.update(f.read())
+        except OSError:
+            pass
+    binding = os.path.join(folder, "binding")
+    for name in sorted(os.listdir(binding)) if os.path.isdir(binding) else ():
+        if ".so" in name or name.endswith((".dll", ".dylib")):
+            st = os.stat(os.path.join(binding, name))
+            h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def toolchain() -> dict:
+    """What, besides the kernel, every key covers: entries made with another
+    toolchain can never hit again (``cmlang cache clear --stale`` removes them)."""
+    import cmlang
+    return {"cmlang": cmlang.__version__, "compiler": compiler_fingerprint(),
+            "llvmlite": llvmlite_fingerprint()}
+
+
+def codegen_device_properties(target: str) -> dict:
+    """Device properties that change the code the compiler emits for ``target``.
+
+    None today: codegen depends on the target only.  When it starts reading device
+    facts (sub-group sizes, dpas support, ...), return them here so they enter the key.
+    """
+    return {}
+
+
+# ---------------------------------------------------------------------------
+# The key of one kernel specialization
+
+def kernel_key(kernel, constexpr_key, target: str):
+    """sha256 (hex) naming one specialization; None when the kernel's source cannot
+    be read (defined in a REPL or exec'd string): such kernels are not cached."""
+    try:
+        sources, constants = reached_sources(kernel.fn)
+    except (OSError, TypeError, SyntaxError):
+        return None
+    parts = {
+        "entry": ENTRY_VERSION,
+        "kernel": kernel.fn.__qualname__,
+        "sources": sources,
+        "constants": constants,
+        "constexprs": repr(constexpr_key),
+        "params": [[name, str(t)] for name, t in kernel.params],
+        "simd": kernel.simd,
+        "target": target,
+        "device": codegen_device_properties(target),
+        **toolchain(),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def reached_sources(fn):
+    """The source of ``fn`` and of every ``@cm.func`` it reaches (recursively), and
+    the plain constants (numbers, strings, types) its body reads from module globals
+    or closures, which the front end folds into the code.
+
+    Returns (sources: list of str, constants: {qualified name: repr}).
+    """
+    sources, constants, seen = [], {}, set()
+    pending = [fn]
+    while pending:
+        f = pending.pop()
+        if id(f) in seen:
+            continue
+        seen.add(id(f))
+        source = function_source(f)
+        # File and line too: the IR records source locations (``.ir`` shows them).
+        # Not the module name: a file run as __main__ or imported compiles alike.
+        code = f.__code__
+        sources.append(f"{f.__qualname__} {code.co_filename}:{code.co_firstlineno}\n{source}")
+        for name, value in _names_read(f):
+            device_fn = _device_function_body(value)
+            if device_fn is not None:
+                pending.append(device_fn)
+            elif _is_plain_constant(value):
+                constants[f"{f.__qualname__}:{name}"] = repr(value)
+    return sorted(sources), constants
+
+
+def function_source(fn) -> str:
+    """The (dedented) source lines of ``fn``, decorators included.
+
+    Cheaper than ``inspect.getsource``, whose tokenizer costs ~15 ms on first use:
+    the code objects know the lines they span (``co_positions``)."""
+    import linecache
+    code = fn.__code__
+    lines = linecache.getlines(code.co_filename, fn.__globals__)
+    if not lines:
+        raise OSError(f"no source for {fn.__qualname__}")
+    last = _last_line(code)
+    if not 0 < code.co_firstlineno <= last <= len(lines):
+        raise OSError(f"stale source for {fn.__qualname__}")
+    return textwrap.dedent("".join(lines[code.co_firstlineno - 1:last]))
+
+
+def _last_line(code) -> int:
+    last = code.co_firstlineno
+    for _, end_line, _, _ in code.co_positions():
+        if end_line is not None and end_line > last:
+            last = end_line
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):  # nested functions, comprehensions
+            last = max(last, _last_line(const))
+    return last
+
+
+def _names_read(fn):
+    """(dotted name, value) for the globals and closure variables that ``fn``'s code
+    names, and the attributes of modules/classes among them that the code also
+    names (``helpers.scaled``: both words are in ``co_names``), two levels deep.
+
+    Read from the code objects (nested ones included) rather than by parsing the
+    source: no AST walk on the cache's hot path.  It may find a few names too many
+    (an attribute that happens to share a name); that only makes the key stricter.
+    """
+    names = _code_names(fn.__code__)
+    scope = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
+    found = {}
+    for name in sorted(names):
+        if name in scope:
+            try:
+                found[name] = scope[name].cell_contents
+            except ValueError:  # an empty cell
+                pass
+        elif name in fn.__globals__:
+            found[name] = fn.__globals__[name]
+    frontier = [(n, v) for n, v in found.items() if isinstance(v, (types.ModuleType, type))]
+    for _ in range(2):
+        deeper = []
+        for prefix, namespace in frontier:
+            attrs = vars(namespace)  # the namespace's own dict: no __getattr__ hooks run
+            for name in sorted(names & attrs.keys()):
+                value = attrs[name]
+                found[f"{prefix}.{name}"] = value
+                if isinstance(value, (types.ModuleType, type)):
+                    deeper.append((f"{prefix}.{name}", value))
+        frontier = deeper
+    return sorted(found.items(), key=lambda item: item[0])
+
+
+def _code_names(code) -> set:
+    names = set(code.co_names) | set(code.co_freevars)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):  # nested functions, comprehensions
+            names |= _code_names(const)
+    return names
+
+
+def _device_function_body(value):
+    """The Python function behind a ``@cm.func`` object, else None."""
+    try:
+        from .language import DeviceFunction
+        is_device_fn = isinstance(value, DeviceFunction)
+    except ImportError:  # the front end is not there: recognise it by name
+        is_device_fn = type(value).__name__ == "DeviceFunction"
+    if not is_device_fn:
+        return None
+    for attr in ("fn", "__wrapped__", "py_func", "func"):
+        body = getattr(value, attr, None)
+        if inspect.isfunction(body):
+            return body
+    return None
+
+
+def _is_plain_constant(value) -> bool:
+    if isinstance(value, (bool, int, float, complex, str, bytes, type(None),
+                          ScalarType, VectorType, PtrType)):
+        return True
+    if isinstance(value, (tuple, list, frozenset)):
+        return all(_is_plain_constant(v) for v in value)
+    if isinstance(value, dict):
+        return all(_is_plain_constant(k) and _is_plain_constant(v) for k, v in value.items())
+    return type(value).__module__ == "numpy" and hasattr(value, "dtype") and getattr(value, "ndim", 1) == 0
+
+
+# ---------------------------------------------------------------------------
+# Compiled kernels in the cache
+
+def load_compiled(kernel, key: str, target: str):
+    """The CompiledKernel stored under ``key``, or None on a miss (or a corrupt entry)."""
+    sections = read_entry(entry_path(KERNELS, key))
+    if sections is None:
+        return None
+    from cmlang.runtime.package import binary_from_json
+    try:
+        manifest = json.loads(sections["manifest"])
+        binary = binary_from_json(manifest["binary"], sections["spirv"])
+        return CachedCompiledKernel(kernel, binary, sections["ir"].decode(),
+                                    llvm_ir_path(key), target)
+    except (KeyError, ValueError, TypeError):
+        _remove(entry_path(KERNELS, key))  # valid checksum, wrong content: an old layout
+        return None
+
+
+def store_compiled(key: str, ck) -> bool:
+    """Write ``ck`` under ``key``; False if it could not be stored.  Never raises:
+    a kernel that cannot be cached (e.g. a type without a text spelling) still runs."""
+    from cmlang.runtime.package import binary_to_json
+    try:
+        manifest = {"binary": binary_to_json(ck.binary), "target": ck.target,
+                    "kernel": ck.kernel.fn.__qualname__, "module": ck.kernel.fn.__module__,
+                    "created": time.time(), "toolchain": toolchain()}
+        sections = {"manifest": json.dumps(manifest).encode(), "spirv": bytes(ck.binary.spirv),
+                    "ir": ck.ir.encode()}
+        llvm_ir = (ck.llvm_ir or "").encode()
+    except Exception as e:  # noqa: BLE001 - caching is an optimisation, never a failure
+        import warnings
+        warnings.warn(f"cmlang: kernel {ck.binary.name} is not cached on disk: {type(e).__name__}: {e}",
+                      stacklevel=2)
+        return False
+    # The LLVM IR (often most of the bytes) goes beside the entry, read only if asked
+    # for; written first, so that an entry implies its side file.
+    return (write_entry(llvm_ir_path(key), {"llvm_ir": llvm_ir})
+            and write_entry(entry_path(KERNELS, key), sections))
+
+
+def llvm_ir_path(key: str) -> str:
+    return os.path.join(store_dir(KERNELS), key + LLVM_IR_SUFFIX)
+
+
+class CachedCompiledKernel(CompiledKernel):
+    """A CompiledKernel read from disk: ``.ir`` is the stored text and ``.function``
+    parses it on first use (the front end, codegen and IR parser stay unloaded)."""
+
+    def __init__(self, kernel, binary, ir_text, llvm_ir_path, target):
+        # Not the dataclass __init__: ``function`` and ``llvm_ir`` are lazy properties here.
+        self.kernel, self.binary, self.target = kernel, binary, target
+        self._ir_text = ir_text
+        self._llvm_ir_path = llvm_ir_path
+        self._function = None
+        self._llvm_ir = None
+
+    @property
+    def ir(self) -> str:
+        return self._ir_text
+
+    @property
+    def function(self):
+        if self._function is None:
+            from .ir.parser import parse_function
+            self._function = parse_function(self._ir_text)
+        return self._function
+
+    @property
+    def llvm_ir(self) -> str:
+        if self._llvm_ir is None:
+            sections = read_entry(self._llvm_ir_path)
+            if sections is not None and "llvm_ir" in sections:
+                self._llvm_ir = sections["llvm_ir"].decode()
+            else:  # the side file went missing: generate it again from the IR
+                from cmlang.codegen import compile_function
+                self._llvm_ir = compile_function(self.function, target=self.target).llvm_ir
+        return self._llvm_ir
+
+    __eq__ = object.__eq__      # the dataclass one would compare (and parse) the IR
+    __hash__ = object.__hash__
+
+    def __repr__(self):
+        return f"<cmlang compiled kernel {self.binary.name} target={self.target} (disk cache)>"
+
+
+# ---------------------------------------------------------------------------
+# Driver binaries: skip the driver's SPIR-V compile on later runs
+
+def _quiet_build(cl, program, device):
+    import warnings
+    with warnings.catch_warnings():  # the driver's chatter on success is noise
+        warnings.simplefilter("ignore", cl.CompilerWarning)
+        return program.build(devices=[device.cl_device])
+
+
+def build_device_kernel(device, spirv: bytes, name: str, fallback=None):
+    """``device.build_kernel(spirv, name)``, reusing the driver's binary from disk.
+
+    OpenCL devices only (others build as usual).  The key covers the SPIR-V, the
+    device and its driver version, so a driver update rebuilds; a binary the driver
+    refuses is deleted and rebuilt from SPIR-V.  ``fallback(spirv, name)`` builds
+    without the store (default ``device.build_kernel``): used for other backends
+    and to report a failed build with the driver's log.
+    """
+    fallback = fallback or device.build_kernel
+    if not enabled() or getattr(device, "backend", None) != "opencl" or not hasattr(device, "cl_device"):
+        return fallback(spirv, name)
+    import pyopencl as cl
+    path = entry_path(DEVICE_BINARIES, _device_binary_key(device, spirv))
+    sections = read_entry(path)
+    if sections is not None:
+        try:
+            program = cl.Program(device.context, [device.cl_device], [sections["binary"]])
+            return cl.Kernel(_quiet_build(cl, program, device), name)
+        except (cl.Error, KeyError, RuntimeError):
+            _remove(path)
+    try:
+        program = _quiet_build(cl, cl.Program(device.context, spirv), device)
+        kernel = cl.Kernel(program, name)
+    except cl.Error:
+        return fallback(spirv, name)  # its LaunchError carries the build log
+    binaries = program.get_info(cl.program_info.BINARIES)
+    if binaries and binaries[0]:
+        write_entry(path, {"binary": bytes(binaries[0])})
+    return kernel
+
+
+def _device_binary_key(device, spirv: bytes) -> str:
+    cl_device = device.cl_device
+    identity = "\0".join([_device_identity(cl_device), hashlib.sha256(spirv).hexdigest()])
+    return hashlib.sha256(identity.encode()).hexdigest()
+
+
+_identities: dict = {}
+
+
+def _device_identity(cl_device) -> str:
+    ident = _identities.get(cl_device.int_ptr)
+    if ident is None:
+        ident = _identities[cl_device.int_ptr] = "\0".join(
+            [str(ENTRY_VERSION), cl_device.platform.name, cl_device.platform.version,
+             cl_device.name, cl_device.version, cl_device.driver_version])
+    return ident
+
+
+# ---------------------------------------------------------------------------
+# `cmlang cache info|clear`
+
+def info() -> dict:
+    """Where the cache is and what it holds (bytes include the LLVM IR side files)."""
+    out = {"dir": cache_root(), "enabled": enabled()}
+    for store in (KERNELS, DEVICE_BINARIES):
+        folder = store_dir(store)
+        names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        out[store] = {"entries": sum(n.endswith(ENTRY_SUFFIX) for n in names),
+                      "bytes": sum(_size(os.path.join(folder, n)) for n in names)}
+    return out
+
+
+def list_kernels() -> list:
+    """[(qualified kernel name, target, simd, bytes, created)] of the kernel entries."""
+    rows = []
+    for path in _entries(KERNELS):
+        sections = read_entry(path)
+        if sections is None:
+            continue
+        try:
+            manifest = json.loads(sections["manifest"])
+            rows.append((f"{manifest['module']}.{manifest['kernel']}", manifest["target"],
+                         manifest["binary"]["simd"], _size(path), manifest["created"]))
+        except (KeyError, ValueError):
+            continue
+    return sorted(rows)
+
+
+def clear(stale_only: bool = False) -> int:
+    """Delete the entries (with their side files and stray temporary files); returns
+    how many entries went.  ``stale_only``: only compiled kernels made with another
+    toolchain (cmlang, compiler sources or llvmlite), which can never hit again."""
+    removed = 0
+    current = toolchain() if stale_only else None
+    for store in (KERNELS,) if stale_only else (KERNELS, DEVICE_BINARIES):
+        folder = store_dir(store)
+        names = os.listdir(folder) if os.path.isdir(folder) else []
+        for name in sorted(names, key=lambda n: not n.endswith(ENTRY_SUFFIX)):  # entries first
+            path = os.path.join(folder, name)
+            if name.endswith(ENTRY_SUFFIX):
+                if not stale_only or _toolchain_of(path) != current:
+                    _remove(path)
+                    removed += 1
+            elif name.endswith(LLVM_IR_SUFFIX):
+                if not os.path.exists(path[:-len(LLVM_IR_SUFFIX)] + ENTRY_SUFFIX):
+                    _remove(path)  # its entry is gone
+            elif name.startswith(".tmp-") and not stale_only:
+                _remove(path)
+    return removed
+
+
+def _toolchain_of(path):
+    sections = read_entry(path)
+    try:
+        return json.loads(sections["manifest"])["toolchain"]
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def _entries(store):
+    folder = store_dir(store)
+    if not os.path.isdir(folder):
+        return []
+    return [os.path.join(folder, n) for n in sorted(os.listdir(folder)) if n.endswith(ENTRY_SUFFIX)]
+
+
+def _size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0

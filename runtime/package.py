@@ -1,0 +1,338 @@
+"""Loading precompiled kernel packages (``.cmpkg``) and launching their kernels.
+
+A package is a zip file: ``manifest.json`` plus one SPIR-V payload per kernel
+specialization.  The manifest says, per specialization, the kernel's Python name,
+its full signature (constexpr parameters included, in their Python positions), the
+constexpr values it was built for, ``simd``, target, required SPIR-V extensions, the
+launch contract (parameter types, which buffers it writes, minimum sizes) and the
+sha256 of its payload.
+
+Loading reads JSON and bytes only -- no pickle, no imports, nothing from the package
+is executed -- and needs neither the compiler front end nor llvmlite: this module
+imports only the runtime, ``cmlang.types`` and ``cmlang.errors``.  ``cmlang.package``
+writes packages.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+
+from cmlang.errors import LaunchError
+from cmlang.types import PtrType, ScalarType, parse_type
+
+from .binary import KernelBinary, Param
+
+FORMAT_NAME = "cmlang-package"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+CONSTEXPR = "constexpr"  # the "type" of a constexpr parameter in a manifest signature
+
+
+class PackageError(LaunchError):
+    """A package that cannot be used: not a package, unknown format, tampered payload."""
+
+
+# ---------------------------------------------------------------------------
+# KernelBinary <-> JSON (also the disk cache's format)
+
+def binary_to_json(binary: KernelBinary) -> dict:
+    return {
+        "entry": binary.name,
+        "simd": binary.simd,
+        "uses_groups": bool(binary.uses_groups),
+        "extensions": list(binary.extensions),
+        "params": [{"name": p.name, "type": str(p.type), "writes": bool(p.writes),
+                    "min_elems": int(p.min_elems)} for p in binary.params],
+    }
+
+
+def binary_from_json(data: dict, spirv: bytes) -> KernelBinary:
+    params = tuple(Param(p["name"], parse_type(p["type"]), bool(p["writes"]), int(p["min_elems"]))
+                   for p in data["params"])
+    return KernelBinary(data["entry"], bytes(spirv), int(data["simd"]), params,
+                        bool(data["uses_groups"]), tuple(data["extensions"]))
+
+
+# ---------------------------------------------------------------------------
+# Constexpr values <-> JSON.  JSON keeps 1, 1.0 and true apart; tuples and cmlang
+# scalar types get a one-key object.
+
+def constexpr_to_json(value):
+    if hasattr(value, "item") and callable(value.item) and not isinstance(value, (tuple, list)):
+        value = value.item()  # numpy scalars
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (tuple, list)):
+        return {"tuple": [constexpr_to_json(v) for v in value]}
+    if isinstance(value, ScalarType):
+        return {"type": value.name}
+    raise TypeError(f"constexpr value {value!r} ({type(value).__name__}) cannot be stored in a "
+                    "package; use numbers, strings, bools, tuples of them or cmlang scalar types")
+
+
+def constexpr_from_json(data):
+    if isinstance(data, dict):
+        if "tuple" in data:
+            return tuple(constexpr_from_json(v) for v in data["tuple"])
+        if "type" in data:
+            return parse_type(data["type"])
+        raise ValueError(f"unknown constexpr encoding {data!r}")
+    return data
+
+
+def constexpr_key(value):
+    """Like ``cmlang.kernel._constexpr_key``: tells 1 from 1.0 from True; numpy
+    scalars count as their Python value."""
+    if isinstance(value, (list, tuple)):
+        return ("tuple", tuple(constexpr_key(v) for v in value))
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    return (type(value).__name__, value)
+
+
+# ---------------------------------------------------------------------------
+# One specialization
+
+class Specialization:
+    """One compiled specialization of a package kernel."""
+
+    def __init__(self, name, signature, constexprs, target, binary):
+        self.name = name                  # the kernel's Python name
+        self.signature = signature        # [(param name, type or CONSTEXPR)] in Python order
+        self.constexprs = constexprs      # {name: value}
+        self.target = target
+        self.binary = binary
+        self.constexpr_positions = tuple(i for i, (_, t) in enumerate(signature) if t == CONSTEXPR)
+        self._constexpr_keys = tuple(constexpr_key(constexprs[signature[i][0]])
+                                     for i in self.constexpr_positions)
+        self._runtime_types = [(i, t) for i, (_, t) in enumerate(signature) if t != CONSTEXPR]
+
+    @property
+    def simd(self):
+        return self.binary.simd
+
+    def describe(self) -> str:
+        params = ", ".join(f"{n}: {t}" if t != CONSTEXPR else f"{n}={self.constexprs[n]!r}"
+                           for n, t in self.signature)
+        return f"{self.name}({params}) simd={self.simd} target={self.target}"
+
+    def __repr__(self):
+        return f"<cmlang package specialization {self.describe()}>"
+
+    def match(self, args):
+        """How well ``args`` fit: None if they cannot, else a score (exact type matches)."""
+        if len(args) != len(self.signature):
+            return None
+        for pos, key in zip(self.constexpr_positions, self._constexpr_keys):
+            if constexpr_key(args[pos]) != key:
+                return None
+        score = 0
+        for i, t in self._runtime_types:
+            fit = _type_fit(args[i], t)
+            if fit is None:
+                return None
+            score += fit
+        return score
+
+    def runtime_args(self, args):
+        if not self.constexpr_positions:
+            return args
+        return tuple(a for i, a in enumerate(args) if i not in self.constexpr_positions)
+
+
+def _type_fit(arg, t):
+    """None: ``arg`` cannot be a ``t``; 1: exactly a ``t``; 0: convertible/unknown."""
+    if isinstance(t, PtrType):
+        dtype = getattr(arg, "dtype", None)
+        if dtype is None:
+            return 0  # USM memory, dlpack objects...: the launcher checks them
+        try:
+            return 1 if np.dtype(dtype) == np.dtype(t.elem.np_dtype) else None
+        except TypeError:
+            return 0
+    if isinstance(arg, PtrType) or isinstance(arg, np.ndarray):
+        return None
+    if isinstance(arg, np.generic):
+        if np.dtype(type(arg)) == np.dtype(t.np_dtype):
+            return 1
+    if t.kind == "b":
+        return 1 if isinstance(arg, (bool, np.bool_)) else None
+    if isinstance(arg, (bool, np.bool_)):
+        return None
+    if t.kind in "iu":
+        return 0 if isinstance(arg, (int, np.integer)) else None
+    return 0 if isinstance(arg, (int, float, np.integer, np.floating)) else None
+
+
+def _arg_signature(args, constexpr_positions):
+    """A hashable summary of the arguments for the dispatch memo: types (and dtypes)
+    everywhere, values only where some specialization has a constexpr parameter."""
+    return tuple(constexpr_key(a) if i in constexpr_positions else
+                 (type(a), getattr(a, "dtype", None))
+                 for i, a in enumerate(args))
+
+
+# ---------------------------------------------------------------------------
+# A launchable package kernel
+
+class PackageKernel:
+    """All the specializations of one kernel name; ``k[grid](*args)`` picks one from
+    the argument types and constexpr values (passed in their Python positions)."""
+
+    def __init__(self, name, specializations):
+        self.__name__ = name
+        self.specializations = list(specializations)
+        self._constexpr_positions = frozenset(p for s in self.specializations for p in s.constexpr_positions)
+        self._chosen = {}   # argument signature -> Specialization
+
+    def __repr__(self):
+        return f"<cmlang package kernel {self.__name__}: {len(self.specializations)} specialization(s)>"
+
+    def __call__(self, *args, **kwargs):
+        raise LaunchError(f"launch a kernel with a grid: {self.__name__}[grid](...) or "
+                          f"{self.__name__}[grid, group](...)")
+
+    def __getitem__(self, config):
+        # As for @cm.kernel: a pair is always (grid, group); k[(4, 3), None] is a 2-D grid.
+        if isinstance(config, tuple) and len(config) in (1, 2):
+            return _BoundPackageLaunch(self, config[0], config[1] if len(config) == 2 else None)
+        return _BoundPackageLaunch(self, config, None)
+
+    def select(self, args) -> Specialization:
+        """The specialization that ``args`` launch (LaunchError listing them if none)."""
+        try:
+            signature = _arg_signature(args, self._constexpr_positions)
+            spec = self._chosen.get(signature)
+        except TypeError:  # an unhashable argument: no memo
+            signature, spec = None, None
+        if spec is None:
+            spec = self._best_match(args)
+            if signature is not None:
+                self._chosen[signature] = spec
+        return spec
+
+    def _best_match(self, args):
+        scored = [(spec.match(args), i, spec) for i, spec in enumerate(self.specializations)]
+        scored = [(s, -i, spec) for s, i, spec in scored if s is not None]
+        if not scored:
+            raise LaunchError(self._no_match_message(args))
+        return max(scored, key=lambda item: item[:2])[2]
+
+    def _no_match_message(self, args):
+        got = ", ".join(_describe_arg(a) for a in args)
+        have = "\n  ".join(s.describe() for s in self.specializations)
+        return (f"package kernel '{self.__name__}' has no specialization for the arguments "
+                f"({got}); the package has:\n  {have}")
+
+    def launch(self, grid, group, args, device=None):
+        from .launcher import launch
+        spec = self.select(args)
+        return launch(spec.binary, grid, group, spec.runtime_args(args), device)
+
+
+class _BoundPackageLaunch:
+    __slots__ = ("kernel", "grid", "group")
+
+    def __init__(self, kernel, grid, group):
+        self.kernel, self.grid, self.group = kernel, grid, group
+
+    def __call__(self, *args):
+        return self.kernel.launch(self.grid, self.group, args)
+
+
+def _describe_arg(a):
+    dtype = getattr(a, "dtype", None)
+    if dtype is not None and not isinstance(a, np.generic):
+        return f"{type(a).__name__}[{dtype}]"
+    if isinstance(a, (bool, int, float, str, np.generic)):
+        return f"{type(a).__name__} {a!r}"
+    return type(a).__name__
+
+
+# ---------------------------------------------------------------------------
+# The package
+
+class Package:
+    """A loaded ``.cmpkg``: each kernel name is an attribute (``pkg.saxpy[grid](...)``)."""
+
+    def __init__(self, path, manifest, kernels):
+        self.path = path
+        self.manifest = manifest
+        self.kernels = kernels       # {name: PackageKernel}
+
+    def __getattr__(self, name):
+        kernels = self.__dict__.get("kernels", {})
+        if name in kernels:
+            return kernels[name]
+        raise AttributeError(f"package {self.__dict__.get('path')!r} has no kernel {name!r}; "
+                             f"it has: {', '.join(sorted(kernels)) or 'none'}")
+
+    def __getitem__(self, name):
+        return getattr(self, name)
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(self.kernels))
+
+    def __repr__(self):
+        return f"<cmlang package {self.path!r}: {', '.join(sorted(self.kernels))}>"
+
+    def describe(self) -> str:
+        """One line per specialization."""
+        return "\n".join(s.describe() for k in self.kernels.values() for s in k.specializations)
+
+
+def load_package(path) -> Package:
+    """Open a ``.cmpkg``; checks the format version and every payload's sha256."""
+    import zipfile
+    path = str(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            manifest = _read_manifest(zf, path)
+            specs = [_read_specialization(zf, path, record) for record in manifest["kernels"]]
+    except FileNotFoundError:
+        raise PackageError(f"no such package: {path}") from None
+    except zipfile.BadZipFile:
+        raise PackageError(f"{path} is not a cmlang package (not a zip file)") from None
+    by_name = {}
+    for spec in specs:
+        by_name.setdefault(spec.name, []).append(spec)
+    return Package(path, manifest, {name: PackageKernel(name, s) for name, s in by_name.items()})
+
+
+def _read_manifest(zf, path):
+    try:
+        manifest = json.loads(zf.read(MANIFEST_NAME))
+    except KeyError:
+        raise PackageError(f"{path} is not a cmlang package (no {MANIFEST_NAME})") from None
+    except ValueError as e:
+        raise PackageError(f"{path}: the manifest is not valid JSON ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise PackageError(f"{path} is not a cmlang package (manifest format "
+                           f"{manifest.get('format') if isinstance(manifest, dict) else None!r})")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise PackageError(f"{path} has package format version {version!r}; this cmlang reads "
+                           f"version {FORMAT_VERSION} (the package was written by cmlang "
+                           f"{manifest.get('cmlang_version', '?')})")
+    return manifest
+
+
+def _read_specialization(zf, path, record):
+    try:
+        name, payload_name, sha = record["name"], record["payload"], record["sha256"]
+        payload = zf.read(payload_name)
+    except KeyError as e:
+        raise PackageError(f"{path}: damaged manifest or missing payload ({e})") from None
+    if hashlib.sha256(payload).hexdigest() != sha:
+        raise PackageError(f"{path}: the payload {payload_name} of kernel '{name}' does not match "
+                           f"its sha256 in the manifest: the package was modified or damaged")
+    try:
+        signature = [(p["name"], p["type"] if p["type"] == CONSTEXPR else parse_type(p["type"]))
+                     for p in record["signature"]]
+        constexprs = {k: constexpr_from_json(v) for k, v in record["constexprs"].items()}
+        binary = binary_from_json(record, payload)
+    except (KeyError, ValueError, TypeError) as e:
+        raise PackageError(f"{path}: damaged manifest entry for kernel '{name}' ({e})") from None
+    return Specialization(name, signature, constexprs, record.get("target", "spirv"), binary)
