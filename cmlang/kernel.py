@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 
 from .errors import CompileError, LaunchError
+from .runtime.launcher import launch as _runtime_launch
 from .types import ScalarType, PtrType, SCALAR_TYPES, constexpr, i32, f32, bool_
 
 TARGETS = ("spirv", "spirv-vc")
@@ -187,8 +188,7 @@ def make_binary(fn, codegen_result):
 
 
 def _launch_binary(binary, grid, group, args):
-    from cmlang.runtime.launcher import launch
-    return launch(binary, grid, group, args)
+    return _runtime_launch(binary, grid, group, args)
 
 
 def _split_config(config):
