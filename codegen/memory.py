@@ -1,0 +1,351 @@
+"""Memory, atomic and synchronisation ops of the SIMT lowering (a mixin of ``simt.KernelLowering``).
+
+Block accesses (``load``/``store``/``load2d``/``store2d``) give lane l of slot k the
+element ``k*simd + l``: contiguous per-lane accesses, which the OpenCL CPU runtime turns
+into vector loads and stores, or sub-group block reads/writes where Intel GPUs allow them
+(32-bit elements, start provably aligned: ``known_multiple``). Partial last slots clamp
+their loads and guard their stores; gathers, scatters and atomics branch around the lanes
+that must not touch memory.
+"""
+from __future__ import annotations
+
+import math
+
+from llvmlite import ir
+
+from cmlang.errors import CompileError
+from cmlang.ir.core import Value
+from cmlang.types import ScalarType
+from . import scalar_ops as so
+from .layout import Reg, slot_count
+from .llvm_builtins import I64, GLOBAL, LOCAL, ptr_type, value_type, memory_type
+
+USE_BLOCK_IO = True     # sub-group block reads/writes where legal (tests may switch them off)
+DEVICE, WORKGROUP = 1, 2    # SPIR-V memory scopes
+
+
+class MemoryLowering:
+    def _elem_ptr(self, p, elem, index64):
+        return self.b.gep(p, [index64], inbounds=True, source_etype=memory_type(elem))
+
+    def _offset64(self, value: Value):
+        return self._to_i64(self.get(value), value.type)
+
+    def _block_io_ok(self, p, elem, offset_multiple, write):
+        """Sub-group block reads/writes: global memory, 32-bit elements, aligned start.
+
+        cl_intel_subgroups: the pointer must be 4-byte aligned for reads and 16-byte
+        aligned for writes (buffers themselves are at least that aligned). 16-bit
+        (ushort) block IO is legal on Intel GPUs but not used: the Intel OpenCL CPU
+        runtime miscompiles a ushort block read that feeds a ushort block write.
+        """
+        if not USE_BLOCK_IO or p.type.addrspace != GLOBAL or elem.is_bool or elem.nbytes != 4:
+            return False
+        return (offset_multiple * 4) % (16 if write else 4) == 0
+
+    def _load_elem(self, p, elem, index64):
+        mty = memory_type(elem)
+        return so.from_memory(self.b, elem, self.b.load(self._elem_ptr(p, elem, index64), typ=mty))
+
+    def _store_elem(self, p, elem, index64, v):
+        self.b.store(so.to_memory(self.b, elem, v), self._elem_ptr(p, elem, index64))
+
+    def _block_read(self, p, elem, start64):
+        mty = memory_type(elem)
+        ity = ir.IntType(elem.nbytes * 8)
+        raw = self.bi.block_read(self.b, self._elem_ptr(p, elem, start64), ity)
+        if mty != ity:
+            raw = self.b.bitcast(raw, mty)
+        return so.from_memory(self.b, elem, raw)
+
+    def _block_write(self, p, elem, start64, v):
+        mv = so.to_memory(self.b, elem, v)
+        ity = ir.IntType(elem.nbytes * 8)
+        if mv.type != ity:
+            mv = self.b.bitcast(mv, ity)
+        self.bi.block_write(self.b, self._elem_ptr(p, elem, start64), mv)
+
+    def op_load(self, op):
+        p = self.get(op.operands[0])
+        elem = op.operands[0].type.elem
+        n = op.result.type.size
+        off = self._offset64(op.operands[1])
+        block = self._block_io_ok(p, elem, known_multiple(op.operands[1], self.iv_loops), write=False)
+        return Reg(op.result.type, self._contiguous_load(p, elem, off, n, block))
+
+    def _contiguous_load(self, p, elem, off, n, block_ok):
+        b, simd = self.b, self.simd
+        slots = []
+        for k in range(slot_count(n, simd)):
+            start = b.add(off, ir.Constant(I64, k * simd)) if k else off
+            if (k + 1) * simd <= n:
+                if block_ok:
+                    slots.append(self._block_read(p, elem, start))
+                else:
+                    slots.append(self._load_elem(p, elem, b.add(start, self.lanes.id64)))
+            else:   # partial slot: padding lanes re-read the last element (in bounds, no branch)
+                slots.append(self._load_elem(p, elem, b.add(start, self.lanes.clamped_id64(n - k * simd))))
+        return slots
+
+    def op_store(self, op):
+        p = self.get(op.operands[0])
+        elem = op.operands[0].type.elem
+        off = self._offset64(op.operands[1])
+        v = self.get(op.operands[2])
+        if not isinstance(v, Reg):
+            with self.b.if_then(self._lane0()):
+                self._store_elem(p, elem, off, v)
+            return None
+        block = self._block_io_ok(p, elem, known_multiple(op.operands[1], self.iv_loops), write=True)
+        self._contiguous_store(p, elem, off, v, block)
+        return None
+
+    def _contiguous_store(self, p, elem, off, v, block_ok):
+        b, simd = self.b, self.simd
+        for k, s in enumerate(v.slots):
+            start = b.add(off, ir.Constant(I64, k * simd)) if k else off
+            if (k + 1) * simd <= v.n:
+                if block_ok:
+                    self._block_write(p, elem, start, s)
+                else:
+                    self._store_elem(p, elem, b.add(start, self.lanes.id64), s)
+            else:
+                with b.if_then(self.lanes.valid_mask(v.n, k)):
+                    self._store_elem(p, elem, b.add(start, self.lanes.id64), s)
+
+    def _lane0(self):
+        return self.lanes.mask([l == 0 for l in range(self.simd)])
+
+    def _matrix_index(self, shape, k, off, pitch):
+        """Per-lane element index off + i*pitch + j of the matrix element in this lane of slot k.
+
+        Padding lanes use the last element (in bounds)."""
+        rows, cols = shape
+        n = rows * cols
+        simd, b = self.simd, self.b
+        last = n - 1
+        i = self.lanes.int_vector([min(k * simd + l, last) // cols for l in range(simd)])
+        j = self.lanes.int_vector([min(k * simd + l, last) % cols for l in range(simd)])
+        return b.add(b.add(off, b.mul(b.zext(i, I64), pitch)), b.zext(j, I64))
+
+    def _row_start(self, cols, k, off, pitch):
+        """Slot k of a matrix with cols % simd == 0 is one contiguous run: its first index."""
+        i, j = divmod(k * self.simd, cols)
+        b = self.b
+        start = b.add(off, b.mul(ir.Constant(I64, i), pitch)) if i else off
+        return b.add(start, ir.Constant(I64, j)) if j else start
+
+    def op_load2d(self, op):
+        p = self.get(op.operands[0])
+        elem = op.operands[0].type.elem
+        t = op.result.type
+        off, pitch = self._offset64(op.operands[1]), self._offset64(op.operands[2])
+        rows, cols = t.shape
+        slots = []
+        contiguous = cols % self.simd == 0
+        block = contiguous and self._block_io_ok(
+            p, elem, math.gcd(known_multiple(op.operands[1], self.iv_loops),
+                                known_multiple(op.operands[2], self.iv_loops)), write=False)
+        for k in range(slot_count(t.size, self.simd)):
+            if contiguous:
+                start = self._row_start(cols, k, off, pitch)
+                slots.append(self._block_read(p, elem, start) if block else
+                             self._load_elem(p, elem, self.b.add(start, self.lanes.id64)))
+            else:
+                slots.append(self._load_elem(p, elem, self._matrix_index(t.shape, k, off, pitch)))
+        return Reg(t, slots)
+
+    def op_store2d(self, op):
+        p = self.get(op.operands[0])
+        elem = op.operands[0].type.elem
+        off, pitch = self._offset64(op.operands[1]), self._offset64(op.operands[2])
+        v = self.get(op.operands[3])
+        rows, cols = v.type.shape
+        contiguous = cols % self.simd == 0
+        block = contiguous and self._block_io_ok(
+            p, elem, math.gcd(known_multiple(op.operands[1], self.iv_loops),
+                                known_multiple(op.operands[2], self.iv_loops)), write=True)
+        for k, s in enumerate(v.slots):
+            if contiguous:
+                start = self._row_start(cols, k, off, pitch)
+                if block:
+                    self._block_write(p, elem, start, s)
+                else:
+                    self._store_elem(p, elem, self.b.add(start, self.lanes.id64), s)
+                continue
+            index = self._matrix_index(v.type.shape, k, off, pitch)
+            if (k + 1) * self.simd <= v.n:
+                self._store_elem(p, elem, index, s)
+            else:
+                with self.b.if_then(self.lanes.valid_mask(v.n, k)):
+                    self._store_elem(p, elem, index, s)
+        return None
+
+    def _lane_conditions(self, n, mask, k):
+        """The i1 that enables lane access in slot k (None: every lane)."""
+        cond = None
+        if (k + 1) * self.simd > n:
+            cond = self.lanes.valid_mask(n, k)
+        if mask is not None:
+            cond = mask.slots[k] if cond is None else self.b.and_(cond, mask.slots[k])
+        return cond
+
+    def _guarded(self, cond, emit, result_type=None):
+        """Run ``emit()`` only in lanes where ``cond``; its result is 0 in the other lanes."""
+        if cond is None:
+            return emit()
+        b = self.b
+        before = b.block
+        with b.if_then(cond):
+            value = emit()
+            inside = b.block
+        if result_type is None:
+            return None
+        phi = b.phi(value.type)
+        phi.add_incoming(value, inside)
+        phi.add_incoming(ir.Constant(value.type, 0), before)
+        return phi
+
+    def op_gather(self, op):
+        p = self.get(op.operands[0])
+        elem = op.operands[0].type.elem
+        offs = self.get(op.operands[1])
+        mask = self.get(op.operands[2]) if len(op.operands) > 2 else None
+        t = op.result.type
+        slots = []
+        for k, o in enumerate(offs.slots):
+            index = self._to_i64(o, offs.elem)
+            cond = self._lane_conditions(t.size, mask, k)
+            slots.append(self._guarded(cond, lambda: self._load_elem(p, elem, index), value_type(elem)))
+        return Reg(t, slots)
+
+    def op_scatter(self, op):
+        p = self.get(op.operands[0])
+        elem = op.operands[0].type.elem
+        offs, v = self.get(op.operands[1]), self.get(op.operands[2])
+        mask = self.get(op.operands[3]) if len(op.operands) > 3 else None
+        n = op.operands[1].type.size
+        vslots = self.slots_of(v, len(offs.slots))
+        for k, o in enumerate(offs.slots):
+            index = self._to_i64(o, offs.elem)
+            cond = self._lane_conditions(n, mask, k)
+            self._guarded(cond, lambda: self._store_elem(p, elem, index, vslots[k]))
+        return None
+
+    # --- atomics ---
+    _INT_ATOMICS = {"add": "add", "sub": "sub", "and": "and", "or": "or", "xor": "xor", "xchg": "xchg"}
+    _FLOAT_ATOMICS = {"add": "fadd", "sub": "fsub", "min": "fmin", "max": "fmax", "xchg": "xchg"}
+
+    def _atomic_one(self, p, elem, index64, kind, v, v2):
+        b = self.b
+        if elem.bits not in (32, 64) or elem.is_bool or elem.name == "bf16":
+            raise CompileError(f"atomics on {elem} are not supported (32- and 64-bit types only)")
+        ptr = self._elem_ptr(p, elem, index64)
+                local = p.type.addrspace == LOCAL
+        if kind == "cmpxchg":
+            ity = ir.IntType(elem.bits)
+            as_int = (lambda x: b.bitcast(x, ity)) if elem.is_float else (lambda x: x)
+            old = self.bi.atomic_cmpxchg(b, ptr, as_int(v), as_int(v2), WORKGROUP if local else DEVICE)
+            return b.bitcast(old, v.type) if elem.is_float else old
+        scope = f'syncscope("{"workgroup" if local else "device"}") monotonic'
+        if elem.is_float:
+            if kind not in self._FLOAT_ATOMICS:
+                raise CompileError(f"atomic '{kind}' is not defined on floating-point values")
+            rmw = self._FLOAT_ATOMICS[kind]
+        elif kind in ("min", "max"):
+            rmw = ("" if elem.is_signed else "u") + kind
+        else:
+            rmw = self._INT_ATOMICS[kind]
+        return b.atomic_rmw(rmw, ptr, v, scope)
+
+    def op_atomic(self, op):
+        p = self.get(op.operands[0])
+        elem = op.operands[0].type.elem
+        kind = op.attrs["kind"]
+        offs = self.get(op.operands[1])
+        v = self.get(op.operands[2])
+        v2 = self.get(op.operands[3]) if len(op.operands) > 3 else None
+        if kind == "cmpxchg" and v2 is None:
+            raise CompileError("atomic cmpxchg needs a compare value and a new value")
+        if not isinstance(offs, Reg):
+            index = self._to_i64(offs, op.operands[1].type)
+            old = self._guarded(self._lane0(), lambda: self._atomic_one(p, elem, index, kind, v, v2),
+                                value_type(elem))
+            return self.uniform_from_lane0(old)
+        t = op.results[0].type if op.results else offs.type.with_elem(elem)
+        k_count = len(offs.slots)
+        vs = self.slots_of(v, k_count)
+        v2s = self.slots_of(v2, k_count) if v2 is not None else [None] * k_count
+        slots = []
+        for k, o in enumerate(offs.slots):
+            index = self._to_i64(o, offs.elem)
+            cond = self._lane_conditions(offs.n, None, k)
+            slots.append(self._guarded(cond, lambda: self._atomic_one(p, elem, index, kind, vs[k], v2s[k]),
+                                       value_type(elem)))
+        return Reg(t, slots)
+
+    def op_slm(self, op):
+        t = op.result.type
+        n = op.attrs["n"]
+        self._slm_count += 1
+        arr = ir.ArrayType(memory_type(t.elem), n)
+        g = ir.GlobalVariable(self.module, arr, f"cm.slm.{self._slm_count}", addrspace=LOCAL)
+        g.linkage = "internal"
+        g.initializer = ir.Constant(arr, ir.Undefined)
+        g.align = 16
+        g.type = ptr_type(LOCAL)      # an opaque pointer, like every other pointer value here
+        return g
+
+    def op_barrier(self, op):
+        self.bi.barrier(self.b)
+
+    def op_fence(self, op):
+        self.bi.memory_fence(self.b)
+
+
+# --- compile-time facts about scalar values ---------------------------------------------------
+
+def constant_value(value: Value):
+    op = value.defining_op
+    if op is not None and op.opcode == "const" and not isinstance(op.attrs["value"], (tuple, list)):
+        return op.attrs["value"]
+    return None
+
+
+def known_multiple(value: Value, iv_loops=None, depth: int = 0) -> int:
+    """A number that divides ``value`` at run time (1 when nothing is known, 0 for zero).
+
+    Understands constants, sums, differences and products of such values, left shifts by
+    constants, widening integer conversions and for-loop induction variables
+    (``iv_loops`` maps them to their loop: lo + i*step).
+    """
+    if depth > 32:
+        return 1
+    iv_loops = iv_loops or {}
+
+    def of(v):
+        return known_multiple(v, iv_loops, depth + 1)
+
+    op = value.defining_op
+    if op is None:
+        loop = iv_loops.get(value)
+        return math.gcd(of(loop.operands[0]), of(loop.operands[2])) if loop is not None else 1
+    code = op.opcode
+    if code == "const":
+        v = op.attrs["value"]
+        if isinstance(v, (tuple, list)) or not float(v).is_integer():
+            return 1
+        return abs(int(v))
+    if code in ("add", "sub"):
+        return math.gcd(of(op.operands[0]), of(op.operands[1]))
+    if code == "mul":
+        return of(op.operands[0]) * of(op.operands[1])
+    if code == "shl":
+        c = constant_value(op.operands[1])
+        return of(op.operands[0]) << int(c) if c is not None and 0 <= c < 64 else 1
+    if code == "convert" and isinstance(op.result.type, ScalarType) and op.result.type.is_int:
+        src = op.operands[0].type
+        if isinstance(src, ScalarType) and src.is_int and src.bits <= op.result.type.bits:
+            return of(op.operands[0])
+    return 1
+

@@ -1,0 +1,548 @@
+"""cmlang IR -> LLVM IR for the SIMT target: one CM thread is one sub-group of ``simd`` lanes.
+
+Execution model and launch ABI: docs/design.md. Values are lowered as:
+
+- scalar  -> one LLVM value, the same in every lane (uniform);
+- pointer -> ``ptr addrspace(1)`` (kernel argument) or ``ptr addrspace(3)`` (SLM);
+- register of N elements -> ``Reg``: K = ceil(N / simd) LLVM values ("slots"); element e
+  is lane e % simd of slot e // simd (``codegen.layout``).
+
+This module holds the kernel skeleton, construction, element-wise ops, ids, control flow
+and print; ``regions.py`` and ``memory.py`` add the other ops (mixins). How each op maps
+onto sub-group operations:
+
+==========================================  ================================================
+op / case                                   lowering
+==========================================  ================================================
+element-wise, const, splat, convert         per slot, no lane communication (constants:
+                                            lane formulas or an addrspace(2) table)
+rdregion / wrregion / iselect (static)      ``layout.permute``: moves, broadcasts, shuffles
+rdregion / wrregion / iselect (dynamic)     shuffle by idx % simd per source slot + select
+bitcast between element sizes               static permutation + per-lane shifts
+extract                                     ``sub_group_broadcast`` (dynamic: slot select first)
+insert, build                               per-lane selects
+reduce (all)                                lane-local tree over slots, then
+                                            ``sub_group_reduce_add/min/max``, ``sub_group_any/all``
+                                            or a ``shuffle_xor`` butterfly (mul/and/or)
+reduce axis=0, C % simd == 0                lane-local only
+reduce axis=0/1, C divides simd             lane-local + ``shuffle_xor`` butterfly (segments)
+dpas, N % simd == 0                         a[m,k] broadcast + one fma per slot of b's row
+load / store, full slots                    sub-group block read/write (32-bit, aligned),
+                                            else per-lane contiguous access
+load / store, partial slot                  clamped index / store under ``lane < rem``
+load2d / store2d, gather / scatter          per-lane addresses (masked lanes branch around)
+atomic                                      per-lane ``atomicrmw`` / ``cmpxchg``; scalar
+                                            offset: lane 0 only, result broadcast
+barrier / fence                             ``barrier(CLK_LOCAL|GLOBAL)`` / OpMemoryBarrier
+thread_id(0), local_id(0)                   get_*_id(0) of lane 0 (broadcast) / simd
+==========================================  ================================================
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+
+from cmlang.errors import CompileError
+from cmlang.ir.core import Function, Value
+from cmlang.ir.ops import BINARY, UNARY, IDS
+from cmlang.types import PtrType, ScalarType, VectorType
+from . import scalar_ops as so
+from .layout import Lanes, Reg, select_lanes, slot_count, element_lanes, fit_affine
+from .memory import MemoryLowering, constant_value
+from .regions import RegionLowering
+from .llvm_builtins import (I8, I32, I64, VOID, GLOBAL, CONSTANT, Builtins, ptr_type, value_type,
+                            memory_type)
+
+TRIPLE = "spirv64-unknown-unknown"
+
+
+def lower_function(fn: Function, data_layout: str = "") -> str:
+    """The LLVM IR text of ``fn`` as a SPIR-V kernel (unoptimized)."""
+    return KernelLowering(fn, data_layout).run()
+
+
+class KernelLowering(RegionLowering, MemoryLowering):
+    def __init__(self, fn: Function, data_layout: str = ""):
+        if fn.simd not in (8, 16, 32):
+            raise CompileError(f"simd must be 8, 16 or 32 on the SIMT target, not {fn.simd}")
+        self.fn = fn
+        self.simd = fn.simd
+        self.module = ir.Module(name=fn.name)
+        self.module.triple = TRIPLE
+        self.module.data_layout = data_layout
+        self.bi = Builtins(self.module)
+        self.values = {}          # cmlang Value -> lowered value
+        self._slm_count = 0
+        self._string_count = 0
+        self._const_tables = {}   # (elem, values) -> addrspace(2) global
+        self._ids = {}            # (id op, dim) -> i32 computed in the entry block
+        # for-loop induction variables -> their loop (for the alignment of offsets)
+        self.iv_loops = {op.blocks[0].args[0]: op for op in fn.walk() if op.opcode == "for"}
+
+    # ------------------------------------------------------------------ kernel skeleton
+    def run(self) -> str:
+        fn = self.fn
+        arg_types = [self._param_type(p.type) for p in fn.params]
+        kernel = ir.Function(self.module, ir.FunctionType(VOID, arg_types), fn.name)
+        kernel.calling_convention = "spir_kernel"
+        kernel.attributes.add("nounwind")
+        kernel.set_metadata("intel_reqd_sub_group_size",
+                            self.module.add_metadata([ir.Constant(I32, self.simd)]))
+        self.kernel = kernel
+        entry = kernel.append_basic_block("entry")
+        body = kernel.append_basic_block("body")
+        prologue = ir.IRBuilder(entry)
+        jump = prologue.branch(body)
+        prologue.position_before(jump)
+        self.prologue = prologue
+        self.lanes = Lanes(self.simd, self.bi, prologue)
+        for name, param, arg in zip(fn.param_names, fn.params, kernel.args):
+            arg.name = name
+            t = param.type
+            self.values[param] = arg if isinstance(t, PtrType) else so.from_memory(prologue, t, arg)
+        self.b = ir.IRBuilder(body)
+        term = self.lower_block(fn.body)
+        if term is not None and term.opcode != "return":
+            raise CompileError(f"kernel body ends in '{term.opcode}'", term.loc)
+        if self.b.block.terminator is None:
+            self.b.ret_void()
+        return str(self.module)
+
+    def _param_type(self, t):
+        if isinstance(t, PtrType):
+            if t.space != "global":
+                raise CompileError(f"kernel parameter of type {t} is not supported")
+            return ptr_type(GLOBAL)
+        if isinstance(t, ScalarType):
+            return memory_type(t)
+        raise CompileError(f"kernel parameter of type {t} is not supported")
+
+    # ------------------------------------------------------------------ blocks and ops
+    def lower_block(self, block, args=()):
+        """Lower the ops of ``block`` (binding its args); returns its terminator op, unlowered."""
+        for a, v in zip(block.args, args):
+            self.values[a] = v
+        for op in block.ops:
+            if op.opcode in ("yield", "condition"):
+                return op
+            if op.opcode == "return":
+                if block is not self.fn.body:
+                    raise CompileError("'return' inside control flow is not supported", op.loc)
+                self.b.ret_void()
+                return op
+            self.lower_op(op)
+        return None
+
+    def lower_op(self, op):
+        method = getattr(self, f"op_{op.opcode}", None)
+        if method is None:
+            if op.opcode in BINARY:
+                method = self.op_binary
+            elif op.opcode in UNARY:
+                method = self.op_unary
+            elif op.opcode in IDS:
+                method = self.op_id
+            else:
+                raise CompileError(f"op '{op.opcode}' is not supported by the SIMT code generator", op.loc)
+        try:
+            result = method(op)
+        except CompileError as e:
+            if e.loc is None and op.loc is not None:
+                raise CompileError(e.message, op.loc) from None
+            raise
+        if op.results:
+            results = result if len(op.results) > 1 else [result]
+            for r, v in zip(op.results, results):
+                self.values[r] = v
+
+    def get(self, value: Value):
+        return self.values[value]
+
+    def operands(self, op):
+        return [self.values[v] for v in op.operands]
+
+    # ------------------------------------------------------------------ value helpers
+    def slots_of(self, x, k: int):
+        """The slots of a register, or a uniform scalar repeated k times."""
+        return x.slots if isinstance(x, Reg) else [x] * k
+
+    def as_reg(self, x, t):
+        """A scalar seen as a 1-element register (its value sits in every lane)."""
+        if isinstance(x, Reg):
+            return x
+        return Reg(VectorType(t, (1,)), [x])
+
+    def map_slots(self, result_type, fn, *operands):
+        """Apply ``fn`` per slot (registers) or once (scalars)."""
+        if isinstance(result_type, VectorType):
+            k = slot_count(result_type.size, self.simd)
+            columns = [self.slots_of(x, k) for x in operands]
+            return Reg(result_type, [fn(*vals) for vals in zip(*columns)])
+        return fn(*operands)
+
+    def uniform_from_lane0(self, x):
+        return self.bi.broadcast(self.b, x, 0)
+
+    def _resize_int(self, v, ty):
+        if v.type.width < ty.width:
+            return self.b.zext(v, ty)
+        return self.b.trunc(v, ty) if v.type.width > ty.width else v
+
+    def _i32(self, value: Value):
+        return self._to_i32(self.get(value), value.type)
+
+    def _to_i32(self, v, t):
+        if v.type.width > 32:
+            return self.b.trunc(v, I32)
+        if v.type.width < 32:
+            return self.b.sext(v, I32) if t.is_signed else self.b.zext(v, I32)
+        return v
+
+    def _to_i64(self, v, t):
+        if v.type.width == 64:
+            return v
+        return self.b.sext(v, I64) if t.is_signed else self.b.zext(v, I64)
+
+    # ------------------------------------------------------------------ construction
+    def op_const(self, op):
+        t = op.result.type
+        value = op.attrs["value"]
+        if isinstance(t, ScalarType):
+            return so.const(t, value)
+        values = list(value) if isinstance(value, (tuple, list)) else [value] * t.size
+        if len(values) != t.size:
+            raise CompileError(f"constant has {len(values)} values for {t}")
+        return Reg(t, [self._const_slot(t.elem, values, k) for k in range(slot_count(t.size, self.simd))])
+
+    def _const_slot(self, elem, values, k):
+        lane_values = element_lanes(self.lanes, k, len(values), lambda e: values[e])
+        known = [v for v in lane_values if v is not None]
+        if all(v == known[0] for v in known):
+            return so.const(elem, known[0])
+        if elem.is_bool:
+            return self.lanes.mask([None if v is None else bool(v) for v in lane_values])
+        if all(float(v).is_integer() and abs(v) < 2 ** 24 for v in known):
+            ints = [None if v is None else int(v) for v in lane_values]
+            if fit_affine(ints, self.simd) is not None:
+                v = self.lanes.int_vector(ints)
+                return self._i32_to(elem, v)
+        return self._const_table(elem, values, k)
+
+    def _i32_to(self, elem, v):
+        ty = value_type(elem)
+        if elem.is_float:
+            return so.finish(self.b, elem, self.b.sitofp(v, ty))
+        if ty.width < 32:
+            return self.b.trunc(v, ty)
+        if ty.width > 32:
+            return self.b.sext(v, ty)
+        return v
+
+    def _const_table(self, elem, values, k):
+        """Lane l of slot k reads element k*simd+l of a constant array in addrspace(2)."""
+        mty = memory_type(elem)
+        key = (elem, tuple(values))
+        table = self._const_tables.get(key)
+        if table is None:
+            arr = ir.ArrayType(mty, slot_count(len(values), self.simd) * self.simd)
+            name = f"cm.const.{len(self._const_tables) + 1}"
+            table = ir.GlobalVariable(self.module, arr, name, addrspace=CONSTANT)
+            table.linkage = "internal"
+            table.global_constant = True
+            padded = list(values) + [values[-1]] * (arr.count - len(values))
+            table.initializer = ir.Constant(arr, [self._memory_const(elem, v) for v in padded])
+            self._const_tables[key] = table
+        b = self.b
+        idx = b.add(self.lanes.id64, ir.Constant(I64, k * self.simd))
+        p = b.gep(table, [ir.Constant(I64, 0), idx], inbounds=True, source_etype=table.value_type)
+        return so.from_memory(b, elem, b.load(p, typ=mty))
+
+    def _memory_const(self, elem, v):
+        if elem.name == "bf16":
+            return ir.Constant(memory_type(elem), so.bf16_bits_host(float(v)))
+        if elem.is_bool:
+            return ir.Constant(I8, int(bool(v)))
+        return so.const(elem, v)
+
+    def op_splat(self, op):
+        t = op.result.type
+        (s,) = self.operands(op)
+        return Reg(t, [s] * slot_count(t.size, self.simd))
+
+    def op_build(self, op):
+        t = op.result.type
+        scalars = self.operands(op)
+        return Reg(t, [self._build_slot(scalars, k) for k in range(slot_count(t.size, self.simd))])
+
+    def _build_slot(self, scalars, k):
+        """A slot whose lane l holds scalars[k*simd + l] (uniform values, one select each)."""
+        simd = self.simd
+        present = [(l, scalars[k * simd + l]) for l in range(simd) if k * simd + l < len(scalars)]
+        result = present[0][1]
+        for l, s in present[1:]:
+            if s is result:
+                continue
+            flags = [True if i == l else (False if i < l else None) for i in range(simd)]
+            result = select_lanes(self.lanes, self.b, flags, s, result)
+        return result
+
+    # ------------------------------------------------------------------ element-wise
+    def op_binary(self, op):
+        t = op.result.type
+        elem = t.elem
+        a, c = self.operands(op)
+        return self.map_slots(t, lambda x, y: so.binary(self.b, self.bi, op.opcode, elem, x, y), a, c)
+
+    def op_unary(self, op):
+        t = op.result.type
+        (a,) = self.operands(op)
+        return self.map_slots(t, lambda x: so.unary(self.b, self.bi, op.opcode, t.elem, x), a)
+
+    def op_fma(self, op):
+        t = op.result.type
+        return self.map_slots(t, lambda x, y, z: so.fma(self.b, self.bi, t.elem, x, y, z), *self.operands(op))
+
+    def op_cmp(self, op):
+        t = op.result.type
+        elem = op.operands[0].type.elem
+        pred = op.attrs["pred"]
+        return self.map_slots(t, lambda x, y: so.compare(self.b, pred, elem, x, y), *self.operands(op))
+
+    def op_select(self, op):
+        t = op.result.type
+        m, a, c = self.operands(op)
+        return self.map_slots(t, lambda mm, x, y: self.b.select(mm, x, y), m, a, c)
+
+    def op_convert(self, op):
+        t = op.result.type
+        src = op.operands[0].type.elem
+        sat = bool(op.attrs.get("sat", False))
+        (a,) = self.operands(op)
+        return self.map_slots(t, lambda x: so.convert(self.b, self.bi, src, t.elem, x, sat), a)
+
+    # ------------------------------------------------------------------ ids
+    def op_id(self, op):
+        return self.id_value(op.opcode, op.attrs["dim"])
+
+    def id_value(self, kind, d):
+        """thread_id / local_id / group_id / group_count / local_size in dimension d (an i32)."""
+        bi = self.bi
+        query = {"thread_id": "get_global_id", "local_id": "get_local_id", "group_id": "get_group_id",
+                 "group_count": "get_num_groups", "local_size": "get_local_size"}[kind]
+        # Ids are computed once, in the entry block: they are uniform and loop-invariant.
+        # Dimension 0 of the global/local id differs between lanes; taking it from lane 0
+        # makes the CM-thread id visibly uniform, so the OpenCL CPU vectorizer keeps the
+        # addresses derived from it scalar (contiguous vector accesses, not scatters).
+        key = (kind, d)
+        if key not in self._ids:
+            pb = self.prologue
+            v = pb.trunc(bi.work_item_query(pb, query, d), I32)
+            if d == 0 and kind in ("thread_id", "local_id"):
+                v = bi.broadcast(pb, v, 0)
+            if d == 0 and kind in ("thread_id", "local_id", "local_size"):
+                v = pb.lshr(v, ir.Constant(I32, self.lanes.log2))
+            self._ids[key] = v
+        return self._ids[key]
+
+    # ------------------------------------------------------------------ control flow
+    def _flatten(self, v):
+        if isinstance(v, Reg):
+            return list(v.slots)
+        return [v]
+
+    def _rebuild(self, template, flat):
+        """Inverse of _flatten for a value shaped like ``template``; consumes ``flat``."""
+        if isinstance(template, Reg):
+            n = len(template.slots)
+            out = Reg(template.type, flat[:n])
+            del flat[:n]
+            return out
+        return flat.pop(0)
+
+    def _phis(self, templates):
+        flat = [self.b.phi(x.type) for t in templates for x in self._flatten(t)]
+        phis = list(flat)
+        values = [self._rebuild(t, flat) for t in templates]
+        return values, phis
+
+    @staticmethod
+    def _add_incoming(phis, values, block, flatten):
+        flat = [x for v in values for x in flatten(v)]
+        for phi, x in zip(phis, flat):
+            phi.add_incoming(x, block)
+
+    def op_for(self, op):
+        b = self.b
+        lo, hi, step, *init = self.operands(op)
+        iv_type = op.operands[0].type
+        body = op.blocks[0]
+        header = self.kernel.append_basic_block("for.header")
+        body_bb = self.kernel.append_basic_block("for.body")
+        exit_bb = self.kernel.append_basic_block("for.exit")
+        pre = b.block
+        b.branch(header)
+        b.position_at_end(header)
+        iv = b.phi(lo.type)
+        carried, phis = self._phis(init)
+        iv.add_incoming(lo, pre)
+        self._add_incoming(phis, init, pre, self._flatten)
+        b.cbranch(self._loop_test(op.operands[2], iv, hi, step, iv_type), body_bb, exit_bb)
+        b.position_at_end(body_bb)
+        term = self.lower_block(body, [iv] + carried)
+        nxt = self.operands(term) if term is not None else []
+        iv_next = b.add(iv, step)
+        latch = b.block
+        b.branch(header)
+        iv.add_incoming(iv_next, latch)
+        self._add_incoming(phis, nxt, latch, self._flatten)
+        b.position_at_end(exit_bb)
+        return carried if len(op.results) != 1 else carried[0]
+
+    def _loop_test(self, step_value, iv, hi, step, t):
+        b = self.b
+        cmp = b.icmp_signed if t.is_signed else b.icmp_unsigned
+        sign = constant_value(step_value)
+        if sign is not None or not t.is_signed:
+            return cmp("<", iv, hi) if sign is None or sign > 0 else cmp(">", iv, hi)
+        up = b.icmp_signed(">", step, ir.Constant(step.type, 0))
+        return b.select(up, cmp("<", iv, hi), cmp(">", iv, hi))
+
+    def op_if(self, op):
+        b = self.b
+        (cond,) = self.operands(op)
+        then_bb = self.kernel.append_basic_block("if.then")
+        else_bb = self.kernel.append_basic_block("if.else")
+        merge_bb = self.kernel.append_basic_block("if.end")
+        b.cbranch(cond, then_bb, else_bb)
+        ends = []
+        for bb, block in zip((then_bb, else_bb), list(op.blocks) + [None] * (2 - len(op.blocks))):
+            b.position_at_end(bb)
+            term = self.lower_block(block) if block is not None else None
+            ends.append((b.block, self.operands(term) if term is not None else []))
+            b.branch(merge_bb)
+        b.position_at_end(merge_bb)
+        if not op.results:
+            return None
+        values, phis = self._phis(ends[0][1])
+        for block, vals in ends:
+            self._add_incoming(phis, vals, block, self._flatten)
+        return values if len(op.results) != 1 else values[0]
+
+    def op_while(self, op):
+        b = self.b
+        init = self.operands(op)
+        before, after = op.blocks
+        header = self.kernel.append_basic_block("while.cond")
+        body_bb = self.kernel.append_basic_block("while.body")
+        exit_bb = self.kernel.append_basic_block("while.exit")
+        pre = b.block
+        b.branch(header)
+        b.position_at_end(header)
+        carried, phis = self._phis(init)
+        self._add_incoming(phis, init, pre, self._flatten)
+        cond_op = self.lower_block(before, carried)
+        c, *passed = self.operands(cond_op)
+        b.cbranch(c, body_bb, exit_bb)
+        b.position_at_end(body_bb)
+        term = self.lower_block(after, passed)
+        nxt = self.operands(term) if term is not None else []
+        latch = b.block
+        b.branch(header)
+        self._add_incoming(phis, nxt, latch, self._flatten)
+        b.position_at_end(exit_bb)
+        return passed if len(op.results) != 1 else passed[0]
+
+    # ------------------------------------------------------------------ debug
+    def op_breakpoint(self, op):
+        return None
+
+    def op_print(self, op):
+        """printf from lane 0, prefixed like the interpreter's output: ``[thread (x, y, z)] ...``."""
+        pieces, specs = parse_format(op.attrs.get("fmt", ""), len(op.operands))
+        text = "[thread (%d, %d, %d)] " + printf_literal(pieces[0])
+        args = [self.id_value("thread_id", d) for d in range(3)]
+        for value, spec, piece in zip(op.operands, specs, pieces[1:]):
+            conv, vals = self._printf_args(value, spec)
+            text += conv + printf_literal(piece)
+            args += vals
+        g = self._string(text + "\n")
+        with self.b.if_then(self._lane0()):
+            self.bi.printf(self.b, g, args)
+        return None
+
+    def _printf_args(self, value, spec):
+        v, t = self.get(value), value.type
+        if isinstance(t, PtrType):
+            raise CompileError("printing a pointer is not supported")
+        if isinstance(t, VectorType):
+            convs, vals = [], []
+            for e in range(t.size):
+                x = self.bi.broadcast(self.b, v.slots[e // self.simd], e % self.simd)
+                conv, a = self._printf_scalar(x, t.elem, spec)
+                convs.append(conv)
+                vals += a
+            return "[" + ", ".join(convs) + "]", vals
+        return self._printf_scalar(v, t, spec)
+
+    def _printf_scalar(self, x, t, spec):
+        """(printf conversion, arguments) of one scalar; ``spec`` is a Python format spec."""
+        b = self.b
+        flags, letter = printf_spec(spec)
+        if t.is_bool:
+            return "%" + flags + "d", [b.zext(x, I32)]
+        if t.is_float:
+            if not letter or letter not in "eEfFgG":
+                letter = "f"
+            return "%" + flags + letter, [b.fpext(x, ir.DoubleType()) if x.type != ir.DoubleType() else x]
+        if not letter or letter not in "dxXo":
+            letter = "d" if t.is_signed else "u"
+        if t.bits == 64:
+            return "%" + flags + "l" + letter, [x]
+        return "%" + flags + letter, [b.sext(x, I32) if t.is_signed else b.zext(x, I32)]
+
+    def _string(self, text):
+        data = bytearray(text.encode("utf-8")) + b"\0"
+        arr = ir.ArrayType(I8, len(data))
+        self._string_count += 1
+        g = ir.GlobalVariable(self.module, arr, f"cm.str.{self._string_count}", addrspace=CONSTANT)
+        g.linkage = "internal"
+        g.global_constant = True
+        g.initializer = ir.Constant(arr, data)
+        return g
+
+
+def parse_format(fmt: str, count: int):
+    """Split a str.format template into count+1 literal pieces and count format specs."""
+    import string
+    pieces, specs, cur = [], [], ""
+    try:
+        parsed = list(string.Formatter().parse(fmt))
+    except ValueError as e:
+        raise CompileError(f"bad print format {fmt!r}: {e}") from None
+    for literal, field, spec, conversion in parsed:
+        cur += literal
+        if field is None:
+            continue
+        if field not in ("", ) or conversion:
+            raise CompileError(f"print format {fmt!r}: only '{{}}' or '{{:spec}}' placeholders are supported")
+        pieces.append(cur)
+        specs.append(spec or "")
+        cur = ""
+    pieces.append(cur)
+    if len(specs) != count:
+        raise CompileError(f"print format {fmt!r} has {len(specs)} placeholders for {count} values")
+    return pieces, specs
+
+
+def printf_literal(text: str) -> str:
+    return text.replace("%", "%%")
+
+
+def printf_spec(spec: str):
+    """(printf flags+width+precision, conversion letter or '') of a Python format spec."""
+    import re
+    m = re.fullmatch(r"([<>]?)([+ ]?)(0?)(\d*)(\.\d+)?([a-zA-Z]?)", spec)
+    if m is None:
+        raise CompileError(f"print format spec {spec!r} has no printf equivalent")
+    align, sign, zero, width, precision, letter = m.groups()
+    flags = ("-" if align == "<" else "") + sign + zero + width + (precision or "")
+    return flags, letter

@@ -1,0 +1,224 @@
+"""LLVM IR -> SPIR-V with LLVM's own spirv64 backend (through llvmlite), plus safety checks.
+
+- ``llvm_to_spirv`` parses, verifies, optimizes (new pass manager) and emits the module.
+- Every module is scanned for imported functions: the backend turns a builtin it does not
+  recognise into an import that validates fine and only fails (or crashes) in the driver,
+  so a module that still imports one is a ``CompileError`` naming it (TOOLCHAIN.md).
+- ``validate`` / ``disassemble`` run spirv-val / spirv-dis when they are installed.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+
+import llvmlite.binding as llvm
+
+from cmlang.errors import CompileError
+
+TRIPLE = "spirv64-unknown-unknown"
+
+# SPIR-V extensions the backend may use. The option is process-global, so it is set once
+# to everything the SIMT lowering can need; the backend declares only those a module uses.
+EXTENSIONS = (
+    "SPV_INTEL_subgroups",                 # intel_sub_group_shuffle*, block reads/writes
+    "SPV_EXT_shader_atomic_float_add",     # atomicrmw fadd/fsub
+    "SPV_EXT_shader_atomic_float_min_max",  # atomicrmw fmin/fmax
+)
+
+_lock = threading.Lock()     # LLVM options, target machine and codegen are not thread-safe
+_state = {}
+
+
+def _target_machine():
+    """A fresh spirv64 target machine (the extension option is set once, before the first).
+
+    The SPIR-V backend keeps per-module state in its subtarget: reusing one target
+    machine for a second module crashes, so every module gets its own (~0.1 ms).
+    """
+    if "target" not in _state:
+        llvm.initialize_all_targets()
+        llvm.initialize_all_asmprinters()
+        llvm.set_option("", "--spirv-ext=" + ",".join("+" + e for e in EXTENSIONS))
+        _state["target"] = llvm.Target.from_triple(TRIPLE)
+    return _state["target"].create_target_machine(opt=2)
+
+
+def data_layout() -> str:
+    """The spirv64 data layout string (what the lowering writes into each module)."""
+    with _lock:
+        if "layout" not in _state:
+            _state["layout"] = str(_target_machine().target_data)
+        return _state["layout"]
+
+
+def _optimize(module, tm, opt_level: int):
+    pto = llvm.create_pipeline_tuning_options(speed_level=opt_level)
+    # The OpenCL runtime vectorizes across lanes itself; LLVM's vectorizers would only add
+    # vector types of widths SPIR-V may not have.
+    pto.loop_vectorization = False
+    pto.slp_vectorization = False
+    pb = llvm.create_pass_builder(tm, pto)
+    pb.getModulePassManager().run(module, pb)
+
+
+def llvm_to_spirv(llvm_ir: str, opt_level: int = 2):
+    """(optimized LLVM IR text, SPIR-V bytes) of a module; raises CompileError on imports."""
+    with _lock:
+        _target_machine()            # targets and options are set up in this process
+        try:
+            result = _in_child(_compile, llvm_ir, opt_level) if _use_fork() else None
+        except OSError:          # fork refused (memory limits): compile here instead
+            result = None
+        optimized, spirv = result or _compile(llvm_ir, opt_level)
+    check_imports(spirv)
+    return optimized, spirv
+
+
+def _compile(llvm_ir: str, opt_level: int):
+    tm = _target_machine()
+    try:
+        module = llvm.parse_assembly(llvm_ir)
+        module.verify()
+    except RuntimeError as e:
+        raise CompileError(f"internal error: generated LLVM IR is invalid: {e}") from None
+    if opt_level > 0:
+        _optimize(module, tm, opt_level)
+    return str(module), tm.emit_object(module)
+
+
+# --- running the backend in a forked child ---------------------------------------------------
+#
+# LLVM 22's SPIR-V backend keeps module state in statics (SPIRVModuleAnalysis::MAI, ...)
+# that leak from one module into the next: after a few dozen modules in one process it
+# sometimes numbers two SPIR-V ids alike (spirv-val: "Id 2 is defined more than once")
+# or crashes. A forked child starts from this process's pristine state every time, so
+# each module compiles as if it were the first; it also keeps an LLVM fatal error
+# ("LLVM ERROR: ...", which exits the process) from killing the caller. A fork costs 1-7 ms
+# (more with a larger parent). CMLANG_CODEGEN_IN_PROCESS=1 compiles in this process instead.
+
+def _use_fork() -> bool:
+    return hasattr(os, "fork") and sys.platform.startswith("linux") and \
+        os.environ.get("CMLANG_CODEGEN_IN_PROCESS", "") in ("", "0")
+
+
+def _in_child(fn, *args):
+    """fn(*args) evaluated in a forked child; its result comes back pickled."""
+    read_end, write_end = os.pipe()
+    with tempfile.TemporaryFile() as stderr:
+        pid = os.fork()
+        if pid == 0:                      # the child: never returns
+            try:
+                os.close(read_end)
+                os.dup2(stderr.fileno(), 2)
+                try:
+                    payload = ("ok", fn(*args))
+                except CompileError as e:
+                    payload = ("error", e.message)
+                except BaseException as e:   # noqa: BLE001  (report everything to the parent)
+                    payload = ("error", f"internal error in the SPIR-V backend: {type(e).__name__}: {e}")
+                with os.fdopen(write_end, "wb") as f:
+                    pickle.dump(payload, f)
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as f:
+            data = f.read()
+        _, status = os.waitpid(pid, 0)
+        if not data:
+            stderr.seek(0)
+            log = stderr.read().decode("utf-8", "replace").strip()
+            raise CompileError(f"the SPIR-V backend failed (exit status {status}):\n{log}")
+    kind, value = pickle.loads(data)
+    if kind == "error":
+        raise CompileError(value)
+    return value
+
+
+# --- reading SPIR-V binaries ---------------------------------------------------------------
+
+_MAGIC = 0x07230203
+_OP_EXTENSION, _OP_FUNCTION, _OP_DECORATE = 10, 54, 71
+_LINKAGE_ATTRIBUTES, _IMPORT = 41, 1
+
+
+def _instructions(spirv: bytes):
+    """(opcode, operand words) of every instruction after the 5-word header."""
+    words = struct.unpack(f"<{len(spirv) // 4}I", spirv[:len(spirv) // 4 * 4])
+    if not words or words[0] != _MAGIC:
+        raise CompileError("not a SPIR-V module")
+    i = 5
+    while i < len(words):
+        count, opcode = words[i] >> 16, words[i] & 0xFFFF
+        if count == 0:
+            raise CompileError("malformed SPIR-V module")
+        yield opcode, words[i + 1:i + count]
+        i += count
+
+
+def _string(words):
+    """A SPIR-V literal string; returns (text, number of words it used)."""
+    raw = b"".join(struct.pack("<I", w) for w in words)
+    end = raw.index(b"\0")
+    return raw[:end].decode("utf-8"), end // 4 + 1
+
+
+def imported_functions(spirv: bytes) -> list:
+    """Names of functions the module imports (builtin variables, also imports, excluded)."""
+    functions, imports = set(), {}
+    for opcode, ops in _instructions(spirv):
+        if opcode == _OP_FUNCTION:
+            functions.add(ops[1])
+        elif opcode == _OP_DECORATE and len(ops) > 2 and ops[1] == _LINKAGE_ATTRIBUTES:
+            name, used = _string(ops[2:])
+            if ops[2 + used] == _IMPORT:
+                imports[ops[0]] = name
+    return sorted(name for target, name in imports.items() if target in functions)
+
+
+def extensions(spirv: bytes) -> tuple:
+    """The SPIR-V extensions a module declares (OpExtension)."""
+    return tuple(_string(ops)[0] for opcode, ops in _instructions(spirv) if opcode == _OP_EXTENSION)
+
+
+def check_imports(spirv: bytes) -> None:
+    names = imported_functions(spirv)
+    if names:
+        raise CompileError(
+            "the SPIR-V backend did not recognise the builtin(s) " + ", ".join(names)
+            + "; the module would import them and fail in the driver")
+
+
+# --- SPIRV-Tools -----------------------------------------------------------------------------
+
+def _run_tool(tool: str, spirv: bytes, *args):
+    exe = shutil.which(tool)
+    if exe is None:
+        return None
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "module.spv")
+        with open(path, "wb") as f:
+            f.write(spirv)
+        return subprocess.run([exe, *args, path], capture_output=True, text=True)
+
+
+def validate(spirv: bytes) -> None:
+    """Run spirv-val (OpenCL 1.2 environment rules) if installed; CompileError on failure."""
+    r = _run_tool("spirv-val", spirv)
+    if r is not None and r.returncode != 0:
+        raise CompileError("spirv-val rejected the module:\n" + (r.stdout + r.stderr).strip())
+
+
+def disassemble(spirv: bytes):
+    """spirv-dis text of the module, or None when spirv-dis is not installed."""
+    r = _run_tool("spirv-dis", spirv)
+    if r is None:
+        return None
+    if r.returncode != 0:
+        raise CompileError("spirv-dis failed:\n" + r.stderr.strip())
+    return r.stdout
