@@ -241,7 +241,7 @@ class MemoryLowering:
         if elem.bits not in (32, 64) or elem.is_bool or elem.name == "bf16":
             raise CompileError(f"atomics on {elem} are not supported (32- and 64-bit types only)")
         ptr = self._elem_ptr(p, elem, index64)
-                local = p.type.addrspace == LOCAL
+        local = p.type.addrspace == LOCAL
         if kind == "cmpxchg":
             ity = ir.IntType(elem.bits)
             as_int = (lambda x: b.bitcast(x, ity)) if elem.is_float else (lambda x: x)
