@@ -40,8 +40,9 @@ setup(
         "tqdm>=4",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6"],
+        "test": ["pytest>=7", "hypothesis>=6", "dpcpp-llvm-spirv"],   # CI validates spirv-vc modules
         "plot": ["matplotlib>=3.5"],
+        "vc": ["dpcpp-llvm-spirv"],     # target "spirv-vc": the Khronos SPIR-V translator (llvm-spirv)
     },
     entry_points={"console_scripts": ["cmlang = cmlang.cli:main"]},
 )
