@@ -27,7 +27,9 @@ from .language import *  # noqa: E402,F401,F403  (the builtins: cm.load, cm.exp,
 from .language import func  # noqa: E402,F401
 from .kernel import kernel, Kernel, CompiledKernel  # noqa: E402,F401
 from .runtime import (  # noqa: E402,F401
-    devices, set_device, get_device, to_device, DeviceArray,
+    devices, set_device, get_device, synchronize, to_device, DeviceArray,
 )
+from .runtime.package import load_package  # noqa: E402,F401  (precompiled .cmpkg packages)
+from .package import build_package  # noqa: E402,F401
 
 __version__ = "0.1.0"

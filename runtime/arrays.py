@@ -1,7 +1,12 @@
 """Device arrays: a buffer on one device plus the numpy shape and dtype it holds.
 
 ``to_device`` copies a numpy array over once; kernels then take the ``DeviceArray``
-without further copies, and ``.numpy()`` copies the current contents back.
+without further copies, and ``.numpy()`` copies the current contents back.  Launches
+on device arrays do not wait; ``.numpy()`` still sees their results because each
+device has one in-order queue, so the copy runs after them.
+
+On the dpctl backend the buffer is USM device memory, and the array offers
+``__sycl_usm_array_interface__`` so that SYCL libraries (dpnp) can take it as it is.
 """
 from __future__ import annotations
 
@@ -44,6 +49,14 @@ class DeviceArray:
         host = np.empty(self.shape, self.dtype)
         self.device.copy_to_host(host, self.buffer)
         return host
+
+    @property
+    def __sycl_usm_array_interface__(self) -> dict:
+        interface = getattr(self.buffer, "__sycl_usm_array_interface__", None)
+        if interface is None:
+            raise AttributeError(f"a DeviceArray on {self.device.spec} is not USM memory")
+        return dict(interface, data=(interface["data"][0], False), shape=self.shape,
+                    typestr=self.dtype.str, strides=None)
 
     def __array__(self, dtype=None, copy=None):
         if copy is False:

@@ -118,8 +118,6 @@ class _HostMemory:
     def upload(host_array):
         return host_array
 
-    stage = upload
-
 
 def prepare_host_args(binary, args):
     """Check ``args`` exactly as ``launch`` does, for the interpreter.
@@ -255,7 +253,7 @@ def _pointer_converter(kernel_name, where, param):
                 raise LaunchError(f"{where}: the array is not C-contiguous "
                                   "(pass np.ascontiguousarray(a))")
             check_size(arg.size)
-            buffer = device.stage(arg)
+            buffer = device.upload(arg)
             if writes:
                 if not arg.flags.writeable:
                     raise LaunchError(f"{where}: the kernel writes this buffer but the array "
@@ -306,7 +304,7 @@ def _pointer_converter(kernel_name, where, param):
             return buffer
         # Memory of another context or backend: copied in, and back if written.
         host = foreign.read(dtype)
-        buffer = device.stage(host)
+        buffer = device.upload(host)
         staged.append((host, buffer, foreign.write) if writes else (None, buffer, None))
         return buffer
 
