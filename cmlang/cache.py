@@ -489,7 +489,7 @@ def _quiet_build(cl, program, device):
         return program.build(devices=[device.cl_device])
 
 
-def build_device_kernel(device, spirv: bytes, name: str, fallback=None):
+def build_device_kernel(device, spirv: bytes, name: str, options: str = "", fallback=None):
     """``device.build_kernel(spirv, name)``, reusing the driver's binary from disk.
 
     OpenCL devices only (others build as usual).  The key covers the SPIR-V, the
@@ -499,8 +499,9 @@ def build_device_kernel(device, spirv: bytes, name: str, fallback=None):
     and to report a failed build with the driver's log.
     """
     fallback = fallback or device.build_kernel
-    if not enabled() or getattr(device, "backend", None) != "opencl" or not hasattr(device, "cl_device"):
-        return fallback(spirv, name)
+    if options or not enabled() or getattr(device, "backend", None) != "opencl" \
+            or not hasattr(device, "cl_device"):
+        return fallback(spirv, name, options)   # builds with options (vISA modules) skip the store
     import pyopencl as cl
     path = entry_path(DEVICE_BINARIES, _device_binary_key(device, spirv))
     sections = read_entry(path)

@@ -56,8 +56,9 @@ class Device:
         return f"<cmlang.Device {self.spec} {self.name!r} on {self.platform!r}>"
 
     # -- the backend interface -------------------------------------------------
-    def build_kernel(self, spirv: bytes, name: str):
-        """Build SPIR-V and return a launchable kernel handle (LaunchError on failure)."""
+    def build_kernel(self, spirv: bytes, name: str, options: str = ""):
+        """Build SPIR-V (with driver build ``options``) and return a launchable kernel
+        handle (LaunchError on failure)."""
         raise NotImplementedError
 
     def alloc(self, nbytes: int):
@@ -133,13 +134,13 @@ class OpenCLDevice(Device):
                 properties=self._cl.command_queue_properties.PROFILING_ENABLE)
         return self._queue
 
-    def build_kernel(self, spirv, name):
+    def build_kernel(self, spirv, name, options=""):
         cl = self._cl
         program = cl.Program(self.context, spirv)
         try:
             with warnings.catch_warnings():  # the driver's chatter on success is noise
                 warnings.simplefilter("ignore", cl.CompilerWarning)
-                program.build(devices=[self.cl_device])
+                program.build(options=options, devices=[self.cl_device])
         except cl.Error as exc:
             log = _safe_info(lambda: program.get_build_info(
                 self.cl_device, cl.program_build_info.LOG), "") or str(exc)

@@ -111,23 +111,23 @@ class DpctlDevice(Device):
                 and other.sycl_device == self.sycl_device)
 
     # -- the backend interface -------------------------------------------------
-    def build_kernel(self, spirv, name):
+    def build_kernel(self, spirv, name, options=""):
         import dpctl.program as dpp
         try:
-            program = dpp.create_program_from_spirv(self.queue, spirv)
+            program = dpp.create_program_from_spirv(self.queue, spirv, options)
         except dpp.SyclProgramCompilationError:
             raise LaunchError(f"building kernel '{name}' for {self.spec} failed:\n"
-                              f"{self._build_log(spirv, name)}") from None
+                              f"{self._build_log(spirv, name, options)}") from None
         if not program.has_sycl_kernel(name):
             raise LaunchError(f"the SPIR-V module has no kernel named '{name}'")
         return program.get_sycl_kernel(name)
 
-    def _build_log(self, spirv, name):
+    def _build_log(self, spirv, name, options=""):
         """dpctl gives no build log; the same OpenCL runtime through pyopencl does."""
         twin = self._opencl_twin()
         if twin is not None:
             try:
-                twin.build_kernel(spirv, name)
+                twin.build_kernel(spirv, name, options)
             except LaunchError as exc:
                 log = str(exc).split("\n", 1)[-1]
                 return f"{log}\n(build log of the same module on {twin.spec})"

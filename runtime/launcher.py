@@ -161,7 +161,7 @@ def clear_caches() -> None:
 # Per-binary plan
 
 class _Plan:
-    __slots__ = ("name", "spirv", "sha", "arity", "param_list", "converters", "kernels",
+    __slots__ = ("name", "spirv", "sha", "arity", "param_list", "converters", "kernels", "build_options",
                  "ndranges")
 
     def __init__(self, binary):
@@ -174,6 +174,8 @@ class _Plan:
         self.arity = len(binary.params)
         self.param_list = ", ".join(p.name for p in binary.params)
         self.converters = tuple(_converter(binary.name, p) for p in binary.params)
+        # A vector-compute (vISA path) module: the driver builds it with its VC compiler.
+        self.build_options = "-vc-codegen" if is_vector_compute(binary) else ""
         self.kernels = {}   # device -> kernel handle
         self.ndranges = {}  # (grid, group, device) -> (global size, local size), checked
 
@@ -182,9 +184,19 @@ class _Plan:
         kernel = _kernels.get(key)
         if kernel is None:
             from cmlang.cache import build_device_kernel  # the driver's own binary from disk
-            kernel = _kernels[key] = build_device_kernel(device, self.spirv, self.name)
+            kernel = _kernels[key] = build_device_kernel(device, self.spirv, self.name,
+                                                         self.build_options)
         self.kernels[device] = kernel
         return kernel
+
+
+def is_vector_compute(binary) -> bool:
+    return "SPV_INTEL_vector_compute" in binary.extensions
+
+
+def lanes_per_cm_thread(binary) -> int:
+    """Work-items per CM thread: a sub-group of simd lanes (SIMT), or one (vector compute)."""
+    return 1 if is_vector_compute(binary) else binary.simd
 
 
 def spirv_problem(spirv) -> str | None:
@@ -374,7 +386,7 @@ def _ndrange(binary, grid, group, device):
     if group is None:
         group = (1,) * len(grid)
         if not binary.uses_groups:
-            group = (_auto_group(grid[0], binary.simd, device),) + group[1:]
+            group = (_auto_group(grid[0], lanes_per_cm_thread(binary), device),) + group[1:]
     else:
         group = _dims(binary.name, "group", group)
     ndim = max(len(grid), len(group))
@@ -385,7 +397,7 @@ def _ndrange(binary, grid, group, device):
             raise LaunchError(f"{binary.name}(): grid {grid} is not divisible by group {group} "
                               f"in dimension {d} (k[a, b] means grid a in groups of b; a 2-D "
                               f"grid alone is k[(a, b), None])")
-    simd = binary.simd
+    simd = lanes_per_cm_thread(binary)
     local_size = (group[0] * simd,) + group[1:]
     work_items = local_size[0] * (group[1] if ndim > 1 else 1) * (group[2] if ndim > 2 else 1)
     if device.max_work_group_size and work_items > device.max_work_group_size:

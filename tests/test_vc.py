@@ -473,3 +473,14 @@ EMULATED = {
 def test_emulated_spirv_vc_kernel_matches_the_interpreter(case):
     kernel, grid, group, args, tolerance = EMULATED[case]()
     run_both(kernel, grid, group, *args, **tolerance)
+
+
+def test_launcher_runs_vector_compute_modules_one_work_item_per_cm_thread():
+    """VC binaries build with -vc-codegen and map one CM thread to one work-item."""
+    from cmlang.runtime.binary import KernelBinary
+    from cmlang.runtime.launcher import lanes_per_cm_thread, _Plan
+    spirv = (0x07230203).to_bytes(4, "little") + bytes(16)
+    vc = KernelBinary("k", spirv, 16, (), extensions=("SPV_INTEL_vector_compute",))
+    simt = KernelBinary("k", spirv, 16, (), extensions=("SPV_INTEL_subgroups",))
+    assert (lanes_per_cm_thread(vc), lanes_per_cm_thread(simt)) == (1, 16)
+    assert (_Plan(vc).build_options, _Plan(simt).build_options) == ("-vc-codegen", "")
