@@ -44,8 +44,10 @@ def _target_machine():
     if "target" not in _state:
         llvm.initialize_all_targets()
         llvm.initialize_all_asmprinters()
-        llvm.set_option("", "--spirv-ext=" + ",".join("+" + e for e in EXTENSIONS))
         _state["target"] = llvm.Target.from_triple(TRIPLE)
+    # The option is process-global and other code in the process (a user's own llvmlite
+    # use, tests) may have set it to fewer extensions since: set it for every module.
+    llvm.set_option("", "--spirv-ext=" + ",".join("+" + e for e in EXTENSIONS))
     return _state["target"].create_target_machine(opt=2)
 
 
