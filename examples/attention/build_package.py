@@ -38,7 +38,7 @@ def dense_attention(pkg, q, k, v, causal=True):
     padded = -(-n // KEYS) * KEYS
     kt = cm.runtime.empty((hkv, d, padded), np.float32)   # K transposed, zero-padded
     vp = cm.runtime.empty((hkv, padded, d), np.float32)
-    pkg.pack_kv[(padded, hkv), None](k, v, kt, vp, n, hkv, padded, d)
+    pkg.pack_kv[(padded // kernels.TOKENS, hkv), None](k, v, kt, vp, n, hkv, padded, d)   # TOKENS tokens per CM thread
     o = np.zeros_like(q)
     pkg.flash_attention[(-(-n // ROWS), hq), None](
         q, kt, vp, o, n, hq, hq // hkv, padded, LOG2E / math.sqrt(d), d, ROWS, KEYS, bool(causal))

@@ -1,0 +1,212 @@
+"""Benchmarks of the attention examples for ``cmlang bench`` (this module's ``benchmarks``),
+also runnable on their own:
+
+    cmlang bench attn-dense attn-lightning attn-infllmv2 attn-rope attn-rmsnorm [--size quick]
+    python -m examples.attention.bench [--size quick|full] [--repeat 3] [--sparse-vs-dense 32768]
+
+Implementations: ``cmlang`` (this package), ``opencl-simt`` (``simt.py``, the baseline of
+every ratio), ``numpy`` (float32, blocked BLAS), ``torch`` (scaled_dot_product_attention,
+dense only, when torch imports).  Times are wall-clock seconds of one call of the public
+function (numpy in, numpy out: host/device copies included for cmlang and SIMT alike).
+GFLOP/s count the useful FLOPs of ATTENTION.md.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import numpy as np
+
+from cmlang.bench import Benchmark, Skip, host_run
+
+from . import simt
+from .baselines import dense_attention_numpy, infllmv2_numpy, lightning_chunked_numpy, torch_sdpa
+from .dense import dense_attention
+from .infllmv2 import infllmv2_attention
+from .lightning import lightning_attention
+from .norms import rope, rmsnorm
+from .reference import rope_reference, rmsnorm_reference, infllmv2_flops
+
+SPARSE = dict(block=64, l1=32, s1=16, l2=128, s2=64, init_blocks=1, local_blocks=2, topk=16)
+
+
+def _qkv(params, rng):
+    n, hq, hkv, d = params["n"], params["hq"], params["hkv"], params["d"]
+    return dict(q=rng.standard_normal((n, hq, d), np.float32), k=rng.standard_normal((n, hkv, d), np.float32),
+                v=rng.standard_normal((n, hkv, d), np.float32))
+
+
+def _host(fn):
+    """setup(inputs, device) -> Run timing fn(q, k, v) on the host clock."""
+    return lambda inputs, device: host_run(lambda: fn(inputs["q"], inputs["k"], inputs["v"]))
+
+
+def _torch(inputs, device):
+    found = torch_sdpa()
+    if found is None:
+        raise Skip("torch is not installed")
+    return _host(found[0])(inputs, device)
+
+
+def _size_label(params):
+    return " ".join(f"{name}={value}" for name, value in params.items())
+
+
+dense_benchmark = Benchmark(
+    name="attn-dense",
+    description="causal flash attention with GQA; FLOPs 2*d*Hq*N*(N+1)",
+    sizes={"tiny": dict(n=256, hq=4, hkv=2, d=64), "quick": dict(n=2048, hq=8, hkv=2, d=128),
+           "full": dict(n=8192, hq=8, hkv=2, d=128)},
+    make_inputs=_qkv,
+    reference=lambda i: dense_attention_numpy(i["q"], i["k"], i["v"], dtype=np.float64),
+    implementations={"cmlang": _host(dense_attention), "opencl-simt": _host(simt.dense_attention),
+                     "numpy": _host(dense_attention_numpy), "torch": _torch},
+    flops=lambda p: 2 * p["d"] * p["hq"] * p["n"] * (p["n"] + 1),
+    rtol=1e-4, atol=2e-5, size_label=_size_label)
+
+
+def _lightning_flops(p, chunk=64):
+    return p["hq"] * p["n"] * (2 * p["d"] * (chunk + 1) + 4 * p["d"] * p["d"])
+
+
+lightning_benchmark = Benchmark(
+    name="attn-lightning",
+    description="Lightning attention prefill, chunk 64, ALiBi decays; FLOPs H*N*(2d(C+1)+4d^2)",
+    sizes={"tiny": dict(n=256, hq=4, hkv=4, d=64), "quick": dict(n=4096, hq=8, hkv=8, d=128),
+           "full": dict(n=32768, hq=8, hkv=8, d=128)},
+    make_inputs=_qkv,
+    reference=lambda i: lightning_chunked_numpy(i["q"], i["k"], i["v"], dtype=np.float64),
+    implementations={"cmlang": _host(lightning_attention), "opencl-simt": _host(simt.lightning_attention),
+                     "numpy": _host(lightning_chunked_numpy)},
+    flops=_lightning_flops, rtol=1e-3, atol=1e-3, size_label=_size_label)
+
+
+def _infllm_check(got, expected):
+    """Float32 and float64 may order near-tied block scores differently, which changes a
+    token's selection: allow 0.2% of rows to differ, all others within 1e-4."""
+    got, expected = np.asarray(got), np.asarray(expected)
+    if got.shape != expected.shape:
+        return f"shape {got.shape} != {expected.shape}"
+    bad_rows = ~np.isclose(got, expected, rtol=1e-4, atol=2e-5).all(axis=(1, 2))
+    if bad_rows.mean() > 2e-3:
+        return f"{bad_rows.sum()} of {len(bad_rows)} token rows differ (first {np.argmax(bad_rows)})"
+    return None
+
+
+def _infllm_flops(p):
+    # Every token's selection holds its own (partial) block and topk-1 full earlier blocks,
+    # or all of its past when that is shorter: attended keys = min(t+1, (topk-1)*64 + t%64 + 1).
+    stage1, _ = infllmv2_flops(p["n"], p["hq"], p["d"])
+    t = np.arange(p["n"])
+    own = t % 64 + 1
+    attended = np.minimum(t + 1, (SPARSE["topk"] - 1) * 64 + own)
+    return stage1 + 4 * p["d"] * p["hq"] * int(attended.sum())
+
+
+infllm_benchmark = Benchmark(
+    name="attn-infllmv2",
+    description="InfLLM-V2 sparse prefill, 16 selected 64-key blocks (init 1, local 2)",
+    sizes={"tiny": dict(n=512, hq=4, hkv=1, d=64), "quick": dict(n=4096, hq=8, hkv=1, d=128),
+           "full": dict(n=16384, hq=8, hkv=1, d=128)},
+    make_inputs=_qkv,
+    reference=lambda i: infllmv2_numpy(i["q"], i["k"], i["v"], dtype=np.float64, **SPARSE),
+    implementations={"cmlang": _host(lambda q, k, v: infllmv2_attention(q, k, v, **SPARSE)),
+                     "opencl-simt": _host(lambda q, k, v: simt.infllmv2_attention(q, k, v, **SPARSE)),
+                     "numpy": _host(lambda q, k, v: infllmv2_numpy(q, k, v, **SPARSE))},
+    flops=_infllm_flops, check=_infllm_check, size_label=_size_label)
+
+
+def _x(params, rng):
+    return dict(x=rng.standard_normal((params["n"], params["h"], params["d"]), np.float32))
+
+
+def _x_host(fn):
+    return lambda inputs, device: host_run(lambda: fn(inputs["x"]))
+
+
+def _rope_numpy(x):
+    from .reference import rope_tables
+    cos, sin = (t.astype(np.float32)[:, None, :] for t in rope_tables(x.shape[0], x.shape[-1]))
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+def _rmsnorm_numpy(x):
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + np.float32(1e-6))
+
+
+_NORM_SIZES = {"tiny": dict(n=256, h=4, d=64), "quick": dict(n=4096, h=8, d=128),
+               "full": dict(n=32768, h=8, d=128)}
+
+rope_benchmark = Benchmark(
+    name="attn-rope", description="NeoX RoPE of [N, H, d] (cos/sin tables from the host)",
+    sizes=_NORM_SIZES, make_inputs=_x, reference=lambda i: rope_reference(i["x"]),
+    implementations={"cmlang": _x_host(rope), "opencl-simt": _x_host(simt.rope), "numpy": _x_host(_rope_numpy)},
+    bytes=lambda p: 2 * 4 * p["n"] * p["h"] * p["d"] + 4 * p["n"] * p["d"],
+    rtol=1e-4, atol=1e-5, size_label=_size_label)
+
+rmsnorm_benchmark = Benchmark(
+    name="attn-rmsnorm", description="per-head RMSNorm of [N, H, d]",
+    sizes=_NORM_SIZES, make_inputs=_x, reference=lambda i: rmsnorm_reference(i["x"]),
+    implementations={"cmlang": _x_host(rmsnorm), "opencl-simt": _x_host(simt.rmsnorm),
+                     "numpy": _x_host(_rmsnorm_numpy)},
+    bytes=lambda p: 2 * 4 * p["n"] * p["h"] * p["d"], rtol=1e-4, atol=1e-5, size_label=_size_label)
+
+benchmarks = [dense_benchmark, lightning_benchmark, infllm_benchmark, rope_benchmark, rmsnorm_benchmark]
+
+
+# --------------------------------------------------------------------------- sparse vs dense
+
+def sparse_vs_dense(n: int, hq=8, hkv=1, d=128, repeat=1, report=print):
+    """cmlang InfLLM-V2 (16 selected blocks of 64) against cmlang's dense kernel at length n."""
+    rng = np.random.default_rng(0)
+    inputs = _qkv(dict(n=n, hq=hq, hkv=hkv, d=d), rng)
+    q, k, v = inputs["q"], inputs["k"], inputs["v"]
+    small = slice(0, 256)
+    infllmv2_attention(q[small], k[small], v[small], **SPARSE)        # compile + build outside the timing
+    dense_attention(q[small], k[small], v[small])
+    times = {}
+    for name, fn in (("infllmv2", lambda: infllmv2_attention(q, k, v, **SPARSE)),
+                     ("dense", lambda: dense_attention(q, k, v))):
+        best = math.inf
+        for _ in range(repeat):
+            start = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - start)
+        times[name] = best
+    p = dict(n=n, hq=hq, hkv=hkv, d=d)
+    report(f"N={n} Hq={hq} Hkv={hkv} d={d}: cmlang InfLLM-V2 {times['infllmv2']:.2f} s "
+           f"({_infllm_flops(p) / times['infllmv2'] * 1e-9:.1f} GFLOP/s), cmlang dense {times['dense']:.2f} s "
+           f"({dense_benchmark.flops(p) / times['dense'] * 1e-9:.1f} GFLOP/s): "
+           f"sparse is {times['dense'] / times['infllmv2']:.1f}x faster")
+    return times
+
+
+def main(argv=None):
+    from cmlang import bench as harness
+    import cmlang.runtime as runtime
+    parser = argparse.ArgumentParser(description="Attention benchmarks (cmlang vs SIMT OpenCL C vs numpy/torch)")
+    parser.add_argument("names", nargs="*", help="benchmarks (default: all)")
+    parser.add_argument("--size", choices=harness.SIZES, default="quick")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--impl", action="append")
+    parser.add_argument("--sparse-vs-dense", type=int, metavar="N", help="also compare at this length")
+    args = parser.parse_args(argv)
+    device = runtime.get_device()
+    print(f"device: {device.name} [{device.platform}]; sizes: {args.size}; median of {args.repeat} runs")
+    records = []
+    for bench in harness.select(benchmarks, args.names):
+        records += harness.measure(bench, args.size, device, repeat=args.repeat, warmup=0, impls=args.impl)
+        print(harness.format_table(records), flush=True)
+    print(harness.summary(records))
+    for r in records:
+        if r.status != "ok":
+            print(f"{r.status}: {r.kernel} {r.impl}: {r.note}")
+    if args.sparse_vs_dense:
+        sparse_vs_dense(args.sparse_vs_dense)
+
+
+if __name__ == "__main__":
+    main()

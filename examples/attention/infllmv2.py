@@ -1,0 +1,146 @@
+"""InfLLM-V2 sparse attention in cmlang: prefill, block selection and decode.
+
+Pipeline (one kernel each; the host only allocates and launches):
+  pack_kv            K -> kt [Hkv, d, Np] (transposed), V -> vp [Hkv, Np, d]
+  compress_keys x2   first- and second-level compressed keys, transposed like kt
+  infllm_lse         the approximate normaliser per (token, query head), base 2
+  infllm_block_scores  grouped scores S(t, j), pooled to block scores
+  infllm_select      top-k blocks (forced init/local blocks, ties to the lower index)
+  infllm_attend      block-sparse flash attention of the G heads of a token
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import kernels
+from .checks import check_qkv, check_infllm_params, check_token, check_heads, float_array
+from .layout import F32, empty, pack_kv, round_up, softmax_scale, to_device, zeros
+from .reference import (infllmv2_attention_reference, infllmv2_select_reference,  # noqa: F401
+                        infllmv2_decode_reference)
+
+ROWS = 8            # query rows per CM thread in the score kernels
+SCORE_TILE = 64     # first-level compressed keys per tile (the N of the score dpas)
+LSE_TILE = 16       # second-level compressed keys per tile
+SELECT_CHUNK = 16   # blocks compared per step of the top-k search
+
+
+def geometry(p: dict) -> tuple[int, int]:
+    """(R, O): block = R * s1 and l1 = (O + 1) * s1 with O <= R, so that block b's windows
+    are its own R plus the last O of block b-1 (the model's 64/32/16 gives R=4, O=1)."""
+    block, l1, s1 = p["block"], p["l1"], p["s1"]
+    if block % s1 or l1 % s1 or SCORE_TILE % (block // s1) or block // s1 > SCORE_TILE // 2 \
+            or l1 // s1 - 1 > block // s1:
+        raise ValueError(
+            f"the cmlang InfLLM-V2 kernels need block = R*s1 with R dividing {SCORE_TILE // 2} and "
+            f"l1 = m*s1 with 1 <= m <= R+1; got block={block}, l1={l1}, s1={s1} "
+            "(the reference functions accept any geometry)")
+    return block // s1, l1 // s1 - 1
+
+
+def _windows(n, length, stride):
+    return (n - length) // stride + 1 if n >= length else 0
+
+
+def _compressed(kd, n, hkv, d, length, stride, padded):
+    """Transposed compressed keys [Hkv, d, padded], zero past the last complete window."""
+    out = zeros((hkv, d, padded))
+    count = _windows(n, length, stride)
+    if count:
+        kernels.compress_keys[(count, hkv), None](kd, out, hkv, length, stride, padded, d)
+    return out, count
+
+
+def _select_and_attend(q, k, v, pos0, p, want_output=True):
+    """Selection (and attention) for the query rows q [rows, Hq, d] at positions pos0..
+    over the keys k, v [N, Hkv, d].  Returns (o or None, selected [rows, Hkv, topk])."""
+    rows, hq, d = q.shape
+    n, hkv = k.shape[0], k.shape[1]
+    group = hq // hkv
+    r, o_tail = geometry(p)
+    block = p["block"]
+    keys = math.gcd(block, 64)
+    qscale = softmax_scale(d)
+    qd, kd = to_device(q), to_device(k)
+    padded = round_up(n, math.lcm(block, keys, 16))        # whole blocks of keys
+    kt, vp = pack_kv(kd, to_device(v), padded)
+    n_blocks = -(-n // block)
+    rows_padded = round_up(rows, ROWS)
+    # The score kernels run to the last (padding) row of their tile: cover its windows.
+    last = pos0 + rows_padded - 1
+    padded1 = round_up(r * (last // block + 1), SCORE_TILE)
+    k1t, n1 = _compressed(kd, n, hkv, d, p["l1"], p["s1"], padded1)
+    padded2 = round_up(max((last - p["l2"] + 1) // p["s2"] + 1, 1), LSE_TILE)
+    k2t, n2 = _compressed(kd, n, hkv, d, p["l2"], p["s2"], padded2)
+    lse = empty((hq, rows_padded))
+    kernels.infllm_lse[(rows_padded // ROWS, hq), None](qd, k2t, lse, rows, pos0, hq, group, n2, padded2, rows_padded,
+                                                   p["l2"], p["s2"], qscale, d, ROWS, LSE_TILE)
+    score_pitch = round_up(padded1 // r, SELECT_CHUNK)
+    scores = empty((hkv, rows_padded, score_pitch))
+    kernels.infllm_block_scores[(rows_padded // ROWS, hkv), None](
+        qd, k1t, lse, scores, rows, pos0, hq, group, n1, padded1, rows_padded, score_pitch, rows_padded,
+        block, p["l1"], p["s1"], qscale, d, ROWS, SCORE_TILE, r, o_tail)
+    selected = empty((rows, hkv, p["topk"]), np.int32)
+    kernels.infllm_select[(rows, hkv), None](scores, selected, pos0, hkv, rows_padded, score_pitch, n_blocks, block,
+                                       p["init_blocks"], p["local_blocks"], p["topk"], SELECT_CHUNK)
+    if not want_output:
+        return None, selected.numpy()
+    o = empty(q.shape)
+    kernels.infllm_attend[(rows, hkv), None](qd, kt, vp, selected, o, pos0, hq, hkv, padded, block, p["topk"],
+                                       qscale, d, group, keys)
+    return o.numpy(), selected
+
+
+def _params(block, l1, s1, l2, s2, init_blocks, local_blocks, topk):
+    p = check_infllm_params(block, l1, s1, l2, s2, init_blocks, local_blocks, topk)
+    geometry(p)
+    return p
+
+
+def infllmv2_attention(q, k, v, block=64, l1=32, s1=16, l2=128, s2=64, init_blocks=1, local_blocks=32,
+                       topk=96):
+    """InfLLM-V2 sparse attention prefill: each token attends (causally) to the top-k key
+    blocks chosen by compressed-key scores shared by its KV head's G query heads.
+    q [N, Hq, d], k and v [N, Hkv, d]; returns float32 [N, Hq, d]."""
+    p = _params(block, l1, s1, l2, s2, init_blocks, local_blocks, topk)
+    q, k, v, _ = check_qkv(q, k, v, F32)
+    if q.shape[0] == 0:
+        return np.zeros_like(q)
+    return _select_and_attend(q, k, v, 0, p)[0]
+
+
+def infllmv2_select(q, k, block=64, l1=32, s1=16, l2=128, s2=64, init_blocks=1, local_blocks=32, topk=96):
+    """The selected block indices [N, Hkv, topk] int32 per (token, KV head), ascending, -1 padded."""
+    p = _params(block, l1, s1, l2, s2, init_blocks, local_blocks, topk)
+    q, k, _, _ = check_qkv(q, k, k, F32)
+    if q.shape[0] == 0:
+        return np.zeros((0, k.shape[1], p["topk"]), np.int32)
+    selected = _select_and_attend(q, k, k, 0, p, want_output=False)[1]
+    return sort_selection(selected)
+
+
+def sort_selection(selected: np.ndarray) -> np.ndarray:
+    """Ascending block indices with the -1 padding last (the kernels write pick order)."""
+    big = np.iinfo(np.int32).max
+    ordered = np.sort(np.where(selected < 0, big, selected), axis=-1)
+    return np.where(ordered == big, -1, ordered).astype(np.int32)
+
+
+def infllmv2_decode(q_t, k_cache, v_cache, block=64, l1=32, s1=16, l2=128, s2=64, init_blocks=1,
+                    local_blocks=32, topk=96):
+    """One new token at position L-1 (q_t [Hq, d] or [1, Hq, d]) over a cache of L keys
+    (k_cache, v_cache [L, Hkv, d], the new token's key included): equals the last row of a
+    prefill of length L."""
+    p = _params(block, l1, s1, l2, s2, init_blocks, local_blocks, topk)
+    q_t, had_axis = check_token(q_t, "q_t", F32)
+    k_cache = float_array(k_cache, "k_cache", F32, 3)
+    v_cache = float_array(v_cache, "v_cache", F32, 3)
+    if k_cache.shape != v_cache.shape:
+        raise ValueError(f"k_cache and v_cache must have the same shape, got {k_cache.shape} and "
+                         f"{v_cache.shape}")
+    if k_cache.shape[0] == 0:
+        raise ValueError("the cache must hold at least one key (the new token's)")
+    check_heads(q_t.shape, k_cache.shape)
+    o, _ = _select_and_attend(q_t[None], k_cache, v_cache, k_cache.shape[0] - 1, p)
+    return o if had_axis else o[0]

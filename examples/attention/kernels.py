@@ -1,0 +1,379 @@
+"""The cmlang kernels of the attention examples.
+
+The CM way: a kernel instance (a CM thread) holds tiles in registers: a tile of
+query rows ``matrix[f32, M, D]``, a tile of transposed keys ``matrix[f32, D, KB]`` and
+of values ``matrix[f32, KB, D]``, loaded with 2-D block loads; matrix products are
+``cm.dpas``; row maxima and sums are ``cm.reduce_max/sum(..., axis=1)``; masks are
+``cm.merge``.  Softmax runs in base 2: queries are pre-scaled by log2(e)/sqrt(d), so
+``exp2(s - m)`` is ``exp(scale * q.k - m')``.
+
+Layouts: the user's q/k/v are [N, H, d] (token-major).  K is packed once into
+transposed, zero-padded, head-major form kt [Hkv, d, Np] (columns are keys, so a
+key tile is one block load and the right operand of dpas) and V into vp [Hkv, Np, d].
+Query rows are read from the user's layout with per-row loads guarded by ``t < n``.
+"""
+from __future__ import annotations
+
+import cmlang as cm
+from cmlang import f32, i32, vector, matrix
+
+NEG_INF = float("-inf")
+POS_INF = float("inf")
+NO_BLOCK = 1 << 30        # larger than any block index
+K_CHUNK = 16              # the K of each dpas: a product over d or over keys runs in 16-wide slices,
+                          # so one slice of the right operand is live at a time (register pressure)
+
+# No loop below takes a bound computed with a scalar cm.min/cm.max: on the Intel OpenCL CPU
+# runtime that makes the vectorizer treat the loop as divergent and predicate every
+# instruction in it (reported with a reproducer); padding and masks make the min unneeded.
+
+
+# --------------------------------------------------------------------------- layout
+
+TOKENS = 16               # tokens per CM thread in pack_kv (one gathered column of kt)
+
+
+@cm.kernel(simd=16)
+def pack_kv(k: cm.ptr[f32], v: cm.ptr[f32], kt: cm.ptr[f32], vp: cm.ptr[f32], n: i32, hkv: i32,
+            padded: i32, D: cm.constexpr):
+    """kt[g, :, t] = k[t, g, :] and vp[g, t, :] = v[t, g, :] for TOKENS tokens; zeros for
+    n <= t < padded.  Row c of a kt tile is one gather over the tokens, stored contiguously."""
+    t0 = cm.thread_id(0) * TOKENS
+    g = cm.thread_id(1)
+    tokens = cm.iota(i32, TOKENS) + t0
+    valid = tokens < n
+    rows = (tokens * hkv + g) * D
+    for c in cm.static_range(D):
+        cm.store(kt, (g * D + c) * padded + t0, cm.gather(k, rows + c, valid))
+    for r in cm.static_range(TOKENS):
+        row = cm.zeros(vector[f32, D])
+        if t0 + r < n:
+            row = cm.load(v, ((t0 + r) * hkv + g) * D, D)
+        cm.store(vp, (g * padded + t0 + r) * D, row)
+
+
+@cm.kernel(simd=16)
+def compress_keys(k: cm.ptr[f32], kct: cm.ptr[f32], hkv: i32, length: i32, stride: i32, padded: i32,
+                  D: cm.constexpr):
+    """kct[g, :, j] = mean of k[stride*j + r, g, :] over r < length (transposed like kt)."""
+    j = cm.thread_id(0)
+    g = cm.thread_id(1)
+    total = cm.zeros(vector[f32, D])
+    for r in range(length):
+        total += cm.load(k, ((stride * j + r) * hkv + g) * D, D)
+    cm.scatter(kct, g * D * padded + cm.iota(i32, D) * padded + j, total * (1.0 / length))
+
+
+@cm.func
+def load_rows(p, first: i32, count: i32, pitch: i32, offset: i32, scale: f32, M: cm.constexpr,
+              D: cm.constexpr):
+    """matrix[f32, M, D] of rows first..first+M-1 of p (row r at r*pitch + offset), times
+    scale; rows at or past count are zero (never read)."""
+    tile = cm.zeros(matrix[f32, M, D])
+    for r in cm.static_range(M):
+        if first + r < count:
+            tile[r] = cm.load(p, (first + r) * pitch + offset, D) * scale
+    return tile
+
+
+@cm.func
+def store_rows(p, tile, first: i32, count: i32, pitch: i32, offset: i32, M: cm.constexpr):
+    """Rows first.. of p (row r at r*pitch + offset) = the rows of tile that are < count."""
+    for r in cm.static_range(M):
+        if first + r < count:
+            cm.store(p, (first + r) * pitch + offset, tile[r])
+
+
+@cm.func
+def scale_rows(tile, factors, M: cm.constexpr):
+    """tile[r, :] *= factors[r]."""
+    for r in cm.static_range(M):
+        tile[r] = tile[r] * factors[r]
+    return tile
+
+
+@cm.func
+def matmul_chunked(acc, a, b_ptr, b_offset: i32, b_pitch: i32, K: cm.constexpr, N: cm.constexpr):
+    """acc + a @ B where a is matrix[f32, M, K] in registers and B [K, N] is in memory
+    (rows b_pitch apart): one dpas per K_CHUNK rows of B (all K when K_CHUNK does not divide
+    it), each slice loaded where it is used."""
+    KC = K_CHUNK if K % K_CHUNK == 0 else K
+    for k in cm.static_range(0, K, KC):
+        acc = cm.dpas(acc, a[:, k:k + KC], cm.load(b_ptr, b_offset + k * b_pitch, (KC, N), b_pitch))
+    return acc
+
+
+@cm.func
+def softmax_step(s, m, l, M: cm.constexpr):
+    """One online-softmax step over the score tile s (base 2, masked entries -inf):
+    returns (p, m_new, l_new, alpha), alpha being the factor that rescales what was
+    accumulated so far.  Rows with nothing unmasked yet keep m = -inf."""
+    m_new = cm.max(m, cm.reduce_max(s, axis=1))
+    m_safe = cm.merge(m_new, 0.0, m_new > NEG_INF)
+    alpha = cm.exp2(m - m_safe)
+    for r in cm.static_range(M):
+        s[r] = cm.exp2(s[r] - m_safe[r])
+    return s, m_new, l * alpha + cm.reduce_sum(s, axis=1), alpha
+
+
+# --------------------------------------------------------------------------- dense
+
+@cm.kernel(simd=16)
+def flash_attention(q: cm.ptr[f32], kt: cm.ptr[f32], vp: cm.ptr[f32], o: cm.ptr[f32], n: i32, hq: i32,
+                    group: i32, padded: i32, qscale: f32,
+                    D: cm.constexpr, M: cm.constexpr, KB: cm.constexpr, CAUSAL: cm.constexpr):
+    """Flash attention: a CM thread owns M query rows of one head; K/V tiles of KB keys."""
+    t0 = cm.thread_id(0) * M
+    h = cm.thread_id(1)
+    g = h // group
+    qt = load_rows(q, t0, n, hq * D, h * D, qscale, M, D)
+    m = cm.full(vector[f32, M], NEG_INF)
+    l = cm.zeros(vector[f32, M])
+    acc = cm.zeros(matrix[f32, M, D])
+    end = n
+    if CAUSAL:
+        end = t0 + M              # keys past n are zero padding, masked like the future
+    for j0 in range(0, end, KB):
+        s = matmul_chunked(cm.zeros(matrix[f32, M, KB]), qt, kt, g * D * padded + j0, padded, D, KB)
+        keys = cm.iota(i32, KB) + j0
+        for r in cm.static_range(M):
+            if CAUSAL:
+                s[r] = cm.merge(s[r], NEG_INF, keys <= t0 + r)
+            else:
+                s[r] = cm.merge(s[r], NEG_INF, keys < n)
+        p, m, l, alpha = softmax_step(s, m, l, M)
+        acc = matmul_chunked(scale_rows(acc, alpha, M), p, vp, (g * padded + j0) * D, D, KB, D)
+    store_rows(o, scale_rows(acc, 1.0 / l, M), t0, n, hq * D, h * D, M)
+
+
+# --------------------------------------------------------------------------- Lightning
+
+@cm.kernel(simd=16)
+def lightning_intra(q: cm.ptr[f32], kt: cm.ptr[f32], decay_mask: cm.ptr[f32], p_out: cm.ptr[f32],
+                    n: i32, hq: i32, group: i32, padded: i32, n_chunks: i32,
+                    D: cm.constexpr, C: cm.constexpr, M: cm.constexpr):
+    """p_out[h, chunk] = (Q K^T) (.) decay_mask[h] for one chunk of C tokens, M rows at a time;
+    decay_mask[h, i, j] = lambda_h^(i-j) for j <= i, else 0."""
+    chunk = cm.thread_id(0)
+    h = cm.thread_id(1)
+    g = h // group
+    c0 = chunk * C
+    k_tile = cm.load(kt, g * D * padded + c0, (D, C), padded)
+    for i0 in range(0, C, M):
+        qt = load_rows(q, c0 + i0, n, hq * D, h * D, 1.0, M, D)
+        s = cm.dpas(cm.zeros(matrix[f32, M, C]), qt, k_tile)
+        s = s * cm.load(decay_mask, (h * C + i0) * C, (M, C), C)
+        cm.store(p_out, ((h * n_chunks + chunk) * C + i0) * C, s, C)
+
+
+@cm.kernel(simd=16)
+def lightning_scan(q: cm.ptr[f32], kt: cm.ptr[f32], vp: cm.ptr[f32], p: cm.ptr[f32], powers: cm.ptr[f32],
+                   state: cm.ptr[f32], o: cm.ptr[f32], n: i32, hq: i32, group: i32, padded: i32,
+                   n_chunks: i32, scale: f32,
+                   D: cm.constexpr, C: cm.constexpr, M: cm.constexpr, NT: cm.constexpr):
+    """The chunk scan: a CM thread owns NT columns of one head's state H [D, D] in registers.
+    Per chunk n (length L): O_n = s [P_n V_n + diag(lambda^(i+1)) Q_n H] and
+    H <- lambda^L H + K_n^T diag(lambda^(L-1-j)) V_n.   powers[h, p] = lambda_h^p, p <= C."""
+    e0 = cm.thread_id(0) * NT
+    h = cm.thread_id(1)
+    g = h // group
+    pw = h * (C + 1)
+    hs = cm.load(state, h * D * D + e0, (D, NT), D)
+    jj = cm.iota(i32, C)
+    for chunk in range(n_chunks):
+        c0 = chunk * C
+        length = cm.min(C, n - c0)
+        v_tile = cm.load(vp, (g * padded + c0) * D + e0, (C, NT), D)
+        for i0 in range(0, C, M):               # rows past the chunk's end are not stored
+            pt = cm.load(p, ((h * n_chunks + chunk) * C + i0) * C, (M, C), C)
+            qt = load_rows(q, c0 + i0, n, hq * D, h * D, 1.0, M, D)
+            intra = cm.dpas(cm.zeros(matrix[f32, M, NT]), pt, v_tile)
+            inter = cm.dpas(cm.zeros(matrix[f32, M, NT]), qt, hs)
+            out = intra + scale_rows(inter, cm.load(powers, pw + i0 + 1, M), M)
+            store_rows(o, out * scale, c0 + i0, n, hq * D, h * D + e0, M)
+        weights = cm.gather(powers, pw + length - 1 - jj, jj < length)        # lambda^(L-1-j), 0 past L
+        decay = cm.load(powers, pw + length, 1)[0]
+        hs = cm.dpas(hs * decay, cm.load(kt, g * D * padded + c0, (D, C), padded),
+                     scale_rows(v_tile, weights, C))
+    cm.store(state, h * D * D + e0, hs, D)
+
+
+@cm.kernel(simd=16)
+def lightning_step(q: cm.ptr[f32], k: cm.ptr[f32], v: cm.ptr[f32], decay: cm.ptr[f32], state: cm.ptr[f32],
+                   o: cm.ptr[f32], group: i32, scale: f32, D: cm.constexpr, NT: cm.constexpr):
+    """One decode step on NT state columns of head h: H = lambda H + k^T v, o = s q H."""
+    e0 = cm.thread_id(0) * NT
+    h = cm.thread_id(1)
+    g = h // group
+    hs = cm.load(state, h * D * D + e0, (D, NT), D)
+    hs = cm.dpas(hs * cm.load(decay, h, 1)[0], cm.load(k, g * D, (D, 1), 1),
+                 cm.load(v, g * D + e0, (1, NT), NT))
+    out = cm.dpas(cm.zeros(matrix[f32, 1, NT]), cm.load(q, h * D, (1, D), D), hs)
+    cm.store(state, h * D * D + e0, hs, D)
+    cm.store(o, h * D + e0, out[0] * scale)
+
+
+# --------------------------------------------------------------------------- InfLLM-V2
+
+@cm.kernel(simd=16)
+def infllm_lse(q: cm.ptr[f32], k2t: cm.ptr[f32], lse: cm.ptr[f32], rows: i32, pos0: i32, hq: i32,
+               group: i32, n2: i32, padded2: i32, lse_pitch: i32, l2: i32, s2: i32, qscale: f32,
+               D: cm.constexpr, M: cm.constexpr, JT: cm.constexpr):
+    """Base-2 log-sum-exp of each query row over its visible second-level keys
+    (s2*j + l2 - 1 <= t).  Rows that see none get +inf, so that every exp2(z - lse) is 0."""
+    r0 = cm.thread_id(0) * M
+    h = cm.thread_id(1)
+    g = h // group
+    qt = load_rows(q, r0, rows, hq * D, h * D, qscale, M, D)
+    # windows visible to the tile's last row (padding rows included; <= 0: none, as // truncates)
+    j_end = (pos0 + r0 + M - 1 - l2 + 1 + s2) // s2
+    m = cm.full(vector[f32, M], NEG_INF)
+    l = cm.zeros(vector[f32, M])
+    for j0 in range(0, j_end, JT):
+        z = matmul_chunked(cm.zeros(matrix[f32, M, JT]), qt, k2t, g * D * padded2 + j0, padded2, D, JT)
+        js = cm.iota(i32, JT) + j0
+        ends = js * s2 + (l2 - 1)
+        for r in cm.static_range(M):
+            z[r] = cm.merge(z[r], NEG_INF, (ends <= pos0 + r0 + r) & (js < n2))
+        p, m, l, alpha = softmax_step(z, m, l, M)
+    out = cm.merge(m + cm.log2(l), POS_INF, l > 0.0)
+    cm.store(lse, h * lse_pitch + r0, out)
+
+
+@cm.kernel(simd=16)
+def infllm_block_scores(q: cm.ptr[f32], k1t: cm.ptr[f32], lse: cm.ptr[f32], scores: cm.ptr[f32],
+                        rows: i32, pos0: i32, hq: i32, group: i32, n1: i32, padded1: i32,
+                        lse_pitch: i32, score_pitch: i32, rows_padded: i32, block: i32, l1: i32, s1: i32,
+                        qscale: f32,
+                        D: cm.constexpr, M: cm.constexpr, JT: cm.constexpr, R: cm.constexpr,
+                        O: cm.constexpr):
+    """Block scores of M query rows for KV head g.  S(t, j) = sum over the group's heads of
+    exp2(z - lse) for visible j (0 for invisible j, -inf past the last window); the score of
+    block b is the max of S over the windows overlapping it: its own R = block/s1 windows and
+    the last O = l1/s1 - 1 windows of block b-1.  Writes blocks 0..(last row's block)."""
+    r0 = cm.thread_id(0) * M
+    g = cm.thread_id(1)
+    j_end = ((pos0 + r0 + M - 1) // block + 1) * R     # windows of the blocks up to the last row's
+    carry = cm.full(vector[f32, M], NEG_INF)     # tail max of the block before this tile
+    for j0 in range(0, j_end, JT):
+        js = cm.iota(i32, JT) + j0
+        ends = js * s1 + (l1 - 1)
+        total = cm.zeros(matrix[f32, M, JT])
+        for i in range(group):
+            h = g * group + i
+            qt = load_rows(q, r0, rows, hq * D, h * D, qscale, M, D)
+            z = matmul_chunked(cm.zeros(matrix[f32, M, JT]), qt, k1t, g * D * padded1 + j0, padded1, D, JT)
+            lse_h = cm.load(lse, h * lse_pitch + r0, M)
+            for r in cm.static_range(M):
+                total[r] = total[r] + cm.merge(cm.exp2(z[r] - lse_h[r]), 0.0, ends <= pos0 + r0 + r)
+        for r in cm.static_range(M):
+            total[r] = cm.merge(total[r], NEG_INF, js < n1)
+        windows = total.format(f32, M * (JT // R), R)                 # one row per (token, block)
+        own = cm.reduce_max(windows, axis=1).format(f32, M, JT // R)
+        best = own
+        if O > 0:
+            tail = cm.reduce_max(windows[:, R - O:R], axis=1).format(f32, M, JT // R)
+            before = cm.zeros(matrix[f32, M, JT // R])
+            before[:, 1:JT // R] = tail[:, 0:JT // R - 1]
+            before[:, 0] = carry
+            carry = tail[:, JT // R - 1]
+            best = cm.max(own, before)
+        cm.store(scores, (g * rows_padded + r0) * score_pitch + j0 // R, best, score_pitch)
+
+
+@cm.kernel(simd=16)
+def infllm_select(scores: cm.ptr[f32], selected: cm.ptr[i32], pos0: i32, hkv: i32, rows_padded: i32,
+                  score_pitch: i32, n_blocks: i32, block: i32, init_blocks: i32, local_blocks: i32,
+                  topk: i32, CB: cm.constexpr):
+    """Top-k blocks of one (token, KV head) in the order (score desc, index asc); forced blocks
+    score +inf.  Blocks after the token's own (bq) rank after every block <= bq unless they
+    are forced init blocks, so only b <= max(bq, init-1) compete.  Picks are written in pick
+    order, those > bq dropped, the rest of the row -1."""
+    r = cm.thread_id(0)
+    g = cm.thread_id(1)
+    t = pos0 + r
+    bq = t // block
+    last = cm.min(n_blocks - 1, cm.max(bq, init_blocks - 1))
+    row = (g * rows_padded + r) * score_pitch
+    out = (r * hkv + g) * topk
+    prev_s = POS_INF
+    prev_b = -1
+    count = 0
+    for pick in range(cm.min(topk, last + 1)):
+        best_s = NEG_INF
+        best_b = NO_BLOCK
+        for b0 in range(0, last + 1, CB):
+            bs = cm.iota(i32, CB) + b0
+            forced = (bs < init_blocks) | ((bs >= bq - local_blocks) & (bs <= bq))
+            s = cm.merge(POS_INF, cm.load(scores, row + b0, CB), forced)
+            after = (bs <= last) & ((s < prev_s) | ((s == prev_s) & (bs > prev_b)))
+            s = cm.merge(s, NEG_INF, after)
+            top = cm.reduce_max(s)
+            first = cm.reduce_min(cm.merge(bs, NO_BLOCK, after & (s == top)))
+            if top > best_s or (top == best_s and first < best_b):
+                best_s = top
+                best_b = first
+        prev_s = best_s
+        prev_b = best_b
+        if best_b <= bq:
+            cm.store(selected, out + count, best_b)
+            count += 1
+    for i in range(count, topk):
+        cm.store(selected, out + i, -1)
+
+
+@cm.kernel(simd=16)
+def infllm_attend(q: cm.ptr[f32], kt: cm.ptr[f32], vp: cm.ptr[f32], selected: cm.ptr[i32], o: cm.ptr[f32],
+                  pos0: i32, hq: i32, hkv: i32, padded: i32, block: i32, topk: i32, qscale: f32,
+                  D: cm.constexpr, G: cm.constexpr, KB: cm.constexpr):
+    """Block-sparse attention of one token's G query heads (one KV head's group: they share
+    the selection, so they are the M rows of every dpas) over its selected blocks."""
+    r = cm.thread_id(0)
+    g = cm.thread_id(1)
+    t = pos0 + r
+    base = (r * hq + g * G) * D
+    qt = cm.load(q, base, (G, D), D) * qscale
+    m = cm.full(vector[f32, G], NEG_INF)
+    l = cm.zeros(vector[f32, G])
+    acc = cm.zeros(matrix[f32, G, D])
+    for i in range(topk):
+        b = cm.load(selected, (r * hkv + g) * topk + i, 1)[0]
+        if b >= 0:
+            for j0 in range(b * block, b * block + block, KB):     # keys past t are masked
+                s = matmul_chunked(cm.zeros(matrix[f32, G, KB]), qt, kt, g * D * padded + j0, padded, D, KB)
+                keys = cm.iota(i32, KB) + j0
+                for row in cm.static_range(G):
+                    s[row] = cm.merge(s[row], NEG_INF, keys <= t)
+                p, m, l, alpha = softmax_step(s, m, l, G)
+                acc = matmul_chunked(scale_rows(acc, alpha, G), p, vp, (g * padded + j0) * D, D, KB, D)
+    cm.store(o, base, scale_rows(acc, 1.0 / l, G), D)
+
+
+# --------------------------------------------------------------------------- RoPE / RMSNorm
+
+@cm.kernel(simd=16)
+def rope_kernel(x: cm.ptr[f32], cos_t: cm.ptr[f32], sin_t: cm.ptr[f32], out: cm.ptr[f32], heads: i32,
+                HALF: cm.constexpr):
+    """NeoX rotation of every head of token t: [x1 c - x2 s, x2 c + x1 s]."""
+    t = cm.thread_id(0)
+    c = cm.load(cos_t, t * HALF, HALF)
+    s = cm.load(sin_t, t * HALF, HALF)
+    for h in range(heads):
+        at = (t * heads + h) * 2 * HALF
+        x1 = cm.load(x, at, HALF)
+        x2 = cm.load(x, at + HALF, HALF)
+        cm.store(out, at, x1 * c - x2 * s)
+        cm.store(out, at + HALF, x2 * c + x1 * s)
+
+
+@cm.kernel(simd=16)
+def rmsnorm_kernel(x: cm.ptr[f32], weight: cm.ptr[f32], out: cm.ptr[f32], n_rows: i32, eps: f32,
+                   D: cm.constexpr, ROWS: cm.constexpr):
+    """out = x / sqrt(mean(x^2) + eps) * weight, ROWS rows of D per CM thread."""
+    r0 = cm.thread_id(0) * ROWS
+    w = cm.load(weight, 0, D)
+    for i in cm.static_range(ROWS):
+        if r0 + i < n_rows:
+            row = cm.load(x, (r0 + i) * D, D)
+            inv = cm.rsqrt(cm.reduce_sum(row * row) * (1.0 / D) + eps)
+            cm.store(out, (r0 + i) * D, row * inv * w)

@@ -1,0 +1,74 @@
+"""Lightning attention (linear attention with per-head decay) in cmlang: chunked prefill
+and the one-token recurrent decode step."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import kernels
+from .checks import check_qkv, check_slopes, check_state, check_token, check_heads, check_positive_int
+from .layout import F32, column_tile, empty, pack_kv, round_up, to_device
+from .reference import (lightning_attention_reference, lightning_decode_reference,  # noqa: F401
+                        lightning_chunked_numpy)
+
+
+def decay_powers(slopes: np.ndarray, chunk: int) -> np.ndarray:
+    """[H, chunk+1] float32: lambda_h^p for p = 0..chunk, from float64 (slope inf -> 0^0 = 1)."""
+    lam = np.exp(-np.asarray(slopes, np.float64))
+    return np.ascontiguousarray((lam[:, None] ** np.arange(chunk + 1)[None, :]).astype(F32))
+
+
+def decay_mask(slopes: np.ndarray, chunk: int) -> np.ndarray:
+    """[H, chunk, chunk] float32: lambda_h^(i-j) where i >= j, else 0 (never lambda^(-j))."""
+    lam = np.exp(-np.asarray(slopes, np.float64))
+    i, j = np.arange(chunk)[:, None], np.arange(chunk)[None, :]
+    gap = np.where(i >= j, i - j, 0)
+    return np.ascontiguousarray(np.where(i >= j, lam[:, None, None] ** gap, 0.0).astype(F32))
+
+
+def lightning_attention(q, k, v, slopes=None, state=None, chunk=64):
+    """Chunked Lightning attention prefill.  Per query head h (lambda_h = exp(-slopes[h]),
+    ALiBi slopes by default): S_t = lambda S_{t-1} + k_t^T v_t, o_t = q_t S_t / sqrt(d),
+    starting from ``state`` [Hq, d, d] (zeros by default).  Returns (o [N, Hq, d], S_{N-1})."""
+    q, k, v, group = check_qkv(q, k, v, F32)
+    n, hq, d = q.shape
+    chunk = check_positive_int(chunk, "chunk")
+    slopes = check_slopes(slopes, hq)
+    state = check_state(state, hq, d, F32)
+    if n == 0:
+        return np.zeros_like(q), state.copy()
+    rows = math.gcd(chunk, 8)
+    n_chunks = -(-n // chunk)
+    padded = round_up(n_chunks * chunk, 16)
+    qd = to_device(q)
+    kt, vp = pack_kv(k, v, padded)
+    p = empty((hq, n_chunks, chunk, chunk))
+    kernels.lightning_intra[(n_chunks, hq), None](qd, kt, to_device(decay_mask(slopes, chunk)), p, n, hq, group,
+                                            padded, n_chunks, d, chunk, rows)
+    state_d, o = to_device(state), empty(q.shape)
+    width = column_tile(d)
+    kernels.lightning_scan[(d // width, hq), None](qd, kt, vp, p, to_device(decay_powers(slopes, chunk)), state_d, o,
+                                             n, hq, group, padded, n_chunks, 1.0 / math.sqrt(d),
+                                             d, chunk, rows, width)
+    return o.numpy(), state_d.numpy()
+
+
+def lightning_decode(q_t, k_t, v_t, slopes=None, state=None):
+    """One recurrent step for one token (q_t [Hq, d] or [1, Hq, d], k_t/v_t [Hkv, d]):
+    S = lambda S + k^T v, o = q S / sqrt(d).  Returns (o_t, new state [Hq, d, d])."""
+    q_t, had_axis = check_token(q_t, "q_t", F32)
+    k_t, _ = check_token(k_t, "k_t", F32)
+    v_t, _ = check_token(v_t, "v_t", F32)
+    if k_t.shape != v_t.shape:
+        raise ValueError(f"k_t and v_t must have the same shape, got {k_t.shape} and {v_t.shape}")
+    group = check_heads(q_t.shape, k_t.shape)
+    hq, d = q_t.shape
+    slopes = check_slopes(slopes, hq)
+    state_d, o = to_device(check_state(state, hq, d, F32)), empty((hq, d))
+    width = column_tile(d)
+    kernels.lightning_step[(d // width, hq), None](to_device(q_t), to_device(k_t), to_device(v_t),
+                                             to_device(np.exp(-slopes).astype(F32)), state_d, o, group,
+                                             1.0 / math.sqrt(d), d, width)
+    o = o.numpy()
+    return (o[None] if had_axis else o), state_d.numpy()

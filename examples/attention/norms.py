@@ -1,0 +1,44 @@
+"""RoPE (NeoX style) and RMSNorm in cmlang, as SALA's linear layers apply them to q and k."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernels
+from .checks import check_positive_int, float_array
+from .layout import F32, empty, to_device
+from .reference import rope_reference, rmsnorm_reference, rope_tables  # noqa: F401
+
+
+def rope(x, theta=1e4, offset=0):
+    """Rotary embedding, NeoX halves, of x [N, H, d] (or [N, d]) at positions offset..offset+N-1.
+    The cos/sin tables are computed on the host in float64 (angles reach 1e4+ radians, too
+    many for float32 arguments) and applied by the kernel."""
+    x = float_array(x, "x", F32, (2, 3))
+    check_positive_int(offset, "offset", 0)
+    n, d = x.shape[0], x.shape[-1]
+    cos, sin = rope_tables(n, d, theta, offset)        # checks that d is even
+    if x.size == 0:
+        return x.copy()
+    heads = x.shape[1] if x.ndim == 3 else 1
+    out = empty(x.shape)
+    kernels.rope_kernel[n](to_device(x), to_device(cos.astype(F32)), to_device(sin.astype(F32)), out,
+                           heads, d // 2)
+    return out.numpy()
+
+
+def rmsnorm(x, weight=None, eps=1e-6, *, rows_per_thread=4):
+    """x / sqrt(mean(x^2, last axis) + eps) * weight (weight [d], ones by default)."""
+    x = float_array(x, "x", F32)
+    if x.ndim == 0:
+        raise ValueError("x must have at least one axis")
+    d = x.shape[-1]
+    weight = np.ones(d, F32) if weight is None else float_array(weight, "weight", F32, 1)
+    if weight.shape != (d,):
+        raise ValueError(f"weight must have shape ({d},), got {weight.shape}")
+    if x.size == 0:
+        return x.copy()
+    n_rows = x.size // d
+    out = empty(x.shape)
+    kernels.rmsnorm_kernel[-(-n_rows // rows_per_thread)](to_device(x), to_device(weight), out, n_rows,
+                                                          float(eps), d, rows_per_thread)
+    return out.numpy()
