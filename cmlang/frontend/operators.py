@@ -80,11 +80,12 @@ def _common_elem(operands, keep_bool, promote):
     weak = [x for x in operands if is_weak(x)]
     if not typed:
         return tr.join_weak_types(weak)
+    if not promote and all(t == typed[0] for t in typed) and \
+            all(tr.weak_fits_exactly(w, typed[0]) for w in weak):
+        return typed[0]       # e.g. min of two i16 stays i16 (no integer promotion)
     elem = typed[0]
     for t in typed[1:]:
         elem = tr.usual_conversions(elem, t, keep_bool)
-    if not promote and all(t == elem for t in typed) and all(tr.weak_fits_exactly(w, elem) for w in weak):
-        return elem
     for w in weak:
         elem = tr.weak_elem(w, elem, keep_bool)
     return elem
