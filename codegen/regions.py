@@ -6,13 +6,27 @@ become one shuffle per source slot plus selects (``gather_slot_dynamic``).
 """
 from __future__ import annotations
 
+import math
+from collections import Counter
+
 from llvmlite import ir
 
 from cmlang.errors import CompileError
+from cmlang.ir.ops import OPS
 from cmlang.types import ScalarType, VectorType, bool_
 from . import scalar_ops as so
 from .layout import Reg, gather_slot, gather_slot_dynamic, permute, select_lanes, slot_count, element_lanes
-from .llvm_builtins import I32, FLOAT
+from .llvm_builtins import I32, I64, FLOAT
+from .memory import RowsInMemory
+
+# A dpas with at least this many slot FMAs (M * K * N/simd) is lowered as a loop instead of
+# its unrolled body (flash attention at d=128 has 8k FMAs per tile, the Lightning state
+# update 32k: most of their code and of the driver's build time). Two loop forms:
+# - over rows m (M >= DPAS_ROW_LOOP_MIN_M, K a multiple of simd): row m of acc and of a in,
+#   K * N/simd FMAs with b's rows, row m out (acc lives in a private array meanwhile);
+# - over k, when b comes straight from a 2-D load: row k of b is loaded where it is used.
+DPAS_LOOP_FMAS = 256
+DPAS_ROW_LOOP_MIN_M = 16
 
 
 class RegionLowering:
@@ -228,6 +242,8 @@ class RegionLowering:
     def _group_reduce(self, x, kind, elem):
         b = self.b
         ty = x.type
+        if elem.is_float and kind in ("min", "max"):
+            return self._group_reduce_ignoring_nan(x, kind, elem)
         if isinstance(ty, ir.IntType) and ty.width < 32:
             wide = b.sext(x, I32) if elem.is_signed else b.zext(x, I32)
             return b.trunc(self.bi.group_reduce(b, kind, wide, elem.is_signed), ty)
@@ -236,6 +252,20 @@ class RegionLowering:
             return b.fptrunc(r, ty)
         r = self.bi.group_reduce(b, kind, x, elem.is_signed)
         return so.round_bf16(b, r) if elem.name == "bf16" and kind == "add" else r
+
+    def _group_reduce_ignoring_nan(self, x, kind, elem):
+        """Float min/max across lanes with ops.py's rule (a NaN operand is ignored): the
+        sub-group reduction compares in order, so NaN lanes enter as the infinity that
+        cannot win, and the result is NaN only when every lane is NaN."""
+        b = self.b
+        is_nan = b.fcmp_unordered("uno", x, x)
+        clean = b.select(is_nan, ir.Constant(x.type, math.inf if kind == "min" else -math.inf), x)
+        if isinstance(x.type, ir.HalfType):
+            r = b.fptrunc(self.bi.group_reduce(b, kind, b.fpext(clean, FLOAT), True), x.type)
+        else:
+            r = self.bi.group_reduce(b, kind, clean, True)
+        all_nan = self.bi.any_all(b, "all", is_nan)
+        return b.select(all_nan, ir.Constant(x.type, math.nan), r)
 
     def _reduce_columns(self, src, rows, cols, kind):
         simd, elem = self.simd, src.elem
@@ -278,15 +308,17 @@ class RegionLowering:
         M, N = acc.type.shape
         K = a.type.shape[1]
         simd, b = self.simd, self.b
+        form = dpas_loop_form(op, simd)
+        if form == "rows":
+            return Reg(acc.type, self._dpas_row_loop(acc.slots, a, bm, M, K, N))
         af = [self._to_f32(s, a.elem) for s in a.slots]
+        if isinstance(bm, RowsInMemory):
+            return Reg(acc.type, self._dpas_k_loop(acc.slots, af, bm, M, K, N))
         bf = [self._to_f32(s, bm.elem) for s in bm.slots]
 
         def a_elem(m, k):
             e = m * K + k
             return self.bi.broadcast(b, af[e // simd], e % simd)
-
-        def fma(x, y, z):
-            return self.bi.intrinsic(b, "llvm.fma.f32", FLOAT, x, y, z)
 
         if N % simd == 0:
             per_row = N // simd
@@ -295,7 +327,7 @@ class RegionLowering:
                 for k in range(K):
                     amk = a_elem(m, k)
                     for j in range(per_row):
-                        out[m * per_row + j] = fma(amk, bf[k * per_row + j], out[m * per_row + j])
+                        out[m * per_row + j] = self._fma32(amk, bf[k * per_row + j], out[m * per_row + j])
             return Reg(acc.type, out)
         # General shapes: move rows of b and acc into row registers, then the same loop.
         per_row = slot_count(N, simd)
@@ -305,10 +337,69 @@ class RegionLowering:
             row = permute(self.lanes, b, acc.slots, [m * N + c for c in range(N)])
             for k in range(K):
                 amk = a_elem(m, k)
-                row = [fma(amk, bs, r) for bs, r in zip(b_rows[k], row)]
+                row = [self._fma32(amk, bs, r) for bs, r in zip(b_rows[k], row)]
             rows.extend(row)
         index = [(e // N) * per_row * simd + e % N for e in range(M * N)]
         return Reg(acc.type, permute(self.lanes, b, rows, index))
+
+    def _fma32(self, x, y, z):
+        return self.bi.intrinsic(self.b, "llvm.fma.f32", FLOAT, x, y, z)
+
+    def _dpas_k_loop(self, acc_slots, af, rows, M, K, N):
+        """acc + a @ b as ``for k in range(K)``: load row k of b, then per row m of a one
+        broadcast of a[m, k] and one fma per slot of the row (acc slots are loop-carried)."""
+        per_row = N // self.simd
+
+        def step(k, out):
+            row = [self._to_f32(s, rows.elem) for s in self.load_row(rows, k)]
+            out = list(out)
+            for m in range(M):
+                amk = self._row_element(af, m * K, K, k)
+                for j in range(per_row):
+                    out[m * per_row + j] = self._fma32(amk, row[j], out[m * per_row + j])
+            return out
+        return self.counted_loop(K, acc_slots, step)
+
+    def _dpas_row_loop(self, acc_slots, a, bm, M, K, N):
+        """acc + a @ b as ``for m in range(M)``: row m of acc (a private array meanwhile),
+        the K elements of row m of a (uniform loads from memory, or broadcasts from a
+        private copy) and K * N/simd fmas with the rows of b."""
+        simd = self.simd
+        per_row, a_row_slots = N // simd, K // simd
+        acc_mem = self.private_array(FLOAT, acc_slots)
+        if isinstance(a, RowsInMemory):
+            # a[m, k] is one uniform load (a broadcast load on the CPU device)
+            def a_elements(m):
+                start = self.b.add(a.off, self.b.mul(self.b.zext(m, I64), a.pitch))
+                return [self._to_f32(self._load_elem(a.p, a.elem, self.b.add(start, ir.Constant(I64, k))), a.elem)
+                        for k in range(K)]
+        else:
+            a_mem = self.private_array(FLOAT, [self._to_f32(s, a.elem) for s in a.slots])
+
+            def a_elements(m):
+                row = self.private_slots(a_mem, self.b.mul(m, ir.Constant(I32, a_row_slots)), a_row_slots)
+                return [self.bi.broadcast(self.b, row[k // simd], k % simd) for k in range(K)]
+        bf = [self._to_f32(s, bm.elem) for s in bm.slots]
+        b_rows = [bf[k * per_row:(k + 1) * per_row] for k in range(K)]
+
+        def step(m, _):
+            amk = a_elements(m)
+            first = self.b.mul(m, ir.Constant(I32, per_row))
+            out = self.private_slots(acc_mem, first, per_row)
+            for k in range(K):
+                out = [self._fma32(amk[k], bs, o) for bs, o in zip(b_rows[k], out)]
+            self.store_private_slots(acc_mem, first, out)
+            return []
+        self.counted_loop(M, [], step)
+        return self.private_slots(acc_mem, ir.Constant(I32, 0), len(acc_slots))
+
+    def _row_element(self, slots, first, count, k):
+        """Element first + k (k: a uniform i32 below count) of a register, in every lane."""
+        simd = self.simd
+        lo, hi = first // simd, (first + count - 1) // simd
+        i = self.b.add(k, ir.Constant(I32, first - lo * simd)) if first % simd else k
+        slot = self._uniform_slot_select(slots[lo:hi + 1], i)
+        return self.bi.broadcast(self.b, slot, self.b.and_(i, ir.Constant(I32, simd - 1)))
 
     def _to_f32(self, v, elem):
         if elem.name in ("f32", "bf16"):
@@ -317,3 +408,53 @@ class RegionLowering:
             return self.b.fpext(v, FLOAT)
         raise CompileError(f"dpas takes f16, bf16 or f32 inputs, not {elem}")
 
+
+
+# --- planning ------------------------------------------------------------------------------------
+
+def dpas_loop_form(op, simd: int):
+    """"rows", "k" (only when b is left in memory) or None (unrolled) for a dpas op."""
+    M, N = op.results[0].type.shape
+    K = op.operands[1].type.shape[1]
+    if N % simd or M * K * (N // simd) < DPAS_LOOP_FMAS:
+        return None
+    if M >= DPAS_ROW_LOOP_MIN_M and K % simd == 0:
+        return "rows"
+    return "k" if K > 1 else None
+
+
+def rows_left_in_memory(fn, simd: int) -> set:
+    """The ``load2d`` ops to leave in memory: the a operand of a dpas looping over rows or
+    the b operand of one looping over k, used nowhere else, in the same block with no
+    memory write between load and dpas (so reading the rows later reads the same values)."""
+    uses = Counter(v for op in fn.walk() for v in op.operands)
+    found = set()
+    for block in _blocks(fn.body):
+        position = {id(op): i for i, op in enumerate(block.ops)}
+        for i, op in enumerate(block.ops):
+            form = op.opcode == "dpas" and dpas_loop_form(op, simd)
+            if not form:
+                continue
+            operand = op.operands[1 if form == "rows" else 2]
+            load = operand.defining_op
+            if load is None or load.opcode != "load2d" or uses[operand] != 1 or id(load) not in position:
+                continue
+            if load.results[0].type.shape[1] % simd:
+                continue
+            if not any(_may_write(o) for o in block.ops[position[id(load)] + 1:i]):
+                found.add(load)
+    return found
+
+
+def _blocks(block):
+    yield block
+    for op in block.ops:
+        for inner in op.blocks:
+            yield from _blocks(inner)
+
+
+def _may_write(op) -> bool:
+    spec = OPS.get(op.opcode)
+    if spec is not None and spec.has_side_effects:
+        return True
+    return any(_may_write(o) for inner in op.blocks for o in inner.ops)

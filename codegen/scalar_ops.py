@@ -261,9 +261,9 @@ def _float_resize(b, x, ty):
 
 def _clamp_float(b, bi, v, limit):
     sfx = _fsuffix(v.type)
+    is_nan = b.fcmp_unordered("uno", v, v)     # before clamping: minnum would hide the NaN
     v = bi.intrinsic(b, f"llvm.minnum.{sfx}", v.type, v, ir.Constant(v.type, limit))
     v = bi.intrinsic(b, f"llvm.maxnum.{sfx}", v.type, v, ir.Constant(v.type, -limit))
-    is_nan = b.fcmp_unordered("uno", v, v)
     return b.select(is_nan, ir.Constant(v.type, 0.0), v)
 
 
@@ -323,7 +323,9 @@ def identity(kind: str, elem: ScalarType):
     if elem.is_bool:
         return ir.Constant(I1, 1 if kind in ("and", "min", "mul") else 0)
     if elem.is_float:
-        return ir.Constant(ty, {"add": 0.0, "mul": 1.0, "min": math.inf, "max": -math.inf}[kind])
+        # min/max ignore a NaN operand (ops.py), so NaN is their neutral element: padding
+        # then never turns an all-NaN input into an infinity.
+        return ir.Constant(ty, {"add": 0.0, "mul": 1.0, "min": math.nan, "max": math.nan}[kind])
     lo, hi = _int_range(elem)
     value = {"add": 0, "mul": 1, "and": -1, "or": 0, "min": hi, "max": lo}[kind]
     return const(elem, value)

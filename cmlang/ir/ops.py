@@ -115,7 +115,8 @@ _op("scatter", "memory", "(p, offs, v[, mask]): p[offs[i]] = v[i] where mask; wh
     "address the higher index wins.", has_side_effects=True)
 _op("atomic", "memory", "(p, offs, v[, v2]) -> old values: for each element i in order, atomically "
     "old = p[offs[i]]; p[offs[i]] = old `kind` v[i] with kind in add sub min max and or xor xchg; "
-    "cmpxchg stores v2[i] if old == v[i]; float min/max ignore a NaN operand. A scalar offset "
+    "cmpxchg stores v2[i] if old == v[i] bit for bit (a float NaN matches the same NaN, -0.0 does "
+    "not match +0.0); float min/max ignore a NaN operand. A scalar offset "
     "updates one element.",
     ["kind"], has_side_effects=True)
 _op("slm", "memory", "() -> ptr<T, local> to `n` elements of shared local memory, one allocation "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...types import bf16
-from .values import KernelFault, value_dtype, bf16_bits_to_f32, f32_to_bf16_bits, as_scalar
+from .values import KernelFault, value_dtype, bf16_bits_to_f32, f32_to_bf16_bits, as_scalar, float_min, float_max
 
 
 class Buffer:
@@ -176,19 +176,29 @@ def make_scatter(op):
     return scatter
 
 
+def _same_bits(a, b):
+    """cmpxchg compares bit patterns, as hardware (and C11 compare_exchange) does: for floats
+    a NaN matches the same NaN and -0.0 does not match +0.0."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype.kind != "f":
+        return a == b
+    bits = np.dtype(f"u{a.dtype.itemsize}")
+    return a.view(bits) == b.astype(a.dtype).view(bits)
+
+
 def _atomic_update(kind, elem):
     """old, v (, v2) -> the new value for one atomic element."""
     is_float = elem.is_float
     updates = {
         "add": lambda old, v, _: old + v,
         "sub": lambda old, v, _: old - v,
-        "min": (lambda old, v, _: np.fmin(old, v)) if is_float else (lambda old, v, _: min(old, v)),
-        "max": (lambda old, v, _: np.fmax(old, v)) if is_float else (lambda old, v, _: max(old, v)),
+        "min": (lambda old, v, _: float_min(old, v)) if is_float else (lambda old, v, _: min(old, v)),
+        "max": (lambda old, v, _: float_max(old, v)) if is_float else (lambda old, v, _: max(old, v)),
         "and": lambda old, v, _: old & v,
         "or": lambda old, v, _: old | v,
         "xor": lambda old, v, _: old ^ v,
         "xchg": lambda old, v, _: v,
-        "cmpxchg": lambda old, v, v2: v2 if old == v else old,
+        "cmpxchg": lambda old, v, v2: v2 if _same_bits(old, v) else old,
     }
     return updates[kind]
 

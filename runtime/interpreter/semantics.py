@@ -19,7 +19,7 @@ from ...types import ScalarType, VectorType, bf16
 from ...ir.ops import BINARY, UNARY
 from .memory import MEMORY_SEMANTICS
 from .values import (KernelFault, value_dtype, as_scalar, round_to_bf16, f64_to_bf16,
-                     bf16_bits_to_f32, f32_to_bf16_bits)
+                     bf16_bits_to_f32, f32_to_bf16_bits, float_min, float_max, float_reduce)
 
 
 def _result_type(op):
@@ -100,7 +100,7 @@ def make_binary(op):
         fn = _int_rem if is_int else np.fmod
     elif name in ("min", "max"):
         fn = {"min": np.minimum, "max": np.maximum}[name] if not t.elem.is_float else \
-            {"min": np.fmin, "max": np.fmax}[name]
+            {"min": float_min, "max": float_max}[name]
     elif name in ("shl", "shr"):
         fn = _shift(np.left_shift if name == "shl" else np.right_shift, t.elem)
     else:
@@ -341,8 +341,10 @@ def make_reduce(op):
     dtype = value_dtype(src_t)
     is_float = src_t.elem.is_float
     kind, axis = op.attrs["kind"], op.attrs["axis"]
+    if is_float and kind in ("min", "max"):
+        return _with_bf16_rounding(op, lambda src: float_reduce(kind, src.reshape(-1) if axis is None else src, axis))
     ufunc = {"add": np.add, "mul": np.multiply, "and": np.bitwise_and, "or": np.bitwise_or,
-             "min": np.fmin if is_float else np.minimum, "max": np.fmax if is_float else np.maximum}[kind]
+             "min": np.minimum, "max": np.maximum}[kind]
     if axis is None:
         # Order of a float sum is unspecified (numpy: pairwise); ints wrap in their own type.
         fn = lambda src: ufunc.reduce(src.reshape(-1), dtype=dtype)      # noqa: E731

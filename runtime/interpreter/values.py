@@ -30,6 +30,33 @@ def as_scalar(x):
     return x[()] if type(x) is np.ndarray else x
 
 
+# --- float min/max ---------------------------------------------------------------
+
+def _ignoring_nan(pick):
+    """min/max as ops.py defines them for floats: a NaN operand loses to the other, also a
+    signaling one (np.fmin/np.fmax answer a quiet NaN for a signaling NaN, as C's fmin
+    may; devices, like OpenCL's fmin, return the other operand)."""
+    def fn(a, b):
+        a_nan, b_nan = np.isnan(a), np.isnan(b)
+        with np.errstate(invalid="ignore"):
+            return as_scalar(np.where(a_nan, b, np.where(b_nan, a, pick(a, b))))
+    return fn
+
+
+float_min = _ignoring_nan(np.minimum)
+float_max = _ignoring_nan(np.maximum)
+
+
+def float_reduce(kind, src, axis):
+    """reduce min/max over floats: NaN elements are ignored; all NaN gives NaN."""
+    nan = np.isnan(src)
+    fill = np.inf if kind == "min" else -np.inf
+    with np.errstate(invalid="ignore"):
+        filled = np.where(nan, src.dtype.type(fill), src)
+        result = filled.min(axis=axis) if kind == "min" else filled.max(axis=axis)
+        return as_scalar(np.where(nan.all(axis=axis), src.dtype.type(np.nan), result).astype(src.dtype))
+
+
 # --- bf16 -----------------------------------------------------------------------
 
 def round_to_bf16(x):
