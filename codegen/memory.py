@@ -5,23 +5,42 @@ element ``k*simd + l``: contiguous per-lane accesses, which the OpenCL CPU runti
 into vector loads and stores, or sub-group block reads/writes where Intel GPUs allow them
 (32-bit elements, start provably aligned: ``known_multiple``). Partial last slots clamp
 their loads and guard their stores; gathers, scatters and atomics branch around the lanes
-that must not touch memory.
+that must not touch memory. A scalar store needs no guard: the value and offset are
+uniform, so every lane writes the same element with the same value.
+
+Atomics on SLM stay per-lane ``atomicrmw`` (workgroup scope, relaxed), which is what an
+OpenCL C ``atomic_inc`` on local memory becomes too: on the CPU device the driver
+vectorizes either into one scalar increment per lane, and the order it schedules them in
+makes them slow there (see ``examples/bench/histogram.py``); nothing in the SPIR-V differs.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from llvmlite import ir
 
 from cmlang.errors import CompileError
 from cmlang.ir.core import Value
-from cmlang.types import ScalarType
+from cmlang.types import ScalarType, VectorType
 from . import scalar_ops as so
 from .layout import Reg, slot_count
 from .llvm_builtins import I64, GLOBAL, LOCAL, ptr_type, value_type, memory_type
 
 USE_BLOCK_IO = True     # sub-group block reads/writes where legal (tests may switch them off)
 DEVICE, WORKGROUP = 1, 2    # SPIR-V memory scopes
+
+
+@dataclass
+class RowsInMemory:
+    """A ``load2d`` left in memory: its rows are read where they are used (the b operand
+    of a dpas lowered as a loop over k). Columns are a multiple of simd."""
+    type: VectorType
+    p: object
+    elem: ScalarType
+    off: object          # i64 element offset of row 0
+    pitch: object        # i64 elements between rows
+    block_ok: bool
 
 
 class MemoryLowering:
@@ -37,7 +56,9 @@ class MemoryLowering:
         cl_intel_subgroups: the pointer must be 4-byte aligned for reads and 16-byte
         aligned for writes (buffers themselves are at least that aligned). 16-bit
         (ushort) block IO is legal on Intel GPUs but not used: the Intel OpenCL CPU
-        runtime miscompiles a ushort block read that feeds a ushort block write.
+        runtime was seen to miscompile a ushort block read that feeds a ushort block
+        write. (Re-checked later: 1-D and 2-D copies of f16/u16/i16/bf16 at simd 8/16/32
+        came out right, and the CPU gains nothing from it: hgemm ran the same.)
         """
         if not USE_BLOCK_IO or p.type.addrspace != GLOBAL or elem.is_bool or elem.nbytes != 4:
             return False
@@ -93,8 +114,9 @@ class MemoryLowering:
         off = self._offset64(op.operands[1])
         v = self.get(op.operands[2])
         if not isinstance(v, Reg):
-            with self.b.if_then(self._lane0()):
-                self._store_elem(p, elem, off, v)
+            # A scalar and its offset are uniform: every lane writes the same value to the
+            # same address, which needs no branch (the vectorizer emits one scalar store).
+            self._store_elem(p, elem, off, v)
             return None
         block = self._block_io_ok(p, elem, known_multiple(op.operands[1], self.iv_loops), write=True)
         self._contiguous_store(p, elem, off, v, block)
@@ -146,6 +168,8 @@ class MemoryLowering:
         block = contiguous and self._block_io_ok(
             p, elem, math.gcd(known_multiple(op.operands[1], self.iv_loops),
                                 known_multiple(op.operands[2], self.iv_loops)), write=False)
+        if op in self.rows_left_in_memory:
+            return RowsInMemory(t, p, elem, off, pitch, block)
         for k in range(slot_count(t.size, self.simd)):
             if contiguous:
                 start = self._row_start(cols, k, off, pitch)
@@ -154,6 +178,17 @@ class MemoryLowering:
             else:
                 slots.append(self._load_elem(p, elem, self._matrix_index(t.shape, k, off, pitch)))
         return Reg(t, slots)
+
+    def load_row(self, rows: RowsInMemory, r):
+        """The slots of row ``r`` (an i32 value) of a matrix left in memory."""
+        b = self.b
+        start = b.add(rows.off, b.mul(b.zext(r, I64), rows.pitch))
+        slots = []
+        for j in range(rows.type.shape[1] // self.simd):
+            s = b.add(start, ir.Constant(I64, j * self.simd)) if j else start
+            slots.append(self._block_read(rows.p, rows.elem, s) if rows.block_ok else
+                         self._load_elem(rows.p, rows.elem, b.add(s, self.lanes.id64)))
+        return slots
 
     def op_store2d(self, op):
         p = self.get(op.operands[0])

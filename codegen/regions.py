@@ -16,17 +16,19 @@ from cmlang.ir.ops import OPS
 from cmlang.types import ScalarType, VectorType, bool_
 from . import scalar_ops as so
 from .layout import Reg, gather_slot, gather_slot_dynamic, permute, select_lanes, slot_count, element_lanes
-from .llvm_builtins import I32, I64, FLOAT
+from .llvm_builtins import I32, FLOAT
 from .memory import RowsInMemory
 
-# A dpas with at least this many slot FMAs (M * K * N/simd) is lowered as a loop instead of
-# its unrolled body (flash attention at d=128 has 8k FMAs per tile, the Lightning state
-# update 32k: most of their code and of the driver's build time). Two loop forms:
-# - over rows m (M >= DPAS_ROW_LOOP_MIN_M, K a multiple of simd): row m of acc and of a in,
-#   K * N/simd FMAs with b's rows, row m out (acc lives in a private array meanwhile);
-# - over k, when b comes straight from a 2-D load: row k of b is loaded where it is used.
+# A dpas with at least this many slot FMAs (M * K * N/simd) whose b operand comes straight
+# from a 2-D load is lowered as a loop over k that reads b's row k where it is used: the
+# unrolled form repeats its body K times (flash attention at d=128: 8k FMAs per tile,
+# most of the kernel's code and of the driver's build time).
+#
+# Not done: a loop over the rows of a and acc for dpas with b in registers (the Lightning
+# state update, 32k FMAs). It needs acc in a per-lane array indexed at run time, and the
+# CPU driver lays such arrays out lane by lane (LLVM's i8 GEPs defeat its SoA layout):
+# every access became a gather and the kernel ran 1.8x slower.
 DPAS_LOOP_FMAS = 256
-DPAS_ROW_LOOP_MIN_M = 16
 
 
 class RegionLowering:
@@ -308,9 +310,6 @@ class RegionLowering:
         M, N = acc.type.shape
         K = a.type.shape[1]
         simd, b = self.simd, self.b
-        form = dpas_loop_form(op, simd)
-        if form == "rows":
-            return Reg(acc.type, self._dpas_row_loop(acc.slots, a, bm, M, K, N))
         af = [self._to_f32(s, a.elem) for s in a.slots]
         if isinstance(bm, RowsInMemory):
             return Reg(acc.type, self._dpas_k_loop(acc.slots, af, bm, M, K, N))
@@ -360,39 +359,6 @@ class RegionLowering:
             return out
         return self.counted_loop(K, acc_slots, step)
 
-    def _dpas_row_loop(self, acc_slots, a, bm, M, K, N):
-        """acc + a @ b as ``for m in range(M)``: row m of acc (a private array meanwhile),
-        the K elements of row m of a (uniform loads from memory, or broadcasts from a
-        private copy) and K * N/simd fmas with the rows of b."""
-        simd = self.simd
-        per_row, a_row_slots = N // simd, K // simd
-        acc_mem = self.private_array(FLOAT, acc_slots)
-        if isinstance(a, RowsInMemory):
-            # a[m, k] is one uniform load (a broadcast load on the CPU device)
-            def a_elements(m):
-                start = self.b.add(a.off, self.b.mul(self.b.zext(m, I64), a.pitch))
-                return [self._to_f32(self._load_elem(a.p, a.elem, self.b.add(start, ir.Constant(I64, k))), a.elem)
-                        for k in range(K)]
-        else:
-            a_mem = self.private_array(FLOAT, [self._to_f32(s, a.elem) for s in a.slots])
-
-            def a_elements(m):
-                row = self.private_slots(a_mem, self.b.mul(m, ir.Constant(I32, a_row_slots)), a_row_slots)
-                return [self.bi.broadcast(self.b, row[k // simd], k % simd) for k in range(K)]
-        bf = [self._to_f32(s, bm.elem) for s in bm.slots]
-        b_rows = [bf[k * per_row:(k + 1) * per_row] for k in range(K)]
-
-        def step(m, _):
-            amk = a_elements(m)
-            first = self.b.mul(m, ir.Constant(I32, per_row))
-            out = self.private_slots(acc_mem, first, per_row)
-            for k in range(K):
-                out = [self._fma32(amk[k], bs, o) for bs, o in zip(b_rows[k], out)]
-            self.store_private_slots(acc_mem, first, out)
-            return []
-        self.counted_loop(M, [], step)
-        return self.private_slots(acc_mem, ir.Constant(I32, 0), len(acc_slots))
-
     def _row_element(self, slots, first, count, k):
         """Element first + k (k: a uniform i32 below count) of a register, in every lane."""
         simd = self.simd
@@ -409,37 +375,29 @@ class RegionLowering:
         raise CompileError(f"dpas takes f16, bf16 or f32 inputs, not {elem}")
 
 
-
 # --- planning ------------------------------------------------------------------------------------
 
-def dpas_loop_form(op, simd: int):
-    """"rows", "k" (only when b is left in memory) or None (unrolled) for a dpas op."""
+def dpas_as_loop(op, simd: int) -> bool:
+    """Whether a dpas is big enough to be lowered as a loop over k (when b is in memory)."""
     M, N = op.results[0].type.shape
     K = op.operands[1].type.shape[1]
-    if N % simd or M * K * (N // simd) < DPAS_LOOP_FMAS:
-        return None
-    if M >= DPAS_ROW_LOOP_MIN_M and K % simd == 0:
-        return "rows"
-    return "k" if K > 1 else None
+    return N % simd == 0 and K > 1 and M * K * (N // simd) >= DPAS_LOOP_FMAS
 
 
 def rows_left_in_memory(fn, simd: int) -> set:
-    """The ``load2d`` ops to leave in memory: the a operand of a dpas looping over rows or
-    the b operand of one looping over k, used nowhere else, in the same block with no
-    memory write between load and dpas (so reading the rows later reads the same values)."""
+    """The ``load2d`` ops to leave in memory: the b operand of a dpas lowered as a loop,
+    used nowhere else, in the same block with no memory write between load and dpas
+    (so reading the rows later reads the same values)."""
     uses = Counter(v for op in fn.walk() for v in op.operands)
     found = set()
     for block in _blocks(fn.body):
         position = {id(op): i for i, op in enumerate(block.ops)}
         for i, op in enumerate(block.ops):
-            form = op.opcode == "dpas" and dpas_loop_form(op, simd)
-            if not form:
+            if op.opcode != "dpas" or not dpas_as_loop(op, simd):
                 continue
-            operand = op.operands[1 if form == "rows" else 2]
-            load = operand.defining_op
-            if load is None or load.opcode != "load2d" or uses[operand] != 1 or id(load) not in position:
-                continue
-            if load.results[0].type.shape[1] % simd:
+            b = op.operands[2]
+            load = b.defining_op
+            if load is None or load.opcode != "load2d" or uses[b] != 1 or id(load) not in position:
                 continue
             if not any(_may_write(o) for o in block.ops[position[id(load)] + 1:i]):
                 found.add(load)

@@ -27,9 +27,12 @@ reduce (all)                                lane-local tree over slots, then
 reduce axis=0, C % simd == 0                lane-local only
 reduce axis=0/1, C divides simd             lane-local + ``shuffle_xor`` butterfly (segments)
 dpas, N % simd == 0                         a[m,k] broadcast + one fma per slot of b's row
+dpas, >= 256 slot FMAs, b a 2-D load        a loop over k that loads b's row k where it is
+                                            used (no K-fold unrolled body)
 load / store, full slots                    sub-group block read/write (32-bit, aligned),
                                             else per-lane contiguous access
 load / store, partial slot                  clamped index / store under ``lane < rem``
+store of a scalar                           every lane stores the same value (no branch)
 load2d / store2d, gather / scatter          per-lane addresses (masked lanes branch around)
 atomic                                      per-lane ``atomicrmw`` / ``cmpxchg``; scalar
                                             offset: lane 0 only, result broadcast
@@ -48,7 +51,7 @@ from cmlang.types import PtrType, ScalarType, VectorType
 from . import scalar_ops as so
 from .layout import Lanes, Reg, select_lanes, slot_count, element_lanes, fit_affine
 from .memory import MemoryLowering, constant_value
-from .regions import RegionLowering
+from .regions import RegionLowering, rows_left_in_memory
 from .llvm_builtins import (I8, I32, I64, VOID, GLOBAL, CONSTANT, Builtins, ptr_type, value_type,
                             memory_type)
 
@@ -77,6 +80,8 @@ class KernelLowering(RegionLowering, MemoryLowering):
         self._ids = {}            # (id op, dim) -> i32 computed in the entry block
         # for-loop induction variables -> their loop (for the alignment of offsets)
         self.iv_loops = {op.blocks[0].args[0]: op for op in fn.walk() if op.opcode == "for"}
+        # 2-D loads that a dpas reads row by row inside its k loop (regions.py)
+        self.rows_left_in_memory = rows_left_in_memory(fn, self.simd)
 
     # ------------------------------------------------------------------ kernel skeleton
     def run(self) -> str:
@@ -396,6 +401,30 @@ class KernelLowering(RegionLowering, MemoryLowering):
         self._add_incoming(phis, nxt, latch, self._flatten)
         b.position_at_end(exit_bb)
         return carried if len(op.results) != 1 else carried[0]
+
+    def counted_loop(self, count: int, carried, body):
+        """``for i in range(count)`` (count >= 1, i an i32) carrying a list of LLVM values:
+        ``body(i, values)`` emits one iteration and returns the next values."""
+        b = self.b
+        pre = b.block
+        loop = self.kernel.append_basic_block("loop")
+        exit_bb = self.kernel.append_basic_block("loop.exit")
+        b.branch(loop)
+        b.position_at_end(loop)
+        i = b.phi(I32)
+        phis = [b.phi(v.type) for v in carried]
+        i.add_incoming(ir.Constant(I32, 0), pre)
+        for phi, v in zip(phis, carried):
+            phi.add_incoming(v, pre)
+        nxt = body(i, phis)
+        i_next = b.add(i, ir.Constant(I32, 1))
+        latch = b.block
+        for phi, v in zip(phis, nxt):
+            phi.add_incoming(v, latch)
+        i.add_incoming(i_next, latch)
+        b.cbranch(b.icmp_unsigned("<", i_next, ir.Constant(I32, count)), loop, exit_bb)
+        b.position_at_end(exit_bb)
+        return nxt
 
     def _loop_test(self, step_value, iv, hi, step, t):
         b = self.b

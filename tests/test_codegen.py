@@ -521,6 +521,36 @@ def test_dpas(M, K, N, elem):
         assert "shuffle" not in result.llvm_ir
 
 
+@pytest.mark.parametrize("M,K,N,elem,overwrite", [(8, 16, 32, f32, False), (6, 24, 32, f16, False),
+                                                   (8, 16, 32, f32, True)])
+def test_big_dpas_is_a_loop_reading_b_rows_from_memory(M, K, N, elem, overwrite):
+    """b = load2d(...) used only by a big dpas: the dpas is a loop over k that loads row k of b
+    (K = 24: a's rows straddle slots). A store between the load and the dpas keeps it unrolled."""
+    pitch, off = N + 16, 3 * (N + 16) + 16          # b is a window of a wider matrix
+    kb = KB(a=ptr[elem], b=ptr[elem], out=ptr[f32])
+    zero = kb.c(i32, 0)
+    a_tile = kb("bitcast", mat(elem, M, K), kb("load", vec(elem, M * K), kb.p["a"], zero))
+    b_tile = kb("load2d", mat(elem, K, N), kb.p["b"], kb.c(i32, off), kb.c(i32, pitch))
+    if overwrite:        # the dpas must still see the values loaded before this store
+        kb.do("store2d", kb.p["b"], kb.c(i32, off), kb.c(i32, pitch), kb("const", mat(elem, K, N), value=0.0))
+    acc = kb("const", mat(f32, M, N), value=1.0)
+    res = kb("dpas", mat(f32, M, N), acc, a_tile, b_tile)
+    kb.do("store", kb.p["out"], zero, kb("bitcast", vec(f32, M * N), res))
+    dt = np.dtype(elem.np_dtype)
+    a = RNG.standard_normal(M * K).astype(dt)
+    b = RNG.standard_normal(off + K * pitch).astype(dt)
+    window = b[off:off + K * pitch].reshape(K, pitch)[:, :N].astype(np.float32)
+    out = np.zeros(M * N, np.float32)
+    result = run(kb.function(), a, b.copy(), out)
+    expected = 1.0 + a.astype(np.float32).reshape(M, K) @ window
+    np.testing.assert_allclose(out.reshape(M, N), expected, rtol=1e-4, atol=1e-4)
+    fmas = result.llvm_ir.count("@llvm.fma.f32(") - 1     # calls (the declaration too)
+    if overwrite:
+        assert fmas == M * K * N // 16
+    else:                # one iteration's fmas
+        assert "loop:" in result.llvm_ir and fmas == M * N // 16
+
+
 # --- memory ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("elem", [f32, f16, i8])
@@ -552,6 +582,19 @@ def test_block_load_store_with_partial_slots(elem):
         assert ir_text.count("call spir_func void @_Z31__spirv_SubgroupBlockWriteINTEL") == 2
     else:                 # 16-bit block IO is off (the CPU runtime miscompiles it), 8-bit illegal
         assert "SubgroupBlock" not in ir_text
+
+
+def test_scalar_store_needs_no_lane_guard():
+    """A scalar is uniform: every lane stores it (one scalar store after vectorization)."""
+    kb = KB(x=ptr[f32], out=ptr[f32])
+    total = kb("reduce", f32, kb("load", vec(f32, 32), kb.p["x"], kb("mul", i32, kb.tid(), kb.c(i32, 32))),
+               kind="add", axis=None)
+    kb.do("store", kb.p["out"], kb.tid(), total)
+    x = RNG.standard_normal(3 * 32).astype(np.float32)
+    out = np.zeros(3, np.float32)
+    result = run(kb.function(), x, out, grid=3)
+    np.testing.assert_allclose(out, x.reshape(3, 32).sum(axis=1), rtol=1e-5)
+    assert "br i1" not in result.llvm_ir
 
 
 def test_load2d_store2d():
