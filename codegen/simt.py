@@ -7,9 +7,9 @@ Execution model and launch ABI: docs/design.md. Values are lowered as:
 - register of N elements -> ``Reg``: K = ceil(N / simd) LLVM values ("slots"); element e
   is lane e % simd of slot e // simd (``codegen.layout``).
 
-This module holds the kernel skeleton, construction, element-wise ops, ids, control flow
-and print; ``regions.py`` and ``memory.py`` add the other ops (mixins). How each op maps
-onto sub-group operations:
+This module holds the kernel skeleton, construction, element-wise ops, ids and print;
+``regions.py``, ``memory.py`` and ``control_flow.py`` (block walking, for/while/if) add
+the other ops (mixins). How each op maps onto sub-group operations:
 
 ==========================================  ================================================
 op / case                                   lowering
@@ -46,11 +46,11 @@ from llvmlite import ir
 
 from cmlang.errors import CompileError
 from cmlang.ir.core import Function, Value
-from cmlang.ir.ops import BINARY, UNARY, IDS
 from cmlang.types import PtrType, ScalarType, VectorType
 from . import scalar_ops as so
 from .layout import Lanes, Reg, select_lanes, slot_count, element_lanes, fit_affine
-from .memory import MemoryLowering, constant_value
+from .memory import MemoryLowering
+from .control_flow import StructuredControlFlow
 from .regions import RegionLowering, rows_left_in_memory
 from .llvm_builtins import (I8, I32, I64, VOID, GLOBAL, CONSTANT, Builtins, ptr_type, value_type,
                             memory_type)
@@ -63,7 +63,7 @@ def lower_function(fn: Function, data_layout: str = "") -> str:
     return KernelLowering(fn, data_layout).run()
 
 
-class KernelLowering(RegionLowering, MemoryLowering):
+class KernelLowering(RegionLowering, MemoryLowering, StructuredControlFlow):
     def __init__(self, fn: Function, data_layout: str = ""):
         if fn.simd not in (8, 16, 32):
             raise CompileError(f"simd must be 8, 16 or 32 on the SIMT target, not {fn.simd}")
@@ -105,11 +105,7 @@ class KernelLowering(RegionLowering, MemoryLowering):
             t = param.type
             self.values[param] = arg if isinstance(t, PtrType) else so.from_memory(prologue, t, arg)
         self.b = ir.IRBuilder(body)
-        term = self.lower_block(fn.body)
-        if term is not None and term.opcode != "return":
-            raise CompileError(f"kernel body ends in '{term.opcode}'", term.loc)
-        if self.b.block.terminator is None:
-            self.b.ret_void()
+        self.lower_kernel_body()
         return str(self.module)
 
     def _param_type(self, t):
@@ -122,48 +118,9 @@ class KernelLowering(RegionLowering, MemoryLowering):
         raise CompileError(f"kernel parameter of type {t} is not supported")
 
     # ------------------------------------------------------------------ blocks and ops
-    def lower_block(self, block, args=()):
-        """Lower the ops of ``block`` (binding its args); returns its terminator op, unlowered."""
-        for a, v in zip(block.args, args):
-            self.values[a] = v
-        for op in block.ops:
-            if op.opcode in ("yield", "condition"):
-                return op
-            if op.opcode == "return":
-                if block is not self.fn.body:
-                    raise CompileError("'return' inside control flow is not supported", op.loc)
-                self.b.ret_void()
-                return op
-            self.lower_op(op)
-        return None
-
-    def lower_op(self, op):
-        method = getattr(self, f"op_{op.opcode}", None)
-        if method is None:
-            if op.opcode in BINARY:
-                method = self.op_binary
-            elif op.opcode in UNARY:
-                method = self.op_unary
-            elif op.opcode in IDS:
-                method = self.op_id
-            else:
-                raise CompileError(f"op '{op.opcode}' is not supported by the SIMT code generator", op.loc)
-        try:
-            result = method(op)
-        except CompileError as e:
-            if e.loc is None and op.loc is not None:
-                raise CompileError(e.message, op.loc) from None
-            raise
-        if op.results:
-            results = result if len(op.results) > 1 else [result]
-            for r, v in zip(op.results, results):
-                self.values[r] = v
-
-    def get(self, value: Value):
-        return self.values[value]
-
-    def operands(self, op):
-        return [self.values[v] for v in op.operands]
+    # lower_kernel_body / lower_block / lower_op / operands: control_flow.StructuredControlFlow.
+    def _unsupported_op_message(self, op) -> str:
+        return f"op '{op.opcode}' is not supported by the SIMT code generator"
 
     # ------------------------------------------------------------------ value helpers
     def slots_of(self, x, k: int):
@@ -349,58 +306,19 @@ class KernelLowering(RegionLowering, MemoryLowering):
         return self._ids[key]
 
     # ------------------------------------------------------------------ control flow
-    def _flatten(self, v):
-        if isinstance(v, Reg):
-            return list(v.slots)
-        return [v]
-
-    def _rebuild(self, template, flat):
-        """Inverse of _flatten for a value shaped like ``template``; consumes ``flat``."""
+    # op_for / op_while / op_if: control_flow.StructuredControlFlow, through these hooks.
+    def _phi_like(self, template):
+        """A phi per slot of a ``Reg``; one phi for a scalar or pointer."""
         if isinstance(template, Reg):
-            n = len(template.slots)
-            out = Reg(template.type, flat[:n])
-            del flat[:n]
-            return out
-        return flat.pop(0)
+            return Reg(template.type, [self.b.phi(x.type) for x in template.slots])
+        return self.b.phi(template.type)
 
-    def _phis(self, templates):
-        flat = [self.b.phi(x.type) for t in templates for x in self._flatten(t)]
-        phis = list(flat)
-        values = [self._rebuild(t, flat) for t in templates]
-        return values, phis
-
-    @staticmethod
-    def _add_incoming(phis, values, block, flatten):
-        flat = [x for v in values for x in flatten(v)]
-        for phi, x in zip(phis, flat):
-            phi.add_incoming(x, block)
-
-    def op_for(self, op):
-        b = self.b
-        lo, hi, step, *init = self.operands(op)
-        iv_type = op.operands[0].type
-        body = op.blocks[0]
-        header = self.kernel.append_basic_block("for.header")
-        body_bb = self.kernel.append_basic_block("for.body")
-        exit_bb = self.kernel.append_basic_block("for.exit")
-        pre = b.block
-        b.branch(header)
-        b.position_at_end(header)
-        iv = b.phi(lo.type)
-        carried, phis = self._phis(init)
-        iv.add_incoming(lo, pre)
-        self._add_incoming(phis, init, pre, self._flatten)
-        b.cbranch(self._loop_test(op.operands[2], iv, hi, step, iv_type), body_bb, exit_bb)
-        b.position_at_end(body_bb)
-        term = self.lower_block(body, [iv] + carried)
-        nxt = self.operands(term) if term is not None else []
-        iv_next = b.add(iv, step)
-        latch = b.block
-        b.branch(header)
-        iv.add_incoming(iv_next, latch)
-        self._add_incoming(phis, nxt, latch, self._flatten)
-        b.position_at_end(exit_bb)
-        return carried if len(op.results) != 1 else carried[0]
+    def _add_incoming_value(self, phi_value, value, block):
+        if isinstance(phi_value, Reg):
+            for phi, x in zip(phi_value.slots, value.slots):
+                phi.add_incoming(x, block)
+        else:
+            phi_value.add_incoming(value, block)
 
     def counted_loop(self, count: int, carried, body):
         """``for i in range(count)`` (count >= 1, i an i32) carrying a list of LLVM values:
@@ -425,60 +343,6 @@ class KernelLowering(RegionLowering, MemoryLowering):
         b.cbranch(b.icmp_unsigned("<", i_next, ir.Constant(I32, count)), loop, exit_bb)
         b.position_at_end(exit_bb)
         return nxt
-
-    def _loop_test(self, step_value, iv, hi, step, t):
-        b = self.b
-        cmp = b.icmp_signed if t.is_signed else b.icmp_unsigned
-        sign = constant_value(step_value)
-        if sign is not None or not t.is_signed:
-            return cmp("<", iv, hi) if sign is None or sign > 0 else cmp(">", iv, hi)
-        up = b.icmp_signed(">", step, ir.Constant(step.type, 0))
-        return b.select(up, cmp("<", iv, hi), cmp(">", iv, hi))
-
-    def op_if(self, op):
-        b = self.b
-        (cond,) = self.operands(op)
-        then_bb = self.kernel.append_basic_block("if.then")
-        else_bb = self.kernel.append_basic_block("if.else")
-        merge_bb = self.kernel.append_basic_block("if.end")
-        b.cbranch(cond, then_bb, else_bb)
-        ends = []
-        for bb, block in zip((then_bb, else_bb), list(op.blocks) + [None] * (2 - len(op.blocks))):
-            b.position_at_end(bb)
-            term = self.lower_block(block) if block is not None else None
-            ends.append((b.block, self.operands(term) if term is not None else []))
-            b.branch(merge_bb)
-        b.position_at_end(merge_bb)
-        if not op.results:
-            return None
-        values, phis = self._phis(ends[0][1])
-        for block, vals in ends:
-            self._add_incoming(phis, vals, block, self._flatten)
-        return values if len(op.results) != 1 else values[0]
-
-    def op_while(self, op):
-        b = self.b
-        init = self.operands(op)
-        before, after = op.blocks
-        header = self.kernel.append_basic_block("while.cond")
-        body_bb = self.kernel.append_basic_block("while.body")
-        exit_bb = self.kernel.append_basic_block("while.exit")
-        pre = b.block
-        b.branch(header)
-        b.position_at_end(header)
-        carried, phis = self._phis(init)
-        self._add_incoming(phis, init, pre, self._flatten)
-        cond_op = self.lower_block(before, carried)
-        c, *passed = self.operands(cond_op)
-        b.cbranch(c, body_bb, exit_bb)
-        b.position_at_end(body_bb)
-        term = self.lower_block(after, passed)
-        nxt = self.operands(term) if term is not None else []
-        latch = b.block
-        b.branch(header)
-        self._add_incoming(phis, nxt, latch, self._flatten)
-        b.position_at_end(exit_bb)
-        return passed if len(op.results) != 1 else passed[0]
 
     # ------------------------------------------------------------------ debug
     def op_breakpoint(self, op):

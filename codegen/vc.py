@@ -57,11 +57,11 @@ from llvmlite import ir
 
 from cmlang.errors import CompileError
 from cmlang.ir.core import Function, Value
-from cmlang.ir.ops import BINARY, UNARY, IDS
 from cmlang.types import PtrType, ScalarType, VectorType, f32, i32
 from .llvm_builtins import (I1, I8, I16, I32, I64, FLOAT, VOID, GLOBAL,
                             value_type, memory_type, mangle_code, mangled)
-from .memory import known_multiple, constant_value
+from .memory import known_multiple
+from .control_flow import StructuredControlFlow
 from .scalar_ops import round_bf16_host
 
 TRIPLE = "spir64-unknown-unknown"
@@ -184,7 +184,7 @@ class Genx:
 
 # --- the lowering -------------------------------------------------------------------------
 
-class VCLowering:
+class VCLowering(StructuredControlFlow):
     def __init__(self, fn: Function):
         self.fn = fn
         self.module = ir.Module(name=fn.name)
@@ -214,11 +214,7 @@ class VCLowering:
             arg.name = name
             self.values[param] = self._param_value(param.type, arg)
         self.b = ir.IRBuilder(body)
-        term = self.lower_block(fn.body)
-        if term is not None and term.opcode != "return":
-            raise CompileError(f"kernel body ends in '{term.opcode}'", term.loc)
-        if self.b.block.terminator is None:
-            self.b.ret_void()
+        self.lower_kernel_body()
         # The OpenCL version tells the translator to read OpenCL builtins (fma) as OpExtInst.
         self.module.add_named_metadata("opencl.ocl.version", [ir.Constant(I32, 2), ir.Constant(I32, 0)])
         return self._with_kernel_attributes(str(self.module))
@@ -248,43 +244,9 @@ class VCLowering:
         return self.from_memory(pb, t, arg)
 
     # ------------------------------------------------------------------ blocks and ops
-    def lower_block(self, block, args=()):
-        for a, v in zip(block.args, args):
-            self.values[a] = v
-        for op in block.ops:
-            if op.opcode in ("yield", "condition"):
-                return op
-            if op.opcode == "return":
-                if block is not self.fn.body:
-                    raise CompileError("'return' inside control flow is not supported", op.loc)
-                self.b.ret_void()
-                return op
-            self.lower_op(op)
-        return None
-
-    def lower_op(self, op):
-        method = getattr(self, f"op_{op.opcode}", None)
-        if method is None:
-            method = (self.op_binary if op.opcode in BINARY else self.op_unary if op.opcode in UNARY
-                      else self.op_id if op.opcode in IDS else None)
-        if method is None:
-            raise CompileError(f"op {op.opcode} is not supported on spirv-vc yet", op.loc)
-        try:
-            result = method(op)
-        except CompileError as e:
-            if e.loc is None and op.loc is not None:
-                raise CompileError(e.message, op.loc) from None
-            raise
-        if op.results:
-            results = result if len(op.results) > 1 else [result]
-            for r, v in zip(op.results, results):
-                self.values[r] = v
-
-    def get(self, value: Value):
-        return self.values[value]
-
-    def operands(self, op):
-        return [self.values[v] for v in op.operands]
+    # lower_kernel_body / lower_block / lower_op / operands: control_flow.StructuredControlFlow.
+    def _unsupported_op_message(self, op) -> str:
+        return f"op {op.opcode} is not supported on spirv-vc yet"
 
     def unsupported(self, what):
         raise CompileError(f"{what} is not supported on spirv-vc yet")
@@ -1342,99 +1304,21 @@ class VCLowering:
         return next_result
 
     # ------------------------------------------------------------------ control flow
+    # op_for / op_while / op_if: control_flow.StructuredControlFlow, through these hooks.
     def _phi_like(self, template):
+        """One phi for a vector or scalar; a global ``Pointer`` merges its i64 base, an SLM
+        one (a constant byte offset) passes through unchanged."""
         if isinstance(template, Pointer):
             return Pointer(template.space, self.b.phi(I64), template.elem) if template.space == "global" \
                 else template
         return self.b.phi(template.type)
 
-    @staticmethod
-    def _add_incoming(phis, values, block):
-        for phi, v in zip(phis, values):
-            if isinstance(phi, Pointer):
-                if phi.space == "global":
-                    phi.base.add_incoming(v.base, block)
-            else:
-                phi.add_incoming(v, block)
-
-    def op_for(self, op):
-        b = self.b
-        lo, hi, step, *init = self.operands(op)
-        header = self.kernel.append_basic_block("for.header")
-        body_bb = self.kernel.append_basic_block("for.body")
-        exit_bb = self.kernel.append_basic_block("for.exit")
-        pre = b.block
-        b.branch(header)
-        b.position_at_end(header)
-        iv = b.phi(lo.type)
-        carried = [self._phi_like(v) for v in init]
-        iv.add_incoming(lo, pre)
-        self._add_incoming(carried, init, pre)
-        b.cbranch(self._loop_test(op.operands[2], iv, hi, step, op.operands[0].type), body_bb, exit_bb)
-        b.position_at_end(body_bb)
-        term = self.lower_block(op.blocks[0], [iv] + carried)
-        nxt = self.operands(term) if term is not None else []
-        iv_next = b.add(iv, step)
-        latch = b.block
-        b.branch(header)
-        iv.add_incoming(iv_next, latch)
-        self._add_incoming(carried, nxt, latch)
-        b.position_at_end(exit_bb)
-        return carried if len(op.results) != 1 else carried[0]
-
-    def _loop_test(self, step_value, iv, hi, step, t):
-        b = self.b
-        cmp = b.icmp_signed if t.is_signed else b.icmp_unsigned
-        sign = constant_value(step_value)
-        if sign is not None or not t.is_signed:
-            return cmp("<", iv, hi) if sign is None or sign > 0 else cmp(">", iv, hi)
-        up = b.icmp_signed(">", step, ir.Constant(step.type, 0))
-        return b.select(up, cmp("<", iv, hi), cmp(">", iv, hi))
-
-    def op_if(self, op):
-        b = self.b
-        (cond,) = self.operands(op)
-        then_bb = self.kernel.append_basic_block("if.then")
-        else_bb = self.kernel.append_basic_block("if.else")
-        merge_bb = self.kernel.append_basic_block("if.end")
-        b.cbranch(cond, then_bb, else_bb)
-        ends = []
-        for bb, block in zip((then_bb, else_bb), list(op.blocks) + [None] * (2 - len(op.blocks))):
-            b.position_at_end(bb)
-            term = self.lower_block(block) if block is not None else None
-            ends.append((b.block, self.operands(term) if term is not None else []))
-            b.branch(merge_bb)
-        b.position_at_end(merge_bb)
-        if not op.results:
-            return None
-        phis = [self._phi_like(v) for v in ends[0][1]]
-        for block, vals in ends:
-            self._add_incoming(phis, vals, block)
-        return phis if len(op.results) != 1 else phis[0]
-
-    def op_while(self, op):
-        b = self.b
-        init = self.operands(op)
-        before, after = op.blocks
-        header = self.kernel.append_basic_block("while.cond")
-        body_bb = self.kernel.append_basic_block("while.body")
-        exit_bb = self.kernel.append_basic_block("while.exit")
-        pre = b.block
-        b.branch(header)
-        b.position_at_end(header)
-        carried = [self._phi_like(v) for v in init]
-        self._add_incoming(carried, init, pre)
-        cond_op = self.lower_block(before, carried)
-        c, *passed = self.operands(cond_op)
-        b.cbranch(c, body_bb, exit_bb)
-        b.position_at_end(body_bb)
-        term = self.lower_block(after, passed)
-        nxt = self.operands(term) if term is not None else []
-        latch = b.block
-        b.branch(header)
-        self._add_incoming(carried, nxt, latch)
-        b.position_at_end(exit_bb)
-        return passed if len(op.results) != 1 else passed[0]
+    def _add_incoming_value(self, phi_value, value, block):
+        if isinstance(phi_value, Pointer):
+            if phi_value.space == "global":
+                phi_value.base.add_incoming(value.base, block)
+        else:
+            phi_value.add_incoming(value, block)
 
     # ------------------------------------------------------------------ debug
     def op_breakpoint(self, op):
