@@ -56,7 +56,7 @@ def _size_label(params):
 dense_benchmark = Benchmark(
     name="attn-dense",
     description="causal flash attention with GQA; FLOPs 2*d*Hq*N*(N+1)",
-    sizes={"tiny": dict(n=256, hq=4, hkv=2, d=64), "quick": dict(n=2048, hq=8, hkv=2, d=128),
+    sizes={"tiny": dict(n=256, hq=4, hkv=2, d=64), "quick": dict(n=2048, hq=8, hkv=2, d=64),
            "full": dict(n=8192, hq=8, hkv=2, d=128)},
     make_inputs=_qkv,
     reference=lambda i: dense_attention_numpy(i["q"], i["k"], i["v"], dtype=np.float64),
@@ -73,7 +73,7 @@ def _lightning_flops(p, chunk=64):
 lightning_benchmark = Benchmark(
     name="attn-lightning",
     description="Lightning attention prefill, chunk 64, ALiBi decays; FLOPs H*N*(2d(C+1)+4d^2)",
-    sizes={"tiny": dict(n=256, hq=4, hkv=4, d=64), "quick": dict(n=4096, hq=8, hkv=8, d=128),
+    sizes={"tiny": dict(n=256, hq=4, hkv=4, d=64), "quick": dict(n=4096, hq=8, hkv=8, d=64),
            "full": dict(n=32768, hq=8, hkv=8, d=128)},
     make_inputs=_qkv,
     reference=lambda i: lightning_chunked_numpy(i["q"], i["k"], i["v"], dtype=np.float64),
@@ -107,7 +107,7 @@ def _infllm_flops(p):
 infllm_benchmark = Benchmark(
     name="attn-infllmv2",
     description="InfLLM-V2 sparse prefill, 16 selected 64-key blocks (init 1, local 2)",
-    sizes={"tiny": dict(n=512, hq=4, hkv=1, d=64), "quick": dict(n=4096, hq=8, hkv=1, d=128),
+    sizes={"tiny": dict(n=512, hq=4, hkv=1, d=64), "quick": dict(n=4096, hq=8, hkv=1, d=64),
            "full": dict(n=16384, hq=8, hkv=1, d=128)},
     make_inputs=_qkv,
     reference=lambda i: infllmv2_numpy(i["q"], i["k"], i["v"], dtype=np.float64, **SPARSE),
@@ -137,7 +137,7 @@ def _rmsnorm_numpy(x):
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + np.float32(1e-6))
 
 
-_NORM_SIZES = {"tiny": dict(n=256, h=4, d=64), "quick": dict(n=4096, h=8, d=128),
+_NORM_SIZES = {"tiny": dict(n=256, h=4, d=64), "quick": dict(n=4096, h=8, d=64),
                "full": dict(n=32768, h=8, d=128)}
 
 rope_benchmark = Benchmark(
