@@ -21,36 +21,15 @@ from cmlang.runtime import device as device_module  # noqa: E402
 from cmlang.runtime import interop, launch, set_device, to_device  # noqa: E402
 from cmlang.runtime.binary import KernelBinary, Param  # noqa: E402
 from cmlang.runtime.dpctl_backend import DpctlDevice  # noqa: E402
-from cmlang.types import PtrType, f32, f64, i32, i64  # noqa: E402
-from test_runtime import (  # noqa: E402  (the hand-written kernels)
-    IR_HEADER, ROTATE, SAXPY, SCALAR_PARAMS, scalars_ir, sizes_ir,
+from cmlang.types import f32, f64, i32, i64  # noqa: E402
+from test_runtime import (  # noqa: E402,F401  (the hand-written kernels and their fixtures)
+    SCALAR_PARAMS, ptr, saxpy, spirv,
 )
 
 DPCTL = "dpctl:opencl:cpu"
 OPENCL = "opencl:cpu"
 BOTH = [OPENCL, DPCTL]
 REPO_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(cm.__file__)))
-
-
-@pytest.fixture(scope="module")
-def spirv():
-    import llvmlite.binding as llvm
-    llvm.initialize_all_targets()
-    llvm.initialize_all_asmprinters()
-    llvm.set_option("", "--spirv-ext=+SPV_INTEL_subgroups")
-    ir = IR_HEADER + SAXPY + ROTATE + scalars_ir() + sizes_ir()
-    machine = llvm.Target.from_triple("spirv64-unknown-unknown").create_target_machine()
-    return machine.emit_object(llvm.parse_assembly(ir))
-
-
-def ptr(name, elem=f32, writes=False, min_elems=0):
-    return Param(name, PtrType(elem), writes, min_elems)
-
-
-@pytest.fixture(scope="module")
-def saxpy(spirv):
-    return KernelBinary("saxpy", spirv, 16, (ptr("x"), ptr("y", writes=True), Param("a", f32),
-                                             Param("n", i32)))
 
 
 @pytest.fixture
