@@ -37,7 +37,11 @@ SPIRV_MAGIC = (0x07230203).to_bytes(4, "little")
 # float would compare equal to an int and skip the checks).
 _CACHEABLE = (int, tuple, type(None))
 _plans: dict = {}    # id(KernelBinary) -> _Plan, dropped when the binary dies
-_kernels: dict = {}  # (device, sha256(spirv), name) -> built kernel handle
+_kernels: dict = {}  # (device, sha256(spirv), name) -> built kernel handle, oldest first
+# Built programs shared between binaries with the same SPIR-V. Live binaries keep theirs in
+# their plan; this table only saves rebuilds, so it forgets the oldest past a bound (a
+# program is megabytes on the CPU device: thousands of specializations would pile up).
+SHARED_KERNELS_KEPT = 256
 
 
 class Launched:
@@ -184,6 +188,8 @@ class _Plan:
         kernel = _kernels.get(key)
         if kernel is None:
             from cmlang.cache import build_device_kernel  # the driver's own binary from disk
+            while len(_kernels) >= SHARED_KERNELS_KEPT:
+                del _kernels[next(iter(_kernels))]
             kernel = _kernels[key] = build_device_kernel(device, self.spirv, self.name,
                                                          self.build_options)
         self.kernels[device] = kernel

@@ -527,3 +527,15 @@ def test_lists_as_grid_and_group(saxpy):
     launch(saxpy, [4], [2], (x, y, 1.0, 64))
     launch(saxpy, 4, [4], (x, y, 1.0, 64))
     np.testing.assert_array_equal(y, 2 * x)
+
+
+def test_shared_program_table_is_bounded(monkeypatch, saxpy):
+    from cmlang.runtime import launcher
+    monkeypatch.setattr(launcher, "SHARED_KERNELS_KEPT", 2)
+    monkeypatch.setattr(launcher, "_kernels", {("old", i): None for i in range(2)})
+    x = np.arange(64, dtype=np.float32)
+    y = np.zeros(64, np.float32)
+    fresh = KernelBinary(saxpy.name, saxpy.spirv, saxpy.simd, saxpy.params)   # a new plan
+    launch(fresh, 4, None, (x, y, 2.0, 64))
+    np.testing.assert_array_equal(y, 2 * x)
+    assert len(launcher._kernels) == 2 and ("old", 0) not in launcher._kernels
