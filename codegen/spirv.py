@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 import struct
 import subprocess
@@ -20,6 +19,7 @@ import threading
 import llvmlite.binding as llvm
 
 from cmlang.errors import CompileError
+from cmlang.forked import ChildCrashed, call_in_child
 
 TRIPLE = "spirv64-unknown-unknown"
 
@@ -110,36 +110,11 @@ def _use_fork() -> bool:
 
 
 def _in_child(fn, *args):
-    """fn(*args) evaluated in a forked child; its result comes back pickled."""
-    read_end, write_end = os.pipe()
-    with tempfile.TemporaryFile() as stderr:
-        pid = os.fork()
-        if pid == 0:                      # the child: never returns
-            try:
-                os.close(read_end)
-                os.dup2(stderr.fileno(), 2)
-                try:
-                    payload = ("ok", fn(*args))
-                except CompileError as e:
-                    payload = ("error", e.message)
-                except BaseException as e:   # noqa: BLE001  (report everything to the parent)
-                    payload = ("error", f"internal error in the SPIR-V backend: {type(e).__name__}: {e}")
-                with os.fdopen(write_end, "wb") as f:
-                    pickle.dump(payload, f)
-            finally:
-                os._exit(0)
-        os.close(write_end)
-        with os.fdopen(read_end, "rb") as f:
-            data = f.read()
-        _, status = os.waitpid(pid, 0)
-        if not data:
-            stderr.seek(0)
-            log = stderr.read().decode("utf-8", "replace").strip()
-            raise CompileError(f"the SPIR-V backend failed (exit status {status}):\n{log}")
-    kind, value = pickle.loads(data)
-    if kind == "error":
-        raise CompileError(value)
-    return value
+    """fn(*args) in a forked child; a crash of the backend becomes a CompileError."""
+    try:
+        return call_in_child(fn, *args)
+    except ChildCrashed as e:
+        raise CompileError(f"the SPIR-V backend failed (exit status {e.status}):\n{e.log}") from None
 
 
 # --- reading SPIR-V binaries ---------------------------------------------------------------

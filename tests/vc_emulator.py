@@ -500,29 +500,14 @@ def _carg(t, a):
 def run_isolated(compiled, grid, group, args):
     """Run the kernel in a forked child (a bad lowering may crash the JIT code, which must not
     take the test session with it); returns the arguments as the kernel left them."""
-    import os
-    import pickle
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(read_end)
-            try:
-                HostKernel(compiled).run(grid, group, args)
-                payload = ("ok", args)
-            except BaseException as e:      # noqa: BLE001  (report everything to the parent)
-                payload = ("error", f"{type(e).__name__}: {e}")
-            with os.fdopen(write_end, "wb") as f:
-                pickle.dump(payload, f)
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as f:
-        data = f.read()
-    _, status = os.waitpid(pid, 0)
-    if not data:
-        raise AssertionError(f"the emulated kernel crashed (wait status {status})")
-    kind, value = pickle.loads(data)
-    if kind == "error":
-        raise AssertionError(f"emulation failed: {value}")
-    return value
+    from cmlang.forked import ChildCrashed, call_in_child
+
+    def run():
+        HostKernel(compiled).run(grid, group, args)
+        return args
+    try:
+        return call_in_child(run)
+    except ChildCrashed as e:
+        raise AssertionError(f"the emulated kernel crashed (wait status {e.status})") from None
+    except Exception as e:   # noqa: BLE001  (the emulator's own failure, reported as a test failure)
+        raise AssertionError(f"emulation failed: {type(e).__name__}: {e}") from None
