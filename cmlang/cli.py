@@ -7,6 +7,16 @@ import os
 import sys
 
 
+def load_module(path: str, prefix: str):
+    """Import a Python file as a module (registered in sys.modules, so kernels find their source)."""
+    module_name = prefix + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_kernel(ref: str):
     """``path/to/file.py::kernel_name`` -> the Kernel object defined there."""
     from .kernel import Kernel
@@ -15,12 +25,7 @@ def load_kernel(ref: str):
         raise SystemExit(f"cmlang: expected FILE::KERNEL, got {ref!r}")
     if not os.path.isfile(path):
         raise SystemExit(f"cmlang: no such file: {path}")
-    module_name = "_cmlang_cli_" + os.path.splitext(os.path.basename(path))[0]
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    k = getattr(module, name, None)
+    k = getattr(load_module(path, "_cmlang_cli_"), name, None)
     if not isinstance(k, Kernel):
         raise SystemExit(f"cmlang: {path} has no @cm.kernel named {name!r}")
     return k
@@ -199,12 +204,7 @@ def _recipe_specs(path):
     specs, or a function returning one)."""
     if not os.path.isfile(path):
         raise SystemExit(f"cmlang: no such file: {path} (expected FILE::KERNEL or a recipe file)")
-    module_name = "_cmlang_recipe_" + os.path.splitext(os.path.basename(path))[0]
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    specs = getattr(module, "PACKAGE_SPECS", None)
+    specs = getattr(load_module(path, "_cmlang_recipe_"), "PACKAGE_SPECS", None)
     if specs is None:
         raise SystemExit(f"cmlang: {path} defines no PACKAGE_SPECS (nor is it FILE::KERNEL)")
     return list(specs() if callable(specs) else specs)

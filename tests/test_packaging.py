@@ -1,5 +1,6 @@
 """The installed package and the source checkout resolve the same imports."""
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -48,3 +49,29 @@ def test_console_script_lists_devices():
                          timeout=60, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert "opencl:cpu" in out.stdout and "*" in out.stdout
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "cmlang.cli", *args], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+
+
+def test_cli_compile_emits_ir_llvm_and_spirv_asm(tmp_path):
+    kernel = ["compile", "examples/core/bitonic.py::bitonic_sort_rows", "--constexpr", "N=32",
+              "--constexpr", "LOG_N=5", "--signature", "ptr[f32]"]
+    ir = run_cli(*kernel, "--emit", "ir")
+    assert ir.returncode == 0, ir.stderr
+    assert ir.stdout.startswith("kernel @bitonic_sort_rows(%keys: ptr<f32>) simd=16")
+    llvm = run_cli(*kernel, "--emit", "llvm")
+    assert "spir_kernel void @bitonic_sort_rows" in llvm.stdout
+    out = tmp_path / "k.spv"
+    assert run_cli(*kernel, "--emit", "spirv", "-o", str(out)).returncode == 0
+    assert out.read_bytes()[:4] == (0x07230203).to_bytes(4, "little")
+    if shutil.which("spirv-dis"):
+        assert "OpCapability" in run_cli(*kernel, "--emit", "spirv-asm").stdout
+
+
+def test_cli_compile_rejects_a_signature_that_does_not_match():
+    bad = run_cli("compile", "examples/core/bitonic.py::bitonic_sort_rows", "--constexpr", "N=32",
+                  "--constexpr", "LOG_N=5", "--signature", "ptr[i32]")
+    assert bad.returncode != 0 and "does not match" in bad.stderr
