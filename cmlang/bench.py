@@ -18,7 +18,9 @@ A :class:`Benchmark` says
   A setup may raise :class:`Skip` ("pyclblast is not installed") to be reported as
   skipped.  ``Run.run()`` executes the computation once and returns its time in
   seconds (device time from OpenCL profiling events: :func:`event_seconds`; host
-  time for host libraries: :func:`host_run`); ``Run.output()`` returns the result to
+  time for host libraries: :func:`host_run`), or a :class:`Timing` that adds the
+  wall-clock time of the whole call (:func:`profiled_run`: device time of every
+  kernel a host function launches); ``Run.output()`` returns the result to
   compare with ``expected`` (the harness checks the first run before timing);
 - ``flops(params)`` / ``bytes(params)``: work and compulsory memory traffic, for the
   GFLOP/s and GB/s columns (None where not meaningful);
@@ -37,7 +39,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -50,6 +52,13 @@ SIZES = ("tiny", "quick", "full")
 
 class Skip(Exception):
     """Raised by an implementation's setup when it cannot run here (missing peer)."""
+
+
+class Timing(NamedTuple):
+    """A run's device time and the wall-clock time of the call around it (copies,
+    allocation, host work included)."""
+    seconds: float
+    wall: float
 
 
 @dataclass
@@ -94,6 +103,7 @@ class Record:
     device: str
     status: str = "ok"          # ok, FAIL, skipped, error
     note: str = ""
+    wall: float | None = None   # median wall-clock seconds, where the run reports it
 
     def as_json(self) -> dict:
         return dict(self.__dict__)
@@ -148,6 +158,26 @@ def span_seconds(queue, enqueue) -> float:
     after = cl.enqueue_marker(queue)
     after.wait()
     return (after.profile.end - before.profile.start) * 1e-9
+
+
+def profiled_run(compute) -> Run:
+    """A host function that launches device kernels (cmlang's, or OpenCL C ones that
+    report to :func:`cmlang.runtime.profile`): its time is the summed device time of
+    those launches, with the call's wall-clock time alongside."""
+    from cmlang.runtime import profile
+    result = []
+
+    def run():
+        with profile() as launched:
+            start = time.perf_counter()
+            value = compute()
+            wall = time.perf_counter() - start
+        result[:] = [value]
+        if not launched.launches:
+            raise RuntimeError("the function launched no kernel to time")
+        return Timing(launched.seconds, wall)
+
+    return Run(run, lambda: result[0])
 
 
 def host_run(compute) -> Run:
@@ -331,14 +361,16 @@ def _describe(exc) -> str:
 
 
 def _record(bench, params, label, impl, device, status, note, times):
-    seconds = gflops = gbs = None
+    seconds = gflops = gbs = wall = None
     if status == "ok":
-        seconds = statistics.median(times)
+        walls = [t.wall for t in times if isinstance(t, Timing)]
+        wall = statistics.median(walls) if walls else None
+        seconds = statistics.median(float(t[0]) if isinstance(t, Timing) else t for t in times)
         work = bench.flops(params) if bench.flops else None
         traffic = bench.bytes(params) if bench.bytes else None
         gflops = work / seconds * 1e-9 if work else None
         gbs = traffic / seconds * 1e-9 if traffic else None
-    return Record(bench.name, label, impl, seconds, gflops, gbs, device.name, status, note or "")
+    return Record(bench.name, label, impl, seconds, gflops, gbs, device.name, status, note or "", wall)
 
 
 # ---------------------------------------------------------------------------
@@ -352,16 +384,21 @@ def ratios(records) -> dict:
 
 
 def format_table(records) -> str:
+    """A markdown table; a "wall s" column (whole call: copies, allocation) appears when
+    some run reported one, next to "median s" (device time for device runs)."""
     ratio = ratios(records)
-    header = ("kernel", "size", "impl", "median s", "GFLOP/s", "GB/s", f"vs {BASELINE}")
+    with_wall = any(r.wall is not None for r in records)
+    header = ("kernel", "size", "impl", "median s") + (("wall s",) if with_wall else ()) + (
+        "GFLOP/s", "GB/s", f"vs {BASELINE}")
     rows = []
     for r in records:
         if r.status != "ok":
-            rows.append((r.kernel, r.size, r.impl, r.status, "", "", r.note))
+            rows.append((r.kernel, r.size, r.impl, r.status) + ("",) * (len(header) - 5) + (r.note,))
             continue
         x = ratio.get((r.kernel, r.size, r.impl))
-        rows.append((r.kernel, r.size, r.impl, f"{r.seconds:.3e}", _num(r.gflops), _num(r.gbs),
-                     f"{x:.2f}x" if x else ""))
+        wall = ((f"{r.wall:.3e}" if r.wall is not None else "",) if with_wall else ())
+        rows.append((r.kernel, r.size, r.impl, f"{r.seconds:.3e}") + wall + (
+            _num(r.gflops), _num(r.gbs), f"{x:.2f}x" if x else ""))
     widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(len(header) - 1)]
     lines = []
     for row in [header] + rows:

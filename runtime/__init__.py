@@ -11,8 +11,9 @@ register_intel_cpu_runtime()
 from .device import Device, devices, set_device, get_device, synchronize  # noqa: E402
 from .arrays import DeviceArray, to_device, empty, zeros  # noqa: E402
 from .launcher import launch  # noqa: E402
+from .profiling import profile  # noqa: E402
 
 __all__ = [
     "register_intel_cpu_runtime", "Device", "devices", "set_device", "get_device", "synchronize",
-    "DeviceArray", "to_device", "empty", "zeros", "launch",
+    "DeviceArray", "to_device", "empty", "zeros", "launch", "profile",
 ]

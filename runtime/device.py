@@ -64,6 +64,9 @@ class Device:
     def alloc(self, nbytes: int):
         raise NotImplementedError
 
+    def free_held_memory(self) -> None:
+        """Release memory a backend keeps for reuse (a pool); nothing by default."""
+
     def upload(self, host_array):
         """A new buffer holding a copy of a C-contiguous numpy array."""
         raise NotImplementedError
@@ -119,6 +122,7 @@ class OpenCLDevice(Device):
         self._cl = cl
         self._context = None
         self._queue = None
+        self._pool = None
 
     @property
     def context(self):
@@ -150,15 +154,35 @@ class OpenCLDevice(Device):
         except cl.Error as exc:
             raise LaunchError(f"the SPIR-V module has no kernel named '{name}': {exc}") from None
 
+    @property
+    def pool(self):
+        """pyopencl's memory pool on the queue, or None when CMLANG_MEMORY_POOL=0.
+
+        Freed device arrays go back to it and new ones reuse them: a fresh buffer costs
+        a page fault per 4 KiB on first touch (on the CPU runtime 16 MiB took 4 ms
+        against 0.9 ms for the kernel that fills it). Safe with our one in-order queue:
+        a reused buffer's next user is enqueued after its last one."""
+        if self._pool is None and os.environ.get("CMLANG_MEMORY_POOL", "1") != "0":
+            import pyopencl.tools as cl_tools
+            self._pool = cl_tools.MemoryPool(cl_tools.ImmediateAllocator(self.queue))
+        return self._pool
+
+    def free_held_memory(self) -> None:
+        """Give the buffers the pool holds (freed, kept for reuse) back to the driver."""
+        if self._pool is not None:
+            self._pool.free_held()
+
     def alloc(self, nbytes):
         # OpenCL refuses zero-sized buffers; a 1-byte one stands in for empty arrays.
+        pool = self.pool
+        if pool is not None:
+            return pool.allocate(max(nbytes, 1))
         return self._cl.Buffer(self.context, self._cl.mem_flags.READ_WRITE, max(nbytes, 1))
 
     def upload(self, host_array):
-        if host_array.nbytes == 0:
-            return self.alloc(0)
-        mf = self._cl.mem_flags
-        return self._cl.Buffer(self.context, mf.READ_WRITE | mf.COPY_HOST_PTR, hostbuf=host_array)
+        buffer = self.alloc(host_array.nbytes)
+        self.copy_from_host(buffer, host_array)
+        return buffer
 
     def copy_to_host(self, host_array, buffer):
         if host_array.nbytes:

@@ -27,7 +27,7 @@ import numpy as np
 from cmlang.errors import LaunchError
 from cmlang.types import PtrType, f32
 
-from . import interop
+from . import interop, profiling
 from .arrays import DeviceArray
 from .device import Device, get_device, resolve_device
 
@@ -102,15 +102,19 @@ def launch(binary, grid, group, args, device=None) -> "Launched":
     staged = []  # (host array or None, its buffer, write-back or None) of host memory
     kernel_args = [convert(arg, device, staged) for convert, arg in zip(plan.converters, args)]
     if not staged:
-        return Launched(device.launch(kernel, kernel_args, global_size, local_size, wait=False),
-                        device, False)
-    event = device.launch(kernel, kernel_args, global_size, local_size)
-    for host, buffer, write_back in staged:
-        if host is not None:
-            device.copy_to_host(host, buffer)
-            if write_back is not None:
-                write_back(host)
-    return Launched(event, device, True)
+        launched = Launched(device.launch(kernel, kernel_args, global_size, local_size, wait=False),
+                            device, False)
+    else:
+        event = device.launch(kernel, kernel_args, global_size, local_size)
+        for host, buffer, write_back in staged:
+            if host is not None:
+                device.copy_to_host(host, buffer)
+                if write_back is not None:
+                    write_back(host)
+        launched = Launched(event, device, True)
+    if profiling.recording():
+        profiling.record(binary.name, launched)
+    return launched
 
 
 class _HostMemory:

@@ -539,3 +539,53 @@ def test_shared_program_table_is_bounded(monkeypatch, saxpy):
     launch(fresh, 4, None, (x, y, 2.0, 64))
     np.testing.assert_array_equal(y, 2 * x)
     assert len(launcher._kernels) == 2 and ("old", 0) not in launcher._kernels
+
+
+# ---------------------------------------------------------------------------
+# Memory pool and profiling
+
+def test_freed_device_arrays_are_reused_and_zeros_stay_zero():
+    device = get_device()
+    first = to_device(np.full(1 << 16, 7.0, np.float32))
+    pool = device.pool
+    assert pool is not None
+    held = pool.held_blocks
+    del first                                   # back to the pool, not to the driver
+    assert pool.held_blocks == held + 1
+    again = zeros(1 << 16, np.float32)          # reuses that block: must not see the 7s
+    assert pool.held_blocks == held
+    np.testing.assert_array_equal(again.numpy(), np.zeros(1 << 16, np.float32))
+    del again
+    device.free_held_memory()
+    assert pool.held_blocks == 0
+
+
+def test_memory_pool_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv("CMLANG_MEMORY_POOL", "0")
+    device = device_module.OpenCLDevice(get_device().cl_device, "opencl:cpu:0")
+    assert device.pool is None
+    buffer = device.upload(np.arange(4, dtype=np.float32))
+    assert type(buffer).__name__ == "Buffer"
+    host = np.empty(4, np.float32)
+    device.copy_to_host(host, buffer)
+    np.testing.assert_array_equal(host, [0, 1, 2, 3])
+
+
+def test_profile_collects_the_launches_of_a_block(saxpy):
+    import pyopencl as cl
+    from cmlang.runtime import profile, profiling
+    x, y = to_device(np.ones(64, np.float32)), to_device(np.zeros(64, np.float32))
+    launch(saxpy, 4, None, (x, y, 1.0, 64))      # outside: not counted
+    with profile() as outer:
+        launch(saxpy, 4, None, (x, y, 1.0, 64))
+        with profile() as inner:
+            launch(saxpy, 4, None, (x, y, 1.0, 64))
+            marker = cl.enqueue_marker(get_device().queue)   # a foreign event, reported by hand
+            profiling.record("marker", marker)
+    assert not profiling.recording()
+    assert [name for name, _ in outer.launches] == ["saxpy", "saxpy", "marker"]
+    assert list(inner.by_kernel()) == ["saxpy", "marker"]
+    seconds, count = outer.by_kernel()["saxpy"]
+    assert count == 2 and seconds > 0
+    assert outer.seconds == pytest.approx(sum(s for s, _ in outer.by_kernel().values()))
+    np.testing.assert_array_equal(y.numpy(), np.full(64, 3.0, np.float32))

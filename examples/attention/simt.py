@@ -53,27 +53,38 @@ def _program(source: str, **defines) -> _Program:
     return prog
 
 
+_pools: dict = {}
+
+
 class _Buffers:
-    """Device buffers for one call: uploads, outputs, and the copy back."""
+    """Device buffers for one call: uploads, outputs, and the copy back.  Buffers come
+    from a pyopencl memory pool, as cmlang's arrays do (a fresh buffer pays a page fault
+    per 4 KiB on first touch), and launches are reported to ``cmlang.runtime.profile``."""
 
     def __init__(self):
         import pyopencl as cl
+        import pyopencl.tools as cl_tools
         self.cl, self.dev = cl, _device()
         self.ctx, self.queue = self.dev.context, self.dev.queue
+        self.pool = _pools.get(id(self.dev))
+        if self.pool is None:
+            self.pool = _pools[id(self.dev)] = cl_tools.MemoryPool(cl_tools.ImmediateAllocator(self.queue))
 
     def upload(self, array):
-        mf = self.cl.mem_flags
         array = np.ascontiguousarray(array)
-        if array.nbytes == 0:
-            return self.cl.Buffer(self.ctx, mf.READ_WRITE, 4)
-        return self.cl.Buffer(self.ctx, mf.READ_WRITE | mf.COPY_HOST_PTR, hostbuf=array)
+        buffer = self.pool.allocate(max(array.nbytes, 4))
+        if array.nbytes:
+            self.cl.enqueue_copy(self.queue, buffer, array, is_blocking=True)
+        return buffer
 
     def empty(self, shape, dtype=F32):
-        nbytes = max(int(np.prod(shape)) * np.dtype(dtype).itemsize, 4)
-        return self.cl.Buffer(self.ctx, self.cl.mem_flags.READ_WRITE, nbytes)
+        return self.pool.allocate(max(int(np.prod(shape)) * np.dtype(dtype).itemsize, 4))
 
     def run(self, kernel, global_size, local_size, *args):
-        kernel(self.queue, global_size, local_size, *args)
+        from cmlang.runtime import profiling
+        event = kernel(self.queue, global_size, local_size, *args)
+        if profiling.recording():
+            profiling.record("simt." + kernel.function_name, event)
 
     def read(self, buffer, shape, dtype=F32):
         out = np.empty(shape, dtype)
