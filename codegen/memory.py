@@ -33,8 +33,8 @@ DEVICE, WORKGROUP = 1, 2    # SPIR-V memory scopes
 
 @dataclass
 class RowsInMemory:
-    """A ``load2d`` left in memory: its rows are read where they are used (the b operand
-    of a dpas lowered as a loop over k). Columns are a multiple of simd."""
+    """A ``load2d`` left in memory, read where it is used by a dpas lowered as a loop
+    over k: rows of its b operand (columns a multiple of simd), elements of its a operand."""
     type: VectorType
     p: object
     elem: ScalarType

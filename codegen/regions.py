@@ -16,7 +16,7 @@ from cmlang.ir.ops import OPS
 from cmlang.types import ScalarType, VectorType, bool_
 from . import scalar_ops as so
 from .layout import Reg, gather_slot, gather_slot_dynamic, permute, select_lanes, slot_count, element_lanes
-from .llvm_builtins import I32, FLOAT
+from .llvm_builtins import I32, I64, FLOAT
 from .memory import RowsInMemory
 
 # A dpas with at least this many slot FMAs (M * K * N/simd) whose b operand comes straight
@@ -310,9 +310,9 @@ class RegionLowering:
         M, N = acc.type.shape
         K = a.type.shape[1]
         simd, b = self.simd, self.b
-        af = [self._to_f32(s, a.elem) for s in a.slots]
         if isinstance(bm, RowsInMemory):
-            return Reg(acc.type, self._dpas_k_loop(acc.slots, af, bm, M, K, N))
+            return Reg(acc.type, self._dpas_k_loop(acc.slots, a, bm, M, K, N))
+        af = [self._to_f32(s, a.elem) for s in a.slots]
         bf = [self._to_f32(s, bm.elem) for s in bm.slots]
 
         def a_elem(m, k):
@@ -344,16 +344,27 @@ class RegionLowering:
     def _fma32(self, x, y, z):
         return self.bi.intrinsic(self.b, "llvm.fma.f32", FLOAT, x, y, z)
 
-    def _dpas_k_loop(self, acc_slots, af, rows, M, K, N):
+    def _dpas_k_loop(self, acc_slots, a, rows, M, K, N):
         """acc + a @ b as ``for k in range(K)``: load row k of b, then per row m of a one
-        broadcast of a[m, k] and one fma per slot of the row (acc slots are loop-carried)."""
+        broadcast of a[m, k] and one fma per slot of the row (acc slots are loop-carried).
+        ``a`` in registers: a[m, k] is picked from its slots (a select chain on k, then a
+        broadcast); ``a`` left in memory: one uniform scalar load."""
         per_row = N // self.simd
+        if isinstance(a, RowsInMemory):
+            def a_elem(m, k):
+                row = self.b.add(a.off, self.b.mul(ir.Constant(I64, m), a.pitch)) if m else a.off
+                return self._to_f32(self._load_elem(a.p, a.elem, self.b.add(row, self.b.zext(k, I64))), a.elem)
+        else:
+            af = [self._to_f32(s, a.elem) for s in a.slots]
+
+            def a_elem(m, k):
+                return self._row_element(af, m * K, K, k)
 
         def step(k, out):
             row = [self._to_f32(s, rows.elem) for s in self.load_row(rows, k)]
             out = list(out)
             for m in range(M):
-                amk = self._row_element(af, m * K, K, k)
+                amk = a_elem(m, k)
                 for j in range(per_row):
                     out[m * per_row + j] = self._fma32(amk, row[j], out[m * per_row + j])
             return out
@@ -387,20 +398,31 @@ def dpas_as_loop(op, simd: int) -> bool:
 def rows_left_in_memory(fn, simd: int) -> set:
     """The ``load2d`` ops to leave in memory: the b operand of a dpas lowered as a loop,
     used nowhere else, in the same block with no memory write between load and dpas
-    (so reading the rows later reads the same values)."""
+    (so reading the rows later reads the same values); and, where b is left so, the a
+    operand under the same conditions (then each a[m, k] is one uniform load instead of
+    a pick from registers, which on a CPU spills: a stack load per select)."""
     uses = Counter(v for op in fn.walk() for v in op.operands)
     found = set()
     for block in _blocks(fn.body):
         position = {id(op): i for i, op in enumerate(block.ops)}
+
+        def unchanged_load(value, i):
+            load = value.defining_op
+            if load is None or load.opcode != "load2d" or uses[value] != 1 or id(load) not in position:
+                return None
+            if any(_may_write(o) for o in block.ops[position[id(load)] + 1:i]):
+                return None
+            return load
+
         for i, op in enumerate(block.ops):
             if op.opcode != "dpas" or not dpas_as_loop(op, simd):
                 continue
-            b = op.operands[2]
-            load = b.defining_op
-            if load is None or load.opcode != "load2d" or uses[b] != 1 or id(load) not in position:
-                continue
-            if not any(_may_write(o) for o in block.ops[position[id(load)] + 1:i]):
-                found.add(load)
+            b_load = unchanged_load(op.operands[2], i)
+            if b_load is not None:
+                found.add(b_load)
+                a_load = unchanged_load(op.operands[1], i)
+                if a_load is not None:
+                    found.add(a_load)
     return found
 
 

@@ -551,6 +551,29 @@ def test_big_dpas_is_a_loop_reading_b_rows_from_memory(M, K, N, elem, overwrite)
         assert "loop:" in result.llvm_ir and fmas == M * N // 16
 
 
+@pytest.mark.parametrize("elem", [f32, f16])
+def test_big_dpas_reads_a_from_memory_when_both_operands_are_loads(elem):
+    """a = load2d(...) and b = load2d(...), each used only by a big dpas: a[m, k] is one
+    uniform scalar load in the loop (no select chain picking a's slot, no broadcast)."""
+    M, K, N, pitch = 8, 24, 32, 40
+    kb = KB(a=ptr[elem], b=ptr[elem], out=ptr[f32])
+    a_tile = kb("load2d", mat(elem, M, K), kb.p["a"], kb.c(i32, 5), kb.c(i32, pitch))   # a window
+    b_tile = kb("load2d", mat(elem, K, N), kb.p["b"], kb.c(i32, 0), kb.c(i32, N))
+    res = kb("dpas", mat(f32, M, N), kb("const", mat(f32, M, N), value=0.5), a_tile, b_tile)
+    kb.do("store", kb.p["out"], kb.c(i32, 0), kb("bitcast", vec(f32, M * N), res))
+    dt = np.dtype(elem.np_dtype)
+    a = RNG.standard_normal(5 + M * pitch).astype(dt)
+    b = RNG.standard_normal(K * N).astype(dt)
+    out = np.zeros(M * N, np.float32)
+    result = run(kb.function(), a, b, out)
+    window = a[5:5 + M * pitch].reshape(M, pitch)[:, :K].astype(np.float32)
+    np.testing.assert_allclose(out.reshape(M, N), 0.5 + window @ b.astype(np.float32).reshape(K, N),
+                               rtol=1e-4, atol=1e-4)
+    loop = result.llvm_ir.split("loop:", 1)[1].split("loop.exit", 1)[0]
+    assert "sub_group_broadcast" not in loop and " select " not in loop
+    assert loop.count("@llvm.fma.f32(") == M * N // 16
+
+
 # --- memory ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("elem", [f32, f16, i8])

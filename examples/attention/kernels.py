@@ -33,23 +33,44 @@ K_CHUNK = 16              # the K of each dpas: a product over d or over keys ru
 TOKENS = 16               # tokens per CM thread in pack_kv (one gathered column of kt)
 
 
+@cm.func
+def transpose_keys(k, kt, t0: i32, g: i32, n: i32, hkv: i32, padded: i32, D: cm.constexpr):
+    """kt[g, :, t0:t0+TOKENS] = k[t0:t0+TOKENS, g, :]^T, zero for tokens >= n.  With all
+    tokens valid: 16 x 16 tiles loaded by rows and transposed in registers (column moves);
+    otherwise one masked gather per row of kt (about 1.4x slower)."""
+    if t0 + TOKENS <= n and D % 16 == 0:
+        for c0 in cm.static_range(0, D, 16):
+            tile = cm.load(k, (t0 * hkv + g) * D + c0, (TOKENS, 16), hkv * D)
+            columns = cm.zeros(matrix[f32, 16, TOKENS])
+            for c in cm.static_range(16):
+                columns[c] = tile.column(c)
+            cm.store(kt, (g * D + c0) * padded + t0, columns, padded)
+    else:
+        tokens = cm.iota(i32, TOKENS) + t0
+        rows = (tokens * hkv + g) * D
+        for c in cm.static_range(D):
+            cm.store(kt, (g * D + c) * padded + t0, cm.gather(k, rows + c, tokens < n))
+
+
 @cm.kernel(simd=16)
 def pack_kv(k: cm.ptr[f32], v: cm.ptr[f32], kt: cm.ptr[f32], vp: cm.ptr[f32], n: i32, hkv: i32,
             padded: i32, D: cm.constexpr):
     """kt[g, :, t] = k[t, g, :] and vp[g, t, :] = v[t, g, :] for TOKENS tokens; zeros for
-    n <= t < padded.  Row c of a kt tile is one gather over the tokens, stored contiguously."""
+    n <= t < padded."""
     t0 = cm.thread_id(0) * TOKENS
     g = cm.thread_id(1)
-    tokens = cm.iota(i32, TOKENS) + t0
-    valid = tokens < n
-    rows = (tokens * hkv + g) * D
-    for c in cm.static_range(D):
-        cm.store(kt, (g * D + c) * padded + t0, cm.gather(k, rows + c, valid))
+    transpose_keys(k, kt, t0, g, n, hkv, padded, D)
     for r in cm.static_range(TOKENS):
         row = cm.zeros(vector[f32, D])
         if t0 + r < n:
             row = cm.load(v, ((t0 + r) * hkv + g) * D, D)
         cm.store(vp, (g * padded + t0 + r) * D, row)
+
+
+@cm.kernel(simd=16)
+def pack_keys(k: cm.ptr[f32], kt: cm.ptr[f32], n: i32, hkv: i32, padded: i32, D: cm.constexpr):
+    """kt alone (see pack_kv), for Lightning: it reads V where it lies."""
+    transpose_keys(k, kt, cm.thread_id(0) * TOKENS, cm.thread_id(1), n, hkv, padded, D)
 
 
 @cm.kernel(simd=16)
@@ -149,11 +170,14 @@ def flash_attention(q: cm.ptr[f32], kt: cm.ptr[f32], vp: cm.ptr[f32], o: cm.ptr[
 # --------------------------------------------------------------------------- Lightning
 
 @cm.kernel(simd=16)
-def lightning_intra(q: cm.ptr[f32], kt: cm.ptr[f32], decay_mask: cm.ptr[f32], p_out: cm.ptr[f32],
-                    n: i32, hq: i32, group: i32, padded: i32, n_chunks: i32,
-                    D: cm.constexpr, C: cm.constexpr, M: cm.constexpr):
-    """p_out[h, chunk] = (Q K^T) (.) decay_mask[h] for one chunk of C tokens, M rows at a time;
-    decay_mask[h, i, j] = lambda_h^(i-j) for j <= i, else 0."""
+def lightning_intra(q: cm.ptr[f32], kt: cm.ptr[f32], decay_mask: cm.ptr[f32], powers: cm.ptr[f32],
+                    p_out: cm.ptr[f32], ktw: cm.ptr[f32], n: i32, hq: i32, group: i32, padded: i32,
+                    n_chunks: i32, D: cm.constexpr, C: cm.constexpr, M: cm.constexpr):
+    """What one chunk (C tokens) of head h needs that does not depend on the state, for
+    all chunks in parallel: p_out[h, chunk] = (Q K^T) (.) decay_mask[h] (decay_mask[h, i, j]
+    = lambda^(i-j) for j <= i, else 0), and ktw[h] = K^T diag(lambda^(L-1-j)) of the chunk
+    (L its length, zero past L): the left factor of its contribution to the state.
+    powers[h, p] = lambda_h^p, p <= C."""
     chunk = cm.thread_id(0)
     h = cm.thread_id(1)
     g = h // group
@@ -164,38 +188,67 @@ def lightning_intra(q: cm.ptr[f32], kt: cm.ptr[f32], decay_mask: cm.ptr[f32], p_
         s = cm.dpas(cm.zeros(matrix[f32, M, C]), qt, k_tile)
         s = s * cm.load(decay_mask, (h * C + i0) * C, (M, C), C)
         cm.store(p_out, ((h * n_chunks + chunk) * C + i0) * C, s, C)
+    length = cm.min(C, n - c0)
+    jj = cm.iota(i32, C)
+    weights = cm.gather(powers, h * (C + 1) + length - 1 - jj, jj < length)      # lambda^(L-1-j), 0 past L
+    for r in cm.static_range(D):
+        k_tile[r] = k_tile[r] * weights
+    cm.store(ktw, h * D * padded + c0, k_tile, padded)
+
+
+@cm.func
+def scan_chunk(q, v, p, ktw, powers, state, o, chunk: i32, h: i32, g: i32, e0: i32, n: i32, hq: i32,
+               hkv: i32, padded: i32, n_chunks: i32, scale: f32,
+               D: cm.constexpr, C: cm.constexpr, M: cm.constexpr, NT: cm.constexpr, TAIL: cm.constexpr):
+    """One chunk of the scan (see lightning_scan).  Q and V are read from the user's
+    [N, H, d] arrays where they lie, right before the dpas that uses them, so the compiler
+    streams them from memory; the last chunk of a length that C does not divide (TAIL)
+    loads its rows guarded instead (rows past n are zeros, never read)."""
+    c0 = chunk * C
+    pw = h * (C + 1)
+    hd = h * D * D + e0
+    for i0 in range(0, C, M):                   # rows past the chunk's end are not stored
+        if TAIL:
+            v_rows = load_rows(v, c0, n, hkv * D, g * D + e0, 1.0, C, NT)
+            q_rows = load_rows(q, c0 + i0, n, hq * D, h * D, 1.0, M, D)
+        else:
+            v_rows = cm.load(v, (c0 * hkv + g) * D + e0, (C, NT), hkv * D)
+            q_rows = cm.load(q, ((c0 + i0) * hq + h) * D, (M, D), hq * D)
+        intra = cm.dpas(cm.zeros(matrix[f32, M, NT]),
+                        cm.load(p, ((h * n_chunks + chunk) * C + i0) * C, (M, C), C), v_rows)
+        inter = cm.dpas(cm.zeros(matrix[f32, M, NT]), q_rows, cm.load(state, hd, (D, NT), D))
+        out = intra + scale_rows(inter, cm.load(powers, pw + i0 + 1, M), M)
+        store_rows(o, out * scale, c0 + i0, n, hq * D, h * D + e0, M)
+    decay = cm.load(powers, pw + cm.min(C, n - c0), 1)[0]
+    for r0 in range(0, D, M):
+        if TAIL:
+            v_rows = load_rows(v, c0, n, hkv * D, g * D + e0, 1.0, C, NT)
+        else:
+            v_rows = cm.load(v, (c0 * hkv + g) * D + e0, (C, NT), hkv * D)
+        rows = cm.dpas(cm.load(state, hd + r0 * D, (M, NT), D) * decay,
+                       cm.load(ktw, (h * D + r0) * padded + c0, (M, C), padded), v_rows)
+        cm.store(state, hd + r0 * D, rows, D)
 
 
 @cm.kernel(simd=16)
-def lightning_scan(q: cm.ptr[f32], kt: cm.ptr[f32], vp: cm.ptr[f32], p: cm.ptr[f32], powers: cm.ptr[f32],
-                   state: cm.ptr[f32], o: cm.ptr[f32], n: i32, hq: i32, group: i32, padded: i32,
+def lightning_scan(q: cm.ptr[f32], v: cm.ptr[f32], p: cm.ptr[f32], ktw: cm.ptr[f32], powers: cm.ptr[f32],
+                   state: cm.ptr[f32], o: cm.ptr[f32], n: i32, hq: i32, hkv: i32, padded: i32,
                    n_chunks: i32, scale: f32,
                    D: cm.constexpr, C: cm.constexpr, M: cm.constexpr, NT: cm.constexpr):
-    """The chunk scan: a CM thread owns NT columns of one head's state H [D, D] in registers.
-    Per chunk n (length L): O_n = s [P_n V_n + diag(lambda^(i+1)) Q_n H] and
-    H <- lambda^L H + K_n^T diag(lambda^(L-1-j)) V_n.   powers[h, p] = lambda_h^p, p <= C."""
+    """The chunk scan: a CM thread owns NT columns of one head's state H [D, D], kept in
+    ``state`` itself (updated in place, chunk by chunk).  Per chunk n (length L):
+    O_n = s [P_n V_n + diag(lambda^(i+1)) Q_n H] and H <- lambda^L H + ktw_n V_n.
+    Every product accumulates an M x NT tile, so nothing big stays live across a loop."""
     e0 = cm.thread_id(0) * NT
     h = cm.thread_id(1)
-    g = h // group
-    pw = h * (C + 1)
-    hs = cm.load(state, h * D * D + e0, (D, NT), D)
-    jj = cm.iota(i32, C)
-    for chunk in range(n_chunks):
-        c0 = chunk * C
-        length = cm.min(C, n - c0)
-        v_tile = cm.load(vp, (g * padded + c0) * D + e0, (C, NT), D)
-        for i0 in range(0, C, M):               # rows past the chunk's end are not stored
-            pt = cm.load(p, ((h * n_chunks + chunk) * C + i0) * C, (M, C), C)
-            qt = load_rows(q, c0 + i0, n, hq * D, h * D, 1.0, M, D)
-            intra = cm.dpas(cm.zeros(matrix[f32, M, NT]), pt, v_tile)
-            inter = cm.dpas(cm.zeros(matrix[f32, M, NT]), qt, hs)
-            out = intra + scale_rows(inter, cm.load(powers, pw + i0 + 1, M), M)
-            store_rows(o, out * scale, c0 + i0, n, hq * D, h * D + e0, M)
-        weights = cm.gather(powers, pw + length - 1 - jj, jj < length)        # lambda^(L-1-j), 0 past L
-        decay = cm.load(powers, pw + length, 1)[0]
-        hs = cm.dpas(hs * decay, cm.load(kt, g * D * padded + c0, (D, C), padded),
-                     scale_rows(v_tile, weights, C))
-    cm.store(state, h * D * D + e0, hs, D)
+    g = h // (hq // hkv)
+    full = n // C
+    for chunk in range(full):
+        scan_chunk(q, v, p, ktw, powers, state, o, chunk, h, g, e0, n, hq, hkv, padded, n_chunks, scale,
+                   D, C, M, NT, False)
+    if full < n_chunks:
+        scan_chunk(q, v, p, ktw, powers, state, o, full, h, g, e0, n, hq, hkv, padded, n_chunks, scale,
+                   D, C, M, NT, True)
 
 
 @cm.kernel(simd=16)

@@ -43,6 +43,15 @@ def pack_kv(k, v, padded: int):
     return kt, vp
 
 
+def pack_keys(k, padded: int):
+    """K alone as kt [Hkv, d, padded] (see pack_kv)."""
+    n, hkv, d = k.shape
+    kt = empty((hkv, d, padded))
+    assert padded % kernels.TOKENS == 0
+    kernels.pack_keys[(padded // kernels.TOKENS, hkv), None](to_device(k), kt, n, hkv, padded, d)
+    return kt
+
+
 def column_tile(d: int) -> int:
     """Columns of a state/output tile per CM thread: the widest of 64/32/16 dividing d."""
     for width in (64, 32, 16):

@@ -8,9 +8,13 @@ import numpy as np
 
 from . import kernels
 from .checks import check_qkv, check_slopes, check_state, check_token, check_heads, check_positive_int
-from .layout import F32, column_tile, empty, pack_kv, round_up, to_device
+from .layout import F32, column_tile, empty, pack_keys, round_up, to_device
 from .reference import (lightning_attention_reference, lightning_decode_reference,  # noqa: F401
                         lightning_chunked_numpy)
+
+
+SCAN_COLUMNS = 32     # state columns per CM thread of the scan: its 8 x 32 accumulators stay in
+                      # registers, and D/32 x H CM threads share the cores
 
 
 def decay_powers(slopes: np.ndarray, chunk: int) -> np.ndarray:
@@ -42,15 +46,16 @@ def lightning_attention(q, k, v, slopes=None, state=None, chunk=64):
     n_chunks = -(-n // chunk)
     padded = round_up(n_chunks * chunk, 16)
     qd = to_device(q)
-    kt, vp = pack_kv(k, v, padded)
+    kt = pack_keys(k, padded)
     p = empty((hq, n_chunks, chunk, chunk))
-    kernels.lightning_intra[(n_chunks, hq), None](qd, kt, to_device(decay_mask(slopes, chunk)), p, n, hq, group,
-                                            padded, n_chunks, d, chunk, rows)
+    ktw = empty((hq, d, padded))
+    powers = to_device(decay_powers(slopes, chunk))
+    kernels.lightning_intra[(n_chunks, hq), None](qd, kt, to_device(decay_mask(slopes, chunk)), powers, p, ktw,
+                                                  n, hq, group, padded, n_chunks, d, chunk, rows)
     state_d, o = to_device(state), empty(q.shape)
-    width = column_tile(d)
-    kernels.lightning_scan[(d // width, hq), None](qd, kt, vp, p, to_device(decay_powers(slopes, chunk)), state_d, o,
-                                             n, hq, group, padded, n_chunks, 1.0 / math.sqrt(d),
-                                             d, chunk, rows, width)
+    width = SCAN_COLUMNS if d % SCAN_COLUMNS == 0 else column_tile(d)
+    kernels.lightning_scan[(d // width, hq), None](qd, to_device(v), p, ktw, powers, state_d, o, n, hq, k.shape[1],
+                                                   padded, n_chunks, 1.0 / math.sqrt(d), d, chunk, rows, width)
     return o.numpy(), state_d.numpy()
 
 
