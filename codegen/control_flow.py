@@ -24,7 +24,7 @@ class StructuredControlFlow:
     The class mixing this in provides ``self.fn`` (the IR function), ``self.values`` (IR value
     -> lowered value), ``self.b`` (the ``ir.IRBuilder`` at the current position),
     ``self.kernel`` (the ``ir.Function`` being built), the ``op_*`` methods (including
-    ``op_binary``, ``op_unary`` and ``op_id`` for those op families) and three hooks:
+    ``op_binary``, ``op_unary`` and ``op_id`` for those op families) and these hooks:
 
     ``_unsupported_op_message(op)``
         The error message for an op the target has no lowering for.
@@ -36,6 +36,11 @@ class StructuredControlFlow:
     ``_add_incoming_value(phi_value, value, block)``
         Adds ``value`` (shaped like ``phi_value``) as the incoming value from ``block`` to
         every phi inside ``phi_value``.
+    ``_visibly_uniform(value)`` (optional; the default returns ``value``)
+        A ``for`` loop's scalar bound or step in a form the target's compiler can see is
+        the same in every lane. Scalars are uniform by the execution model, but a
+        compiler that vectorizes across lanes cannot always prove it, and then runs the
+        whole loop under a lane mask.
     """
 
     def lower_kernel_body(self):
@@ -118,6 +123,7 @@ class StructuredControlFlow:
     def op_for(self, op):
         b = self.b
         lo, hi, step, *init = self.operands(op)
+        lo, hi, step = (self._visibly_uniform(v) for v in (lo, hi, step))
         pre, header, body_bb, exit_bb = self._enter_loop("for.header", "for.body", "for.exit")
         iv = b.phi(lo.type)
         carried = self._phis_like(init)
@@ -133,6 +139,9 @@ class StructuredControlFlow:
         self._add_incoming(carried, nxt, latch)
         b.position_at_end(exit_bb)
         return self._results(op, carried)
+
+    def _visibly_uniform(self, value):
+        return value
 
     def _loop_test(self, step_value, iv, hi, step, t):
         """``iv < hi`` for a positive step, ``iv > hi`` for a negative one; a signed step

@@ -824,6 +824,32 @@ def test_loop_with_negative_runtime_step_and_2d_grid():
             np.testing.assert_array_equal(out[y, x, 8:14], [x, y, y, 2, 2, x % 2])
 
 
+def test_loop_bound_from_scalar_min_is_broadcast_from_lane_0():
+    """for i in range(min(n, tid + 2)): the CPU vectorizer sees OpenCL min() as per-lane and
+    would run the loop under a lane mask; the bound must reach the loop only through a
+    sub-group broadcast (a kernel-argument bound needs none)."""
+    kb = KB(out=ptr[i32], n=i32)
+    t = vec(i32, 16)
+    bound = kb("min", i32, kb.p["n"], kb("add", i32, kb.tid(), kb.c(i32, 2)))
+
+    def body(iv, acc):
+        return [kb("add", t, acc, kb("splat", t, iv))]
+    (acc,) = kb.for_(kb.c(i32, 0), bound, kb.c(i32, 1), [kb("splat", t, kb.c(i32, 0))], body)
+    (acc,) = kb.for_(kb.c(i32, 0), kb.p["n"], kb.c(i32, 1), [acc], body)
+    kb.do("store", kb.p["out"], kb("mul", i32, kb.tid(), kb.c(i32, 16)), acc)
+    out = np.zeros(4 * 16, np.int32)
+    llvm_ir = run(kb.function(), out, np.int32(4), grid=4).llvm_ir
+    bounds = [min(4, tid + 2) for tid in range(4)]          # the second loop adds 0+1+2+3 = 6
+    np.testing.assert_array_equal(out.reshape(4, 16), [[b * (b - 1) // 2 + 6] * 16 for b in bounds])
+    (minimum,) = re.findall(r"(%[\w.]+) = [^\n]*call i32 @llvm\.[su]min\.i32\(", llvm_ir)
+    uses = re.findall(re.escape(minimum) + r"\b(?! =)", llvm_ir)
+    assert len(uses) == 1, llvm_ir
+    assert re.search(r"call spir_func i32 @_Z19sub_group_broadcast\w*\(i32 " + re.escape(minimum)
+                     + r", i32 0\)", llvm_ir), llvm_ir
+    # calls for thread_id and the min bound, and the declaration: range(n) got none
+    assert llvm_ir.count("sub_group_broadcast") == 3, llvm_ir
+
+
 @pytest.mark.parametrize("simd", [8, 32])
 def test_simd_widths_end_to_end(simd):
     """A kernel mixing loads, regions, a reduction and a dpas at each lane count."""

@@ -23,9 +23,10 @@ NO_BLOCK = 1 << 30        # larger than any block index
 K_CHUNK = 16              # the K of each dpas: a product over d or over keys runs in 16-wide slices,
                           # so one slice of the right operand is live at a time (register pressure)
 
-# No loop below takes a bound computed with a scalar cm.min/cm.max: on the Intel OpenCL CPU
-# runtime that makes the vectorizer treat the loop as divergent and predicate every
-# instruction in it (reported with a reproducer); padding and masks make the min unneeded.
+# A for loop may take a bound computed with a scalar cm.min/cm.max (infllm_select does): the
+# SIMT code generator broadcasts a computed bound from lane 0, so the Intel OpenCL CPU
+# runtime's vectorizer sees it as uniform and does not predicate the loop. A while
+# condition on such a value is still predicated.
 
 
 # --------------------------------------------------------------------------- layout
