@@ -1088,16 +1088,6 @@ def test_print_and_breakpoint():
 
 # --- error messages for unsupported Python -------------------------------------------------
 
-def k_break(x, n):
-    for i in range(n):
-        break
-
-
-def k_continue(x, n):
-    while n > 0:
-        continue
-
-
 def k_with(x):
     with open("f"):
         pass
@@ -1168,8 +1158,6 @@ def k_store_matrix_pitch_vector(x):
 
 
 @pytest.mark.parametrize("kernel,snippet,message", [
-    (k_break, "break", "unsupported Python construct: break"),
-    (k_continue, "continue", "unsupported Python construct: continue"),
     (k_with, "with", "unsupported Python construct: with statement"),
     (k_try, "try", "unsupported Python construct: try statement"),
     (k_lambda, "lambda", "unsupported Python construct: lambda"),

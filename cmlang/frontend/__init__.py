@@ -2,7 +2,8 @@
 
 Where to look:
     visitor.py        statements, expressions, names, calls, @cm.func inlining
-    control_flow.py   if / for / while / static_range / early return, loop-carried variables
+    control_flow.py   if / for / while / static_range / break / continue / early return,
+                      loop-carried variables
     operators.py      + - * / // % ** & | ^ << >> ~ not and or, comparisons, constant folding
     regions.py        v[a:b:s], m[i, j], subscript assignment, v.select/replicate/iselect/format/...
     builtins_impl.py  cm.load, cm.exp, cm.merge, ... and the Python builtins min/max/abs/int/float
@@ -39,10 +40,13 @@ time c evaluates both sides and selects (a mask c selects element-wise).
 Regions: see ``regions``. Control flow: see ``control_flow``. Builtins: see
 ``cmlang.language`` and ``builtins_impl``.
 
-Not supported (CompileError "unsupported Python construct: ..."): break, continue, with,
-try, lambda, comprehensions, classes, global/nonlocal, del, raise, import, match, calls to
-Python functions that are not ``@cm.func``, attributes of unknown objects, strings outside
-``print``. Every CompileError carries the file, line and column of the offending node.
+``break`` and ``continue`` work in ``range`` / ``while`` loops and in ``cm.static_range``
+under scalar conditions (see ``control_flow``); a loop's ``else:`` clause does not.
+
+Not supported (CompileError "unsupported Python construct: ..."): with, try, lambda,
+comprehensions, classes, global/nonlocal, del, raise, import, match, calls to Python
+functions that are not ``@cm.func``, attributes of unknown objects, strings outside ``print``.
+Every CompileError carries the file, line and column of the offending node.
 """
 from __future__ import annotations
 

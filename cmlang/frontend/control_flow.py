@@ -10,6 +10,18 @@
 - ``for i in range(...)`` builds a ``for`` op; ``for i in cm.static_range(...)`` and loops
   over compile-time tuples are unrolled with ``i`` a compile-time value.
 - ``while c:`` builds a ``while`` op.
+- ``break`` / ``continue`` (in run-time loops and in ``cm.static_range``) lower to flags,
+  ordinary variables under names no Python variable can have: ``left`` (this iteration
+  ran a break or continue) and ``broke`` (a break ran). The statements after one that may
+  have set ``left`` at run time are compiled under ``if not left``; a ``left`` known at
+  compile time ends the statement list. ``broke`` is loop-carried and ends the loop: a
+  ``for`` over ``range`` with a break becomes a ``while`` op on ``not broke and iv in
+  range``, a ``while`` tests ``not broke`` before its condition (the condition is not
+  evaluated after a break, as in Python), and ``cm.static_range`` stops unrolling after a
+  compile-time break or guards the later copies of the body with ``if not broke``. The
+  conditions are scalars (uniform in a CM thread); a mask condition is an error as for any
+  if. A variable a path lacks because that path left the iteration is never read there, so
+  that path yields a stand-in value for it. ``for``/``while ... else`` is not supported.
 - Loop-carried variables are the names the body assigns that exist before the loop.
   A weak initial value (``s = 0``) takes the type the body gives it: the body is built
   with a guessed type, and rebuilt with the type it produced until both agree.
@@ -18,13 +30,14 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 from dataclasses import dataclass
 from typing import Optional
 
 from .. import language as lang
 from ..errors import CompileError
 from ..ir import Block, Value
-from ..types import ScalarType, VectorType
+from ..types import ScalarType, VectorType, bool_
 from . import operators as ops
 from . import typing_rules as tr
 from .values import Undefined, is_constexpr, is_weak, is_numeric, is_register, describe, same_constant
@@ -86,12 +99,66 @@ def _contains_return(node):
     return any(isinstance(n, ast.Return) for n in ast.walk(node))
 
 
+# --- break and continue ---------------------------------------------------------------------
+
+@dataclass
+class _LoopFlags:
+    """The variable names of one loop's flags (see the module docstring)."""
+    left: Optional[str] = None      # None: the body has neither break nor continue
+    broke: Optional[str] = None     # None: the body has no break
+
+    @staticmethod
+    def at(depth, has_break=True):
+        """The flags of the loop whose body is compiled at loop depth ``depth``; ``:`` keeps
+        them apart from Python variables, the depth apart from the enclosing loops' flags."""
+        return _LoopFlags(f"left:{depth}", f"broke:{depth}" if has_break else None)
+
+    def names(self):
+        return [n for n in (self.left, self.broke) if n is not None]
+
+    def fresh(self):
+        """The flags at the start of an iteration (and wherever nothing has left it yet)."""
+        return dict.fromkeys(self.names(), False)
+
+
+def _loop_exits(body):
+    """(has break, has continue) for the loop of ``body``, not counting loops nested in it."""
+    found = set()
+    pending = list(body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.Break, ast.Continue)):
+            found.add(type(node))
+        elif isinstance(node, (ast.For, ast.While)):
+            pending.extend(node.orelse)        # a loop's else clause belongs to the enclosing loop
+        else:
+            pending.extend(ast.iter_child_nodes(node))
+    return ast.Break in found, ast.Continue in found
+
+
+def _stand_in(value, other):
+    """A value for a path that has left the loop iteration and lacks the variable the other
+    path holds as ``other``: never read (what reads it is skipped on that path), so a zero of
+    the other's type for run-time numbers, the same object for the rest."""
+    if value is not _MISSING and not isinstance(value, Undefined):
+        return value
+    if other is _MISSING or isinstance(other, Undefined):
+        return value
+    if isinstance(other, tuple):
+        return tuple(_stand_in(_MISSING, x) for x in other)
+    if isinstance(other, Value) and is_numeric(other):
+        return 0        # a weak zero: the join gives it the other path's type
+    return other
+
+
 class ControlFlowMixin:
     """Statement lists and control flow of ``FunctionCompiler`` (see ``visitor``)."""
 
     # --- statement lists and returns ------------------------------------------------
     def compile_stmts(self, stmts) -> Optional[Returned]:
-        """Compiles statements in order; returns Returned when the list ends in a return."""
+        """Compiles statements in order; returns Returned when the list ends in a return.
+        After a statement that may have left the loop iteration (break, continue) the rest
+        runs under ``if not left``; after one that surely has, the rest is never compiled."""
         stmts = list(stmts)
         for i, s in enumerate(stmts):
             if isinstance(s, ast.Return):
@@ -101,7 +168,57 @@ class ControlFlowMixin:
                 with self.at_node(s):
                     return self._if_with_return(s, stmts[i + 1:])
             self.stmt(s)
+            left = self.frame.env.get(self._flags().left, False)
+            if left is True:
+                return None
+            if isinstance(left, Value) and i + 1 < len(stmts):
+                rest = stmts[i + 1:]
+                self._unless(left, lambda: self.compile_stmts(rest), rest[0])
+                return None
         return None
+
+    # --- break and continue -------------------------------------------------------------
+    def _flags(self):
+        """The flags of the innermost loop being compiled."""
+        return _LoopFlags.at(self.frame.loop_depth)
+
+    def _loop_flags(self, body):
+        """The flags of a loop with body ``body``, about to be compiled one level deeper."""
+        has_break, has_continue = _loop_exits(body)
+        if not (has_break or has_continue):
+            return _LoopFlags()
+        return _LoopFlags.at(self.frame.loop_depth + 1, has_break)
+
+    def _set_flags(self, node, names):
+        env = self.frame.env
+        if not self.frame.loop_depth or self._flags().left not in env:
+            raise self.error(f"'{type(node).__name__.lower()}' outside a loop", node)
+        for name in names:
+            env[name] = True
+
+    def stmt_Break(self, node):
+        flags = self._flags()
+        self._set_flags(node, [flags.left, flags.broke])
+
+    def stmt_Continue(self, node):
+        self._set_flags(node, [self._flags().left])
+
+    def _has_left(self, env):
+        """Has the path that ends with variables ``env`` surely left the loop iteration?"""
+        return env.get(self._flags().left, False) is True
+
+    def _unless(self, flag, compile_rest, node):
+        """``compile_rest()`` under ``if not flag`` (a run-time flag of the innermost loop)."""
+        with self.at_node(node):
+            cond = ops.logical_not(self.em, flag)
+            fresh = {n: False for n in self._flags().names() if n in self.frame.env}
+
+            def compile_then():
+                self.frame.env.update(fresh)     # this path has not left the iteration
+                return compile_rest()
+            then = self._branch(compile_then)
+            skipped = self._branch(lambda: None)
+            self._join_branches(cond, then, skipped, node, else_left=True)
 
     def _return(self, node):
         if self.frame.loop_depth:
@@ -118,8 +235,8 @@ class ControlFlowMixin:
         cond = self.condition(node.test)
         if not isinstance(cond, Value):
             return self.compile_stmts((node.body if cond else node.orelse) + rest)
-        then_block, _, then_ret = self._branch(node.body + rest)
-        else_block, _, else_ret = self._branch(node.orelse + rest)
+        then_block, _, then_ret = self._branch(lambda: self.compile_stmts(node.body + rest))
+        else_block, _, else_ret = self._branch(lambda: self.compile_stmts(node.orelse + rest))
         a = then_ret.value if then_ret else None
         b = else_ret.value if else_ret else None
         plan = self._plan(f"the return value of '{self.frame.name}'", a, b)
@@ -135,12 +252,32 @@ class ControlFlowMixin:
     def stmt_If(self, node):
         cond = self.condition(node.test)
         if not isinstance(cond, Value):
-            for s in (node.body if cond else node.orelse):
-                self.stmt(s)
+            self.compile_stmts(node.body if cond else node.orelse)
             return
+        then = self._branch(lambda: self.compile_stmts(node.body))
+        other = self._branch(lambda: self.compile_stmts(node.orelse))
+        self._join_branches(cond, then, other, node)
+
+    def _branch(self, compile_body):
+        """Runs ``compile_body()`` into a new block with a copy of the variables; returns the
+        block, the variables at its end and what compile_body returned."""
+        block = Block()
+        saved = self.frame.env
+        self.frame.env = dict(saved)
+        try:
+            with self.builder.at(block):
+                returned = compile_body()
+            return block, self.frame.env, returned
+        finally:
+            self.frame.env = saved
+
+    def _join_branches(self, cond, then, other, node, else_left=False):
+        """Creates the if op of two compiled branches, each (block, variables at its end, _),
+        and binds what either changed to the op's results. ``else_left``: the else branch has
+        left the loop iteration even where its flags are not compile-time True."""
         before = self.frame.env
-        then_block, then_env, _ = self._branch(node.body)
-        else_block, else_env, _ = self._branch(node.orelse)
+        (then_block, then_env, _), (else_block, else_env, _) = then, other
+        then_left, else_left = self._has_left(then_env), else_left or self._has_left(else_env)
         changed = []
         for env in (then_env, else_env):
             for name, value in env.items():
@@ -150,6 +287,10 @@ class ControlFlowMixin:
         merged = []
         for name in changed:
             a, b = then_env.get(name, _MISSING), else_env.get(name, _MISSING)
+            if then_left:
+                a = _stand_in(a, b)
+            if else_left:
+                b = _stand_in(b, a)
             undefined = next((x for x in (a, b) if isinstance(x, Undefined)), None)
             if undefined is not None:
                 after[name] = undefined
@@ -164,18 +305,8 @@ class ControlFlowMixin:
         self.frame.env = after
         for name, plan, _, _ in merged:
             self.bind(name, self._rebuild(plan, results))
-
-    def _branch(self, stmts):
-        """Compiles ``stmts`` into a new block with a copy of the variables."""
-        block = Block()
-        saved = self.frame.env
-        self.frame.env = dict(saved)
-        try:
-            with self.builder.at(block):
-                returned = self.compile_stmts(stmts)
-            return block, self.frame.env, returned
-        finally:
-            self.frame.env = saved
+        if then_left and else_left:
+            after[self._flags().left] = True     # the rest of the statement list is unreachable
 
     def _build_if(self, cond, then_block, else_block, then_values, else_values):
         """Ends both blocks with yields of the joined values and creates the if op."""
@@ -270,20 +401,37 @@ class ControlFlowMixin:
         return [self.expr(a) for a in call.args]
 
     def _unrolled(self, node, items):
-        """``for x in cm.static_range(n)`` / a tuple: the body once per item, x compile-time."""
+        """``for x in cm.static_range(n)`` / a tuple: the body once per item, x compile-time.
+        After a compile-time break the unrolling stops; after a run-time one the later copies
+        of the body run under ``if not broke``."""
         if len(items) > MAX_UNROLL:
             raise self.error(f"the loop has {len(items)} iterations, too many to unroll", node.iter)
+        flags = self._loop_flags(node.body)
         self.frame.loop_depth += 1
         try:
             for item in items:
-                with self.at_node(node.target):
-                    self.assign(node.target, item)
-                self.compile_stmts(node.body)
+                broke = self.frame.env.get(flags.broke, False)
+                if broke is True:
+                    break
+                iteration = functools.partial(self._unrolled_iteration, node, item, flags)
+                if isinstance(broke, Value):
+                    self._unless(broke, iteration, node)
+                else:
+                    iteration()
         finally:
             self.frame.loop_depth -= 1
+            for name in flags.names():
+                self.frame.env.pop(name, None)
+
+    def _unrolled_iteration(self, node, item, flags):
+        self.frame.env.update(flags.fresh())
+        with self.at_node(node.target):
+            self.assign(node.target, item)
+        self.compile_stmts(node.body)
 
     def _range_loop(self, node, args):
-        """``for i in range(lo, hi, step)`` -> for op (lo, hi, step, init...)."""
+        """``for i in range(lo, hi, step)`` -> for op (lo, hi, step, init...); with a break in
+        the body, a while op (see ``_breakable_range_loop``)."""
         if not isinstance(node.target, ast.Name):
             raise self.unsupported("unpacking in the target of a run-time for loop", node.target)
         em = self.em
@@ -296,14 +444,19 @@ class ControlFlowMixin:
                     raise em.error(f"range() bounds must be integers, got {describe(x)}")
             if is_constexpr(step) and step == 0:
                 raise em.error("range() step must not be zero")
+            step_sign = (step > 0) - (step < 0) if is_constexpr(step) else None
             iv_type = ops.common_elem(em, [lo, hi, step])
             lo, hi, step = (em.coerce(x, iv_type) for x in (lo, hi, step))
         var = node.target.id
+        flags = self._loop_flags(node.body)
         names, inits, frozen = self._loop_state(node.body, exclude={var})
+        if flags.broke:
+            return self._breakable_range_loop(node, (lo, hi, step), step_sign, names, inits, frozen, flags)
 
         def build(names, types, weak):
             block = Block([iv_type, *types], [var, *names])
-            bindings = {var: block.args[0], **self._carried_bindings(names, block.args[1:], weak)}
+            bindings = {var: block.args[0], **self._carried_bindings(names, block.args[1:], weak),
+                        **flags.fresh()}
             env_end = self._loop_body(node.body, block, bindings)
             return [block], env_end, block.args[1:]
 
@@ -311,42 +464,104 @@ class ControlFlowMixin:
         self._end_block(blocks[0], names, types, env_end)
         init_values = [em.coerce(v, t) for v, t in zip(inits, types)]
         op = self.builder.create("for", [lo, hi, step, *init_values], types, blocks=blocks)
-        self._after_loop(node, names, op.results, env_end, frozen, [var])
+        self._after_loop(node, names, op.results, env_end, frozen, [var], flags)
+
+    def _breakable_range_loop(self, node, bounds, step_sign, names, inits, frozen, flags):
+        """A ``for`` over ``range`` whose body has a break: a while op carrying the loop
+        variable, the variables and the break flag, on ``not broke and iv in range``."""
+        lo, hi, step = bounds
+        iv_type, var = lo.type, node.target.id
+        names, inits = names + [flags.broke], inits + [False]
+
+        def build(names, types, weak):
+            before, after = (Block([iv_type, *types], [var, *names]) for _ in range(2))
+            with self.builder.at(before):
+                broke = self._carried_bindings(names, before.args[1:], weak).get(flags.broke, False)
+                go = ops.bool_op(self.em, "and", [ops.logical_not(self.em, broke),
+                                                  self._in_range(before.args[0], hi, step, step_sign)])
+                self.em.effect("condition", [go, *before.args])
+            bindings = {var: after.args[0], **self._carried_bindings(names, after.args[1:], weak),
+                        **flags.fresh()}
+            env_end = self._loop_body(node.body, after, bindings)
+            return [before, after], env_end, after.args[1:]
+
+        names, inits, types, blocks, env_end = self._settle(node, names, inits, build)
+        body = blocks[1]
+        with self.builder.at(body):
+            next_iv = self.em.op("add", [body.args[0], step], iv_type)
+        self._end_block(body, names, types, env_end, leading=[next_iv])
+        init_values = [lo, *(self.em.coerce(v, t) for v, t in zip(inits, types))]
+        op = self.builder.create("while", init_values, [iv_type, *types], blocks=blocks)
+        self._after_loop(node, names, op.results[1:], env_end, frozen, [var], flags)
+
+    def _in_range(self, iv, hi, step, step_sign):
+        """The for op's test as ops: ``iv < hi`` for a positive step, ``iv > hi`` for a
+        negative one; a signed step of unknown sign selects at run time (as codegen does)."""
+        em = self.em
+        if step_sign is not None or not iv.type.is_signed:
+            return ops.compare(em, "lt" if step_sign is None or step_sign > 0 else "gt", iv, hi)
+        up = ops.compare(em, "gt", step, 0)
+        return em.op("select", [up, ops.compare(em, "lt", iv, hi), ops.compare(em, "gt", iv, hi)], bool_)
 
     # --- while --------------------------------------------------------------------------
     def stmt_While(self, node):
         """``while c:`` -> while op: block 0 computes c, block 1 is the body."""
         if node.orelse:
             raise self.unsupported("while ... else", node)
+        flags = self._loop_flags(node.body)
         names, inits, frozen = self._loop_state(node.body, exclude=set())
+        if flags.broke:
+            names, inits = names + [flags.broke], inits + [False]
 
         def build(names, types, weak):
             before, after = Block(types, names), Block(types, names)
             saved = self.frame.env
             self.frame.env = dict(saved)
             try:
-                self.frame.env.update(self._carried_bindings(names, before.args, weak))
+                carried = self._carried_bindings(names, before.args, weak)
+                self.frame.env.update(carried)
                 with self.builder.at(before):
-                    c = self.condition(node.test)
-                    if not isinstance(c, Value):
-                        raise _ConstantCondition(c)
+                    c = self._while_test(node.test, carried.get(flags.broke, False))
                     self.em.effect("condition", [c, *before.args])
             finally:
                 self.frame.env = saved
-            env_end = self._loop_body(node.body, after, self._carried_bindings(names, after.args, weak))
+            bindings = {**self._carried_bindings(names, after.args, weak), **flags.fresh()}
+            env_end = self._loop_body(node.body, after, bindings)
             return [before, after], env_end, after.args
 
         try:
             names, inits, types, blocks, env_end = self._settle(node, names, inits, build)
         except _ConstantCondition as c:
             if c.value:
-                raise self.error("the while condition is always true and break is not supported",
+                raise self.error("the while condition is always true and the loop has no break",
                                  node.test) from None
             return   # never runs
         self._end_block(blocks[1], names, types, env_end)
         init_values = [self.em.coerce(v, t) for v, t in zip(inits, types)]
         op = self.builder.create("while", init_values, types, blocks=blocks)
-        self._after_loop(node, names, op.results, env_end, frozen, [])
+        self._after_loop(node, names, op.results, env_end, frozen, [], flags)
+
+    def _while_test(self, test, broke):
+        """The condition of a while loop: ``test``, and with a run-time break flag ``if broke:
+        False else: test`` (Python does not evaluate the test after a break)."""
+        if not isinstance(broke, Value):
+            c = self.condition(test)
+            if not isinstance(c, Value):
+                raise _ConstantCondition(c)
+            return c
+        test_block = Block()
+        with self.builder.at(test_block):
+            c = self.condition(test)
+        if not isinstance(c, Value) and not test_block.ops:    # e.g. ``while True:``
+            if not c:
+                raise _ConstantCondition(c)
+            return ops.logical_not(self.em, broke)
+        stop_block = Block()
+        with self.builder.at(stop_block):
+            self.em.effect("yield", [self.em.const(bool_, False)])
+        with self.builder.at(test_block):
+            self.em.effect("yield", [self.em.as_bool(c)])
+        return self.builder.create("if", [broke], [bool_], blocks=[stop_block, test_block]).results[0]
 
     # --- loop-carried variables -----------------------------------------------------------
     def _loop_state(self, body, exclude):
@@ -461,12 +676,14 @@ class ControlFlowMixin:
         raise self.error(f"variable '{name}' changes from {describe(init)} to {describe(value)} "
                          "inside a run-time loop", node)
 
-    def _end_block(self, block, names, types, env_end):
+    def _end_block(self, block, names, types, env_end, leading=()):
+        """Ends a loop body with the yield of ``leading`` values and the carried variables."""
         with self.builder.at(block):
             values = [self.em.coerce(env_end[n], t, what=f"variable '{n}'") for n, t in zip(names, types)]
-            self.em.effect("yield", values)
+            self.em.effect("yield", [*leading, *values])
 
-    def _after_loop(self, node, names, results, env_end, frozen, loop_vars):
+    def _after_loop(self, node, names, results, env_end, frozen, loop_vars, flags):
+        """Binds the carried variables to the loop's results; the loop's own flags end with it."""
         env = self.frame.env
         line = self.loc(node).line
         for name in frozen:
@@ -476,10 +693,11 @@ class ControlFlowMixin:
                                  "inside a run-time loop", node)
         for name, value in env_end.items():
             if name not in env or isinstance(env[name], Undefined):
-                if name not in loop_vars:
+                if name not in loop_vars and name not in flags.names():
                     env[name] = Undefined(f"is assigned inside the loop at line {line} but not defined "
                                           "before it; define it before the loop to use it after")
         for name in loop_vars:
             env[name] = Undefined(f"is the variable of the loop at line {line} and cannot be used after it")
         for name, result in zip(names, results):
-            self.bind(name, result)
+            if name not in flags.names():
+                self.bind(name, result)

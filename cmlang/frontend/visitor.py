@@ -3,8 +3,8 @@
 ``FunctionCompiler.expr(node)`` evaluates an expression to a run-time ``ir.Value`` or a
 compile-time Python value (see ``values``); ``stmt(node)`` compiles a statement.
 Dispatch is by node class: ``expr_BinOp``, ``stmt_Assign``, ... Control flow (if, for,
-while, return) is in ``control_flow``; operators in ``operators``; subscripts and
-register methods in ``regions``; builtins in ``builtins_impl``.
+while, break, continue, return) is in ``control_flow``; operators in ``operators``;
+subscripts and register methods in ``regions``; builtins in ``builtins_impl``.
 
 Names resolve like Python: local variables of the current frame (kernel or inlined func),
 then the function's closure cells, its module globals, and Python's builtins.
@@ -41,7 +41,7 @@ UNSUPPORTED_EXPRS = {
     "FormattedValue": "string outside print()",
 }
 UNSUPPORTED_STMTS = {
-    "Break": "break", "Continue": "continue", "With": "with statement", "AsyncWith": "async with",
+    "With": "with statement", "AsyncWith": "async with",
     "Try": "try statement", "TryStar": "try statement", "ClassDef": "class definition",
     "FunctionDef": "nested function definition", "AsyncFunctionDef": "nested function definition",
     "Global": "global statement", "Nonlocal": "nonlocal statement", "Delete": "del statement",
