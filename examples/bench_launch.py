@@ -54,11 +54,11 @@ def case_attention(n=256, hq=8, hkv=2, d=64, rows=8, keys=64):
     from examples.attention import kernels
     rng = np.random.default_rng(0)
     padded = -(-n // keys) * keys
-    q = rng.standard_normal((n, hq, d), np.float32)
+    qs = rng.standard_normal((hq, padded, d), np.float32)
     kt = rng.standard_normal((hkv, d, padded), np.float32)
     vp = rng.standard_normal((hkv, padded, d), np.float32)
     o = np.zeros((n, hq, d), np.float32)
-    args = (q, kt, vp, o, n, hq, hq // hkv, padded, 0.18, d, rows, keys, True)
+    args = (qs, kt, vp, o, n, hq, hq // hkv, padded, d, rows, keys, True)
     return kernels.flash_attention, ((-(-n // rows), hq), None), args
 
 

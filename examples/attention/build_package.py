@@ -24,6 +24,7 @@ LOG2E = 1.4426950408889634
 
 PACKAGE_SPECS = (
     [(kernels.pack_kv, {"D": d}) for d in HEAD_DIMS]
+    + [(kernels.pack_queries, {"D": d}) for d in HEAD_DIMS]
     + [(kernels.flash_attention, {"D": d, "M": ROWS, "KB": KEYS, "CAUSAL": causal})
        for d in HEAD_DIMS for causal in (True, False)]
 )
@@ -38,10 +39,12 @@ def dense_attention(pkg, q, k, v, causal=True):
     padded = -(-n // KEYS) * KEYS
     kt = cm.runtime.empty((hkv, d, padded), np.float32)   # K transposed, zero-padded
     vp = cm.runtime.empty((hkv, padded, d), np.float32)
+    qs = cm.runtime.empty((hq, padded, d), np.float32)    # Q head-major, scaled, zero-padded
     pkg.pack_kv[(padded // kernels.TOKENS, hkv), None](k, v, kt, vp, n, hkv, padded, d)   # TOKENS tokens per CM thread
+    pkg.pack_queries[(padded // kernels.TOKENS, hq), None](q, qs, n, hq, padded, LOG2E / math.sqrt(d), d)
     o = np.zeros_like(q)
-    pkg.flash_attention[(-(-n // ROWS), hq), None](
-        q, kt, vp, o, n, hq, hq // hkv, padded, LOG2E / math.sqrt(d), d, ROWS, KEYS, bool(causal))
+    pkg.flash_attention[(-(-n // ROWS), hq), None](qs, kt, vp, o, n, hq, hq // hkv, padded, d, ROWS, KEYS,
+                                                   bool(causal))
     return o
 
 

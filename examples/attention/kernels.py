@@ -141,14 +141,25 @@ def softmax_step(s, m, l, M: cm.constexpr):
 # --------------------------------------------------------------------------- dense
 
 @cm.kernel(simd=16)
-def flash_attention(q: cm.ptr[f32], kt: cm.ptr[f32], vp: cm.ptr[f32], o: cm.ptr[f32], n: i32, hq: i32,
-                    group: i32, padded: i32, qscale: f32,
+def pack_queries(q: cm.ptr[f32], qs: cm.ptr[f32], n: i32, hq: i32, padded: i32, scale: f32, D: cm.constexpr):
+    """qs[h, t, :] = q[t, h, :] * scale for TOKENS tokens, zero for n <= t < padded: the query
+    rows of a head as one block, so a dpas can read its left operand where it lies."""
+    t0 = cm.thread_id(0) * TOKENS
+    h = cm.thread_id(1)
+    rows = load_rows(q, t0, n, hq * D, h * D, scale, TOKENS, D)
+    cm.store(qs, (h * padded + t0) * D, rows, D)
+
+
+@cm.kernel(simd=16)
+def flash_attention(qs: cm.ptr[f32], kt: cm.ptr[f32], vp: cm.ptr[f32], o: cm.ptr[f32], n: i32, hq: i32,
+                    group: i32, padded: i32,
                     D: cm.constexpr, M: cm.constexpr, KB: cm.constexpr, CAUSAL: cm.constexpr):
-    """Flash attention: a CM thread owns M query rows of one head; K/V tiles of KB keys."""
+    """Flash attention: a CM thread owns M query rows of one head; K/V tiles of KB keys.
+    qs holds the queries pre-scaled (pack_queries); the S = Q K^T dpas reads both of its
+    operands from memory (Q is not kept in registers: picking its elements there spills)."""
     t0 = cm.thread_id(0) * M
     h = cm.thread_id(1)
     g = h // group
-    qt = load_rows(q, t0, n, hq * D, h * D, qscale, M, D)
     m = cm.full(vector[f32, M], NEG_INF)
     l = cm.zeros(vector[f32, M])
     acc = cm.zeros(matrix[f32, M, D])
@@ -156,7 +167,8 @@ def flash_attention(q: cm.ptr[f32], kt: cm.ptr[f32], vp: cm.ptr[f32], o: cm.ptr[
     if CAUSAL:
         end = t0 + M              # keys past n are zero padding, masked like the future
     for j0 in range(0, end, KB):
-        s = matmul_chunked(cm.zeros(matrix[f32, M, KB]), qt, kt, g * D * padded + j0, padded, D, KB)
+        s = cm.dpas(cm.zeros(matrix[f32, M, KB]), cm.load(qs, (h * padded + t0) * D, (M, D), D),
+                    cm.load(kt, g * D * padded + j0, (D, KB), padded))
         keys = cm.iota(i32, KB) + j0
         for r in cm.static_range(M):
             if CAUSAL:
