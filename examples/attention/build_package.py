@@ -23,7 +23,7 @@ HEAD_DIMS = (64, 128)
 LOG2E = 1.4426950408889634
 
 PACKAGE_SPECS = (
-    [(kernels.pack_kv, {"D": d}) for d in HEAD_DIMS]
+    [(pack, {"D": d}) for pack in (kernels.pack_keys, kernels.pack_values) for d in HEAD_DIMS]
     + [(kernels.pack_queries, {"D": d}) for d in HEAD_DIMS]
     + [(kernels.flash_attention, {"D": d, "M": ROWS, "KB": KEYS, "CAUSAL": causal})
        for d in HEAD_DIMS for causal in (True, False)]
@@ -40,7 +40,8 @@ def dense_attention(pkg, q, k, v, causal=True):
     kt = cm.runtime.empty((hkv, d, padded), np.float32)   # K transposed, zero-padded
     vp = cm.runtime.empty((hkv, padded, d), np.float32)
     qs = cm.runtime.empty((hq, padded, d), np.float32)    # Q head-major, scaled, zero-padded
-    pkg.pack_kv[(padded // kernels.TOKENS, hkv), None](k, v, kt, vp, n, hkv, padded, d)   # TOKENS tokens per CM thread
+    pkg.pack_keys[(padded // kernels.TOKENS, hkv), None](k, kt, n, hkv, padded, d)     # TOKENS tokens per CM thread
+    pkg.pack_values[(padded // kernels.TOKENS, hkv), None](v, vp, n, hkv, padded, d)
     pkg.pack_queries[(padded // kernels.TOKENS, hq), None](q, qs, n, hq, padded, LOG2E / math.sqrt(d), d)
     o = np.zeros_like(q)
     pkg.flash_attention[(-(-n // ROWS), hq), None](qs, kt, vp, o, n, hq, hq // hkv, padded, d, ROWS, KEYS,

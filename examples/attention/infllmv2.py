@@ -1,7 +1,7 @@
 """InfLLM-V2 sparse attention in cmlang: prefill, block selection and decode.
 
 Pipeline (one kernel each; the host only allocates and launches):
-  pack_kv            K -> kt [Hkv, d, Np] (transposed), V -> vp [Hkv, Np, d]
+  pack_keys/values   K -> kt [Hkv, d, Np] (transposed), V -> vp [Hkv, Np, d]
   compress_keys x2   first- and second-level compressed keys, transposed like kt
   infllm_lse         the approximate normaliser per (token, query head), base 2
   infllm_block_scores  grouped scores S(t, j), pooled to block scores

@@ -31,7 +31,7 @@ K_CHUNK = 16              # the K of each dpas: a product over d or over keys ru
 
 # --------------------------------------------------------------------------- layout
 
-TOKENS = 16               # tokens per CM thread in pack_kv (one gathered column of kt)
+TOKENS = 16               # tokens per CM thread of the pack kernels (one 16 x 16 tile of kt)
 
 
 @cm.func
@@ -54,24 +54,22 @@ def transpose_keys(k, kt, t0: i32, g: i32, n: i32, hkv: i32, padded: i32, D: cm.
 
 
 @cm.kernel(simd=16)
-def pack_kv(k: cm.ptr[f32], v: cm.ptr[f32], kt: cm.ptr[f32], vp: cm.ptr[f32], n: i32, hkv: i32,
-            padded: i32, D: cm.constexpr):
-    """kt[g, :, t] = k[t, g, :] and vp[g, t, :] = v[t, g, :] for TOKENS tokens; zeros for
-    n <= t < padded."""
+def pack_keys(k: cm.ptr[f32], kt: cm.ptr[f32], n: i32, hkv: i32, padded: i32, D: cm.constexpr):
+    """kt[g, :, t] = k[t, g, :] for TOKENS tokens, zeros for n <= t < padded."""
+    transpose_keys(k, kt, cm.thread_id(0) * TOKENS, cm.thread_id(1), n, hkv, padded, D)
+
+
+@cm.kernel(simd=16)
+def pack_values(v: cm.ptr[f32], vp: cm.ptr[f32], n: i32, hkv: i32, padded: i32, D: cm.constexpr):
+    """vp[g, t, :] = v[t, g, :] for TOKENS tokens, zeros for n <= t < padded.  (Apart from
+    pack_keys: one kernel writing both ran at half the speed of the two.)"""
     t0 = cm.thread_id(0) * TOKENS
     g = cm.thread_id(1)
-    transpose_keys(k, kt, t0, g, n, hkv, padded, D)
     for r in cm.static_range(TOKENS):
         row = cm.zeros(vector[f32, D])
         if t0 + r < n:
             row = cm.load(v, ((t0 + r) * hkv + g) * D, D)
         cm.store(vp, (g * padded + t0 + r) * D, row)
-
-
-@cm.kernel(simd=16)
-def pack_keys(k: cm.ptr[f32], kt: cm.ptr[f32], n: i32, hkv: i32, padded: i32, D: cm.constexpr):
-    """kt alone (see pack_kv), for Lightning: it reads V where it lies."""
-    transpose_keys(k, kt, cm.thread_id(0) * TOKENS, cm.thread_id(1), n, hkv, padded, D)
 
 
 @cm.kernel(simd=16)
@@ -184,13 +182,13 @@ def flash_attention(qs: cm.ptr[f32], kt: cm.ptr[f32], vp: cm.ptr[f32], o: cm.ptr
 
 @cm.kernel(simd=16)
 def lightning_intra(q: cm.ptr[f32], kt: cm.ptr[f32], decay_mask: cm.ptr[f32], powers: cm.ptr[f32],
-                    p_out: cm.ptr[f32], ktw: cm.ptr[f32], n: i32, hq: i32, group: i32, padded: i32,
-                    n_chunks: i32, D: cm.constexpr, C: cm.constexpr, M: cm.constexpr):
+                    p_out: cm.ptr[f32], qp: cm.ptr[f32], ktw: cm.ptr[f32], n: i32, hq: i32, group: i32,
+                    padded: i32, n_chunks: i32, D: cm.constexpr, C: cm.constexpr, M: cm.constexpr):
     """What one chunk (C tokens) of head h needs that does not depend on the state, for
     all chunks in parallel: p_out[h, chunk] = (Q K^T) (.) decay_mask[h] (decay_mask[h, i, j]
-    = lambda^(i-j) for j <= i, else 0), and ktw[h] = K^T diag(lambda^(L-1-j)) of the chunk
-    (L its length, zero past L): the left factor of its contribution to the state.
-    powers[h, p] = lambda_h^p, p <= C."""
+    = lambda^(i-j) for j <= i, else 0); qp[h] = the chunk's query rows, head-major and zero
+    past n; ktw[h] = K^T diag(lambda^(L-1-j)) of the chunk (L its length, zero past L): the
+    left factor of its contribution to the state.  powers[h, p] = lambda_h^p, p <= C."""
     chunk = cm.thread_id(0)
     h = cm.thread_id(1)
     g = h // group
@@ -198,6 +196,7 @@ def lightning_intra(q: cm.ptr[f32], kt: cm.ptr[f32], decay_mask: cm.ptr[f32], po
     k_tile = cm.load(kt, g * D * padded + c0, (D, C), padded)
     for i0 in range(0, C, M):
         qt = load_rows(q, c0 + i0, n, hq * D, h * D, 1.0, M, D)
+        cm.store(qp, (h * padded + c0 + i0) * D, qt, D)
         s = cm.dpas(cm.zeros(matrix[f32, M, C]), qt, k_tile)
         s = s * cm.load(decay_mask, (h * C + i0) * C, (M, C), C)
         cm.store(p_out, ((h * n_chunks + chunk) * C + i0) * C, s, C)
@@ -209,59 +208,40 @@ def lightning_intra(q: cm.ptr[f32], kt: cm.ptr[f32], decay_mask: cm.ptr[f32], po
     cm.store(ktw, h * D * padded + c0, k_tile, padded)
 
 
-@cm.func
-def scan_chunk(q, v, p, ktw, powers, state, o, chunk: i32, h: i32, g: i32, e0: i32, n: i32, hq: i32,
-               hkv: i32, padded: i32, n_chunks: i32, scale: f32,
-               D: cm.constexpr, C: cm.constexpr, M: cm.constexpr, NT: cm.constexpr, TAIL: cm.constexpr):
-    """One chunk of the scan (see lightning_scan).  Q and V are read from the user's
-    [N, H, d] arrays where they lie, right before the dpas that uses them, so the compiler
-    streams them from memory; the last chunk of a length that C does not divide (TAIL)
-    loads its rows guarded instead (rows past n are zeros, never read)."""
-    c0 = chunk * C
-    pw = h * (C + 1)
-    hd = h * D * D + e0
-    for i0 in range(0, C, M):                   # rows past the chunk's end are not stored
-        if TAIL:
-            v_rows = load_rows(v, c0, n, hkv * D, g * D + e0, 1.0, C, NT)
-            q_rows = load_rows(q, c0 + i0, n, hq * D, h * D, 1.0, M, D)
-        else:
-            v_rows = cm.load(v, (c0 * hkv + g) * D + e0, (C, NT), hkv * D)
-            q_rows = cm.load(q, ((c0 + i0) * hq + h) * D, (M, D), hq * D)
-        intra = cm.dpas(cm.zeros(matrix[f32, M, NT]),
-                        cm.load(p, ((h * n_chunks + chunk) * C + i0) * C, (M, C), C), v_rows)
-        inter = cm.dpas(cm.zeros(matrix[f32, M, NT]), q_rows, cm.load(state, hd, (D, NT), D))
-        out = intra + scale_rows(inter, cm.load(powers, pw + i0 + 1, M), M)
-        store_rows(o, out * scale, c0 + i0, n, hq * D, h * D + e0, M)
-    decay = cm.load(powers, pw + cm.min(C, n - c0), 1)[0]
-    for r0 in range(0, D, M):
-        if TAIL:
-            v_rows = load_rows(v, c0, n, hkv * D, g * D + e0, 1.0, C, NT)
-        else:
-            v_rows = cm.load(v, (c0 * hkv + g) * D + e0, (C, NT), hkv * D)
-        rows = cm.dpas(cm.load(state, hd + r0 * D, (M, NT), D) * decay,
-                       cm.load(ktw, (h * D + r0) * padded + c0, (M, C), padded), v_rows)
-        cm.store(state, hd + r0 * D, rows, D)
-
-
 @cm.kernel(simd=16)
-def lightning_scan(q: cm.ptr[f32], v: cm.ptr[f32], p: cm.ptr[f32], ktw: cm.ptr[f32], powers: cm.ptr[f32],
-                   state: cm.ptr[f32], o: cm.ptr[f32], n: i32, hq: i32, hkv: i32, padded: i32,
+def lightning_scan(qp: cm.ptr[f32], vp: cm.ptr[f32], p: cm.ptr[f32], ktw: cm.ptr[f32], powers: cm.ptr[f32],
+                   state: cm.ptr[f32], o: cm.ptr[f32], n: i32, hq: i32, group: i32, padded: i32,
                    n_chunks: i32, scale: f32,
                    D: cm.constexpr, C: cm.constexpr, M: cm.constexpr, NT: cm.constexpr):
     """The chunk scan: a CM thread owns NT columns of one head's state H [D, D], kept in
     ``state`` itself (updated in place, chunk by chunk).  Per chunk n (length L):
     O_n = s [P_n V_n + diag(lambda^(i+1)) Q_n H] and H <- lambda^L H + ktw_n V_n.
-    Every product accumulates an M x NT tile, so nothing big stays live across a loop."""
+    Every operand is loaded right before the dpas that uses it, from the packed, padded
+    arrays (rows D floats apart: the user's [N, H, d] rows are H*d apart, 4 KiB at
+    H*d = 1024, and such a tile's rows all fall in one set of the CPU's L1 cache), so the
+    products stream from memory into M x NT accumulators and nothing big stays live."""
     e0 = cm.thread_id(0) * NT
     h = cm.thread_id(1)
-    g = h // (hq // hkv)
-    full = n // C
-    for chunk in range(full):
-        scan_chunk(q, v, p, ktw, powers, state, o, chunk, h, g, e0, n, hq, hkv, padded, n_chunks, scale,
-                   D, C, M, NT, False)
-    if full < n_chunks:
-        scan_chunk(q, v, p, ktw, powers, state, o, full, h, g, e0, n, hq, hkv, padded, n_chunks, scale,
-                   D, C, M, NT, True)
+    g = h // group
+    pw = h * (C + 1)
+    hd = h * D * D + e0
+    for chunk in range(n_chunks):
+        c0 = chunk * C
+        v_at = (g * padded + c0) * D + e0
+        for i0 in cm.static_range(0, C, M):     # rows past the chunk's end are not stored
+            # P is lower triangular: rows i0..i0+M-1 have nothing past key i0+M-1
+            intra = cm.dpas(cm.zeros(matrix[f32, M, NT]),
+                            cm.load(p, ((h * n_chunks + chunk) * C + i0) * C, (M, i0 + M), C),
+                            cm.load(vp, v_at, (i0 + M, NT), D))
+            inter = cm.dpas(cm.zeros(matrix[f32, M, NT]), cm.load(qp, (h * padded + c0 + i0) * D, (M, D), D),
+                            cm.load(state, hd, (D, NT), D))
+            out = intra + scale_rows(inter, cm.load(powers, pw + i0 + 1, M), M)
+            store_rows(o, out * scale, c0 + i0, n, hq * D, h * D + e0, M)
+        decay = cm.load(powers, pw + cm.min(C, n - c0), 1)[0]
+        for r0 in range(0, D, M):
+            rows = cm.dpas(cm.load(state, hd + r0 * D, (M, NT), D) * decay,
+                           cm.load(ktw, (h * D + r0) * padded + c0, (M, C), padded), cm.load(vp, v_at, (C, NT), D))
+            cm.store(state, hd + r0 * D, rows, D)
 
 
 @cm.kernel(simd=16)

@@ -39,17 +39,10 @@ def pack_kv(k, v, padded: int):
     n, hkv, d = k.shape
     kt, vp = empty((hkv, d, padded)), empty((hkv, padded, d))
     assert padded % kernels.TOKENS == 0
-    kernels.pack_kv[(padded // kernels.TOKENS, hkv), None](to_device(k), to_device(v), kt, vp, n, hkv, padded, d)
+    grid = ((padded // kernels.TOKENS, hkv), None)
+    kernels.pack_keys[grid](to_device(k), kt, n, hkv, padded, d)
+    kernels.pack_values[grid](to_device(v), vp, n, hkv, padded, d)
     return kt, vp
-
-
-def pack_keys(k, padded: int):
-    """K alone as kt [Hkv, d, padded] (see pack_kv)."""
-    n, hkv, d = k.shape
-    kt = empty((hkv, d, padded))
-    assert padded % kernels.TOKENS == 0
-    kernels.pack_keys[(padded // kernels.TOKENS, hkv), None](to_device(k), kt, n, hkv, padded, d)
-    return kt
 
 
 def column_tile(d: int) -> int:

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import kernels
 from .checks import check_qkv, check_slopes, check_state, check_token, check_heads, check_positive_int
-from .layout import F32, column_tile, empty, pack_keys, round_up, to_device
+from .layout import F32, column_tile, empty, pack_kv, round_up, to_device
 from .reference import (lightning_attention_reference, lightning_decode_reference,  # noqa: F401
                         lightning_chunked_numpy)
 
@@ -46,16 +46,16 @@ def lightning_attention(q, k, v, slopes=None, state=None, chunk=64):
     n_chunks = -(-n // chunk)
     padded = round_up(n_chunks * chunk, 16)
     qd = to_device(q)
-    kt = pack_keys(k, padded)
+    kt, vp = pack_kv(k, v, padded)
     p = empty((hq, n_chunks, chunk, chunk))
-    ktw = empty((hq, d, padded))
+    qp, ktw = empty((hq, padded, d)), empty((hq, d, padded))
     powers = to_device(decay_powers(slopes, chunk))
-    kernels.lightning_intra[(n_chunks, hq), None](qd, kt, to_device(decay_mask(slopes, chunk)), powers, p, ktw,
+    kernels.lightning_intra[(n_chunks, hq), None](qd, kt, to_device(decay_mask(slopes, chunk)), powers, p, qp, ktw,
                                                   n, hq, group, padded, n_chunks, d, chunk, rows)
     state_d, o = to_device(state), empty(q.shape)
     width = SCAN_COLUMNS if d % SCAN_COLUMNS == 0 else column_tile(d)
-    kernels.lightning_scan[(d // width, hq), None](qd, to_device(v), p, ktw, powers, state_d, o, n, hq, k.shape[1],
-                                                   padded, n_chunks, 1.0 / math.sqrt(d), d, chunk, rows, width)
+    kernels.lightning_scan[(d // width, hq), None](qp, vp, p, ktw, powers, state_d, o, n, hq, group, padded,
+                                                   n_chunks, 1.0 / math.sqrt(d), d, chunk, rows, width)
     return o.numpy(), state_d.numpy()
 
 

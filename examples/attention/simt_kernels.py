@@ -127,8 +127,14 @@ void lightning_scan(__global const float *q, __global const float *k, __global c
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int i = 0; i < L; ++i) {
             float intra = 0.0f, inter = 0.0f;
+            // ps is 0 above the diagonal: skip the 8-key blocks past key i (a uniform test)
             #pragma unroll
-            for (int j = 0; j < C; ++j) intra = fma(ps[i * C + j], vcol[j], intra);   // 0 above the diagonal
+            for (int j0 = 0; j0 < C; j0 += 8) {
+                if (j0 <= i) {
+                    #pragma unroll
+                    for (int j = j0; j < j0 + 8 && j < C; ++j) intra = fma(ps[i * C + j], vcol[j], intra);
+                }
+            }
             #pragma unroll
             for (int c = 0; c < D; ++c) inter = fma(qs[i * D + c], hcol[c], inter);
             o[((size_t)(c0 + i) * hq + h) * D + e] = scale * (intra + pw[i + 1] * inter);
