@@ -193,19 +193,21 @@ def lightning_intra(q: cm.ptr[f32], kt: cm.ptr[f32], decay_mask: cm.ptr[f32], po
     h = cm.thread_id(1)
     g = h // group
     c0 = chunk * C
-    k_tile = cm.load(kt, g * D * padded + c0, (D, C), padded)
     for i0 in range(0, C, M):
-        qt = load_rows(q, c0 + i0, n, hq * D, h * D, 1.0, M, D)
-        cm.store(qp, (h * padded + c0 + i0) * D, qt, D)
-        s = cm.dpas(cm.zeros(matrix[f32, M, C]), qt, k_tile)
+        at = (h * padded + c0 + i0) * D
+        cm.store(qp, at, load_rows(q, c0 + i0, n, hq * D, h * D, 1.0, M, D), D)
+        s = cm.dpas(cm.zeros(matrix[f32, M, C]), cm.load(qp, at, (M, D), D),       # both operands
+                    cm.load(kt, g * D * padded + c0, (D, C), padded))              # from memory
         s = s * cm.load(decay_mask, (h * C + i0) * C, (M, C), C)
         cm.store(p_out, ((h * n_chunks + chunk) * C + i0) * C, s, C)
     length = cm.min(C, n - c0)
     jj = cm.iota(i32, C)
     weights = cm.gather(powers, h * (C + 1) + length - 1 - jj, jj < length)      # lambda^(L-1-j), 0 past L
-    for r in cm.static_range(D):
-        k_tile[r] = k_tile[r] * weights
-    cm.store(ktw, h * D * padded + c0, k_tile, padded)
+    for r0 in cm.static_range(0, D, 16):
+        rows = cm.load(kt, (g * D + r0) * padded + c0, (16, C), padded)
+        for r in cm.static_range(16):
+            rows[r] = rows[r] * weights
+        cm.store(ktw, (h * D + r0) * padded + c0, rows, padded)
 
 
 @cm.kernel(simd=16)
