@@ -4,7 +4,7 @@
     python -m examples.attention.build_package [attention.cmpkg]   # build, load, check
 
 ``PACKAGE_SPECS`` lists the specializations to ship: head dims 64 and 128, causal and
-not, 8 query rows and 64 keys per CM thread.  ``dense_attention(pkg, q, k, v)`` below
+not, 4 query rows and 64 keys per CM thread.  ``dense_attention(pkg, q, k, v)`` below
 runs attention from a loaded package with nothing but numpy and the cmlang runtime: no
 kernel source, no compiler, no llvmlite (a machine that only runs models needs no more).
 """
@@ -18,7 +18,7 @@ import numpy as np
 import cmlang as cm
 from cmlang.examples.attention import kernels  # works in a checkout and when installed
 
-ROWS, KEYS = 8, 64          # query rows and keys per CM thread (the tile)
+ROWS, KEYS = 4, 64          # query rows and keys per CM thread (the tile)
 HEAD_DIMS = (64, 128)
 LOG2E = 1.4426950408889634
 

@@ -9,7 +9,7 @@ from .layout import F32, empty, pack_kv, round_up, softmax_scale, to_device
 from .reference import dense_attention_reference  # noqa: F401  (beside the kernel, as documented)
 
 
-def dense_attention(q, k, v, causal=True, *, rows=8, keys=64):
+def dense_attention(q, k, v, causal=True, *, rows=4, keys=64):
     """o[t, h] = softmax_{j <= t}(q[t, h] . k[j, h // G] / sqrt(d)) @ v[., h // G]  (all j
     when not causal).  q [N, Hq, d], k and v [N, Hkv, d]; returns float32 [N, Hq, d].
     ``rows`` query rows and ``keys`` keys make one tile of a CM thread."""
