@@ -84,6 +84,10 @@ class Benchmark:
     atol: float = 1e-4
     check: Callable | None = None
     size_label: Callable = field(default=lambda params: "x".join(str(v) for v in params.values()))
+    group: str = ""             # a name selecting this benchmark together with others
+
+    def __hash__(self):
+        return id(self)
 
     def verify(self, got, expected) -> str | None:
         """None when ``got`` matches ``expected``, else what is wrong."""
@@ -276,14 +280,19 @@ def load_benchmarks(report=print) -> list:
 
 
 def select(benchmarks, names) -> list:
+    """The benchmarks named (in the order given), where a name may also be a group
+    (``attention``: every benchmark whose ``group`` is that), each benchmark once."""
     if not names:
         return benchmarks
-    by_name = {b.name: b for b in benchmarks}
+    by_name = {b.name: [b] for b in benchmarks}
+    for b in benchmarks:
+        if b.group and b.group not in by_name:
+            by_name[b.group] = [x for x in benchmarks if x.group == b.group]
     unknown = [n for n in names if n not in by_name]
     if unknown:
         raise SystemExit(f"cmlang bench: unknown benchmark(s) {', '.join(unknown)}; "
                          f"available: {', '.join(by_name)}")
-    return [by_name[n] for n in names]
+    return list(dict.fromkeys(b for n in names for b in by_name[n]))
 
 
 # ---------------------------------------------------------------------------

@@ -141,3 +141,20 @@ def test_cli_rejects_unknown_names():
     proc = subprocess.run([sys.executable, "-m", "cmlang.cli", "bench", "nosuch"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "unknown benchmark(s) nosuch" in proc.stderr
+
+
+def test_select_takes_names_and_groups():
+    def make(name, group=""):
+        return bench.Benchmark(name, "", {}, None, None, {}, group=group)
+    a, b, c = make("sgemm"), make("attn-dense", "attention"), make("attn-rope", "attention")
+    everything = [a, b, c]
+    assert bench.select(everything, []) == everything
+    assert bench.select(everything, ["attention"]) == [b, c]
+    assert bench.select(everything, ["attn-rope", "attention", "sgemm"]) == [c, b, a]   # each once
+    with pytest.raises(SystemExit, match="unknown benchmark.*attn; available: sgemm, attn-dense, attn-rope, attention"):
+        bench.select(everything, ["attn"])
+
+
+def test_attention_benchmarks_form_the_attention_group():
+    names = [b.name for b in bench.select(bench.load_benchmarks(), ["attention"])]
+    assert names == ["attn-dense", "attn-lightning", "attn-infllmv2", "attn-rope", "attn-rmsnorm"]

@@ -1,7 +1,7 @@
 """Benchmarks of the attention examples for ``cmlang bench`` (this module's ``benchmarks``),
 also runnable on their own:
 
-    cmlang bench attn-dense attn-lightning attn-infllmv2 attn-rope attn-rmsnorm [--size quick]
+    cmlang bench attention [--size quick]     (or any of attn-dense attn-lightning attn-infllmv2 attn-rope attn-rmsnorm)
     python -m examples.attention.bench [--size quick|full] [--repeat 3] [--sparse-vs-dense 32768]
 
 Implementations: ``cmlang`` (this package), ``opencl-simt`` (``simt.py``, the baseline of
@@ -167,6 +167,8 @@ rmsnorm_benchmark = Benchmark(
     bytes=lambda p: 2 * 4 * p["n"] * p["h"] * p["d"], rtol=1e-4, atol=1e-5, size_label=_size_label)
 
 benchmarks = [dense_benchmark, lightning_benchmark, infllm_benchmark, rope_benchmark, rmsnorm_benchmark]
+for _bench in benchmarks:
+    _bench.group = "attention"       # `cmlang bench attention` runs them all
 
 
 # --------------------------------------------------------------------------- sparse vs dense
