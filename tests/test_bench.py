@@ -158,3 +158,11 @@ def test_select_takes_names_and_groups():
 def test_attention_benchmarks_form_the_attention_group():
     names = [b.name for b in bench.select(bench.load_benchmarks(), ["attention"])]
     assert names == ["attn-dense", "attn-lightning", "attn-infllmv2", "attn-rope", "attn-rmsnorm"]
+
+
+def test_copy_bandwidth_probe_reports_read_plus_write():
+    from examples.attention.bench import copy_bandwidth
+    lines = []
+    gbs = copy_bandwidth(1 << 16, repeat=2, report=lines.append)
+    assert gbs > 0 and len(lines) == 1
+    assert lines[0].startswith("OpenCL C copy of 0.2 MiB") and f"{gbs:.1f} GB/s (read + write)" in lines[0]

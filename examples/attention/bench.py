@@ -2,7 +2,7 @@
 also runnable on their own:
 
     cmlang bench attention [--size quick]     (or any of attn-dense attn-lightning attn-infllmv2 attn-rope attn-rmsnorm)
-    python -m examples.attention.bench [--size quick|full] [--repeat 3] [--sparse-vs-dense 32768]
+    python -m examples.attention.bench [--size quick|full] [--repeat 3] [--sparse-vs-dense 32768] [--bandwidth]
 
 Implementations: ``cmlang`` (this package), ``opencl-simt`` (``simt.py``, the baseline of
 every ratio), ``numpy`` (float32, blocked BLAS), ``torch`` (scaled_dot_product_attention,
@@ -202,6 +202,30 @@ def sparse_vs_dense(n: int, hq=8, hkv=1, d=128, repeat=1, report=print):
     return times
 
 
+COPY_KERNEL = """
+__kernel void copy(__global const float4 *src, __global float4 *dst) {
+    dst[get_global_id(0)] = src[get_global_id(0)];
+}
+"""
+
+
+def copy_bandwidth(n_floats: int, repeat: int = 5, report=print) -> float:
+    """GB/s (read + write) of a plain OpenCL C copy of n_floats, best of ``repeat``: the
+    ceiling for a kernel that streams as many bytes (RoPE, RMSNorm)."""
+    import cmlang.runtime as runtime
+    from cmlang.bench import event_seconds, opencl_kernel, to_buffer
+    device = runtime.get_device()
+    kernel = opencl_kernel(device, COPY_KERNEL, "copy")
+    n_floats -= n_floats % 4
+    src = to_buffer(device, np.ones(n_floats, np.float32))
+    dst = to_buffer(device, np.empty(n_floats, np.float32), copy=False)
+    kernel(device.queue, (n_floats // 4,), None, src, dst).wait()      # first touch of dst
+    best = min(event_seconds([kernel(device.queue, (n_floats // 4,), None, src, dst)]) for _ in range(repeat))
+    gbs = 2 * 4 * n_floats / best * 1e-9
+    report(f"OpenCL C copy of {4 * n_floats / 2**20:.1f} MiB: {best * 1e3:.2f} ms, {gbs:.1f} GB/s (read + write)")
+    return gbs
+
+
 def main(argv=None):
     from cmlang import bench as harness
     import cmlang.runtime as runtime
@@ -211,6 +235,8 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--impl", action="append")
     parser.add_argument("--sparse-vs-dense", type=int, metavar="N", help="also compare at this length")
+    parser.add_argument("--bandwidth", action="store_true",
+                        help="also time a plain copy of the RoPE/RMSNorm input size (the memory-bound ceiling)")
     args = parser.parse_args(argv)
     device = runtime.get_device()
     print(f"device: {device.name} [{device.platform}]; sizes: {args.size}; median of {args.repeat} runs")
@@ -224,6 +250,9 @@ def main(argv=None):
             print(f"{r.status}: {r.kernel} {r.impl}: {r.note}")
     if args.sparse_vs_dense:
         sparse_vs_dense(args.sparse_vs_dense)
+    if args.bandwidth:
+        params = _NORM_SIZES[args.size]
+        copy_bandwidth(params["n"] * params["h"] * params["d"])
 
 
 if __name__ == "__main__":
