@@ -28,7 +28,8 @@ reduce axis=0, C % simd == 0                lane-local only
 reduce axis=0/1, C divides simd             lane-local + ``shuffle_xor`` butterfly (segments)
 dpas, N % simd == 0                         a[m,k] broadcast + one fma per slot of b's row
 dpas, >= 256 slot FMAs, b a 2-D load        a loop over k that loads b's row k where it is
-                                            used (no K-fold unrolled body)
+                                            used (no K-fold unrolled body); a a 2-D load
+                                            too: a[m,k] is one uniform scalar load
 load / store, full slots                    sub-group block read/write (32-bit, aligned),
                                             else per-lane contiguous access
 load / store, partial slot                  clamped index / store under ``lane < rem``
