@@ -141,16 +141,11 @@ def event_seconds(events) -> float:
     """Device time of launches (waits for them): the sum of their profiled run
     times.  Takes cmlang launch results (``.seconds``) and pyopencl events.
     NaN when a launch ran in the interpreter (CMLANG_INTERPRET=1): no device time."""
-    total = 0.0
-    for launched in events:
-        if launched is None:                      # interpreted: nothing ran on a device
-            return math.nan
-        if hasattr(launched, "profile"):          # a pyopencl event
-            launched.wait()
-            total += (launched.profile.end - launched.profile.start) * 1e-9
-        else:
-            total += launched.seconds
-    return total
+    from cmlang.runtime.profiling import event_seconds as seconds_of
+    events = list(events)
+    if any(launched is None for launched in events):   # interpreted: nothing ran on a device
+        return math.nan
+    return sum(seconds_of(launched) for launched in events)
 
 
 def span_seconds(queue, enqueue) -> float:
