@@ -18,8 +18,10 @@ def scan_tile(d: int, heads: int, chunk: int) -> tuple:
     16 lanes (rows x columns = 256), as wide as possible (each a[m, k] broadcast feeds
     columns/16 FMAs: on the CPU runtime 2 x 128 ran the d=128 scan 1.35x faster than 8 x 32)
     while the heads still make 8 CM threads."""
-    width = column_tile(d) if d % 16 else next(w for w in (128, 64, 32, 16) if d % w == 0 and (
-        w == 16 or d // w * heads >= 8))
+    if d % 16:
+        width = d                               # one tile spans the state's columns
+    else:
+        width = next(w for w in (128, 64, 32, 16) if d % w == 0 and (d // w * heads >= 8 or w == 16))
     return math.gcd(chunk, max(1, 256 // width)), width
 
 
