@@ -200,6 +200,8 @@ def test_rope(rng):
     x = rng.standard_normal((20, 3, 16)).astype(np.float32)
     assert_close(att.rope(x), ref.rope_reference(x))
     assert_close(att.rope(x[:, 0], theta=500.0, offset=1000), ref.rope_reference(x[:, 0], theta=500.0, offset=1000))
+    wide = rng.standard_normal((5, 12, 64)).astype(np.float32)     # heads in blocks of 4 (gcd(12, 8))
+    assert_close(att.rope(wide), ref.rope_reference(wide))
 
 
 def test_rmsnorm(rng):

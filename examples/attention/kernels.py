@@ -400,18 +400,23 @@ def infllm_attend(q: cm.ptr[f32], kt: cm.ptr[f32], vp: cm.ptr[f32], selected: cm
 # --------------------------------------------------------------------------- RoPE / RMSNorm
 
 @cm.kernel(simd=16)
-def rope_kernel(x: cm.ptr[f32], cos_t: cm.ptr[f32], sin_t: cm.ptr[f32], out: cm.ptr[f32], heads: i32,
-                HALF: cm.constexpr):
-    """NeoX rotation of every head of token t: [x1 c - x2 s, x2 c + x1 s]."""
+def rope_kernel(x: cm.ptr[f32], cos_t: cm.ptr[f32], sin_t: cm.ptr[f32], out: cm.ptr[f32],
+                HEADS: cm.constexpr, HALF: cm.constexpr, HB: cm.constexpr):
+    """NeoX rotation of every head of token t: [x1 c - x2 s, x2 c + x1 s], HB heads (rows of
+    2*HALF) per 2-D block load and store (HB divides HEADS)."""
     t = cm.thread_id(0)
     c = cm.load(cos_t, t * HALF, HALF)
     s = cm.load(sin_t, t * HALF, HALF)
-    for h in range(heads):
-        at = (t * heads + h) * 2 * HALF
-        x1 = cm.load(x, at, HALF)
-        x2 = cm.load(x, at + HALF, HALF)
-        cm.store(out, at, x1 * c - x2 * s)
-        cm.store(out, at + HALF, x2 * c + x1 * s)
+    for h0 in cm.static_range(0, HEADS, HB):
+        at = (t * HEADS + h0) * 2 * HALF
+        rows = cm.load(x, at, (HB, 2 * HALF), 2 * HALF)
+        rotated = cm.zeros(matrix[f32, HB, 2 * HALF])
+        for h in cm.static_range(HB):
+            x1 = rows[h, 0:HALF]
+            x2 = rows[h, HALF:2 * HALF]
+            rotated[h, 0:HALF] = x1 * c - x2 * s
+            rotated[h, HALF:2 * HALF] = x2 * c + x1 * s
+        cm.store(out, at, rotated, 2 * HALF)
 
 
 @cm.kernel(simd=16)

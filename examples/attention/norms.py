@@ -1,6 +1,8 @@
 """RoPE (NeoX style) and RMSNorm in cmlang, as SALA's linear layers apply them to q and k."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import kernels
@@ -22,7 +24,7 @@ def rope(x, theta=1e4, offset=0):
     heads = x.shape[1] if x.ndim == 3 else 1
     out = empty(x.shape)
     kernels.rope_kernel[n](to_device(x), to_device(cos.astype(F32)), to_device(sin.astype(F32)), out,
-                           heads, d // 2)
+                           heads, d // 2, math.gcd(heads, 8))
     return out.numpy()
 
 
