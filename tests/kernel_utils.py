@@ -1,4 +1,5 @@
-"""Helpers for tests that compile one kernel body for several dtypes and simd widths."""
+"""Helpers for tests that compile one kernel body for several dtypes and simd widths, and
+for tests that launch hand-written LLVM IR."""
 import types
 
 import numpy as np
@@ -27,3 +28,21 @@ def random_array(rng, t, n, lo=-50, hi=50):
     if t.is_float:
         return rng.uniform(lo, hi, n).astype(np_dtype(t))
     return rng.integers(lo, hi, n).astype(np_dtype(t))
+
+
+def _emit_spirv(ir: str, extensions: str) -> bytes:
+    import llvmlite.binding as llvm
+    llvm.initialize_all_targets()
+    llvm.initialize_all_asmprinters()
+    if extensions:
+        llvm.set_option("", "--spirv-ext=" + extensions)
+    machine = llvm.Target.from_triple("spirv64-unknown-unknown").create_target_machine()
+    return machine.emit_object(llvm.parse_assembly(ir))
+
+
+def spirv_from_ir(ir: str, extensions: str = "") -> bytes:
+    """SPIR-V of hand-written LLVM IR, emitted in a forked child as cmlang itself does:
+    after earlier in-process uses of LLVM's SPIR-V backend, the test process once emitted a
+    corrupt module (an id defined twice) that the driver ran as a kernel doing nothing."""
+    from cmlang.forked import call_in_child
+    return call_in_child(_emit_spirv, ir, extensions)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import cmlang as cm
+from kernel_utils import spirv_from_ir
 from cmlang import constexpr, f32, f64, i32, ptr
 from cmlang.errors import CompileError, LaunchError
 from cmlang.kernel import CompiledKernel, Kernel
@@ -46,11 +47,7 @@ entry:
 @functools.lru_cache(maxsize=None)
 def spirv_of(name, t="float", op="fadd"):
     """SPIR-V of ``y[i] = a * x[i] (op) y[i]``, one element per work-item."""
-    import llvmlite.binding as llvm
-    llvm.initialize_all_targets()
-    llvm.initialize_all_asmprinters()
-    module = llvm.parse_assembly(_IR.format(name=name, t=t, op=op))
-    return llvm.Target.from_triple("spirv64-unknown-unknown").create_target_machine().emit_object(module)
+    return spirv_from_ir(_IR.format(name=name, t=t, op=op))
 
 
 def hand_made(kernel, constexprs, elem, op):

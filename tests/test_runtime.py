@@ -15,6 +15,7 @@ from cmlang.runtime import (
 from cmlang.runtime import device as device_module
 from cmlang.runtime import launcher
 from cmlang.runtime.binary import KernelBinary, Param
+from kernel_utils import spirv_from_ir
 from cmlang.types import (
     PtrType, bf16, bool_, f16, f32, f64, i8, i16, i32, i64, u8, u16, u32, u64,
 )
@@ -110,13 +111,7 @@ def sizes_ir():
 
 @pytest.fixture(scope="module")
 def spirv():
-    import llvmlite.binding as llvm
-    llvm.initialize_all_targets()
-    llvm.initialize_all_asmprinters()
-    llvm.set_option("", "--spirv-ext=+SPV_INTEL_subgroups")
-    ir = IR_HEADER + SAXPY + ROTATE + scalars_ir() + sizes_ir()
-    machine = llvm.Target.from_triple("spirv64-unknown-unknown").create_target_machine()
-    return machine.emit_object(llvm.parse_assembly(ir))
+    return spirv_from_ir(IR_HEADER + SAXPY + ROTATE + scalars_ir() + sizes_ir(), "+SPV_INTEL_subgroups")
 
 
 def ptr(name, elem=f32, writes=False, min_elems=0):
