@@ -9,8 +9,11 @@ of values ``matrix[f32, KB, D]``, loaded with 2-D block loads; matrix products a
 
 Layouts: the user's q/k/v are [N, H, d] (token-major).  K is packed once into
 transposed, zero-padded, head-major form kt [Hkv, d, Np] (columns are keys, so a
-key tile is one block load and the right operand of dpas) and V into vp [Hkv, Np, d].
-Query rows are read from the user's layout with per-row loads guarded by ``t < n``.
+key tile is one block load and the right operand of dpas), V into vp [Hkv, Np, d] and,
+where a kernel streams them, the queries into qs/qp [Hq, Np, d].  A dpas whose operands
+are loads used only there runs as a loop over k reading them from memory (see the
+README's "Operands in memory"), so kernels load operands right before the dpas.
+Outputs go to the user's layout with per-row stores guarded by ``t < n``.
 """
 from __future__ import annotations
 
