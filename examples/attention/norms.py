@@ -1,9 +1,12 @@
 """RoPE (NeoX style) and RMSNorm in cmlang, as SALA's linear layers apply them to q and k."""
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
+
+import cmlang.runtime as rt
 
 from . import kernels
 from .checks import check_positive_int, float_array
@@ -11,20 +14,28 @@ from .layout import F32, empty, to_device
 from .reference import rope_reference, rmsnorm_reference, rope_tables  # noqa: F401
 
 
+@functools.lru_cache(maxsize=8)
+def _device_tables(n: int, d: int, theta: float, offset: int, device) -> tuple:
+    """cos and sin [n, d/2] as float32 device arrays, kept for the next call with the same
+    positions (the q and k of a layer, every layer of a stack)."""
+    cos, sin = rope_tables(n, d, theta, offset)        # checks that d is even
+    return rt.to_device(cos.astype(F32), device), rt.to_device(sin.astype(F32), device)
+
+
 def rope(x, theta=1e4, offset=0):
     """Rotary embedding, NeoX halves, of x [N, H, d] (or [N, d]) at positions offset..offset+N-1.
     The cos/sin tables are computed on the host in float64 (angles reach 1e4+ radians, too
-    many for float32 arguments) and applied by the kernel."""
+    many for float32 arguments), kept on the device for later calls, and applied by the
+    kernel."""
     x = float_array(x, "x", F32, (2, 3))
     check_positive_int(offset, "offset", 0)
     n, d = x.shape[0], x.shape[-1]
-    cos, sin = rope_tables(n, d, theta, offset)        # checks that d is even
+    cos, sin = _device_tables(n, d, float(theta), int(offset), rt.get_device())
     if x.size == 0:
         return x.copy()
     heads = x.shape[1] if x.ndim == 3 else 1
     out = empty(x.shape)
-    kernels.rope_kernel[n](to_device(x), to_device(cos.astype(F32)), to_device(sin.astype(F32)), out,
-                           heads, d // 2, math.gcd(heads, 8))
+    kernels.rope_kernel[n](to_device(x), cos, sin, out, heads, d // 2, math.gcd(heads, 8))
     return out.numpy()
 
 
