@@ -202,6 +202,10 @@ def test_rope(rng):
     assert_close(att.rope(x[:, 0], theta=500.0, offset=1000), ref.rope_reference(x[:, 0], theta=500.0, offset=1000))
     wide = rng.standard_normal((5, 12, 64)).astype(np.float32)     # heads in blocks of 4 (gcd(12, 8))
     assert_close(att.rope(wide), ref.rope_reference(wide))
+    from cmlang.examples.attention.norms import _device_tables
+    hits = _device_tables.cache_info().hits
+    assert_close(att.rope(wide * 2), ref.rope_reference(wide * 2))  # same positions: tables reused
+    assert _device_tables.cache_info().hits == hits + 1
 
 
 def test_rmsnorm(rng):
