@@ -21,6 +21,10 @@ sha256 of the body, then the body.  Entries are written to a temporary file and
 renamed into place, so concurrent processes never see a partial one; an entry that
 does not parse or whose checksum does not match is deleted and rebuilt.
 
+The two stores together are kept under ``CMLANG_CACHE_MAX_MB`` (default 2048): a write
+that takes them over it deletes the least recently used entries (reads refresh an
+entry's modification time) down to 90% of the limit.
+
 ``CMLANG_CACHE=0`` switches both stores off.  This module loads only the standard
 library and cmlang.kernel (itself light), never the front end, codegen or llvmlite.
 """
@@ -47,6 +51,8 @@ KERNELS = "kernels"
 DEVICE_BINARIES = "device-binaries"
 DISABLE_ENV = "CMLANG_CACHE"
 DIR_ENV = "CMLANG_CACHE_DIR"
+MAX_MB_ENV = "CMLANG_CACHE_MAX_MB"
+DEFAULT_MAX_MB = 2048
 
 
 class CorruptEntry(Exception):
@@ -67,6 +73,16 @@ def cache_root() -> str:
         return explicit
     import platformdirs
     return platformdirs.user_cache_dir("cmlang")
+
+
+def max_bytes() -> int:
+    """The size the stores are kept under (``CMLANG_CACHE_MAX_MB``, MiB)."""
+    raw = os.environ.get(MAX_MB_ENV, "")
+    try:
+        mb = float(raw) if raw.strip() else DEFAULT_MAX_MB
+    except ValueError:
+        raise ValueError(f"{MAX_MB_ENV}={raw!r} is not a number of MiB") from None
+    return int(mb * 2**20)
 
 
 def store_dir(store: str) -> str:
@@ -124,19 +140,64 @@ def read_entry(path: str):
     except OSError:
         return None
     try:
-        return unpack_entry(blob)
+        sections = unpack_entry(blob)
     except CorruptEntry:
         _remove(path)
         return None
+    try:
+        os.utime(path)          # used now: the eviction order is least recently used first
+    except OSError:
+        pass                    # a read-only cache still serves hits
+    return sections
 
 
 def write_entry(path: str, sections: dict) -> bool:
-    """Write an entry atomically; False (and nothing written) when the disk refuses."""
+    """Write an entry atomically; False (and nothing written) when the disk refuses.
+    Then evict the least recently used entries if the stores are over ``max_bytes()``."""
     try:
         write_atomically(path, pack_entry(sections))
-        return True
     except OSError:
         return False  # a read-only or full cache disk must not break compilation
+    evict(max_bytes(), keep=path)
+    return True
+
+
+def evict(limit: int, keep: str | None = None) -> int:
+    """If the stores hold more than ``limit`` bytes, delete least recently used entries
+    (a kernel entry with its LLVM IR side file) down to 90% of it, never the one at
+    ``keep``; returns how many went.  Safe against other processes doing the same."""
+    units = {}                                   # stem path -> [size, last use]
+    for store in (KERNELS, DEVICE_BINARIES):
+        try:
+            files = list(os.scandir(store_dir(store)))
+        except OSError:
+            continue
+        for f in files:
+            if not f.name.endswith((ENTRY_SUFFIX, LLVM_IR_SUFFIX)):
+                continue
+            try:
+                st = f.stat()
+            except OSError:
+                continue                          # evicted meanwhile by another process
+            unit = units.setdefault(os.path.splitext(f.path)[0], [0, 0.0])
+            unit[0] += st.st_size
+            if f.name.endswith(ENTRY_SUFFIX):
+                unit[1] = st.st_mtime             # a lone side file keeps 0: oldest
+    total = sum(size for size, _ in units.values())
+    if total <= limit:
+        return 0
+    kept = os.path.splitext(keep)[0] if keep else None
+    removed = 0
+    for stem, (size, _) in sorted(units.items(), key=lambda item: item[1][1]):
+        if total <= 0.9 * limit:
+            break
+        if stem == kept:
+            continue
+        _remove(stem + ENTRY_SUFFIX)              # the entry first: an entry implies its side file
+        _remove(stem + LLVM_IR_SUFFIX)
+        total -= size
+        removed += 1
+    return removed
 
 
 def write_atomically(path: str, data: bytes) -> None:
@@ -545,7 +606,7 @@ def _device_identity(cl_device) -> str:
 
 def info() -> dict:
     """Where the cache is and what it holds (bytes include the LLVM IR side files)."""
-    out = {"dir": cache_root(), "enabled": enabled()}
+    out = {"dir": cache_root(), "enabled": enabled(), "max_bytes": max_bytes()}
     for store in (KERNELS, DEVICE_BINARIES):
         folder = store_dir(store)
         names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -239,7 +240,7 @@ def test_cli_cache_info_and_clear(project, cache_dir, capsys):
     load_project_kernel(project).compile(N=16)
     assert main(["cache", "info", "--list"]) == 0
     out = capsys.readouterr().out
-    assert f"cache dir: {cache_dir}  [on]" in out
+    assert f"cache dir: {cache_dir}  [on; kept under 2048 MiB, CMLANG_CACHE_MAX_MB]" in out
     assert "compiled kernels       1 entries" in out and ".affine" in out
     [entry] = kernel_entries(cache_dir)
     sections = cache.read_entry(str(entry))
@@ -253,6 +254,33 @@ def test_cli_cache_info_and_clear(project, cache_dir, capsys):
     assert main(["cache", "clear"]) == 0
     assert "removed 1 cache entry" in capsys.readouterr().out
     assert kernel_entries(cache_dir) == []
+
+
+def test_least_recently_used_entries_go_when_the_cache_is_over_its_limit(cache_dir, monkeypatch):
+    def put(store, name, nbytes, age):
+        path = cache.entry_path(store, name)
+        assert cache.write_entry(path, {"data": b"x" * nbytes})
+        os.utime(path, (time.time() - age, time.time() - age))
+        return path
+    mib = 2**20
+    old_kernel = put(cache.KERNELS, "old", mib, age=300)
+    side = cache.llvm_ir_path("old")
+    assert cache.write_entry(side, {"llvm_ir": b"y" * mib})     # goes with its entry
+    used = put(cache.DEVICE_BINARIES, "used", mib, age=200)
+    newer = put(cache.KERNELS, "newer", mib, age=100)
+    assert cache.read_entry(used) is not None                   # a hit makes it the most recent
+    monkeypatch.setenv(cache.MAX_MB_ENV, "2.5")
+    assert cache.info()["max_bytes"] == int(2.5 * mib)
+    fresh = put(cache.KERNELS, "fresh", mib, age=0)              # 5 MiB now: evict down to 2.25
+    assert not os.path.exists(old_kernel) and not os.path.exists(side)
+    assert not os.path.exists(newer)
+    assert os.path.exists(used) and os.path.exists(fresh)
+    monkeypatch.setenv(cache.MAX_MB_ENV, "0.5")                 # smaller than one entry:
+    assert cache.write_entry(fresh, {"data": b"z" * mib})        # the one just written stays
+    assert os.path.exists(fresh) and not os.path.exists(used)
+    monkeypatch.setenv(cache.MAX_MB_ENV, "lots")
+    with pytest.raises(ValueError, match="CMLANG_CACHE_MAX_MB='lots' is not a number of MiB"):
+        cache.max_bytes()
 
 
 # --- driver binaries ----------------------------------------------------------------
