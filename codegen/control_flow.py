@@ -12,6 +12,7 @@ from llvmlite import ir
 
 from cmlang.errors import CompileError
 from cmlang.ir.core import Value
+from cmlang.types import VectorType
 from cmlang.ir.ops import BINARY, UNARY, IDS
 
 from .memory import constant_value
@@ -37,10 +38,12 @@ class StructuredControlFlow:
         Adds ``value`` (shaped like ``phi_value``) as the incoming value from ``block`` to
         every phi inside ``phi_value``.
     ``_visibly_uniform(value)`` (optional; the default returns ``value``)
-        A ``for`` loop's scalar bound or step in a form the target's compiler can see is
-        the same in every lane. Scalars are uniform by the execution model, but a
-        compiler that vectorizes across lanes cannot always prove it, and then runs the
-        whole loop under a lane mask.
+        A ``for`` loop's scalar bound or step, or a ``while`` condition computed with a
+        scalar min/max/abs, in a form the target's compiler can see is the same in every
+        lane. Scalars are uniform by the execution model, but a compiler that vectorizes
+        across lanes cannot always prove it, and then runs the whole loop under a lane
+        mask. (Other while conditions are left alone: a convergent call in the loop
+        header stops LLVM from rotating the loop.)
     """
 
     def lower_kernel_body(self):
@@ -184,6 +187,8 @@ class StructuredControlFlow:
         self._add_incoming(carried, init, pre)
         cond_op = self.lower_block(before, carried)
         c, *passed = self.operands(cond_op)
+        if _computes_scalar_min_max_abs(before):
+            c = self._visibly_uniform(c)
         b.cbranch(c, body_bb, exit_bb)
         b.position_at_end(body_bb)
         nxt = self._yielded(self.lower_block(after, passed))
@@ -192,3 +197,14 @@ class StructuredControlFlow:
         self._add_incoming(carried, nxt, latch)
         b.position_at_end(exit_bb)
         return self._results(op, passed)
+
+
+def _computes_scalar_min_max_abs(block) -> bool:
+    """Whether a block computes a scalar min, max or abs (which the optimizer may turn into
+    a builtin call whose result a vectorizing compiler takes as per-lane)."""
+    for op in block.ops:
+        if op.opcode in ("min", "max", "abs") and op.results and not isinstance(op.results[0].type, VectorType):
+            return True
+        if any(_computes_scalar_min_max_abs(inner) for inner in op.blocks):
+            return True
+    return False

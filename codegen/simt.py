@@ -38,8 +38,8 @@ load2d / store2d, gather / scatter          per-lane addresses (masked lanes bra
 atomic                                      per-lane ``atomicrmw`` / ``cmpxchg``; scalar
                                             offset: lane 0 only, result broadcast
 barrier / fence                             ``barrier(CLK_LOCAL|GLOBAL)`` / OpMemoryBarrier
-for with a computed bound or step           bound/step ``sub_group_broadcast`` from lane 0
-                                            first (visibly uniform to the CPU vectorizer)
+for with a computed bound or step,          bound/step (condition) ``sub_group_broadcast``
+while with a scalar min/max/abs condition   from lane 0 (visibly uniform to the CPU vectorizer)
 thread_id(0), local_id(0)                   get_*_id(0) of lane 0 (broadcast) / simd
 ==========================================  ================================================
 """
@@ -317,13 +317,14 @@ class KernelLowering(RegionLowering, MemoryLowering, StructuredControlFlow):
         return self.b.phi(template.type)
 
     def _visibly_uniform(self, x):
-        """A loop bound or step taken from lane 0. A scalar computed through an OpenCL
-        builtin looks per-lane to the CPU runtime's vectorizer (LLVM's smin/umin/abs/minnum
-        become OpenCL ``min``/``abs``/``fmin``, also where the optimizer forms them from a
-        user's ``if`` clamp), which then runs the whole loop under a lane mask, about 2x
-        slower; a broadcast's result is uniform to it. Constants and kernel arguments
-        already are. (Not done for ``while`` conditions: a convergent call in the loop
-        header stops LLVM from rotating the loop and computing its trip count.)"""
+        """A loop bound or step (or a while condition made with a scalar min/max/abs)
+        taken from lane 0. A scalar computed through an OpenCL builtin looks per-lane to
+        the CPU runtime's vectorizer (LLVM's smin/umin/abs/minnum become OpenCL
+        ``min``/``abs``/``fmin``, also where the optimizer forms them from a user's ``if``
+        clamp), which then runs the whole loop under a lane mask, about 2x slower; a
+        broadcast's result is uniform to it. Constants and kernel arguments already are.
+        (Other while conditions are left alone: a convergent call in the loop header
+        stops LLVM from rotating the loop and computing its trip count.)"""
         if isinstance(x, (ir.Constant, ir.Argument)):
             return x
         return self.uniform_from_lane0(x)

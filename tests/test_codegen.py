@@ -850,6 +850,41 @@ def test_loop_bound_from_scalar_min_is_broadcast_from_lane_0():
     assert llvm_ir.count("sub_group_broadcast") == 3, llvm_ir
 
 
+def test_while_condition_with_a_scalar_min_is_broadcast_from_lane_0():
+    """while i < min(n, tid + 2): the condition reaches the branch through a sub-group
+    broadcast (else the CPU vectorizer runs the loop masked); while i < n gets none."""
+    import cmlang as cm
+
+    def counting(bounded):
+        def kernel(out: cm.ptr[i32], n: i32):
+            t = cm.thread_id(0)
+            acc = cm.zeros(cm.vector[i32, 16])
+            i = 0
+            if bounded:
+                while i < cm.min(n, t + 2):
+                    acc += i
+                    i += 1
+            else:
+                while i < n:
+                    acc += i
+                    i += 1
+            cm.store(out, t * 16, acc)
+        kernel.__name__ = f"count_{'bounded' if bounded else 'plain'}"
+        return cm.kernel(simd=16)(kernel)
+
+    for bounded in (True, False):
+        k = counting(bounded)
+        out = np.zeros(4 * 16, np.int32)
+        k[4](out, 4)
+        bounds = [min(4, t + 2) if bounded else 4 for t in range(4)]
+        np.testing.assert_array_equal(out.reshape(4, 16), [[b * (b - 1) // 2] * 16 for b in bounds])
+        llvm_ir = k.compile().llvm_ir
+        broadcast_branch = re.search(r"(%[\w.]+) = tail call spir_func i32 @_Z19sub_group_broadcastjj\(i32 [^,]+, "
+                                     r"i32 0\)\n\s*(%[\w.]+) = trunc i32 \1 to i1\n\s*br i1 \2, label %while\.body",
+                                     llvm_ir)
+        assert bool(broadcast_branch) == bounded, llvm_ir
+
+
 @pytest.mark.parametrize("simd", [8, 32])
 def test_simd_widths_end_to_end(simd):
     """A kernel mixing loads, regions, a reduction and a dpas at each lane count."""

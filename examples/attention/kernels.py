@@ -27,9 +27,9 @@ K_CHUNK = 16              # the K of each dpas: a product over d or over keys ru
                           # so one slice of the right operand is live at a time (register pressure)
 
 # A for loop may take a bound computed with a scalar cm.min/cm.max (infllm_select does): the
-# SIMT code generator broadcasts a computed bound from lane 0, so the Intel OpenCL CPU
-# runtime's vectorizer sees it as uniform and does not predicate the loop. A while
-# condition on such a value is still predicated.
+# SIMT code generator broadcasts a computed bound (and a while condition made with a scalar
+# min/max/abs) from lane 0, so the Intel OpenCL CPU runtime's vectorizer sees it as uniform
+# and does not predicate the loop.
 
 
 # --------------------------------------------------------------------------- layout
