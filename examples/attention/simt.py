@@ -53,32 +53,21 @@ def _program(source: str, **defines) -> _Program:
     return prog
 
 
-_pools: dict = {}
-
-
 class _Buffers:
     """Device buffers for one call: uploads, outputs, and the copy back.  Buffers come
-    from a pyopencl memory pool, as cmlang's arrays do (a fresh buffer pays a page fault
-    per 4 KiB on first touch), and launches are reported to ``cmlang.runtime.profile``."""
+    from the cmlang device's allocator (its memory pool, as cmlang's arrays do: a fresh
+    buffer pays a page fault per 4 KiB on first touch), and launches are reported to
+    ``cmlang.runtime.profile``."""
 
     def __init__(self):
-        import pyopencl as cl
-        import pyopencl.tools as cl_tools
-        self.cl, self.dev = cl, _device()
-        self.ctx, self.queue = self.dev.context, self.dev.queue
-        self.pool = _pools.get(id(self.dev))
-        if self.pool is None:
-            self.pool = _pools[id(self.dev)] = cl_tools.MemoryPool(cl_tools.ImmediateAllocator(self.queue))
+        self.dev = _device()
+        self.queue = self.dev.queue
 
     def upload(self, array):
-        array = np.ascontiguousarray(array)
-        buffer = self.pool.allocate(max(array.nbytes, 4))
-        if array.nbytes:
-            self.cl.enqueue_copy(self.queue, buffer, array, is_blocking=True)
-        return buffer
+        return self.dev.upload(np.ascontiguousarray(array))
 
     def empty(self, shape, dtype=F32):
-        return self.pool.allocate(max(int(np.prod(shape)) * np.dtype(dtype).itemsize, 4))
+        return self.dev.alloc(int(np.prod(shape)) * np.dtype(dtype).itemsize)
 
     def run(self, kernel, global_size, local_size, *args):
         from cmlang.runtime import profiling
@@ -88,8 +77,7 @@ class _Buffers:
 
     def read(self, buffer, shape, dtype=F32):
         out = np.empty(shape, dtype)
-        if out.nbytes:
-            self.cl.enqueue_copy(self.queue, out, buffer, is_blocking=True)
+        self.dev.copy_to_host(out, buffer)
         return out
 
 
