@@ -86,9 +86,6 @@ class Benchmark:
     size_label: Callable = field(default=lambda params: "x".join(str(v) for v in params.values()))
     group: str = ""             # a name selecting this benchmark together with others
 
-    def __hash__(self):
-        return id(self)
-
     def verify(self, got, expected) -> str | None:
         """None when ``got`` matches ``expected``, else what is wrong."""
         if self.check is not None:
@@ -287,7 +284,8 @@ def select(benchmarks, names) -> list:
     if unknown:
         raise SystemExit(f"cmlang bench: unknown benchmark(s) {', '.join(unknown)}; "
                          f"available: {', '.join(by_name)}")
-    return list(dict.fromkeys(b for n in names for b in by_name[n]))
+    chosen = {b.name: b for n in names for b in by_name[n]}     # each once, first mention first
+    return list(chosen.values())
 
 
 # ---------------------------------------------------------------------------
