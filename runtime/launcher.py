@@ -25,7 +25,7 @@ import weakref
 import numpy as np
 
 from cmlang.errors import LaunchError
-from cmlang.types import PtrType, f32
+from cmlang.types import PtrType, bf16, f32
 
 from . import interop, profiling
 from .arrays import DeviceArray
@@ -339,7 +339,7 @@ def _int_converter(where, scalar_type):
     low, high = int(info.min), int(info.max)
 
     def convert(arg, device, copy_back):
-        if not isinstance(arg, (int, np.integer)):
+        if not isinstance(arg, (int, np.integer)) or isinstance(arg, bool):
             raise LaunchError(f"{where} takes an integer, got {type(arg).__name__} {arg!r}")
         value = int(arg)
         if not low <= value <= high:
@@ -353,18 +353,35 @@ def _float_converter(where, scalar_type):
     np_type = np.dtype(scalar_type.np_dtype).type
 
     def convert(arg, device, copy_back):
-        if not isinstance(arg, (int, float, np.integer, np.floating)):
+        if not isinstance(arg, (int, float, np.integer, np.floating)) or isinstance(arg, bool):
             raise LaunchError(f"{where} takes a number, got {type(arg).__name__} {arg!r}")
-        return np_type(arg)
+        try:
+            with np.errstate(over="ignore"):
+                value = np_type(arg)
+        except OverflowError:      # an int beyond float64
+            value = np_type(np.inf)
+        _check_finite(where, arg, np.isinf(value), scalar_type)
+        return value
 
     return convert
+
+
+def _check_finite(where, arg, became_inf, scalar_type):
+    """A finite number that rounds to infinity in the parameter's type is refused (as the
+    compiler refuses such a constant); inf and nan themselves pass."""
+    finite = isinstance(arg, (int, np.integer)) or bool(np.isfinite(arg))
+    if became_inf and finite:
+        raise LaunchError(f"{where}: {arg!r} is out of the range of {scalar_type} "
+                          f"(it would become infinity)")
 
 
 def _bf16_converter(where):
     to_f32 = _float_converter(where, f32)
 
     def convert(arg, device, copy_back):
-        return np.uint16(float_to_bf16_bits(to_f32(arg, device, copy_back)))
+        bits = float_to_bf16_bits(to_f32(arg, device, copy_back))
+        _check_finite(where, arg, (bits & 0x7FFF) == 0x7F80, bf16)
+        return np.uint16(bits)
 
     return convert
 
