@@ -118,7 +118,7 @@ class Kernel:
         from . import cache
         disk_key = cache.kernel_key(self, key, target) if cache.enabled() else None
         if disk_key is not None:
-            ck = cache.load_compiled(self, disk_key, target)
+            ck = cache.load_compiled(self, disk_key, target, self._constexpr_dict(key))
             if ck is not None:
                 return ck
         from cmlang.codegen import compile_function

@@ -92,7 +92,9 @@ def compile_to_ir(pyfn, param_types: dict, constexprs: dict, simd: int, name: st
     body = Block([t for _, t in params], [n for n, _ in params])
     fn = Function(name or pyfn.__name__, body, [n for n, _ in params], simd,
                   {k: _constexpr_value(v) for k, v in constexprs.items()}, src.file)
-    FunctionCompiler(fn, pyfn).compile_kernel(fn.constexprs)
+    compiler = FunctionCompiler(fn, pyfn)
+    compiler.compile_kernel(fn.constexprs)
+    fn.python_reads = compiler.reads.to_json()
     return fn
 
 
