@@ -18,6 +18,7 @@ front end.
 """
 from __future__ import annotations
 
+import hashlib
 import types
 
 KERNEL_ROOT = (("kernel", ""),)
@@ -134,6 +135,12 @@ def fingerprint(value) -> str:
     type, tuples item by item, functions by file, line, source and default values."""
     if isinstance(value, (tuple, list)):
         return "(" + ", ".join(fingerprint(v) for v in value) + ")"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{fingerprint(k)}: {fingerprint(v)}" for k, v in value.items()) + "}"
+    if hasattr(value, "tobytes") and hasattr(value, "dtype") and getattr(value, "ndim", 0) > 0:
+        # an array: its repr elides the middle of large ones
+        digest = hashlib.sha256(value.tobytes()).hexdigest()
+        return f"array {value.dtype} {value.shape} {digest}"
     if isinstance(value, types.ModuleType):
         return f"module {value.__name__}"
     if isinstance(value, type):
