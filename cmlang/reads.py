@@ -137,14 +137,14 @@ def fingerprint(value) -> str:
         return "(" + ", ".join(fingerprint(v) for v in value) + ")"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{fingerprint(k)}: {fingerprint(v)}" for k, v in value.items()) + "}"
-    if hasattr(value, "tobytes") and hasattr(value, "dtype") and getattr(value, "ndim", 0) > 0:
+    if isinstance(value, type):
+        return f"class {value.__module__}.{value.__qualname__}"
+    if hasattr(value, "tobytes") and isinstance(getattr(value, "ndim", None), int) and value.ndim > 0:
         # an array: its repr elides the middle of large ones
         digest = hashlib.sha256(value.tobytes()).hexdigest()
         return f"array {value.dtype} {value.shape} {digest}"
     if isinstance(value, types.ModuleType):
         return f"module {value.__name__}"
-    if isinstance(value, type):
-        return f"class {value.__module__}.{value.__qualname__}"
     if value is ABSENT:
         return "absent"
     fn = _function_of(value)
