@@ -1,6 +1,6 @@
 """cmlang: explicit-SIMD GPU kernels in Python, in the spirit of Intel's C-for-Metal.
 
-The public surface (see API.md): ``@cm.kernel``, ``@cm.func``, the types, the builtins
+The public surface (see docs/api.md): ``@cm.kernel``, ``@cm.func``, the types, the builtins
 used inside kernels, devices and arrays.  Nothing here imports llvmlite: the compiler
 is loaded on the first compile.
 """

@@ -1,4 +1,4 @@
-"""Every construct of API.md, numerically against numpy, on the device and in the interpreter.
+"""Every construct of docs/api.md, numerically against numpy, on the device and in the interpreter.
 
 Core constructs run over simd 8/16/32 and vector sizes that are and are not multiples
 of the lane count; the rest at simd 16 with N = 24 (one full and one partial slot).

@@ -87,3 +87,60 @@ def test_api_md_block_runs(api_results, index):
     if result == "skipped":
         pytest.skip("uses the launch forms (cm.group), which this checkout does not have yet")
     assert result == "ok", f"docs/api.md python block {index}:\n{api_blocks()[index]}\n{result}"
+
+
+# --- the repository stands alone: every document it cites is in it ------------------------
+
+def tracked_text_files():
+    names = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split()
+    for name in names:
+        path = os.path.join(ROOT, name)
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                data = f.read()
+            if b"\0" not in data:
+                yield name, data.decode("utf-8", "replace")
+
+
+def _cited_file_exists(citing, cited, tracked):
+    """``cited`` as written in ``citing``: a path from the root or from the citing file's
+    folder, or a bare file name that some tracked file has."""
+    if "/" not in cited:
+        return cited in {os.path.basename(t) for t in tracked}
+    here = os.path.dirname(os.path.join(ROOT, citing))
+    return any(os.path.exists(os.path.normpath(os.path.join(base, cited))) for base in (ROOT, here))
+
+
+def test_every_cited_markdown_document_is_in_the_repository():
+    files = dict(tracked_text_files())
+    missing = []
+    for name, text in files.items():
+        for cited in set(re.findall(r"[\w./-]*\w\.md\b", text)):
+            if not _cited_file_exists(name, cited, files):
+                missing.append(f"{name}: {cited}")
+    assert not missing, "documents cited but not in the repository:\n" + "\n".join(sorted(missing))
+
+
+def test_every_cited_docs_path_exists():
+    missing = []
+    for name, text in tracked_text_files():
+        for cited in set(re.findall(r"(?<![\w.-])docs/[\w-]+(?:\.\w+)?", text)):
+            if not os.path.exists(os.path.join(ROOT, cited)):
+                missing.append(f"{name}: {cited}")
+    assert not missing, "\n".join(sorted(missing))
+
+
+def test_no_tracked_file_points_outside_the_repository():
+    outside = re.compile(r"(?:\.\./)+shared\b|/" + r"work/")     # the sibling folder of a checkout
+    me = os.path.relpath(__file__, ROOT)
+    hits = [f"{name}: {m.group(0)}" for name, text in tracked_text_files() if name != me
+            for m in outside.finditer(text)]
+    assert not hits, "\n".join(hits)
+
+
+def test_the_outside_check_catches_a_document_outside():
+    files = {"README.md": "", "docs/api.md": ""}
+    assert not _cited_file_exists("cmlang/x.py", "TOOLCHAIN" + ".md", files)
+    assert _cited_file_exists("tests/test_x.py", "../docs/api.md", files)
+    assert _cited_file_exists("cmlang/x.py", "README.md", files)
