@@ -59,13 +59,15 @@ print("RESULTS " + json.dumps(results))
 """
 
 
-@pytest.fixture(scope="module")
-def api_results(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("api_md")
+@pytest.fixture(scope="module", params=["device", "interpreter"])
+def api_results(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("api_md_" + request.param)
     (tmp / "blocks.json").write_text(json.dumps(api_blocks()))
     runner = tmp / "runner.py"
     runner.write_text(f"MARK = {LAUNCH_FORMS_MARK!r}\n" + _RUNNER)
     env = {k: v for k, v in os.environ.items() if k != "CMLANG_INTERPRET"}
+    if request.param == "interpreter":
+        env["CMLANG_INTERPRET"] = "1"
     out = subprocess.run([sys.executable, str(runner), str(tmp / "blocks.json"), str(tmp)], cwd=str(tmp),
                          capture_output=True, text=True, timeout=900,
                          env={**env, "PYTHONPATH": ROOT})
