@@ -182,8 +182,7 @@ class _Plan:
         self.arity = len(binary.params)
         self.param_list = ", ".join(p.name for p in binary.params)
         self.converters = tuple(_converter(binary.name, p) for p in binary.params)
-        # A vector-compute (vISA path) module: the driver builds it with its VC compiler.
-        self.build_options = "-vc-codegen" if is_vector_compute(binary) else ""
+        self.build_options = binary.build_options    # as its target said (e.g. -vc-codegen)
         self.kernels = {}   # device -> kernel handle
         self.ndranges = {}  # (grid, group, device) -> (global size, local size), checked
 
@@ -200,13 +199,10 @@ class _Plan:
         return kernel
 
 
-def is_vector_compute(binary) -> bool:
-    return "SPV_INTEL_vector_compute" in binary.extensions
-
-
 def lanes_per_cm_thread(binary) -> int:
-    """Work-items per CM thread: a sub-group of simd lanes (SIMT), or one (vector compute)."""
-    return 1 if is_vector_compute(binary) else binary.simd
+    """Work-items per CM thread, as the binary's target recorded it: a sub-group of simd
+    lanes (SIMT), or one (vector compute)."""
+    return binary.lanes
 
 
 def spirv_problem(spirv) -> str | None:
@@ -416,17 +412,11 @@ def _ndrange(binary, grid, group, device):
     return (grid[0] * simd,) + grid[1:], local_size
 
 
-AUTO_GROUP_WORK_ITEMS = 256
-
-
 def _auto_group(grid0, simd, device):
-    """CM threads per group when the caller gave no group and the kernel cannot tell.
-
-    One sub-group per work-group is correct but slow: the Intel CPU runtime schedules
-    work-groups as tasks and ran a streaming kernel 7x slower with 16 work-items per
-    group than with 256.  Take the largest power of two that divides the grid.
-    """
-    limit = AUTO_GROUP_WORK_ITEMS
+    """CM threads per group when the caller gave no group and the kernel cannot tell:
+    the device profile's choice (``DeviceProfile.auto_group_work_items``)."""
+    from .profiles import profile_for_device
+    limit = profile_for_device(device).auto_group_work_items
     if device.max_work_group_size:
         limit = min(limit, device.max_work_group_size)
     group = 1

@@ -43,6 +43,10 @@ def binary_to_json(binary: KernelBinary) -> dict:
         "simd": binary.simd,
         "uses_groups": bool(binary.uses_groups),
         "extensions": list(binary.extensions),
+        "target": binary.target,
+        "lanes_per_thread": binary.lanes,
+        "build_options": binary.build_options,
+        "profile": binary.profile,
         "params": [{"name": p.name, "type": str(p.type), "writes": bool(p.writes),
                     "min_elems": int(p.min_elems)} for p in binary.params],
     }
@@ -51,8 +55,16 @@ def binary_to_json(binary: KernelBinary) -> dict:
 def binary_from_json(data: dict, spirv: bytes) -> KernelBinary:
     params = tuple(Param(p["name"], parse_type(p["type"]), bool(p["writes"]), int(p["min_elems"]))
                    for p in data["params"])
+    extensions = tuple(data["extensions"])
+    # Records written before binaries named their target: a vector-compute module is
+    # the spirv-vc target (one work-item per CM thread, built with -vc-codegen).
+    legacy_vc = "SPV_INTEL_vector_compute" in extensions
     return KernelBinary(data["entry"], bytes(spirv), int(data["simd"]), params,
-                        bool(data["uses_groups"]), tuple(data["extensions"]))
+                        bool(data["uses_groups"]), extensions,
+                        str(data.get("target", "spirv-vc" if legacy_vc else "spirv")),
+                        int(data.get("lanes_per_thread", 1 if legacy_vc else 0)),
+                        str(data.get("build_options", "-vc-codegen" if legacy_vc else "")),
+                        str(data.get("profile", "")))
 
 
 # ---------------------------------------------------------------------------

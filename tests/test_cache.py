@@ -159,12 +159,13 @@ def test_key_changes_with_what_changes_the_code(monkeypatch):
     others = {cache.kernel_key(k16, (("int", 32),), "spirv"),
               cache.kernel_key(k16, (("float", 16.0),), "spirv"),
               cache.kernel_key(k8, (("int", 16),), "spirv"),
-              cache.kernel_key(k16, (("int", 16),), "spirv-vc")}
+              cache.kernel_key(k16, (("int", 16),), "spirv-vc"),
+              cache.kernel_key(k16, (("int", 16),), "spirv", "pvc")}
     monkeypatch.setattr(sys.modules[__name__], "TILE", 4)   # a constant a reached func reads
     others.add(cache.kernel_key(k16, (("int", 16),), "spirv"))
     monkeypatch.setattr(cache, "llvmlite_fingerprint", lambda: "another llvmlite")
     others.add(cache.kernel_key(k16, (("int", 16),), "spirv"))
-    assert base not in others and len(others) == 6
+    assert base not in others and len(others) == 7
 
 
 # --- kernels through the cache ------------------------------------------------------
