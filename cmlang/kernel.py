@@ -149,7 +149,7 @@ class Kernel:
 
     # --- launch -----------------------------------------------------------------
     def launch(self, grid, /, *args, group=None, **kwargs):
-        """``k.launch(grid, *args, group=cm.group(...), **kwargs)``: ``k[grid, group](...)``
+        """``k.launch(grid, *args, group=cm.group(...), **kwargs)``: ``k[grid, cm.group(...)](...)``
         spelled as a call (``group`` is a ``cm.group``, an int or a tuple of ints)."""
         grid, group = launch_config.call_form(self.__name__, grid, group)
         return self._launch(grid, group, self._binder.bind(args, kwargs))

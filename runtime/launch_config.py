@@ -67,9 +67,9 @@ def sizes(value, what, where) -> tuple:
         raise LaunchError(f"{where}: {what} must have 1 to 3 dimensions, got {value!r}")
     result = tuple(_index(n) for n in dims)
     if None in result:
-        raise LaunchError(f"{where}: {what} sizes must be ints, got {value!r}")
+        raise LaunchError(f"{where}: {what} must be an int or a tuple of ints, got {value!r}")
     if min(result) < 1:
-        raise LaunchError(f"{where}: {what} sizes must be at least 1, got {value!r}")
+        raise LaunchError(f"{where}: {what} sizes must be positive, got {value!r}")
     return result
 
 
@@ -77,7 +77,7 @@ def parse(config, name) -> tuple:
     """``k[config]`` of kernel ``name`` -> (grid tuple, group tuple or None)."""
     if type(config) is int:  # the common case, first
         if config < 1:
-            raise LaunchError(f"{name}[{config!r}]: grid sizes must be at least 1; "
+            raise LaunchError(f"{name}[{config!r}]: grid sizes must be positive; "
                               f"launch forms: {FORMS}")
         return (config,), None
     where = f"{name}[{_show(config)}]"
@@ -97,7 +97,7 @@ def parse(config, name) -> tuple:
         raise LaunchError(f"{where}: a grid has 1 to 3 dimensions; launch forms: {FORMS}")
     grid = tuple(_index(p) for p in parts)
     if min(grid) < 1:
-        raise LaunchError(f"{where}: grid sizes must be at least 1; launch forms: {FORMS}")
+        raise LaunchError(f"{where}: grid sizes must be positive; launch forms: {FORMS}")
     return grid, grouping
 
 

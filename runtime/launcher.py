@@ -165,7 +165,7 @@ def prepare_host_args(binary, args):
         if writes is None:
             converted = convert(arg, _HostMemory, staged)
         else:  # another argument with this memory is written: copy it back
-            converted = convert(arg, _HostMemory, staged, writes=writes)
+            converted = convert(arg, _HostMemory, staged, copy_back=writes)
         if not isinstance(param.type, PtrType) and param.type.kind == "b":
             converted = np.bool_(converted)
         host_args[i] = converted
@@ -334,13 +334,17 @@ def _share(binary, cluster, shared):
     writes = any(params[i].writes for _, _, i in cluster)
     start = cluster[0][0]
     if writes and any(s != start for s, _, _ in cluster):
-        (s0, _, a), (s1, _, b) = cluster[0], next(e for e in cluster if e[0] != start)
-        written = next(params[i].name for _, _, i in cluster if params[i].writes)
+        # Name a written argument and one starting elsewhere, the one it overlaps if any.
+        ws, we, w = next(e for e in cluster if params[e[2]].writes)
+        others = [e for e in cluster if e[0] != ws]
+        os_, _, o = next((e for e in others if e[0] < we and ws < e[1]), others[0])
+        a, b = sorted((w, o))
         raise LaunchError(
             f"{binary.name}(): arguments '{params[a].name}' and '{params[b].name}' overlap in "
-            f"memory but start {s1 - s0} bytes apart, and the kernel writes '{written}'; a "
-            f"kernel parameter is a whole buffer, so overlapping views of one array cannot be "
-            f"passed: pass the array once (and offset the indices in the kernel), or copies")
+            f"memory but start {abs(os_ - ws)} bytes apart, and the kernel writes "
+            f"'{params[w].name}'; a kernel parameter is a whole buffer, so overlapping views "
+            f"of one array cannot be passed: pass the array once (and offset the indices in "
+            f"the kernel), or copies")
     if any(s != start for s, _, _ in cluster):
         return  # overlapping, read only: each its own copy, nothing is lost
     rep = max(cluster, key=lambda e: (e[1], -e[2]))[2]  # the largest, the first of equals
@@ -363,7 +367,7 @@ def _convert_shared(converters, args, shared, device, staged):
         elif writes is None:
             kernel_args[i] = converters[i](args[i], device, staged)
         else:
-            kernel_args[i] = converters[i](args[i], device, staged, writes=writes)
+            kernel_args[i] = converters[i](args[i], device, staged, copy_back=writes)
     return kernel_args
 
 
@@ -401,10 +405,12 @@ def _pointer_converter(kernel_name, where, param):
             raise LaunchError(f"{kernel_name}(): buffer '{param.name}' has {size} elements but "
                               f"the kernel accesses at least {min_elems} (constant offsets)")
 
-    def convert(arg, device, staged, writes=param.writes, shared=None):
-        """The buffer for ``arg``; ``writes``: copy it back (True for memory another
-        parameter writes); ``shared``: the buffer of another argument with the same
-        memory (``shared_memory``), to check ``arg`` and pass instead of a copy."""
+    def convert(arg, device, staged, copy_back=None, shared=None):
+        """The buffer for ``arg``; ``copy_back``: whether host memory is copied back (by
+        default when this parameter is written; True for memory another parameter writes);
+        ``shared``: the buffer of another argument with the same memory
+        (``shared_memory``), to check ``arg`` against and pass instead of a copy."""
+        back = writes if copy_back is None else copy_back
         if isinstance(arg, np.ndarray):
             if arg.dtype != dtype:
                 raise LaunchError(f"{where} needs a {dtype_text} array, got {arg.dtype}")
@@ -418,7 +424,7 @@ def _pointer_converter(kernel_name, where, param):
             if shared is not None:
                 return shared
             buffer = device.upload(arg)
-            staged.append((arg if writes else None, buffer, None))  # a host array: the launch waits
+            staged.append((arg if back else None, buffer, None))  # a host array: the launch waits
             return buffer
         if isinstance(arg, DeviceArray):
             if arg.device is not device and shared is None:
@@ -432,8 +438,8 @@ def _pointer_converter(kernel_name, where, param):
             raise LaunchError(f"{where} takes a numpy array or a DeviceArray, "
                               f"got {type(arg).__name__}")
         if isinstance(foreign, np.ndarray):  # host memory through DLPack: a view
-            return convert(foreign, device, staged, writes, shared)
-        return from_foreign(foreign, device, staged, writes, shared)
+            return convert(foreign, device, staged, copy_back, shared)
+        return from_foreign(foreign, device, staged, back, shared)
 
     def borrow(arg, device, staged):
         """A DeviceArray of another queue in the same memory space (dpctl queues of one
@@ -445,7 +451,7 @@ def _pointer_converter(kernel_name, where, param):
         arg.device.synchronize()
         staged.append((None, arg.buffer, None))
 
-    def from_foreign(foreign, device, staged, writes, shared):
+    def from_foreign(foreign, device, staged, back, shared):
         if foreign.dtype is not None and foreign.dtype != dtype:
             raise LaunchError(f"{where} needs a {dtype_text} array, got {foreign.dtype} "
                               f"({foreign.kind})")
@@ -465,7 +471,7 @@ def _pointer_converter(kernel_name, where, param):
         # Memory of another context or backend: copied in, and back if written.
         host = foreign.read(dtype)
         buffer = device.upload(host)
-        staged.append((host, buffer, foreign.write) if writes else (None, buffer, None))
+        staged.append((host, buffer, foreign.write) if back else (None, buffer, None))
         return buffer
 
     return convert

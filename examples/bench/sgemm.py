@@ -57,7 +57,7 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     assert m % tm == 0 and n % tn == 0 and k % ku == 0
     kernel = hgemm_kernel if a.dtype == np.float16 else sgemm_kernel
     c = np.empty((m, n), np.float32)
-    kernel[(n // tn, m // tm), None](a, b, c, k, n, tm, tn, ku)
+    kernel[(n // tn, m // tm)](a, b, c, k, n, tm, tn, ku)
     return c
 
 

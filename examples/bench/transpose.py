@@ -49,7 +49,7 @@ def transpose(a: np.ndarray) -> np.ndarray:
     rows, cols = a.shape
     assert a.dtype == np.float32 and rows % T == 0 and cols % (T * TILES) == 0
     out = np.empty((cols, rows), np.float32)
-    transpose_kernel[(cols // (T * TILES), rows // T), None](a, out, rows, cols, T, T.bit_length() - 1, TILES)
+    transpose_kernel[(cols // (T * TILES), rows // T)](a, out, rows, cols, T, T.bit_length() - 1, TILES)
     return out
 
 
