@@ -77,12 +77,13 @@ def parse(config, name) -> tuple:
     """``k[config]`` of kernel ``name`` -> (grid tuple, group tuple or None)."""
     if type(config) is int:  # the common case, first
         if config < 1:
-            raise LaunchError(f"{name}[{config!r}]: grid sizes must be positive; "
-                              f"launch forms: {FORMS}")
+            raise _refused(name, config, "grid sizes must be positive")
         return (config,), None
-    where = f"{name}[{_show(config)}]"
+    if type(config) is tuple and 1 < len(config) <= 3 and \
+            all([type(n) is int and n > 0 for n in config]):
+        return config, None      # k[nx, ny], k[nx, ny, nz]
     if isinstance(config, group):
-        raise LaunchError(f"{where}: a group without a grid; launch forms: {FORMS}")
+        raise _refused(name, config, "a group without a grid")
     parts = config if isinstance(config, tuple) else (config,)
     grouping = None
     if parts and isinstance(parts[-1], group):
@@ -91,13 +92,13 @@ def parse(config, name) -> tuple:
             parts = tuple(parts[0])  # k[(nx, ny), cm.group(...)]
     elif len(parts) == 1 and isinstance(parts[0], list):
         parts = tuple(parts[0])      # k[[nx, ny]]
-    if not parts or any(_index(p) is None for p in parts):
-        raise LaunchError(f"{where}: not a launch configuration; launch forms: {FORMS}")
-    if len(parts) > 3:
-        raise LaunchError(f"{where}: a grid has 1 to 3 dimensions; launch forms: {FORMS}")
     grid = tuple(_index(p) for p in parts)
+    if not grid or None in grid:
+        raise _refused(name, config, "not a launch configuration")
+    if len(grid) > 3:
+        raise _refused(name, config, "a grid has 1 to 3 dimensions")
     if min(grid) < 1:
-        raise LaunchError(f"{where}: grid sizes must be positive; launch forms: {FORMS}")
+        raise _refused(name, config, "grid sizes must be positive")
     return grid, grouping
 
 
@@ -111,11 +112,14 @@ def call_form(name, grid, group) -> tuple:
     return grid, None if group is None else sizes(group, "group", where)
 
 
-def _show(config) -> str:
+def _refused(name, config, problem) -> LaunchError:
+    """The error for ``k[config]``, showing the configuration as the caller wrote it."""
     text = repr(config)
     if isinstance(config, tuple) and len(config) > 1:
-        text = text[1:-1]  # k[4, 3], as the caller wrote it
-    return text if len(text) <= 80 else text[:77] + "..."
+        text = text[1:-1]  # k[4, 3]
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return LaunchError(f"{name}[{text}]: {problem}; launch forms: {FORMS}")
 
 
 # ---------------------------------------------------------------------------

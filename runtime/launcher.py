@@ -107,7 +107,10 @@ def launch(binary, grid, group, args, device=None) -> "Launched":
     global_size, local_size = sizes
 
     staged = []  # (host array or None, its buffer, write-back or None) of host memory
-    shared = shared_memory(binary, args) if plan.pointers > 1 else None
+    # Device arrays are never views: passed as they are, the same one twice is one memory.
+    shared = None
+    if len(plan.pointers) > 1 and any(type(args[i]) is not DeviceArray for i in plan.pointers):
+        shared = shared_memory(binary, args)
     if shared is None:
         kernel_args = [convert(arg, device, staged) for convert, arg in zip(plan.converters, args)]
     else:
@@ -204,7 +207,7 @@ class _Plan:
         self.arity = len(binary.params)
         self.param_list = ", ".join(p.name for p in binary.params)
         self.converters = tuple(_converter(binary.name, p) for p in binary.params)
-        self.pointers = sum(isinstance(p.type, PtrType) for p in binary.params)
+        self.pointers = tuple(i for i, p in enumerate(binary.params) if isinstance(p.type, PtrType))
         # A vector-compute (vISA path) module: the driver builds it with its VC compiler.
         self.build_options = "-vc-codegen" if is_vector_compute(binary) else ""
         self.kernels = {}   # device -> kernel handle

@@ -97,7 +97,7 @@ def cmlang_impl(inputs, device):
     h, w = img.shape[0] - 2, img.shape[1] - 2
     dimg, dout = cm.to_device(img), cm.to_device(np.zeros((h, w), np.float32))
     dw = cm.to_device(inputs["weights"].reshape(9))
-    launch = filter_kernel[(w // BC, h // BR), None]
+    launch = filter_kernel[(w // BC, h // BR)]
     return Run(lambda: event_seconds([launch(dimg, dout, dw, w, BR, BC)]), dout.numpy)
 
 

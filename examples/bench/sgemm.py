@@ -138,7 +138,7 @@ def cmlang_impl(inputs, device):
     kernel = hgemm_kernel if a.dtype == np.float16 else sgemm_kernel
     tm, tn, ku = TILES[a.dtype]
     da, db, dc = cm.to_device(a), cm.to_device(b), cm.to_device(np.zeros((m, n), np.float32))
-    launch = kernel[(n // tn, m // tm), None]
+    launch = kernel[(n // tn, m // tm)]
     return Run(lambda: event_seconds([launch(da, db, dc, k, n, tm, tn, ku)]), dc.numpy)
 
 

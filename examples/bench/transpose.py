@@ -90,7 +90,7 @@ def cmlang_impl(inputs, device):
     a = inputs["a"]
     rows, cols = a.shape
     da, dout = cm.to_device(a), cm.to_device(np.zeros((cols, rows), np.float32))
-    launch = transpose_kernel[(cols // (T * TILES), rows // T), None]
+    launch = transpose_kernel[(cols // (T * TILES), rows // T)]
     log_t = T.bit_length() - 1
     return Run(lambda: event_seconds([launch(da, dout, rows, cols, T, log_t, TILES)]), dout.numpy)
 
