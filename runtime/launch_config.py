@@ -102,14 +102,14 @@ def parse(config, name) -> tuple:
     return grid, grouping
 
 
-def call_form(name, grid, group) -> tuple:
-    """``k.launch(grid, ..., group=...)`` -> (grid tuple, group tuple or None): the
+def call_form(name, grid, grouping) -> tuple:
+    """``k.launch(grid, ..., group=grouping)`` -> (grid tuple, group tuple or None): the
     grid and the group are named there, so ints and tuples of ints both mean sizes."""
     where = f"{name}.launch()"
     grid = sizes(grid, "grid", where)
-    if isinstance(group, globals()["group"]):
-        return grid, group.dims
-    return grid, None if group is None else sizes(group, "group", where)
+    if isinstance(grouping, group):
+        return grid, grouping.dims
+    return grid, None if grouping is None else sizes(grouping, "group", where)
 
 
 def _refused(name, config, problem) -> LaunchError:
