@@ -179,7 +179,9 @@ class _BoundLaunch:
 
     def __call__(self, *args, **kwargs):
         kernel = self.kernel
-        return kernel._launch(self.grid, self.group, kernel._binder.bind(args, kwargs))
+        if kwargs:  # positional arguments alone are counted by _split_args
+            args = kernel._binder.bind(args, kwargs)
+        return kernel._launch(self.grid, self.group, args)
 
 
 def make_binary(fn, codegen_result):

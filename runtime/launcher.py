@@ -107,10 +107,13 @@ def launch(binary, grid, group, args, device=None) -> "Launched":
     global_size, local_size = sizes
 
     staged = []  # (host array or None, its buffer, write-back or None) of host memory
-    # Device arrays are never views: passed as they are, the same one twice is one memory.
     shared = None
-    if len(plan.pointers) > 1 and any(type(args[i]) is not DeviceArray for i in plan.pointers):
-        shared = shared_memory(binary, args)
+    if len(plan.pointers) > 1:
+        for i in plan.pointers:
+            # Device arrays are never views: passed as they are, one twice is one memory.
+            if type(args[i]) is not DeviceArray:
+                shared = shared_memory(binary, args)
+                break
     if shared is None:
         kernel_args = [convert(arg, device, staged) for convert, arg in zip(plan.converters, args)]
     else:
