@@ -1,6 +1,6 @@
 """cmlang: explicit-SIMD GPU kernels in Python, in the spirit of Intel's C-for-Metal.
 
-The public surface (see API.md): ``@cm.kernel``, ``@cm.func``, the types, the builtins
+The public surface (see docs/api.md): ``@cm.kernel``, ``@cm.func``, the types, the builtins
 used inside kernels, devices and arrays.  Nothing here imports llvmlite: the compiler
 is loaded on the first compile.
 """
@@ -26,6 +26,7 @@ from .errors import CompileError, LaunchError, KernelRuntimeError  # noqa: E402,
 from .language import *  # noqa: E402,F401,F403  (the builtins: cm.load, cm.exp, ...)
 from .language import func  # noqa: E402,F401
 from .kernel import kernel, Kernel, CompiledKernel  # noqa: E402,F401
+from .runtime.launch_config import group  # noqa: E402,F401  (k[grid, cm.group(...)])
 from .runtime import (  # noqa: E402,F401
     devices, set_device, get_device, synchronize, to_device, DeviceArray,
 )

@@ -44,6 +44,7 @@ import types
 
 from . import reads
 from .kernel import CompiledKernel
+from .runtime.profiles import get_profile
 
 ENTRY_MAGIC = b"CMLANG-CACHE-ENTRY\n"
 ENTRY_VERSION = 2            # bump when the layout of entries or keys changes
@@ -298,19 +299,10 @@ def toolchain() -> dict:
             "llvmlite": llvmlite_fingerprint()}
 
 
-def codegen_device_properties(target: str) -> dict:
-    """Device properties that change the code the compiler emits for ``target``.
-
-    None today: codegen depends on the target only.  When it starts reading device
-    facts (sub-group sizes, dpas support, ...), return them here so they enter the key.
-    """
-    return {}
-
-
 # ---------------------------------------------------------------------------
 # The key of one kernel specialization
 
-def kernel_key(kernel, constexpr_key, target: str):
+def kernel_key(kernel, constexpr_key, target: str, profile="cpu"):
     """sha256 (hex) naming one specialization; None when the kernel's source cannot
     be read (defined in a REPL or exec'd string): such kernels are not cached.
     What the kernel reads beyond its own source is checked on lookup (``load_compiled``)."""
@@ -329,7 +321,8 @@ def kernel_key(kernel, constexpr_key, target: str):
         "params": [[name, str(t)] for name, t in kernel.params],
         "simd": kernel.simd,
         "target": target,
-        "device": codegen_device_properties(target),
+        # Everything the code generator may read about the device (cmlang.runtime.profiles).
+        "profile": [get_profile(profile).name, get_profile(profile).key()],
         **toolchain(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
@@ -421,6 +414,7 @@ class CachedCompiledKernel(CompiledKernel):
     def __init__(self, kernel, binary, ir_text, llvm_ir_path, target):
         # Not the dataclass __init__: ``function`` and ``llvm_ir`` are lazy properties here.
         self.kernel, self.binary, self.target = kernel, binary, target
+        self.profile = binary.profile or "cpu"
         self._ir_text = ir_text
         self._llvm_ir_path = llvm_ir_path
         self._function = None
@@ -445,7 +439,8 @@ class CachedCompiledKernel(CompiledKernel):
                 self._llvm_ir = sections["llvm_ir"].decode()
             else:  # the side file went missing: generate it again from the IR
                 from cmlang.codegen import compile_function
-                self._llvm_ir = compile_function(self.function, target=self.target).llvm_ir
+                self._llvm_ir = compile_function(self.function, target=self.target,
+                                                 profile=self.profile).llvm_ir
         return self._llvm_ir
 
     __eq__ = object.__eq__      # the dataclass one would compare (and parse) the IR

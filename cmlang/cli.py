@@ -6,6 +6,8 @@ import importlib.util
 import os
 import sys
 
+from .targets import target_names
+
 
 def load_module(path: str, prefix: str):
     """Import a Python file as a module (registered in sys.modules, so kernels find their source)."""
@@ -221,7 +223,7 @@ def build_parser():
     c.add_argument("--signature", help='runtime parameter types, e.g. "ptr[f32], ptr[f32], f32, i32"')
     c.add_argument("--constexpr", action="append", metavar="NAME=VALUE")
     c.add_argument("--simd", type=int, choices=(8, 16, 32))
-    c.add_argument("--target", default="spirv", choices=("spirv", "spirv-vc"))
+    c.add_argument("--target", default="spirv", choices=target_names())
     c.add_argument("--emit", default="ir", choices=("ir", "llvm", "spirv", "spirv-asm"))
     c.add_argument("-o", "--output")
     c.set_defaults(run=cmd_compile)
@@ -243,7 +245,7 @@ def build_parser():
     pk.add_argument("--constexpr", action=_SpecSetAction, default=None, metavar="NAME=VALUE",
                     help="a constexpr value of the current set; a name given twice builds both")
     pk.add_argument("--simd", type=int, choices=(8, 16, 32))
-    pk.add_argument("--target", default="spirv", choices=("spirv", "spirv-vc"))
+    pk.add_argument("--target", default="spirv", choices=target_names())
     pk.add_argument("-o", "--output", required=True, metavar="NAME.cmpkg")
     pk.add_argument("-q", "--quiet", action="store_true")
     pk.set_defaults(run=cmd_build)

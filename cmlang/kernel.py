@@ -1,7 +1,8 @@
 """``@cm.kernel``: a Python function that compiles, specializes and launches.
 
 A Kernel owns its specializations: one per tuple of constexpr values and target.
-Launch (``k[grid](*args)`` or ``k[grid, group](*args)``) looks the specialization up,
+Launch (``k[grid](*args)``, ``k[grid, cm.group(...)](*args)``, arguments also by
+name; the forms are parsed in ``runtime/launch_config.py``) looks the specialization up,
 compiles it on a miss (front end -> IR passes -> codegen), and hands the resulting
 ``KernelBinary`` to the runtime, or runs the IR in the interpreter when
 ``interpret=True`` or ``CMLANG_INTERPRET=1``.
@@ -14,10 +15,13 @@ import os
 from dataclasses import dataclass
 
 from .errors import CompileError, LaunchError
-from .runtime.launcher import launch as _runtime_launch
+from .runtime import launch_config
+from .runtime.launcher import Launched, launch as _runtime_launch
 from .types import ScalarType, PtrType, SCALAR_TYPES, constexpr, i32, f32, bool_
+from .targets import check_target_name, target_names
+from .runtime.profiles import get_profile, profile_for_device, DEFAULT_PROFILE
 
-TARGETS = ("spirv", "spirv-vc")
+TARGETS = target_names()     # the registry is cmlang.codegen.target
 _PYTHON_ANNOTATIONS = {builtins.int: i32, builtins.float: f32, builtins.bool: bool_}
 
 
@@ -29,6 +33,7 @@ class CompiledKernel:
     binary: object          # cmlang.runtime.binary.KernelBinary
     llvm_ir: str
     target: str
+    profile: str = DEFAULT_PROFILE   # the device profile it was compiled for
 
     @property
     def ir(self) -> str:
@@ -45,8 +50,10 @@ class CompiledKernel:
         return disassemble(self.spirv)
 
     def __getitem__(self, config):
-        grid, group = _split_config(config)
-        return lambda *args: _launch_binary(self.binary, grid, group, args)
+        grid, group = launch_config.parse(config, self.binary.name)
+        binder = launch_config.Binder(self.binary.name, [p.name for p in self.binary.params])
+        return lambda *args, **kwargs: _launch_binary(self.binary, grid, group,
+                                                      binder.bind(args, kwargs))
 
 
 class Kernel:
@@ -61,18 +68,19 @@ class Kernel:
         self.params = _read_params(fn)                     # [(name, type or constexpr)]
         self.runtime_params = [(n, t) for n, t in self.params if t is not constexpr]
         self._constexpr_positions = [i for i, (_, t) in enumerate(self.params) if t is constexpr]
-        self._specializations = {}                         # (constexpr values, target) -> CompiledKernel
+        self._specializations = {}                 # (constexpr values, target, profile) -> CompiledKernel
         self._ir_cache = {}                                # constexpr values -> Function
+        self._binder = launch_config.Binder(self.__name__, [n for n, _ in self.params])
 
     def __repr__(self):
         return f"<cmlang kernel {self.__name__} simd={self.simd}>"
 
     def __call__(self, *args, **kwargs):
         raise LaunchError(f"launch a kernel with a grid: {self.__name__}[grid](...) or "
-                          f"{self.__name__}[grid, group](...)")
+                          f"{self.__name__}[grid, cm.group(...)](...)")
 
     def __getitem__(self, config):
-        grid, group = _split_config(config)
+        grid, group = launch_config.parse(config, self.__name__)
         return _BoundLaunch(self, grid, group)
 
     # --- specialization -------------------------------------------------------
@@ -105,33 +113,36 @@ class Kernel:
             self._ir_cache[key] = fn
         return fn
 
-    def specialization(self, key=(), target="spirv") -> CompiledKernel:
-        ck = self._specializations.get((key, target))
+    def specialization(self, key=(), target="spirv", profile=DEFAULT_PROFILE) -> CompiledKernel:
+        profile = get_profile(profile)
+        ck = self._specializations.get((key, target, profile.name))
         if ck is None:
-            ck = self._specializations[(key, target)] = self._build(key, target)
+            ck = self._specializations[(key, target, profile.name)] = self._build(key, target, profile)
         return ck
 
-    def _build(self, key, target):
-        if target not in TARGETS:
-            raise CompileError(f"unknown target {target!r}; targets are {', '.join(TARGETS)}")
+    def _build(self, key, target, profile):
+        check_target_name(target)
         # The disk cache (cmlang/cache.py): a hit loads neither the front end nor codegen.
         from . import cache
-        disk_key = cache.kernel_key(self, key, target) if cache.enabled() else None
+        disk_key = cache.kernel_key(self, key, target, profile) if cache.enabled() else None
         if disk_key is not None:
             ck = cache.load_compiled(self, disk_key, target, self._constexpr_dict(key))
             if ck is not None:
                 return ck
         from cmlang.codegen import compile_function
         fn = self.ir_function(key)
-        result = compile_function(fn, target=target)
-        ck = CompiledKernel(self, fn, make_binary(fn, result), result.llvm_ir, target)
+        result = compile_function(fn, target=target, profile=profile)
+        ck = CompiledKernel(self, fn, make_binary(fn, result, profile.name), result.llvm_ir, target,
+                            profile.name)
         if disk_key is not None:
             cache.store_compiled(disk_key, ck)
         return ck
 
-    def compile(self, *args_or_types, target="spirv", **constexprs) -> CompiledKernel:
+    def compile(self, *args_or_types, target="spirv", device=None, **constexprs) -> CompiledKernel:
         """Compile one specialization: give launch arguments (or types) in order,
-        or only the constexpr values by name."""
+        or only the constexpr values by name.  ``device`` names a device profile
+        (``cpu``, ``pvc``, ``dg2``, ``tgllp``, ``generic``; default: the profile of the
+        current device)."""
         if args_or_types:
             key, _ = self._split_args(args_or_types)
         else:
@@ -140,14 +151,21 @@ class Kernel:
             if missing:
                 raise CompileError(f"{self.__name__}: constexpr parameter(s) {', '.join(missing)} need a value")
             key = tuple(_constexpr_key(constexprs[n]) for n in names)
-        return self.specialization(key, target)
+        return self.specialization(key, target, get_profile(device) if device else _current_profile())
 
     # --- launch -----------------------------------------------------------------
-    def launch(self, grid, group, args):
+    def launch(self, grid, /, *args, group=None, **kwargs):
+        """``k.launch(grid, *args, group=cm.group(...), **kwargs)``: ``k[grid, cm.group(...)](...)``
+        spelled as a call (``group`` is a ``cm.group``, an int or a tuple of ints)."""
+        grid, group = launch_config.call_form(self.__name__, grid, group)
+        return self._launch(grid, group, self._binder.bind(args, kwargs))
+
+    def _launch(self, grid, group, args):
         key, runtime_args = self._split_args(args)
         if self.interpret or os.environ.get("CMLANG_INTERPRET", "") not in ("", "0"):
             return self._interpret(key, grid, group, runtime_args)
-        return _launch_binary(self.specialization(key).binary, grid, group, runtime_args)
+        return _launch_binary(self.specialization(key, "spirv", _current_profile()).binary, grid, group,
+                              runtime_args)
 
     def _interpret(self, key, grid, group, args):
         from cmlang.runtime.interpreter import run
@@ -157,6 +175,7 @@ class Kernel:
         host_args, write_back = prepare_host_args(binary, args)
         run(fn, grid, group, host_args)
         write_back()
+        return Launched.finished()
 
 
 class _BoundLaunch:
@@ -165,11 +184,23 @@ class _BoundLaunch:
     def __init__(self, kernel, grid, group):
         self.kernel, self.grid, self.group = kernel, grid, group
 
-    def __call__(self, *args):
-        return self.kernel.launch(self.grid, self.group, args)
+    def __call__(self, *args, **kwargs):
+        kernel = self.kernel
+        if kwargs:  # positional arguments alone are counted by _split_args
+            args = kernel._binder.bind(args, kwargs)
+        return kernel._launch(self.grid, self.group, args)
 
 
-def make_binary(fn, codegen_result):
+def _current_profile():
+    """The profile of the device launches go to (the CPU runtime's when none resolves)."""
+    from .runtime.device import get_device
+    try:
+        return profile_for_device(get_device())
+    except Exception:  # no device: compile for the default profile, the launch will say why
+        return get_profile(DEFAULT_PROFILE)
+
+
+def make_binary(fn, codegen_result, profile=""):
     """The launch contract of a compiled IR function (codegen_result None: interpreter only)."""
     from cmlang.runtime.binary import KernelBinary, Param
     from .passes.buffer_extents import analyze_buffers
@@ -184,22 +215,12 @@ def make_binary(fn, codegen_result):
     if codegen_result is None:
         return KernelBinary(fn.name, b"", fn.simd, tuple(params), uses_groups)
     return KernelBinary(codegen_result.kernel_name, codegen_result.spirv, fn.simd, tuple(params),
-                        uses_groups, tuple(codegen_result.extensions))
+                        uses_groups, tuple(codegen_result.extensions), codegen_result.target,
+                        codegen_result.lanes_per_thread, codegen_result.build_options, profile)
 
 
 def _launch_binary(binary, grid, group, args):
     return _runtime_launch(binary, grid, group, args)
-
-
-def _split_config(config):
-    """``k[grid]`` or ``k[grid, group]``: a pair is always (grid, group), so a 2-D grid
-    without a group is written ``k[(4, 3), None]``; three ints are a 3-D grid."""
-    if isinstance(config, tuple):
-        if len(config) == 2:
-            return config[0], config[1]
-        if len(config) == 1:
-            return config[0], None
-    return config, None
 
 
 def _read_params(fn):

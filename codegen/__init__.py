@@ -1,39 +1,19 @@
-"""cmlang.codegen: IR -> LLVM IR -> SPIR-V.
+"""cmlang.codegen: IR -> LLVM IR -> SPIR-V, one target per module.
 
-``compile_function(fn, target="spirv")`` lowers a kernel for the SIMT target (a CM thread
-is one sub-group; ``simt.py``), optimizes it and emits SPIR-V with LLVM's spirv64 backend
-(``spirv.py``). The vector-compute target ``spirv-vc`` (a CM thread is one work-item) is
-lowered by ``vc.py`` and translated by ``vc_translate.py``.
+``compile_function(fn, target="spirv", profile="cpu")`` runs the target's stages
+(``target.py`` holds the interface, ``cmlang.targets`` the registry): the SIMT target (a CM thread is one
+sub-group; ``simt_target.py``: ``simt.py`` then ``spirv.py``) and the vector-compute target
+``spirv-vc`` (a CM thread is one work-item; ``vc_target.py``: ``vc.py`` then
+``vc_translate.py``).  The device profile (``cmlang.runtime.profiles``) says what the device
+has and needs; every stage receives it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from cmlang.errors import CompileError
-
-
-@dataclass(frozen=True)
-class CodegenResult:
-    llvm_ir: str          # the optimized LLVM IR text that was turned into SPIR-V
-    spirv: bytes
-    kernel_name: str
-    extensions: tuple     # SPIR-V extensions the module declares
+from cmlang.targets import TARGETS, get_target, target_names  # noqa: F401
+from .target import CodegenResult, Target  # noqa: F401
 
 
-TARGETS = ("spirv", "spirv-vc")
-
-
-def compile_function(fn, target: str = "spirv", opt_level: int = 2) -> CodegenResult:
-    """Compile one IR kernel function to SPIR-V for ``target``."""
-    from . import simt, spirv
-
-    if target == "spirv-vc":
-        from . import vc, vc_translate
-        text = vc.lower_function(fn)
-        binary = vc_translate.llvm_to_spirv_vc(text)
-        return CodegenResult(text, binary, fn.name, spirv.extensions(binary))
-    if target != "spirv":
-        raise CompileError(f"unknown target {target!r} (known: {', '.join(TARGETS)})")
-    text = simt.lower_function(fn, spirv.data_layout())
-    optimized, binary = spirv.llvm_to_spirv(text, opt_level)
-    return CodegenResult(optimized, binary, fn.name, spirv.extensions(binary))
+def compile_function(fn, target: str = "spirv", opt_level: int = 2, profile="cpu") -> CodegenResult:
+    """Compile one IR kernel function to a binary for ``target`` and device ``profile``."""
+    from cmlang.runtime.profiles import get_profile
+    return get_target(target).compile(fn, get_profile(profile), opt_level)

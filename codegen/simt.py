@@ -61,13 +61,16 @@ from .llvm_builtins import (I8, I32, I64, VOID, GLOBAL, CONSTANT, Builtins, ptr_
 TRIPLE = "spirv64-unknown-unknown"
 
 
-def lower_function(fn: Function, data_layout: str = "") -> str:
-    """The LLVM IR text of ``fn`` as a SPIR-V kernel (unoptimized)."""
-    return KernelLowering(fn, data_layout).run()
+def lower_function(fn: Function, data_layout: str = "", profile=None) -> str:
+    """The LLVM IR text of ``fn`` as a SPIR-V kernel (unoptimized) for a device profile
+    (``cmlang.runtime.profiles``; default: the CPU runtime's)."""
+    return KernelLowering(fn, data_layout, profile).run()
 
 
 class KernelLowering(RegionLowering, MemoryLowering, StructuredControlFlow):
-    def __init__(self, fn: Function, data_layout: str = ""):
+    def __init__(self, fn: Function, data_layout: str = "", profile=None):
+        from cmlang.runtime.profiles import get_profile, DEFAULT_PROFILE
+        self.profile = get_profile(profile or DEFAULT_PROFILE)
         if fn.simd not in (8, 16, 32):
             raise CompileError(f"simd must be 8, 16 or 32 on the SIMT target, not {fn.simd}")
         self.fn = fn

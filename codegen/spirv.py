@@ -3,7 +3,7 @@
 - ``llvm_to_spirv`` parses, verifies, optimizes (new pass manager) and emits the module.
 - Every module is scanned for imported functions: the backend turns a builtin it does not
   recognise into an import that validates fine and only fails (or crashes) in the driver,
-  so a module that still imports one is a ``CompileError`` naming it (TOOLCHAIN.md).
+  so a module that still imports one is a ``CompileError`` naming it (docs/toolchain.md).
 - ``validate`` / ``disassemble`` run spirv-val / spirv-dis when they are installed.
 """
 from __future__ import annotations

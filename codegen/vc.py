@@ -77,9 +77,10 @@ OPENCL_WIDTHS = (16, 8, 4, 2, 1)  # vector widths the VC builtin library impleme
 LOG2E, LN2 = 1.4426950408889634, 0.6931471805599453
 
 
-def lower_function(fn: Function) -> str:
-    """The LLVM IR text of ``fn`` as a vector-compute kernel (unoptimized)."""
-    return VCLowering(fn).run()
+def lower_function(fn: Function, profile=None) -> str:
+    """The LLVM IR text of ``fn`` as a vector-compute kernel (unoptimized) for a device
+    profile (``cmlang.runtime.profiles``; default: the CPU runtime's)."""
+    return VCLowering(fn, profile).run()
 
 
 # --- LLVM types -------------------------------------------------------------------------
@@ -185,8 +186,10 @@ class Genx:
 # --- the lowering -------------------------------------------------------------------------
 
 class VCLowering(StructuredControlFlow):
-    def __init__(self, fn: Function):
+    def __init__(self, fn: Function, profile=None):
+        from cmlang.runtime.profiles import get_profile, DEFAULT_PROFILE
         self.fn = fn
+        self.profile = get_profile(profile or DEFAULT_PROFILE)
         self.module = ir.Module(name=fn.name)
         self.module.triple = TRIPLE
         self.module.data_layout = DATA_LAYOUT

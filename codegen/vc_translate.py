@@ -1,7 +1,7 @@
 """LLVM IR -> SPIR-V for ``spirv-vc`` with the Khronos LLVM/SPIR-V translator.
 
 LLVM 22's own SPIR-V backend does not produce vector-compute modules; the translator does
-(``llvm-spirv`` from the ``dpcpp-llvm-spirv`` wheel, TOOLCHAIN.md). The module from
+(``llvm-spirv`` from the ``dpcpp-llvm-spirv`` wheel, docs/toolchain.md). The module from
 ``codegen.vc`` is verified and written as bitcode by llvmlite, then translated in a
 subprocess with ``SPV_INTEL_vector_compute`` on and the ``llvm.genx.*`` intrinsics kept as
 imported functions: the form Intel's GPU compiler reads with ``-vc-codegen``.

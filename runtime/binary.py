@@ -24,3 +24,11 @@ class KernelBinary:
     params: tuple         # of Param, in kernel argument order
     uses_groups: bool = False    # does the kernel use SLM, barriers or group/local ids
     extensions: tuple = field(default_factory=tuple)
+    target: str = "spirv"        # the code generator that made it (cmlang.codegen.target)
+    lanes_per_thread: int = 0    # work-items per CM thread (0: simd, the SIMT mapping)
+    build_options: str = ""      # what the driver's build needs (e.g. -vc-codegen)
+    profile: str = ""            # the device profile it was compiled for ("": unknown)
+
+    @property
+    def lanes(self) -> int:
+        return self.lanes_per_thread or self.simd

@@ -1,5 +1,5 @@
 """MiniCPM-SALA attention examples: cmlang kernels and SIMT OpenCL C versions against
-the float64 references, on the edge cases of ATTENTION.md at small shapes.
+the float64 references, on the edge cases of docs/attention.md at small shapes.
 
 InfLLM-V2 runs with the model's parameters scaled down by 4 (same ratios):
 block 16, compression 8/4 and 32/16.  Tolerances: float32 results against float64

@@ -166,10 +166,11 @@ def test_key_changes_with_what_changes_the_code(monkeypatch):
     others = {cache.kernel_key(k16, (("int", 32),), "spirv"),
               cache.kernel_key(k16, (("float", 16.0),), "spirv"),
               cache.kernel_key(k8, (("int", 16),), "spirv"),
-              cache.kernel_key(k16, (("int", 16),), "spirv-vc")}
+              cache.kernel_key(k16, (("int", 16),), "spirv-vc"),
+              cache.kernel_key(k16, (("int", 16),), "spirv", "pvc")}
     monkeypatch.setattr(cache, "llvmlite_fingerprint", lambda: "another llvmlite")
     others.add(cache.kernel_key(k16, (("int", 16),), "spirv"))
-    assert base not in others and len(others) == 5
+    assert base not in others and len(others) == 6
 
 
 # --- kernels through the cache ------------------------------------------------------

@@ -58,7 +58,7 @@ def hand_made(kernel, constexprs, elem, op):
                           (Param("x", ptr[elem]), Param("y", ptr[elem], writes=True),
                            Param("a", elem), Param("n", i32)))
     key = tuple(("int", constexprs[n]) for n, t in kernel.params if t is constexpr)
-    kernel._specializations[(key, "spirv")] = CompiledKernel(kernel, None, binary, "", "spirv")
+    kernel._specializations[(key, "spirv", "cpu")] = CompiledKernel(kernel, None, binary, "", "spirv")
     return kernel
 
 

@@ -339,7 +339,7 @@ def _interpret(kernel, grid, group, args):
     saved = os.environ.get("CMLANG_INTERPRET")
     os.environ["CMLANG_INTERPRET"] = "1"
     try:
-        kernel[grid, group](*args)
+        kernel.launch(grid, *args, group=group)
     finally:
         if saved is None:
             del os.environ["CMLANG_INTERPRET"]
@@ -476,11 +476,14 @@ def test_emulated_spirv_vc_kernel_matches_the_interpreter(case):
 
 
 def test_launcher_runs_vector_compute_modules_one_work_item_per_cm_thread():
-    """VC binaries build with -vc-codegen and map one CM thread to one work-item."""
-    from cmlang.runtime.binary import KernelBinary
+    """VC binaries build with -vc-codegen and map one CM thread to one work-item, as
+    their target records in the binary."""
     from cmlang.runtime.launcher import lanes_per_cm_thread, _Plan
-    spirv = (0x07230203).to_bytes(4, "little") + bytes(16)
-    vc = KernelBinary("k", spirv, 16, (), extensions=("SPV_INTEL_vector_compute",))
-    simt = KernelBinary("k", spirv, 16, (), extensions=("SPV_INTEL_subgroups",))
+
+    @cm.kernel(simd=16)
+    def k(x: cm.ptr[cm.f32]):
+        cm.store(x, 0, cm.load(x, 0, 16) + 1.0)
+    vc, simt = (k.compile(target=t).binary for t in ("spirv-vc", "spirv"))
+    assert (vc.target, simt.target) == ("spirv-vc", "spirv")
     assert (lanes_per_cm_thread(vc), lanes_per_cm_thread(simt)) == (1, 16)
     assert (_Plan(vc).build_options, _Plan(simt).build_options) == ("-vc-codegen", "")

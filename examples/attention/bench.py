@@ -11,7 +11,7 @@ ratio) is the device time of all kernels one call of the public function launche
 (layout packing included), from profiling events; "wall s" is the whole call, numpy in
 and numpy out (allocation, host/device copies and host-side tables included).  Both
 allocate from a pyopencl memory pool.  numpy and torch: wall-clock time.  GFLOP/s count
-the useful FLOPs of ATTENTION.md.
+the useful FLOPs of docs/attention.md.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Float64 numpy references: the definitions in docs (ATTENTION.md), written for
+"""Float64 numpy references: the definitions of docs/attention.md, written for
 clarity, not speed.  Every kernel in this package is tested against these.
 
 Layout: q [N, Hq, d], k and v [N, Hkv, d]; query head h reads key/value head h // G.
@@ -116,7 +116,7 @@ def lightning_decode_reference(q_t, k_t, v_t, slopes=None, state=None):
 
 
 def lightning_chunked_numpy(q, k, v, slopes=None, state=None, chunk=64, dtype=np.float32):
-    """The chunked algorithm of ATTENTION.md in numpy (float32 by default): the numpy
+    """The chunked algorithm of docs/attention.md in numpy (float32 by default): the numpy
     baseline of the benchmarks, and in float64 a check of the chunk formulas themselves."""
     q, k, v, group = check_qkv(q, k, v, dtype)
     n, hq, d = q.shape
@@ -281,7 +281,7 @@ def _score_params(p):
 
 
 def infllmv2_flops(n, hq, d, *, block=64, l1=32, s1=16, l2=128, s2=64, selected=None):
-    """Useful FLOPs of ATTENTION.md: stage 1 2*d*Hq*sum_t(|visible K1| + |visible K2|),
+    """Useful FLOPs of docs/attention.md: stage 1 2*d*Hq*sum_t(|visible K1| + |visible K2|),
     stage 2 4*d*Hq*sum_t(|attended keys of t|) given the selection [N, Hkv, topk]."""
     t = np.arange(n)
     vis1 = np.clip((t - l1 + 1) // s1 + 1, 0, None).sum()

@@ -42,7 +42,7 @@ def filter3x3(img: np.ndarray, weights: np.ndarray) -> np.ndarray:
     h, w = img.shape[0] - 2, img.shape[1] - 2
     assert img.dtype == np.float32 and h % BR == 0 and w % BC == 0
     out = np.empty((h, w), np.float32)
-    filter_kernel[(w // BC, h // BR), None](img, out, np.ascontiguousarray(weights, np.float32).reshape(9), w, BR, BC)
+    filter_kernel[(w // BC, h // BR)](img, out, np.ascontiguousarray(weights, np.float32).reshape(9), w, BR, BC)
     return out
 
 
@@ -97,7 +97,7 @@ def cmlang_impl(inputs, device):
     h, w = img.shape[0] - 2, img.shape[1] - 2
     dimg, dout = cm.to_device(img), cm.to_device(np.zeros((h, w), np.float32))
     dw = cm.to_device(inputs["weights"].reshape(9))
-    launch = filter_kernel[(w // BC, h // BR), None]
+    launch = filter_kernel[(w // BC, h // BR)]
     return Run(lambda: event_seconds([launch(dimg, dout, dw, w, BR, BC)]), dout.numpy)
 
 

@@ -57,7 +57,7 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     assert m % tm == 0 and n % tn == 0 and k % ku == 0
     kernel = hgemm_kernel if a.dtype == np.float16 else sgemm_kernel
     c = np.empty((m, n), np.float32)
-    kernel[(n // tn, m // tm), None](a, b, c, k, n, tm, tn, ku)
+    kernel[(n // tn, m // tm)](a, b, c, k, n, tm, tn, ku)
     return c
 
 
@@ -138,7 +138,7 @@ def cmlang_impl(inputs, device):
     kernel = hgemm_kernel if a.dtype == np.float16 else sgemm_kernel
     tm, tn, ku = TILES[a.dtype]
     da, db, dc = cm.to_device(a), cm.to_device(b), cm.to_device(np.zeros((m, n), np.float32))
-    launch = kernel[(n // tn, m // tm), None]
+    launch = kernel[(n // tn, m // tm)]
     return Run(lambda: event_seconds([launch(da, db, dc, k, n, tm, tn, ku)]), dc.numpy)
 
 

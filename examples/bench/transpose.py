@@ -49,7 +49,7 @@ def transpose(a: np.ndarray) -> np.ndarray:
     rows, cols = a.shape
     assert a.dtype == np.float32 and rows % T == 0 and cols % (T * TILES) == 0
     out = np.empty((cols, rows), np.float32)
-    transpose_kernel[(cols // (T * TILES), rows // T), None](a, out, rows, cols, T, T.bit_length() - 1, TILES)
+    transpose_kernel[(cols // (T * TILES), rows // T)](a, out, rows, cols, T, T.bit_length() - 1, TILES)
     return out
 
 
@@ -90,7 +90,7 @@ def cmlang_impl(inputs, device):
     a = inputs["a"]
     rows, cols = a.shape
     da, dout = cm.to_device(a), cm.to_device(np.zeros((cols, rows), np.float32))
-    launch = transpose_kernel[(cols // (T * TILES), rows // T), None]
+    launch = transpose_kernel[(cols // (T * TILES), rows // T)]
     log_t = T.bit_length() - 1
     return Run(lambda: event_seconds([launch(da, dout, rows, cols, T, log_t, TILES)]), dout.numpy)
 
