@@ -94,7 +94,7 @@ def pattern_regex(pattern: str, bound: dict) -> tuple:
                 raise CheckFailure(f"variable [[{name}]] is used before it is defined")
         else:
             parts.append(r"[ \t]+".join(re.escape(w) for w in re.split(r"[ \t]+", token)))
-    return re.compile("".join(parts)), names
+    return re.compile("".join(parts), re.MULTILINE), names
 
 
 def check_output(output: str, checks: list, where: str = "") -> None:

@@ -61,13 +61,13 @@ def pass_named(name: str) -> Pass:
     raise CompileError(f"unknown IR pass {name!r}; passes are {', '.join(p.name for p in PASSES)}")
 
 
-def run_pipeline(fn: Function, passes=PASSES, print_after=None, out=None) -> Function:
-    """Runs ``passes`` on ``fn`` in order, in place; returns ``fn``.
+def run_pipeline(fn: Function, passes=None, print_after=None, out=None) -> Function:
+    """Runs ``passes`` (default ``PASSES``) on ``fn`` in order, in place; returns ``fn``.
 
     ``print_after``: the pass names after which to print the IR to ``out`` (stderr), or
     ``"all"``; None reads ``CMLANG_PRINT_IR_AFTER``."""
     wanted = _print_after(os.environ.get(PRINT_IR_AFTER_ENV, "") if print_after is None else print_after)
-    for p in passes:
+    for p in PASSES if passes is None else passes:
         p.run(fn)
         if "all" in wanted or p.name in wanted:
             print(f"// ----- IR after {p.name} (@{fn.name}) -----\n{print_function(fn)}",
