@@ -68,12 +68,18 @@ def read_runs(text: str) -> list:
 
 
 def read_checks(text: str, prefix: str) -> list:
-    line_re = re.compile(rf"//\s*{re.escape(prefix)}(?:-({'|'.join(DIRECTIVES)}))?:\s?(.*?)\s*$")
+    """The check lines of ``prefix``; a misspelt directive (``CHECK-NXT:``) is an error, not
+    a line silently skipped."""
+    line_re = re.compile(rf"//\s*{re.escape(prefix)}(?:-([A-Z]+))?:\s?(.*?)\s*$")
     checks = []
     for number, line in enumerate(text.splitlines(), 1):
         m = line_re.search(line)
-        if m:
-            checks.append(Check(m.group(1) or "", m.group(2), number))
+        if not m:
+            continue
+        if m.group(1) and m.group(1) not in DIRECTIVES:
+            raise CheckFailure(f"line {number}: unknown directive {prefix}-{m.group(1)}: "
+                               f"use {', '.join(prefix + '-' + d for d in DIRECTIVES)}")
+        checks.append(Check(m.group(1) or "", m.group(2), number))
     return checks
 
 

@@ -155,6 +155,11 @@ kernel @k(%p: ptr<f32>) simd=16 {
 """
 
 
+def test_a_misspelt_directive_is_an_error():
+    with pytest.raises(CheckFailure, match="line 2: unknown directive CHECK-NXT: use CHECK-NEXT, CHECK-SAME"):
+        checks("// CHECK: define\n// CHECK-NXT: entry:")
+
+
 def test_a_wrong_check_line_in_a_lit_file_fails():
     run_lit(IR + "// CHECK: store %p, %0, %1\n")
     with pytest.raises(CheckFailure, match=r"<text>:8: CHECK not matched: 'store %p, %1, %0'"):

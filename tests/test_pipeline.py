@@ -116,3 +116,31 @@ def test_passes_import_no_code_generator_and_no_llvmlite():
             "print('clean')")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.stdout.strip() == "clean", result.stderr
+
+
+LOOP = """\
+kernel @k(%p: ptr<f32>, %s: f32, %n: i32) simd=16 {
+  %four: i32 = const [value=4]
+  for %four, %n, %four {
+  ^(%i: i32):
+    barrier
+    store %p, %i, %s
+    yield
+  }
+  return
+}
+"""
+
+
+def test_analysis_output_is_ir_text_with_comments():
+    """describe() output parses back (comments at line ends and on lines of their own are
+    ignored) to the same function."""
+    from cmlang.ir.printer import print_function
+    from cmlang.passes.pipeline import ANALYSES
+    fn = parse_function(LOOP)
+    for analysis in ANALYSES.values():
+        text = analysis.describe(fn)
+        assert "//" in text, analysis.name
+        assert print_function(parse_function(text)) == print_function(fn), analysis.name
+    commented = LOOP.replace("    store", "    // a comment line between ops\n\n    store")
+    assert print_function(parse_function(commented)) == print_function(fn)
