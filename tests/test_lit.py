@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 
 import pytest
 
@@ -31,19 +32,22 @@ def run_command(words: list, ir_text: str) -> str:
     action, args = words[0], words[1:]
     options = dict(a[2:].split("=", 1) for a in args if a.startswith("--"))
     names = [a for a in args if not a.startswith("--")]
+    if set(options) - {"device"} or (options and action not in ("lower", "compile")):
+        raise ValueError(f"RUN: {' '.join(words)}: the only option is --device=PROFILE, of lower and compile")
+    if action in ("analyze", "lower", "compile") and len(names) != 1:
+        raise ValueError(f"RUN: {' '.join(words)}: {action} takes one name")
     if action == "pass":
         run_pipeline(fn, passes=[pass_named(n) for n in names], print_after=())
         return print_function(fn)
     if action == "pipeline":
         return print_function(run_pipeline(fn, print_after=()))
     if action == "analyze":
-        (name,) = names
+        name = names[0]
         if name not in ANALYSES:
             raise CompileError(f"unknown analysis {name!r}; analyses are {', '.join(ANALYSES)}")
         return ANALYSES[name].describe(fn)
     if action in ("lower", "compile"):
-        (target_name,) = names
-        target, profile = get_target(target_name), get_profile(options.get("device", "cpu"))
+        target, profile = get_target(names[0]), get_profile(options.get("device", "cpu"))
         if action == "lower":
             return target.lower(fn, profile)
         result = target.compile(fn, profile)
@@ -153,6 +157,19 @@ kernel @k(%p: ptr<f32>) simd=16 {
   return
 }
 """
+
+
+@pytest.mark.parametrize("run, message", [
+    ("lower spirv --devcie=pvc", "the only option is --device=PROFILE"),
+    ("analyze", "analyze takes one name"),
+    ("optimize", "unknown RUN action 'optimize'"),
+    ("analyze liveness", "unknown analysis 'liveness'; analyses are buffer-extents"),
+    ("pass licm", "unknown IR pass 'licm'; passes are verify, dce"),
+    ("lower nvptx", "unknown target 'nvptx'"),
+])
+def test_bad_run_lines_are_errors(run, message):
+    with pytest.raises((ValueError, CompileError), match=re.escape(message)):
+        run_lit(IR.replace("pass dce", run) + "// CHECK: k\n")
 
 
 def test_a_misspelt_directive_is_an_error():

@@ -66,8 +66,10 @@ def run_pipeline(fn: Function, passes=None, print_after=None, out=None) -> Funct
 
     ``print_after``: the pass names after which to print the IR to ``out`` (stderr), or
     ``"all"``; None reads ``CMLANG_PRINT_IR_AFTER``."""
-    wanted = _print_after(os.environ.get(PRINT_IR_AFTER_ENV, "") if print_after is None else print_after)
-    for p in PASSES if passes is None else passes:
+    passes = PASSES if passes is None else tuple(passes)
+    wanted = _print_after(os.environ.get(PRINT_IR_AFTER_ENV, "") if print_after is None else print_after,
+                          passes)
+    for p in passes:
         p.run(fn)
         if "all" in wanted or p.name in wanted:
             print(f"// ----- IR after {p.name} (@{fn.name}) -----\n{print_function(fn)}",
@@ -75,11 +77,11 @@ def run_pipeline(fn: Function, passes=None, print_after=None, out=None) -> Funct
     return fn
 
 
-def _print_after(spec) -> set:
+def _print_after(spec, passes) -> set:
+    """The pass names in ``spec`` (a comma-separated string or names), checked against ``passes``."""
     names = {n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()}
-    known = {p.name for p in PASSES} | {"all"}
-    unknown = sorted(names - known)
+    unknown = sorted(names - {p.name for p in passes} - {"all"})
     if unknown:
         raise CompileError(f"{PRINT_IR_AFTER_ENV} names unknown pass(es) {', '.join(unknown)}; "
-                           f"passes are {', '.join(p.name for p in PASSES)} (or all)")
+                           f"passes are {', '.join(p.name for p in passes)} (or all)")
     return names
