@@ -21,8 +21,8 @@ order; kernel parameters keep their Python names. Attributes print in the order 
 op catalogue lists them; values are ints, floats (``repr``, plus ``inf -inf nan``),
 ``true false none``, JSON-escaped strings, tuples ``(1, 2)``, dicts ``{a=1}`` and
 types. A block's arguments, if any, are on a ``^(...):`` line; the blocks of an
-``if`` are separated by ``else``, those of a ``while`` by ``do``. ``//`` starts a comment that runs to the end of
-the line (analyses print their findings as such comments: ``annotate``).
+``if`` are separated by ``else``, those of a ``while`` by ``do``. ``//`` starts a comment
+that runs to the end of the line (analyses print their findings so: ``annotate``).
 """
 from __future__ import annotations
 
