@@ -100,16 +100,14 @@ class Kernel:
         return dict(zip(names, (_constexpr_value(v) for v in key)))
 
     def ir_function(self, key=()):
-        """The optimized IR of one specialization (cached)."""
+        """The IR of one specialization after the pass pipeline (``cmlang.passes.pipeline``), cached."""
         fn = self._ir_cache.get(key)
         if fn is None:
             from .frontend import compile_to_ir
-            from .ir.verify import verify_function
-            from .passes.dce import eliminate_dead_code
+            from .passes.pipeline import run_pipeline
             fn = compile_to_ir(self.fn, dict(self.runtime_params), self._constexpr_dict(key), self.simd,
                                name=self.__name__)
-            verify_function(fn)
-            eliminate_dead_code(fn)
+            run_pipeline(fn)
             self._ir_cache[key] = fn
         return fn
 
@@ -203,19 +201,18 @@ def _current_profile():
 def make_binary(fn, codegen_result, profile=""):
     """The launch contract of a compiled IR function (codegen_result None: interpreter only)."""
     from cmlang.runtime.binary import KernelBinary, Param
-    from .passes.buffer_extents import analyze_buffers
+    from .passes import analyze_buffers, uses_groups
     uses = analyze_buffers(fn)
     params = []
     for i, (name, value) in enumerate(zip(fn.param_names, fn.params)):
         use = uses.get(i)
         params.append(Param(name, value.type, writes=bool(use and use.writes),
                             min_elems=use.min_elems if use else 0))
-    uses_groups = any(op.opcode in ("slm", "barrier", "group_id", "local_id", "local_size", "group_count")
-                      for op in fn.walk())
+    group_features = uses_groups(fn)
     if codegen_result is None:
-        return KernelBinary(fn.name, b"", fn.simd, tuple(params), uses_groups)
+        return KernelBinary(fn.name, b"", fn.simd, tuple(params), group_features)
     return KernelBinary(codegen_result.kernel_name, codegen_result.spirv, fn.simd, tuple(params),
-                        uses_groups, tuple(codegen_result.extensions), codegen_result.target,
+                        group_features, tuple(codegen_result.extensions), codegen_result.target,
                         codegen_result.lanes_per_thread, codegen_result.build_options, profile)
 
 

@@ -57,10 +57,10 @@ from llvmlite import ir
 
 from cmlang.errors import CompileError
 from cmlang.ir.core import Function, Value
+from cmlang.passes import induction_loops, known_multiple
 from cmlang.types import PtrType, ScalarType, VectorType, f32, i32
 from .llvm_builtins import (I1, I8, I16, I32, I64, FLOAT, VOID, GLOBAL,
                             value_type, memory_type, mangle_code, mangled)
-from .memory import known_multiple
 from .control_flow import StructuredControlFlow
 from .scalar_ops import identity_value, round_bf16_host
 
@@ -197,7 +197,7 @@ class VCLowering(StructuredControlFlow):
         self.values = {}
         self.slm_bytes = 0
         self._ids = {}
-        self.iv_loops = {op.blocks[0].args[0]: op for op in fn.walk() if op.opcode == "for"}
+        self.iv_loops = induction_loops(fn)
 
     # ------------------------------------------------------------------ kernel skeleton
     def run(self) -> str:
