@@ -89,9 +89,21 @@ def _compile(llvm_ir: str, opt_level: int):
         module.verify()
     except RuntimeError as e:
         raise CompileError(f"internal error: generated LLVM IR is invalid: {e}") from None
+    _assume_forward_progress(module)
     if opt_level > 0:
         _optimize(module, tm, opt_level)
     return str(module), tm.emit_object(module)
+
+
+def _assume_forward_progress(module):
+    """Mark every defined function ``mustprogress``: a CM kernel follows C++'s rule that a
+    loop without side effects terminates, so the optimizer deletes such a loop instead of
+    leaving a loop with no exit behind (``while n == 12345: i += 0`` became ``br label
+    %self``). A kernel holding a loop with no exit is one the OpenCL CPU runtime's
+    vectorizer gives up on, silently running it one work-item per sub-group."""
+    for function in module.functions:
+        if not function.is_declaration:
+            function.add_function_attribute("mustprogress")
 
 
 # --- running the backend in a forked child ---------------------------------------------------
