@@ -31,9 +31,17 @@ def compile_function(fn, target: str = "spirv", opt_level: int = 2) -> CodegenRe
         from . import vc, vc_translate
         text = vc.lower_function(fn)
         binary = vc_translate.llvm_to_spirv_vc(text)
-        return CodegenResult(text, binary, fn.name, spirv.extensions(binary))
-    if target != "spirv":
+        validate = vc_translate.validate
+    elif target == "spirv":
+        text, binary = spirv.llvm_to_spirv(simt.lower_function(fn, spirv.data_layout()), opt_level)
+        validate = spirv.validate
+    else:
         raise CompileError(f"unknown target {target!r} (known: {', '.join(TARGETS)})")
-    text = simt.lower_function(fn, spirv.data_layout())
-    optimized, binary = spirv.llvm_to_spirv(text, opt_level)
-    return CodegenResult(optimized, binary, fn.name, spirv.extensions(binary))
+    # Every module is checked here, where it is made: an invalid one is a compile error
+    # naming the kernel, not a driver's link failure (or worse) at launch.
+    try:
+        validate(binary)
+    except CompileError as e:
+        raise CompileError(f"kernel '{fn.name}' compiled to an invalid {target} module "
+                           f"(a code generator bug): {e.message}") from None
+    return CodegenResult(text, binary, fn.name, spirv.extensions(binary))
