@@ -189,3 +189,46 @@ def test_issue_cases_on_dpctl(monkeypatch, fn, simd):
     for n, m in [(5, 2), (0, 0)]:
         np.testing.assert_array_equal(run_case(fn, simd, n, m), expected(fn, n, m, simd),
                                       err_msg=f"{fn.__name__} simd={simd} n={n} on dpctl")
+
+
+# --- what is left for the runtime: a kernel its vectorizer gives up on is refused ------------
+
+# A loop with no exit (the shape LLVM made of ``while n == 12345: store``), written by hand
+# since cmlang no longer emits one. The CPU runtime cannot vectorize the kernel to its
+# sub-group size 16 and would run it with one work-item per sub-group.
+ENDLESS_IR = """
+target triple = "spirv64-unknown-unknown"
+declare spir_func void @_Z31__spirv_SubgroupBlockWriteINTELPU3AS1jj(ptr addrspace(1), i32) convergent
+
+define spir_kernel void @endless(ptr addrspace(1) %y, i32 %n) !intel_reqd_sub_group_size !0 {
+entry:
+  %spin = icmp eq i32 %n, 12345
+  br i1 %spin, label %forever, label %done
+forever:
+  call spir_func void @_Z31__spirv_SubgroupBlockWriteINTELPU3AS1jj(ptr addrspace(1) %y, i32 1)
+  br label %forever
+done:
+  call spir_func void @_Z31__spirv_SubgroupBlockWriteINTELPU3AS1jj(ptr addrspace(1) %y, i32 7)
+  ret void
+}
+!0 = !{i32 16}
+"""
+
+
+def test_a_kernel_the_cpu_runtime_does_not_vectorize_is_refused(monkeypatch):
+    from kernel_utils import spirv_from_ir
+    from cmlang.errors import LaunchError
+    from cmlang.runtime import device as device_module, launch
+    from cmlang.runtime.binary import KernelBinary, Param
+    from cmlang.types import PtrType
+    monkeypatch.setattr(device_module, "_current", None)
+    monkeypatch.delenv("CMLANG_DEVICE", raising=False)
+    spirv = spirv_from_ir(ENDLESS_IR, "+SPV_INTEL_subgroups")
+    assert device_module.required_sub_group_size(spirv) == 16
+    binary = KernelBinary("endless", spirv, 16, (Param("y", PtrType(i32), writes=True),
+                                                 Param("n", i32)))
+    y = np.zeros(16, np.int32)
+    with pytest.raises(LaunchError, match=r"could not vectorize kernel 'endless' to its "
+                                          r"sub-group size 16"):
+        launch(binary, 1, None, (y, 5))
+    assert not y.any()
