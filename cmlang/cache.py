@@ -487,6 +487,7 @@ def build_device_kernel(device, spirv: bytes, name: str, options: str = "", fall
         kernel = cl.Kernel(program, name)
     except cl.Error:
         return fallback(spirv, name)  # its LaunchError carries the build log
+    device.check_vectorized(program, spirv, name)
     binaries = program.get_info(cl.program_info.BINARIES)
     if binaries and binaries[0]:
         write_entry(path, {"binary": bytes(binaries[0])})

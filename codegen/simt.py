@@ -40,6 +40,11 @@ atomic                                      per-lane ``atomicrmw`` / ``cmpxchg``
 barrier / fence                             ``barrier(CLK_LOCAL|GLOBAL)`` / OpMemoryBarrier
 for with a computed bound or step,          bound/step (condition) ``sub_group_broadcast``
 while with a scalar min/max/abs condition   from lane 0 (visibly uniform to the CPU vectorizer)
+while whose condition the loop cannot       condition ``sub_group_broadcast`` from lane 0 in
+change                                      the header: the loop keeps its exit (workaround:
+                                            the CPU runtime's vectorizer gives up on a kernel
+                                            with an exit-less loop and runs it one work-item
+                                            per sub-group)
 thread_id(0), local_id(0)                   get_*_id(0) of lane 0 (broadcast) / simd
 ==========================================  ================================================
 """
