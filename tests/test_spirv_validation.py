@@ -52,7 +52,7 @@ def test_the_issue_kernel_runs(mode):
     period = DATA[:512 * width]
     inbuf = np.concatenate([period, period, period])
     out = np.zeros(64 * 16, np.uint8)
-    histogram_rows[(1, 2), None](inbuf, out, width)
+    histogram_rows[1, 2](inbuf, out, width)
     expected = np.concatenate([inbuf[8 * y * width:8 * y * width + 16] for y in range(64)])
     np.testing.assert_array_equal(out, expected)
 
@@ -61,7 +61,7 @@ def test_each_group_reads_its_own_rows(mode):
     width = 5
     inbuf = np.resize(DATA, (512 + 8 * 64) * width + 16)
     out = np.zeros(2 * 64 * 16, np.uint8)
-    histogram_rows_per_group[(1, 2), None](inbuf, out, width)
+    histogram_rows_per_group[1, 2](inbuf, out, width)
     expected = np.concatenate([inbuf[(512 * g + 8 * y) * width:(512 * g + 8 * y) * width + 16]
                                for g in range(2) for y in range(64)])
     np.testing.assert_array_equal(out, expected)
@@ -101,7 +101,7 @@ def test_strided_rows_run_right(mode, T, S, STEP, N):
     width = 3
     inbuf = np.resize(DATA, (S + STEP * N) * width + 16)
     out = np.zeros(2 * N * 16, np.uint8)
-    strided_rows[(1, 2), None](inbuf, out, width, T, S, STEP, N)
+    strided_rows[1, 2](inbuf, out, width, T, S, STEP, N)
     np.testing.assert_array_equal(out, strided_rows_reference(inbuf, width, S, STEP, N, 2))
 
 
