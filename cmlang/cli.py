@@ -121,7 +121,8 @@ def cmd_cache(args):
     state = "on" if info["enabled"] else f"off ({cache.DISABLE_ENV}=0)"
     print(f"cache dir: {info['dir']}  [{state}; kept under {info['max_bytes'] / 2**20:.0f} MiB, "
           f"{cache.MAX_MB_ENV}]")
-    for store, label in ((cache.KERNELS, "compiled kernels"), (cache.DEVICE_BINARIES, "driver binaries")):
+    for store, label in ((cache.KERNELS, "compiled kernels"), (cache.DEVICE_BINARIES, "driver binaries"),
+                         (cache.NATIVE_BINARIES, "Intel GPU binaries")):
         print(f"  {label:17s} {info[store]['entries']:6d} entries  {info[store]['bytes'] / 1e6:9.2f} MB")
     if args.list:
         import time as _time

@@ -48,6 +48,31 @@ class CompiledKernel:
         grid, group = _split_config(config)
         return lambda *args: _launch_binary(self.binary, grid, group, args)
 
+    # What Intel's GPU compiler made of it: set by ``compile(..., device=...)``
+    # (a cmlang.codegen.intel_gpu.NativeBuild; a class attribute, not a dataclass field).
+    native_build = None
+
+    @property
+    def native(self) -> bytes:
+        """The Intel GPU binary (what clCreateProgramWithBinary takes on that device)."""
+        return self._native_build().binary
+
+    @property
+    def isa(self) -> str:
+        """IGC's assembly listing of the kernel."""
+        return self._native_build().isa
+
+    @property
+    def stats(self) -> dict:
+        """instructions, spill_bytes, grf, dpas, block2d, messages (from IGC's listing)."""
+        return dict(self._native_build().stats)
+
+    def _native_build(self):
+        if self.native_build is None:
+            raise CompileError(f"{self.binary.name}: no Intel GPU build; compile it with "
+                               f"device=... (an ocloc -device name such as 'pvc' or 'dg2')")
+        return self.native_build
+
 
 class Kernel:
     def __init__(self, fn, simd=16, interpret=False):
@@ -129,9 +154,10 @@ class Kernel:
             cache.store_compiled(disk_key, ck)
         return ck
 
-    def compile(self, *args_or_types, target="spirv", **constexprs) -> CompiledKernel:
+    def compile(self, *args_or_types, target="spirv", device=None, **constexprs) -> CompiledKernel:
         """Compile one specialization: give launch arguments (or types) in order,
-        or only the constexpr values by name."""
+        or only the constexpr values by name.  ``device`` (ocloc's -device name, e.g.
+        "pvc"): also build it with Intel's GPU compiler (``.native``, ``.isa``, ``.stats``)."""
         if args_or_types:
             key, _ = self._split_args(args_or_types)
         else:
@@ -140,7 +166,8 @@ class Kernel:
             if missing:
                 raise CompileError(f"{self.__name__}: constexpr parameter(s) {', '.join(missing)} need a value")
             key = tuple(_constexpr_key(constexprs[n]) for n in names)
-        return self.specialization(key, target)
+        ck = self.specialization(key, target)
+        return ck if device is None else _with_native_build(ck, device, getattr(self, "grf", 128))
 
     # --- launch -----------------------------------------------------------------
     def launch(self, grid, group, args):
@@ -185,6 +212,15 @@ def make_binary(fn, codegen_result):
         return KernelBinary(fn.name, b"", fn.simd, tuple(params), uses_groups)
     return KernelBinary(codegen_result.kernel_name, codegen_result.spirv, fn.simd, tuple(params),
                         uses_groups, tuple(codegen_result.extensions))
+
+
+def _with_native_build(ck, device, grf):
+    """A copy of ``ck`` carrying IGC's build for ``device`` (specializations stay device-free)."""
+    import copy
+    from cmlang.codegen.intel_gpu import build_native
+    native = copy.copy(ck)
+    native.native_build = build_native(ck.spirv, ck.binary.name, device, ck.target, grf)
+    return native
 
 
 def _launch_binary(binary, grid, group, args):
