@@ -55,6 +55,7 @@ class Row:
     block2d: int | None = None
     messages: int | None = None
     error: str = ""
+    seconds: float | None = None    # wall time of this build (ocloc; ~0 on a cache hit)
 
 
 @contextlib.contextmanager
@@ -120,12 +121,14 @@ def build_rows(specs, devices, targets, progress=True, workers=None) -> list:
     def build(index, spirv, name):
         spec, target, device = jobs[index]
         row = rows[index]
+        start = time.perf_counter()
         try:
             stats = build_native(spirv, name, device, target, getattr(spec.kernel, "grf", 128)).stats
             for column in STATS_COLUMNS:
                 setattr(row, column, stats[column])
         except CompileError as exc:
             row.error = str(exc)
+        row.seconds = round(time.perf_counter() - start, 3)
         bar.update(1)
 
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
