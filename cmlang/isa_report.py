@@ -175,6 +175,32 @@ def format_table(rows) -> str:
     return "\n".join(lines)
 
 
+def format_grid(rows) -> str:
+    """A markdown table with one line per specialization (with the benchmark that first
+    launched it) and a column per (target, device): "instructions / spill bytes", plus
+    GRF, dpas and 2-D block counts where they are not 128, 0 and 0."""
+    columns = list(dict.fromkeys((r.target, r.device) for r in rows))
+    lines, cells = {}, {}
+    for r in rows:
+        ident = (r.kernel, json.dumps(r.constexprs), tuple(r.argument_types))
+        lines.setdefault(ident, r)
+        if r.error:
+            text = "rejected"
+        else:
+            text = f"{r.instructions} / {r.spill_bytes}"
+            extras = [f"GRF {r.grf}" if r.grf != 128 else "", f"dpas {r.dpas}" if r.dpas else "",
+                      f"2-D {r.block2d}" if r.block2d else ""]
+            text += "".join(f"; {e}" for e in extras if e)
+        cells[ident, r.target, r.device] = text
+    header = ["workload", "kernel", "constexprs"] + [f"{t} {d}" for t, d in columns]
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for ident, r in lines.items():
+        constexprs = ", ".join(f"{k}={v}" for k, v in r.constexprs.items()) or "-"
+        out.append("| " + " | ".join([r.workload, r.kernel, constexprs] + [cells.get((ident, t, d), "")
+                                                                 for t, d in columns]) + " |")
+    return "\n".join(out)
+
+
 def summary(rows, seconds) -> str:
     built = [r for r in rows if not r.error]
     spilling = [r for r in built if r.spill_bytes]
@@ -204,7 +230,7 @@ def run_command(args) -> int:
     seconds = time.perf_counter() - start
     print(f"Intel GPU code ({describe_compiler(compiler_version())}), "
           f"{len(specs)} specializations launched at size {args.size}:")
-    print(format_table(rows))
+    print(format_grid(rows) if args.grid else format_table(rows))
     print(summary(rows, seconds))
     for note in notes:
         print(note)
@@ -229,4 +255,6 @@ def add_arguments(parser) -> None:
                         help="the benchmark size whose launches are recorded (default quick)")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON records")
     parser.add_argument("-j", "--jobs", type=int, help="ocloc builds at a time (default: CPUs)")
+    parser.add_argument("--grid", action="store_true",
+                        help="one line per specialization, a column per target and device")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -249,6 +249,17 @@ def test_cli_isa_lists_what_a_benchmark_launches(tmp_path):
     assert f"{len(rows)} of {len(rows)} builds succeeded" in text
 
 
+@needs_ocloc
+def test_cli_build_stores_native_binaries(tmp_path):
+    out = tmp_path / "saxpy.cmpkg"
+    r = cli("build", f"{__file__}::saxpy", "--device", "pvc,dg2", "-o", str(out))
+    assert r.returncode == 0, r.stderr.decode()
+    assert b"target=spirv native=pvc,dg2" in r.stdout
+    with zipfile.ZipFile(out) as zf:
+        assert sorted(n for n in zf.namelist() if n.startswith("native/")) == [
+            "native/0000-saxpy.dg2.bin", "native/0000-saxpy.pvc.bin"]
+
+
 # ---------------------------------------------------------------------------
 # Packages with native binaries
 
