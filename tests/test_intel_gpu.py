@@ -247,6 +247,10 @@ def test_cli_isa_lists_what_a_benchmark_launches(tmp_path):
     assert all(row["kernel"].startswith("transpose") and row["instructions"] > 0 for row in rows)
     assert "| kernel | constexprs | arguments | target | device | instructions |" in text
     assert f"{len(rows)} of {len(rows)} builds succeeded" in text
+    grid = cli("isa", "transpose", "--size", "tiny", "--device", "pvc,dg2", "--target", "spirv", "--grid", "-q")
+    lines = [l for l in grid.stdout.decode().splitlines() if l.startswith("| transpose |")]
+    assert len(lines) == len(rows) // 2                      # one line per specialization
+    assert lines[0].count(" / ") == 2                        # instructions / spill, for pvc and dg2
 
 
 @needs_ocloc
