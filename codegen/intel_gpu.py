@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 
 from cmlang.errors import CompileError
@@ -304,8 +305,9 @@ def _load(key, kernel, device, target, options):
     try:
         meta = json.loads(sections["meta"])
         return NativeBuild(kernel, device, target, options, sections["binary"],
-                           sections["isa"].decode("utf-8"), meta["stats"], meta["compiler"])
-    except (KeyError, ValueError):
+                           zlib.decompress(sections["isa.z"]).decode("utf-8"), meta["stats"],
+                           meta["compiler"])
+    except (KeyError, ValueError, zlib.error):
         return None
 
 
@@ -315,4 +317,4 @@ def _store(key, build: NativeBuild) -> None:
             "device": build.device, "target": build.target}
     cache.write_entry(cache.entry_path(cache.NATIVE_BINARIES, key),
                       {"meta": json.dumps(meta).encode(), "binary": build.binary,
-                       "isa": build.isa.encode("utf-8")})
+                       "isa.z": zlib.compress(build.isa.encode("utf-8"), 6)})   # listings run to MBs
