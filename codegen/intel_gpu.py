@@ -218,8 +218,8 @@ def _run_ocloc(ocloc, spirv, kernel, device, target, options):
         listing = _find_listing(dump, kernel, target)
         if listing is None:
             raise CompileError(_describe(kernel, device, target)
-                               + f": IGC wrote no assembly listing for the kernel; dump held "
-                               f"{sorted(os.listdir(dump)) if os.path.isdir(dump) else 'nothing'}")
+                               + ": IGC built no kernel of that name (its dump has no listing "
+                               "for it)" + (f":\n{log}" if log else ""))
         with open(listing, encoding="utf-8", errors="replace") as f:
             return binary, f.read()
 

@@ -173,12 +173,23 @@ def test_large_register_file_mode():
 
 @needs_ocloc
 def test_igc_rejection_names_kernel_device_flavour_and_log():
-    spirv = saxpy.compile(target="spirv").spirv
+    # A register indexed at run time must fit the register file in vISA: 16 KiB does not.
     with pytest.raises(CompileError) as info:
-        intel_gpu.build_native(spirv[:64], "saxpy", "dg2", "spirv-vc")    # a truncated module
+        big_register.compile(target="spirv-vc", device="dg2")
     message = str(info.value)
-    assert "kernel 'saxpy', device dg2, target spirv-vc: IGC rejected the module" in message
-    assert message.splitlines()[-1].strip()    # IGC's log follows
+    assert "kernel 'big_register', device dg2, target spirv-vc: IGC rejected the module" in message
+    assert "VISA builder API call failed" in message          # IGC's log
+
+
+@needs_ocloc
+def test_a_truncated_module_is_an_error():
+    spirv = saxpy.compile(target="spirv").spirv[:64]
+    with pytest.raises(CompileError, match=r"kernel 'saxpy', device dg2, target spirv-vc: IGC rejected "
+                                           r"the module \(ocloc exit -?\d+\):\n."):
+        intel_gpu.build_native(spirv, "saxpy", "dg2", "spirv-vc")
+    with pytest.raises(CompileError, match=r"kernel 'saxpy', device pvc, target spirv: IGC built no "
+                                           r"kernel of that name"):
+        intel_gpu.build_native(spirv, "saxpy", "pvc", "spirv")
 
 
 @needs_ocloc
@@ -350,6 +361,13 @@ def test_native_binary_the_driver_refuses_falls_back_to_spirv(native_package):
     with pytest.warns(UserWarning, match="native binary of 'saxpy' does not load"):
         got, want = _run_saxpy(pkg, FakeDG2(cpu.cl_device, "opencl:fake-dg2:0"))
     np.testing.assert_array_equal(got, want)
+
+
+def test_dpctl_devices_take_the_spirv():
+    """dpctl has no program-from-binary call: a dpctl device named pvc still builds SPIR-V."""
+    import types
+    from cmlang.runtime.package import build_native_kernel
+    assert build_native_kernel(types.SimpleNamespace(backend="dpctl", ocloc_device="pvc"), b"ELF", "k") is None
 
 
 def test_ocloc_device_name_of_real_devices():
