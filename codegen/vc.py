@@ -18,7 +18,8 @@ min max abs                           ``llvm.genx.{f,s,u}{min,max}``, ``llvm.gen
 exp exp2 log log2 sin cos pow         ``llvm.genx.exp/log/sin/cos/pow`` (native precision; exp and
                                       log scale by log2(e) / ln 2); tanh from ``genx.exp`` (an
                                       odd polynomial for |x| < 1/8); f64: CompileError
-sqrt rsqrt inv floor ceil             ``llvm.genx.ieee.sqrt`` (+ ``fdiv``), ``fdiv``,
+sqrt rsqrt inv floor ceil             OpenCL ``sqrt`` for f32, else ``llvm.genx.(ieee.)sqrt``
+                                      (+ ``fdiv``), ``fdiv``,
                                       ``llvm.genx.rndd`` / ``llvm.genx.rndu``
 fma (float)                           OpenCL ``fma`` (OpExtInst) on pieces of <= 16 elements
 const splat build                     vector constants, insertelement + shufflevector splat
@@ -493,7 +494,13 @@ class VCLowering(StructuredControlFlow):
         if code == "inv":
             return b.fdiv(const(ty, 1.0), x)
         if code in ("sqrt", "rsqrt"):
-            root = g(b, "sqrt" if elem.name == "f16" else "ieee.sqrt", ty, [x], [ty])
+            if elem.name == "f32":
+                # OpenCL sqrt from IGC's VC library: IEEE where the device has the macro
+                # (PVC), native elsewhere. llvm.genx.ieee.sqrt on f32 makes IGC 1.0.12504
+                # fail for DG2/TGL ("VISA builder API call failed").
+                root = self.opencl_pieces("sqrt", [x])
+            else:
+                root = g(b, "sqrt" if elem.name == "f16" else "ieee.sqrt", ty, [x], [ty])
             return root if code == "sqrt" else b.fdiv(const(ty, 1.0), root)
         if code in ("floor", "ceil"):
             return g(b, "rndd" if code == "floor" else "rndu", ty, [x], [ty])

@@ -96,7 +96,8 @@ class Emulation:
 
     # --- one definition per intrinsic family ------------------------------------------------
     def body(self, b, kind, ret, args):
-        base = "fma" if kind.startswith("_Z3fma") else _base_name(kind)
+        base = ("fma" if kind.startswith("_Z3fma") else "sqrt" if kind.startswith("_Z4sqrt")
+                else _base_name(kind))
         handler = getattr(self, "emit_" + base.replace(".", "_"), None)
         if handler is None:
             raise NotImplementedError(f"no emulation for llvm.genx.{kind}")
