@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .runtime.profiles import device_choice
+
 STATS_COLUMNS = ("instructions", "spill_bytes", "grf", "dpas", "block2d", "messages")
 
 
@@ -66,12 +68,12 @@ def recording():
     seen, found = set(), []
     original = Kernel.specialization
 
-    def specialization(self, key=(), target="spirv"):
+    def specialization(self, key=(), target="spirv", *rest):
         ident = (self.fn, self.simd, key)
         if ident not in seen:
             seen.add(ident)
             found.append((self, key))
-        return original(self, key, target)
+        return original(self, key, target, *rest)
 
     Kernel.specialization = specialization
     try:
@@ -135,7 +137,7 @@ def build_rows(specs, devices, targets, progress=True, workers=None) -> list:
         futures = []
         for index, (spec, target, device) in enumerate(jobs):
             try:
-                ck = spec.kernel.specialization(spec.key, target)
+                ck = spec.kernel.specialization(spec.key, target, device_choice(device)[0])
             except CompileError as exc:
                 rows[index].error = f"cmlang: {exc}"
                 bar.update(1)

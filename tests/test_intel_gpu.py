@@ -302,7 +302,7 @@ def test_package_manifest_names_native_devices_and_compiler(native_package):
 def _run_saxpy(pkg, device=None):
     x = np.arange(64, dtype=np.float32)
     y = np.ones(64, dtype=np.float32)
-    pkg.saxpy.launch(4, None, (x, y, 2.0), device)
+    pkg.saxpy._launch(4, None, (x, y, 2.0), device)
     return y, 2.0 * np.arange(64) + 1.0
 
 
