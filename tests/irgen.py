@@ -829,8 +829,15 @@ class Generator:
             m = self.pick_mask(self.choice([(self.vector_size(),)] + [v.shape for v in self.pool if v.shape]))
             fn = self.choice(["any", "all"])
             return self.define(f"{m.name}.{fn}()", bool_, (), [m], f"reduce.{fn}")
-        v = self.pick_matrix() if self.chance(0.4) else self.pick(lambda u: u.shape != ())
         fn = self.weighted({"sum": 3, "prod": 1, "max": 2, "min": 2})
+        if fn in ("min", "max") and self.chance(0.15):
+            # every element NaN, sizes that do and do not fill the lanes (reduction padding)
+            elem, n = self.choice(FLOAT_TYPES), self.vector_size()
+            off = self.input_offset(elem, n, fill=lambda rng, t, n=n, dtype=elem.np_dtype: np.full(n, np.nan, dtype))
+            v = self.define(f"cm.load(in_{elem.name}, {off}, {n})", elem, (n,), [], "memory.load", raw=True,
+                            store=False)
+        else:
+            v = self.pick_matrix() if self.chance(0.4) else self.pick(lambda u: u.shape != ())
         axis = self.choice([None, 0, 1]) if v.is_matrix else None
         if axis is None:
             shape = ()

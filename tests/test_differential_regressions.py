@@ -58,3 +58,27 @@ def test_spirv_vc_f16_exp_log_tanh_within_2_ulp():
     want = interpret(_f16_math, 1, [x.copy(), np.zeros(96, np.float16)])[1]
     got = emulate_vc(_f16_math, 1, [x.copy(), np.zeros(96, np.float16)])[1]
     assert ulps(got, want).max() <= 2, (got, want)
+
+
+@cm.kernel(simd=8)
+def _f64_fma(a: cm.ptr[cm.f64], b: cm.ptr[cm.f64], c: cm.ptr[cm.f64], out: cm.ptr[cm.f64]):
+    cm.store(out, 0, cm.fma(cm.load(a, 0, 8), cm.load(b, 0, 8), cm.load(c, 0, 8)))
+
+
+def test_f64_fma_rounds_once_in_the_interpreter_as_on_the_device():
+    """The interpreter computed f64 fma as a * b + c (two roundings): (1 + 2^-30)(1 - 2^-30) - 1
+    gave 0 instead of -2^-60, and generated kernels differed from the device by 2 ulp."""
+    e = 2.0 ** -30
+    a = np.array([1 + e, 3.0, -0.0, np.inf, 1e308, 0.1, 2.0, np.nan])
+    b = np.array([1 - e, 1 / 3, 5.0, 0.0, 10.0, 0.1, 0.5, 1.0])
+    c = np.array([-1.0, -1.0, -0.0, 1.0, 0.0, -0.01, -1.0, 1.0])
+    from fractions import Fraction
+    exact = [float(Fraction(x) * Fraction(y) + Fraction(z)) for x, y, z in zip(a[[1, 5]], b[[1, 5]], c[[1, 5]])]
+    want = np.array([-2.0 ** -60, exact[0], -0.0, np.nan, np.inf, exact[1], 0.0, np.nan])
+    def on_device(kernel, grid, args):
+        kernel[grid](*args)
+        return args
+    for run in (interpret, on_device):
+        out = run(_f64_fma, 1, [a, b, c, np.zeros(8)])[3]
+        np.testing.assert_array_equal(out, want)
+        assert np.signbit(out[2]) and not np.signbit(out[6])
