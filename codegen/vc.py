@@ -609,9 +609,10 @@ class VCLowering(StructuredControlFlow):
 
     def _clamp_float(self, v, limit):
         b, ty = self.b, v.type
+        is_nan = b.fcmp_unordered("uno", v, v)     # before clamping: fmin/fmax ignore a NaN
         v = self.genx(b, "fmin", ty, [v, const(ty, limit)], [ty, ty])
         v = self.genx(b, "fmax", ty, [v, const(ty, -limit)], [ty, ty])
-        return b.select(b.fcmp_unordered("uno", v, v), const(ty, 0.0), v)
+        return b.select(is_nan, const(ty, 0.0), v)
 
     def _int_to_int(self, x, src, dst, sat):
         b = self.b

@@ -424,6 +424,26 @@ def known_bug(case, backend, mismatch=None, error=None):
     return None
 
 
+def in_statement_order(case, mismatches):
+    order = {id(st): i for i, st in enumerate(case.stmts)}
+    return sorted(mismatches, key=lambda m: order[id(m.var.stmt)] if m.var is not None else len(order))
+
+
+def inherited_bug(mismatch, explained):
+    """A value computed from one that a known bug got wrong is explained by the same bug."""
+    todo, seen = list(mismatch.var.stmt.uses) if mismatch.var is not None else [], set()
+    while todo:
+        v = todo.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        if v in explained:
+            return explained[v]
+        if v.stmt is not None:
+            todo.extend(v.stmt.uses)
+    return None
+
+
 def known_issues_hint():
     left = sorted(set(irgen.KNOWN_ISSUES) - AVOID)
     return f"known issues not avoided: {', '.join(left)} (irgen.KNOWN_ISSUES)" if left else "no known issue"
@@ -468,12 +488,14 @@ def run_case(case, folder, label, how):
                 KNOWN_HITS[bug].append(how)
                 continue
             COVERAGE["runs"][backend] += 1
-            unexplained = []
-            for m in compare_case(case, got, want):
-                bug = known_bug(case, backend, m)
+            unexplained, explained = [], {}
+            for m in in_statement_order(case, compare_case(case, got, want)):
+                bug = known_bug(case, backend, m) or inherited_bug(m, explained)
                 if bug is None:
                     unexplained.append(m)
-                elif how not in KNOWN_HITS[bug]:
+                    continue
+                explained[m.var] = bug
+                if how not in KNOWN_HITS[bug]:
                     KNOWN_HITS[bug].append(how)
             if unexplained:
                 pytest.fail(failure_report(case, unexplained, path, backend) + f"\n{again}", pytrace=False)

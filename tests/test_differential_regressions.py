@@ -82,3 +82,22 @@ def test_f64_fma_rounds_once_in_the_interpreter_as_on_the_device():
         out = run(_f64_fma, 1, [a, b, c, np.zeros(8)])[3]
         np.testing.assert_array_equal(out, want)
         assert np.signbit(out[2]) and not np.signbit(out[6])
+
+
+@cm.kernel(simd=8)
+def _sat_float(a: cm.ptr[cm.f16], wide: cm.ptr[cm.f32], narrow: cm.ptr[cm.f16]):
+    v = cm.load(a, 0, 8)
+    cm.store(wide, 0, cm.sat(v.astype(cm.f32)))
+    cm.store(narrow, 0, cm.sat(v.astype(cm.f32).astype(cm.f16)))
+
+
+@needs_vc
+def test_spirv_vc_saturating_float_conversion_of_nan_is_zero():
+    """spirv-vc clamped with genx fmin/fmax (which ignore a NaN) before testing for NaN:
+    cm.sat(nan.astype(f32)) gave 3.4e38 where the interpreter and the SIMT device give 0."""
+    a = np.array([5, -5, 0.5, np.inf, -np.inf, np.nan, -0.0, 1], np.float16)
+    want = interpret(_sat_float, 1, [a, np.zeros(8, np.float32), np.zeros(8, np.float16)])
+    got = emulate_vc(_sat_float, 1, [a, np.zeros(8, np.float32), np.zeros(8, np.float16)])
+    assert want[1][5] == 0 and want[2][5] == 0
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[2], want[2])
