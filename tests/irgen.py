@@ -20,6 +20,16 @@ the order). Only exact values are operands of later operations, so a few ulps ne
 through a chain. Floats whose bits came from memory unchanged are ``raw``: only those
 are bit-cast to integers (NaN payloads of computed NaNs are not part of the semantics).
 
+Issue 11's constructs have their own ops: ``op_nested_loop`` (for/while pairs, break and
+continue, loops never entered, a count broadcast after them), ``op_loop_memory`` (loads and
+stores in a loop at ``pos * m`` offsets), ``op_slm`` (a register exchanged between the CM
+threads of a group through SLM and barriers; the kernel is then launched in groups of
+``GROUP``), ``op_dpas``, ``op_wide_narrow_float`` (bf16 and f64, kept out of the pool and
+converted to f32 for the other ops), ``op_edge_constant``; a kernel may write an output
+through a second parameter that is passed the same array (``KernelCase.aliases``), and
+``out_of_range_kernel`` writes a kernel whose constant does not fit its type.
+``generate(..., cases=n)`` batches n independent cases into one kernel.
+
 ``rnd`` is a ``random.Random``: the test seeds it with integers that hypothesis draws, and
 ``python tests/irgen.py SEED [SIMD]`` prints the case of a seed (``CMLANG_DIFF_AVOID`` as in
 the test). ``KNOWN_ISSUES`` names bugs outside the interpreter that this test found; a
