@@ -283,7 +283,8 @@ def launch_kernel(kernel, grid, group, args):
     """Every kernel launch of this file goes through here: the one place that spells a launch."""
     if group is None:
         return kernel[grid](*args)
-    return kernel[grid, group](*args)
+    # groups are named with cm.group(...) since the launch forms changed (k[2, 2] is a 2-D grid)
+    return kernel[grid, cm.group(group) if hasattr(cm, "group") else group](*args)
 
 
 @contextlib.contextmanager
