@@ -414,6 +414,11 @@ def _all_nan_min_max(case, mismatch, error):
     return bool(np.isnan(mismatch.interpreter[mismatch.bad]).all())
 
 
+def _vc_exp_of_a_large_argument(case, mismatch, error):
+    return (error is None and mismatch.var is not None and mismatch.var.stmt.tag == "math.exp"
+            and mismatch.var.elem == f32)
+
+
 def _dropped_trunc(case, mismatch, error):
     return error is not None and ("Invalid binary operator record" in error or "OpIMul" in error
                                   or "Linking failed" in error)
@@ -432,6 +437,10 @@ KNOWN_BUG_CLASSES = {
     "spirv-dropped-trunc": KnownBug(
         "issue 11 #6: LLVM's SPIR-V backend drops a trunc (i64 * i32 multiply after a loop): "
         "the driver rejects the module at launch", ("device",), _dropped_trunc),
+    "vc-exp-large-argument": KnownBug(
+        "found here, not fixed: spirv-vc's f32 exp is genx.exp(x * log2(e)); the rounded product "
+        "carries |x| * 2^-24 relative error into the result (26 ulp at x = 70; tests allow 8): "
+        "python tests/irgen.py 142362 8", ("spirv-vc",), _vc_exp_of_a_large_argument),
     "constant-truncated": KnownBug(
         "issue 11 #3: a Python number beyond its type's range is truncated instead of rejected",
         ("front end",), None),
