@@ -16,8 +16,9 @@ and or xor shl shr neg not cmp        ``select``, ``sitofp``...); integer div/re
 select convert                        float->int with sat: ``llvm.genx.fpto[su]i.sat``
 min max abs                           ``llvm.genx.{f,s,u}{min,max}``, ``llvm.genx.abs{f,i}``
 exp exp2 log log2 sin cos pow         ``llvm.genx.exp/log/sin/cos/pow`` (native precision; exp and
-                                      log scale by log2(e) / ln 2); tanh from ``genx.exp`` (an
-                                      odd polynomial for |x| < 1/8); f64: CompileError
+                                      log scale by log2(e) / ln 2, in f32 for f16); tanh from
+                                      ``genx.exp`` (an odd polynomial for |x| < 1/8); f64:
+                                      CompileError
 sqrt rsqrt inv floor ceil             OpenCL ``sqrt`` for f32, else ``llvm.genx.(ieee.)sqrt``
                                       (+ ``fdiv``), ``fdiv``,
                                       ``llvm.genx.rndd`` / ``llvm.genx.rndu``
@@ -505,6 +506,11 @@ class VCLowering(StructuredControlFlow):
         if code in ("floor", "ceil"):
             return g(b, "rndd" if code == "floor" else "rndu", ty, [x], [ty])
         self._native_math_ok(elem, code)
+        if elem.name == "f16" and code in ("exp", "log", "tanh"):
+            # these scale by log2(e) / ln 2 around the native exp2/log2: in half precision the
+            # rounded x * log2(e) carries |x| half-ulps into the result (exp(-9): 6 ulp off)
+            wide = ir.VectorType(FLOAT, ty.count) if isinstance(ty, ir.VectorType) else FLOAT
+            return b.fptrunc(self._float_math(code, f32, b.fpext(x, wide)), ty)
         if code == "exp":
             return g(b, "exp", ty, [b.fmul(x, const(ty, LOG2E))], [ty])
         if code == "exp2":
@@ -613,9 +619,10 @@ class VCLowering(StructuredControlFlow):
 
     def _clamp_float(self, v, limit):
         b, ty = self.b, v.type
+        is_nan = b.fcmp_unordered("uno", v, v)     # before clamping: fmin/fmax ignore a NaN
         v = self.genx(b, "fmin", ty, [v, const(ty, limit)], [ty, ty])
         v = self.genx(b, "fmax", ty, [v, const(ty, -limit)], [ty, ty])
-        return b.select(b.fcmp_unordered("uno", v, v), const(ty, 0.0), v)
+        return b.select(is_nan, const(ty, 0.0), v)
 
     def _int_to_int(self, x, src, dst, sat):
         b = self.b
