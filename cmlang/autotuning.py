@@ -220,9 +220,7 @@ class _Tuned:
                 try:
                     row = attempt(index, config)
                 except _Rejected as why:
-                    warnings.warn(f"cm.autotune {self.__name__}: config {config} skipped: {why}",
-                                  AutotuneWarning, stacklevel=4)
-                    row = Row(index, config, status=f"skipped: {why}")
+                    row = self._skip(index, config, why)
                 rows.append(row)
                 progress.update(1)
         return rows, partial
@@ -246,23 +244,50 @@ class _Tuned:
                 raise _Rejected(f"check failed{': ' + verdict if isinstance(verdict, str) else ''}")
         return result, launched.launches
 
-    def _time(self, index, config, run, args, restore):
-        """Row of a timed config: a checked first run, warm-up, then the median of repeats."""
-        _, launches = self._run_checked(run, args, restore)
-        if not launches:
-            raise _Rejected("it launched no kernel to time")
-        from .runtime.profiling import profile
-        try:
-            for _ in range(self.options.warmup):
-                run()
-            times = []
-            for _ in range(self.options.repeat):
-                with profile() as launched:
+    def _measure(self, make_run, args, restore, start):
+        """Rows of timed configs.  Each config is first run once and checked, and warmed
+        up; then the configs that passed are timed round-robin (one run of each in turn,
+        ``repeat`` rounds, fewer once the budget is spent), so that load elsewhere on the
+        machine falls on all of them alike; the median device time of each counts."""
+        runs = {}
+
+        def prepare(index, config):
+            run = make_run(config)
+            _, launches = self._run_checked(run, args, restore)
+            if not launches:
+                raise _Rejected("it launched no kernel to time")
+            try:
+                for _ in range(self.options.warmup):
                     run()
-                times.append(launched.seconds)
-        except Exception as exc:  # noqa: BLE001
-            raise _Rejected(f"{type(exc).__name__}: {_first_line(exc)}") from None
-        return Row(index, config, seconds=statistics.median(times))
+            except Exception as exc:  # noqa: BLE001
+                raise _Rejected(f"{type(exc).__name__}: {_first_line(exc)}") from None
+            runs[index] = run
+            return Row(index, config, seconds=math.inf)
+
+        rows, partial = self._tune(prepare, "timing", start)
+        from .runtime.profiling import profile
+        times = {index: [] for index in runs}
+        for round_ in range(self.options.repeat):
+            if round_ and time.perf_counter() - start > self._budget():
+                partial = True
+                break
+            for index, run in list(runs.items()):
+                try:
+                    with profile() as launched:
+                        run()
+                    times[index].append(launched.seconds)
+                except Exception as exc:  # noqa: BLE001 - ran once, fails later: skipped too
+                    del runs[index], times[index]
+                    rows[index] = self._skip(rows[index].index, rows[index].config,
+                                             f"{type(exc).__name__}: {_first_line(exc)}")
+        for index, samples in times.items():
+            rows[index].seconds = statistics.median(samples)
+        return rows, partial
+
+    def _skip(self, index, config, why):
+        warnings.warn(f"cm.autotune {self.__name__}: config {config} skipped: {why}",
+                      AutotuneWarning, stacklevel=5)
+        return Row(index, config, status=f"skipped: {why}")
 
 
 class _Rejected(Exception):
@@ -364,8 +389,8 @@ class AutotunedKernel(_Tuned):
         start = time.perf_counter()         # compiling counts against the budget too
         restore = _Snapshot(self._written_args(args))
         try:
-            return self._tune(lambda i, c: self._time(i, c, lambda: self._launch_config(c, grid, group, args),
-                                                      args, restore), "timing", start)
+            return self._measure(lambda c: lambda: self._launch_config(c, grid, group, args),
+                                 args, restore, start)
         finally:
             restore()       # the caller's launch starts from its own inputs
 
@@ -462,8 +487,8 @@ class AutotunedFunction(_Tuned):
         arrays = [v for n, v in named.items() if names is None or n in names]
         restore = _Snapshot([a for a in arrays if _is_array(a)])
         try:
-            return self._tune(lambda i, c: self._time(i, c, lambda: self.fn(*args, **kwargs, **c),
-                                                      args, restore), "timing")
+            return self._measure(lambda c: lambda: self.fn(*args, **kwargs, **c), args, restore,
+                                 time.perf_counter())
         finally:
             restore()
 
