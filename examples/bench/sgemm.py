@@ -31,11 +31,11 @@ from cmlang.bench import (Benchmark, Run, Skip, event_seconds, from_buffer, host
 # Every config divides the benchmark sizes (64, 256, 1024) in each dimension.
 GEMM_CONFIGS = [
     {"TM": 4, "TN": 64, "KU": 16},
-    {"TM": 4, "TN": 64, "KU": 8},
-    {"TM": 8, "TN": 64, "KU": 8},
-    {"TM": 8, "TN": 32, "KU": 8},
-    {"TM": 8, "TN": 32, "KU": 16},
+    {"TM": 16, "TN": 16, "KU": 16},
     {"TM": 8, "TN": 16, "KU": 16},
+    {"TM": 32, "TN": 16, "KU": 16},
+    {"TM": 8, "TN": 32, "KU": 16},
+    {"TM": 4, "TN": 64, "KU": 8},
     {"TM": 8, "TN": 32, "KU": 16, "simd": 8},
 ]
 # Timing a 1024^3 config takes about a second, compiling it a few more the first time.
