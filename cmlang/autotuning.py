@@ -17,8 +17,8 @@ chooses a config and remembers it, in this process and in the disk cache (store
 the configs, the key values and the toolchain; later processes reuse it without timing.
 
 - On the device the launch runs on, each config is *timed*: compiled, run once and checked
-  (``check=``), warmed up, then ``repeat`` runs whose device time (profiling events,
-  ``cmlang.runtime.profile``) has the smallest median wins.
+  (``check=``), warmed up; then the configs are run round-robin, ``repeat`` rounds, and the
+  smallest median device time (profiling events, ``cmlang.runtime.profile``) wins.
 - On a compile-only device profile (``CMLANG_AUTOTUNE_DEVICE=pvc``, or
   ``k[grid].tune(*args, device="pvc")``) each config is *ranked* by what Intel's compiler
   reports: configs without register spills first, then the fewest instructions per unit
@@ -30,7 +30,8 @@ the configs, the key values and the toolchain; later processes reuse it without 
   as they were and leaves the correct result.
 - ``CMLANG_AUTOTUNE=0`` takes the first config; ``CMLANG_AUTOTUNE_LOG=1`` prints the
   table; ``budget`` (``CMLANG_AUTOTUNE_BUDGET``, default 10 s) stops tuning a key once
-  spent and keeps the best so far.
+  spent and keeps the best so far for this process (not on disk: a later process, which
+  finds the configs compiled in the cache, tries again).
 
 ``k.best`` is the config chosen for the last key launched, ``k.timed`` whether it was
 measured in this process, ``k.how`` how it was chosen ("timed", "ranked", "cached",
@@ -169,7 +170,8 @@ class _Tuned:
             return cached
         rows, partial = (measure() if measure is not None else rank())
         choice = self._pick(rows, ranked=measure is None, partial=partial)
-        _store_choice(disk_key, choice, self.__name__)
+        if not partial:     # cut short by the budget: a later process (compiled configs in
+            _store_choice(disk_key, choice, self.__name__)   # the cache by then) tries again
         if log_enabled():
             print(format_table(self.__name__, key_values, choice), file=sys.stderr)
         return choice

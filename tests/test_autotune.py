@@ -160,6 +160,9 @@ def test_budget_stops_tuning_and_keeps_the_best_so_far(rng, monkeypatch):
     np.testing.assert_array_equal(_launch_double(k, x), 2 * x)
     assert k.best == SLOW and k.timed
     assert [r.status for r in k.table] == ["ok", "not tried (budget)"]
+    again = _tuned_double(configs=(SLOW, FAST))         # same disk key, a fresh object
+    np.testing.assert_array_equal(_launch_double(again, x), 2 * x)
+    assert again.how == "timed" and again.best == FAST  # the cut-short choice was not stored
     monkeypatch.setenv("CMLANG_AUTOTUNE_BUDGET", "not a number")
     with pytest.raises(ValueError, match="CMLANG_AUTOTUNE_BUDGET='not a number'"):
         _launch_double(_tuned_double(configs=(FAST,)), x)
