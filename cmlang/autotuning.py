@@ -479,7 +479,14 @@ class AutotunedFunction(_Tuned):
         key_values = _key_values(self.options.key, tuple(named), tuple(named.values()))
         profile = _current_profile()
         measure = None
-        if os.environ.get("CMLANG_INTERPRET", "") in ("", "0"):
+        elsewhere = os.environ.get(DEVICE_ENV, "").strip()
+        if elsewhere and elsewhere != profile.name:
+            # What a host function launches is known only by running it: it cannot be
+            # ranked for another device by compiler stats.
+            warnings.warn(f"cm.autotune {self.__name__}: a host function is tuned only on the "
+                          f"device it runs on, not for {DEVICE_ENV}={elsewhere}; first config taken",
+                          AutotuneWarning, stacklevel=3)
+        elif os.environ.get("CMLANG_INTERPRET", "") in ("", "0"):
             measure = lambda: self._measure_all(args, kwargs, named)     # noqa: E731
         return self._select(key_values, profile.name, measure, None, _function_sources(self.fn),
                             _device_identity(profile, True))

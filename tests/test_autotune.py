@@ -243,6 +243,23 @@ def test_host_function(rng):
     np.testing.assert_array_equal(y, 2 * x0)
 
 
+def test_host_function_is_not_ranked_for_another_device(rng, monkeypatch):
+    kernel = _double_kernel()
+    monkeypatch.setenv("CMLANG_AUTOTUNE_DEVICE", "pvc")
+
+    @cm.autotune(configs=[{"redundant": 3}, {"redundant": 1}], key=["x"])
+    def double(x, y, redundant):
+        kernel[x.size // 64](x, y, 64, redundant)
+
+    x = rng.standard_normal(N).astype(np.float32)
+    y = np.zeros_like(x)
+    with pytest.warns(cm.AutotuneWarning, match="tuned only on the device it runs on, not for "
+                                                "CMLANG_AUTOTUNE_DEVICE=pvc; first config taken"):
+        double(x, y)
+    assert double.best == {"redundant": 3} and double.how == "first"
+    np.testing.assert_array_equal(y, 2 * x)
+
+
 # ---------------------------------------------------------------------------
 # Ranking by compiler stats (stats injected: the lead wires Intel's compiler in)
 
