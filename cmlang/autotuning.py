@@ -167,6 +167,8 @@ class _Tuned:
         disk_key = self._disk_key(key_values, sources, device_identity)
         cached = _load_choice(disk_key, self.configs)
         if cached is not None:
+            if log_enabled():
+                print(format_table(self.__name__, key_values, cached), file=sys.stderr)
             return cached
         rows, partial = (measure() if measure is not None else rank())
         choice = self._pick(rows, ranked=measure is None, partial=partial)
@@ -734,10 +736,11 @@ def _jsonable(config):
 # The table (CMLANG_AUTOTUNE_LOG=1)
 
 def format_table(name, key_values, choice) -> str:
-    ranked = choice.how == "ranked"
+    ranked = any(row.stats is not None for row in choice.table)
     title = (f"cm.autotune {name} key={key_values}: "
              f"{'ranked by compiler stats, not timed' if ranked else 'timed on the device'}"
-             f"{' (budget spent: not every config tried)' if choice.partial else ''}")
+             f"{' (budget spent: not every config tried)' if choice.partial else ''}"
+             f"{' (the choice of an earlier process, from the disk cache)' if choice.how == 'cached' else ''}")
     lines = [title]
     for row in choice.table:
         mark = "*" if row.index == choice.index else " "
