@@ -53,7 +53,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import CompileError, LaunchError
-from .kernel import Kernel, _split_config
+from .kernel import Kernel, _current_profile, _split_config
+from .runtime.profiles import get_profile
 
 ENABLE_ENV = "CMLANG_AUTOTUNE"
 LOG_ENV = "CMLANG_AUTOTUNE_LOG"
@@ -147,24 +148,25 @@ class _Tuned:
         self.how = None
         self.table = []
 
-    def _select(self, key_values, profile_name, measure, rank, sources, device_identity):
+    def _select(self, key_values, profile_name, measure, rank, identity):
         """The Choice for ``key_values`` on ``profile_name``: remembered, read from disk,
-        or made now by ``measure()`` (timed) / ``rank()`` (compiler stats)."""
+        or made now by ``measure()`` (timed) / ``rank()`` (compiler stats).
+        ``identity()``: (sources, device) for the disk key, only asked for on a miss."""
         memo = (profile_name, key_values)
         choice = self._choices.get(memo)
         if choice is None:
-            choice = self._decide(key_values, measure, rank, sources, device_identity)
+            choice = self._decide(key_values, measure, rank, identity)
             self._choices[memo] = choice
         self.best, self.how, self.table = dict(choice.config), choice.how, choice.table
         self.timed = choice.how == "timed"
         return choice
 
-    def _decide(self, key_values, measure, rank, sources, device_identity):
+    def _decide(self, key_values, measure, rank, identity):
         if not enabled():
             return Choice(0, self.configs[0], "first")
         if measure is None and rank is None:        # interpreted: nothing to time
             return Choice(0, self.configs[0], "first")
-        disk_key = self._disk_key(key_values, sources, device_identity)
+        disk_key = self._disk_key(key_values, *identity())
         cached = _load_choice(disk_key, self.configs)
         if cached is not None:
             if log_enabled():
@@ -351,11 +353,10 @@ class AutotunedKernel(_Tuned):
 
     def choose(self, grid, group, args, device=None):
         """The Choice for these launch arguments (tuning on a miss)."""
-        from .kernel import _current_profile
-        from .runtime.profiles import get_profile
         key_values = _key_values(self.options.key, self.launch_params, args)
-        target_profile = get_profile(device or os.environ.get(DEVICE_ENV) or _current_profile())
-        runs_here = target_profile.name == _current_profile().name
+        here = _current_profile()
+        target_profile = get_profile(device or os.environ.get(DEVICE_ENV) or here)
+        runs_here = target_profile.name == here.name
         interpreted = self.kernel.interpret or os.environ.get("CMLANG_INTERPRET", "") not in ("", "0")
         measure = rank = None
         if runs_here and not interpreted:
@@ -367,7 +368,7 @@ class AutotunedKernel(_Tuned):
                                   f"and Intel's compiler has no build for it")
             rank = lambda: self._rank_all(grid, args, target_profile)   # noqa: E731
         return self._select(key_values, target_profile.name, measure, rank,
-                            _kernel_sources(self.kernel), _device_identity(target_profile, runs_here))
+                            lambda: (_kernel_sources(self.kernel), _device_identity(target_profile, runs_here)))
 
     def _launch_config(self, config, grid, group, args):
         grid, group = _resolve(grid, config), _resolve(group, config)
@@ -411,7 +412,6 @@ class AutotunedKernel(_Tuned):
         return [a for n, a in zip(self.launch_params, args) if n in written]
 
     def _specialization(self, config, args, target="spirv", profile=None):
-        from .kernel import _current_profile
         variant = self._variant(config)
         key, _ = variant._split_args(self._full_args(config, args))
         return variant.specialization(key, target, profile or _current_profile())
@@ -474,7 +474,6 @@ class AutotunedFunction(_Tuned):
         return self.fn(*args, **kwargs, **choice.config)
 
     def choose(self, args, kwargs):
-        from .kernel import _current_profile
         bound = self.signature.bind_partial(*args, **kwargs)
         bound.apply_defaults()
         named = dict(bound.arguments)
@@ -490,8 +489,8 @@ class AutotunedFunction(_Tuned):
                           AutotuneWarning, stacklevel=3)
         elif os.environ.get("CMLANG_INTERPRET", "") in ("", "0"):
             measure = lambda: self._measure_all(args, kwargs, named)     # noqa: E731
-        return self._select(key_values, profile.name, measure, None, _function_sources(self.fn),
-                            _device_identity(profile, True))
+        return self._select(key_values, profile.name, measure, None,
+                            lambda: (_function_sources(self.fn), _device_identity(profile, True)))
 
     def _measure_all(self, args, kwargs, named):
         names = self.options.restore
