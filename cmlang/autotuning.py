@@ -53,7 +53,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import CompileError, LaunchError
-from .kernel import Kernel, _current_profile, _split_config
+from .kernel import Kernel, _current_profile
+from .runtime import launch_config
 from .runtime.profiles import get_profile
 
 ENABLE_ENV = "CMLANG_AUTOTUNE"
@@ -331,6 +332,7 @@ class AutotunedKernel(_Tuned):
                                    f"{', '.join(constexprs) or 'none'}; kernel options: simd, grf)")
         self.tuned = tuple(tuned)
         self.launch_params = tuple(n for n, _ in kernel.params if n not in tuned)
+        self._binder = launch_config.Binder(kernel.__name__, self.launch_params)
         _check_key_names(kernel.__name__, options.key, self.launch_params)
         self._variants = {}
 
@@ -342,12 +344,16 @@ class AutotunedKernel(_Tuned):
                           f"may be a function of the chosen config: {self.__name__}[lambda c: ...](...)")
 
     def __getitem__(self, launch):
-        grid, group = _split_config(launch)
+        grid, group = _parse_launch(launch, self.__name__)
         return _TunedLaunch(self, grid, group)
 
     # --- one launch --------------------------------------------------------------
-    def launch(self, grid, group, args, kwargs=None):
-        args = _bind(self.__name__, self.launch_params, args, kwargs or {})
+    def launch(self, grid, /, *args, group=None, **kwargs):
+        """``k.launch(grid, *args, group=...)``: ``k[grid, cm.group(...)](...)`` as a call;
+        ``grid`` and ``group`` may be functions of the chosen config."""
+        return self._launch(grid, group, self._binder.bind(args, kwargs))
+
+    def _launch(self, grid, group, args):
         choice = self.choose(grid, group, args)
         return self._launch_config(choice.config, grid, group, args)
 
@@ -372,6 +378,8 @@ class AutotunedKernel(_Tuned):
 
     def _launch_config(self, config, grid, group, args):
         grid, group = _resolve(grid, config), _resolve(group, config)
+        if isinstance(group, launch_config.group):
+            group = group.dims
         return launch_kernel(self._variant(config), grid, group, self._full_args(config, args))
 
     def _full_args(self, config, args):
@@ -436,12 +444,12 @@ class _TunedLaunch:
         self.kernel, self.grid, self.group = kernel, grid, group
 
     def __call__(self, *args, **kwargs):
-        return self.kernel.launch(self.grid, self.group, args, kwargs)
+        return self.kernel._launch(self.grid, self.group, self.kernel._binder.bind(args, kwargs))
 
     def tune(self, *args, device=None, **kwargs):
         """Choose (or recall) the config for these arguments without launching;
         ``device`` names a device profile (a compile-only one ranks by compiler stats)."""
-        args = _bind(self.kernel.__name__, self.kernel.launch_params, args, kwargs)
+        args = self.kernel._binder.bind(args, kwargs)
         return dict(self.kernel.choose(self.grid, self.group, args, device).config)
 
 
@@ -545,7 +553,21 @@ def _dims(grid):
 # Launching: the one place a tuned config reaches a kernel
 
 def launch_kernel(kernel, grid, group, args):
-    return kernel.launch(grid, group, args)
+    return kernel.launch(grid, *args, group=group)
+
+
+def _parse_launch(config, name):
+    """``k[grid]`` / ``k[grid, cm.group(...)]``, where the grid (or the group) may be a
+    function of the chosen config; anything else as every kernel parses it."""
+    parts = config if isinstance(config, tuple) else (config,)
+    if not any(callable(p) for p in parts):
+        return launch_config.parse(config, name)
+    if len(parts) == 1:
+        return parts[0], None
+    if len(parts) == 2 and (callable(parts[1]) or isinstance(parts[1], launch_config.group)):
+        return parts
+    raise LaunchError(f"{name}[{config!r}]: with a function of the config the launch is "
+                      f"k[lambda config: grid] or k[lambda config: grid, cm.group(...)]")
 
 
 def _kernel_variant(kernel, **options):
@@ -565,23 +587,6 @@ def _resolve(value, config):
 
 # ---------------------------------------------------------------------------
 # Arguments: binding, keys, restoring what is written
-
-def _bind(name, params, args, kwargs):
-    if len(args) > len(params):
-        raise LaunchError(f"{name}() takes {len(params)} arguments ({', '.join(params)}) besides "
-                          f"the tuned ones, got {len(args)}")
-    bound = dict(zip(params, args))
-    for key, value in kwargs.items():
-        if key not in params:
-            raise LaunchError(f"{name}() has no argument '{key}' (arguments: {', '.join(params)})")
-        if key in bound:
-            raise LaunchError(f"{name}() got argument '{key}' twice")
-        bound[key] = value
-    missing = [p for p in params if p not in bound]
-    if missing:
-        raise LaunchError(f"{name}() is missing argument(s) {', '.join(missing)}")
-    return tuple(bound[p] for p in params)
-
 
 def _check_key_names(name, key, params):
     unknown = [k for k in key if k not in params]
@@ -648,32 +653,78 @@ def _constexpr():
 
 
 def _kernel_sources(kernel):
-    from . import cache
-    try:
-        sources, constants = cache.reached_sources(kernel.fn)
-    except (OSError, TypeError, SyntaxError):
-        return None                     # no source (a REPL): choices live in memory only
-    return {"sources": sources, "constants": constants, "simd": kernel.simd,
-            "params": [[n, str(t)] for n, t in kernel.params]}
+    return _sources(kernel.fn, {"simd": kernel.simd, "params": [[n, str(t)] for n, t in kernel.params]})
 
 
 def _function_sources(fn):
-    """The host function's source with that of every kernel it names."""
-    from . import cache
-    try:
-        own = [cache.function_source(fn)]
-        found = {}
-        for name, value in cache._names_read(fn):
-            inner = value.kernel if isinstance(value, AutotunedKernel) else value
-            if isinstance(inner, Kernel):
-                found[name] = _kernel_sources(inner)
-            elif isinstance(value, AutotunedFunction):
-                found[name] = _function_sources(value.fn)
-            elif cache._is_plain_constant(value):
-                found[name] = repr(value)
-    except (OSError, TypeError, SyntaxError, AttributeError):
-        return None
-    return {"function": own, "reads": found}
+    return _sources(fn, {})
+
+
+def _sources(fn, extra):
+    """What the speed of a choice depends on in Python: the source of ``fn`` and of every
+    function, ``@cm.func`` and kernel it names (recursively), and the plain constants they
+    name (globals, closure values); None when a source cannot be read (a REPL): such
+    choices live in memory only.  Attributes of modules are not followed."""
+    from . import reads
+    found, pending, seen = dict(extra), [fn], set()
+    while pending:
+        f = pending.pop()
+        if id(f) in seen:
+            continue
+        seen.add(id(f))
+        try:
+            found[f"{f.__module__}.{f.__qualname__}"] = reads.function_identity(f)
+        except (OSError, TypeError):
+            return None
+        for name, value in _names_read(f):
+            inner = _python_function(value)
+            if inner is not None:
+                pending.append(inner)
+            elif _is_plain(value):
+                found[f"{f.__qualname__}:{name}"] = repr(value)
+    return found
+
+
+def _names_read(fn):
+    """(name, value) of the globals and closure variables ``fn``'s code names."""
+    scope = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
+    for name in sorted(_code_names(fn.__code__)):
+        if name in scope:
+            try:
+                yield name, scope[name].cell_contents
+            except ValueError:       # an empty cell
+                pass
+        elif name in fn.__globals__:
+            yield name, fn.__globals__[name]
+
+
+def _code_names(code) -> set:
+    names = set(code.co_names) | set(code.co_freevars)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):       # nested functions, comprehensions
+            names |= _code_names(const)
+    return names
+
+
+def _python_function(value):
+    """The Python function behind a kernel, tuned kernel or function, ``@cm.func``, or a
+    plain function; None for anything else."""
+    if isinstance(value, AutotunedKernel):
+        value = value.kernel
+    fn = value if inspect.isfunction(value) else getattr(value, "fn", None)
+    return fn if inspect.isfunction(fn) else None
+
+
+def _is_plain(value) -> bool:
+    from .types import PtrType, ScalarType, VectorType
+    if isinstance(value, (bool, int, float, complex, str, bytes, type(None), np.generic,
+                          ScalarType, VectorType, PtrType)):
+        return True
+    if isinstance(value, (tuple, list, frozenset)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(_is_plain(k) and _is_plain(v) for k, v in value.items())
+    return False
 
 
 def _device_identity(profile, runs_here):

@@ -139,10 +139,10 @@ def event_seconds(events) -> float:
     times.  Takes cmlang launch results (``.seconds``) and pyopencl events.
     NaN when a launch ran in the interpreter (CMLANG_INTERPRET=1): no device time."""
     from cmlang.runtime.profiling import event_seconds as seconds_of
-    events = list(events)
-    if any(launched is None for launched in events):   # interpreted: nothing ran on a device
+    seconds = [None if launched is None else seconds_of(launched) for launched in events]
+    if None in seconds:   # interpreted (its launches have no device time): nothing ran on a device
         return math.nan
-    return sum(seconds_of(launched) for launched in events)
+    return sum(seconds)
 
 
 def span_seconds(queue, enqueue) -> float:

@@ -4,13 +4,16 @@ Two stores live under cmlang's cache folder (``CMLANG_CACHE_DIR``, else the user
 cache dir ``.../cmlang``):
 
 - ``kernels/<key>.entry``: one compiled specialization -- the ``KernelBinary`` as a
-  JSON manifest, its SPIR-V, the IR text and the LLVM IR.  The key is a sha256 over
-  everything that can change the result: the kernel's source (and where it is: the
-  IR records locations) and that of every ``@cm.func`` it reaches, the plain module
-  constants and closure values they read, constexpr values,
-  parameter types, ``simd``, target, codegen-relevant device properties, the cmlang
-  version, a hash of the compiler's own sources and the llvmlite build.  A hit
-  needs neither the front end nor codegen: the IR text is parsed only if asked for.
+  JSON manifest, its SPIR-V, the IR text, and the record of every Python value the
+  front end read to compile it (``reads.py``).  Two levels decide a hit:
+  the key, a sha256 over the kernel's own source (and where it is: the IR records
+  locations), constexpr values, parameter types, ``simd``, target, codegen-relevant
+  device properties, the cmlang version, a hash of the compiler's own sources and the
+  llvmlite build, names the entry; the entry is then served only if every recorded
+  read (each global, closure value, module attribute chain, tuple item and inlined
+  ``@cm.func`` source, however the front end reached it) resolves today to the value it
+  had.  A compile whose reads cannot all be re-resolved is not stored.  A hit needs
+  neither the front end nor codegen: the IR text is parsed only if asked for.
 - ``device-binaries/<key>.entry``: what the OpenCL driver built from a SPIR-V module
   for one device and driver version (``build_device_kernel``).  On the Intel CPU
   runtime building SPIR-V takes ~0.1 s for a tiny kernel and ~9 s for flash
@@ -32,7 +35,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 import json
 import os
 import tempfile
@@ -40,12 +42,12 @@ import textwrap
 import time
 import types
 
+from . import reads
 from .kernel import CompiledKernel
 from .runtime.profiles import get_profile
-from .types import PtrType, ScalarType, VectorType
 
 ENTRY_MAGIC = b"CMLANG-CACHE-ENTRY\n"
-ENTRY_VERSION = 1            # bump when the layout of entries or keys changes
+ENTRY_VERSION = 2            # bump when the layout of entries or keys changes
 ENTRY_SUFFIX = ".entry"
 LLVM_IR_SUFFIX = ".llvm-ir"    # beside a kernel entry: its LLVM IR, loaded on demand
 KERNELS = "kernels"
@@ -302,16 +304,19 @@ def toolchain() -> dict:
 
 def kernel_key(kernel, constexpr_key, target: str, profile="cpu"):
     """sha256 (hex) naming one specialization; None when the kernel's source cannot
-    be read (defined in a REPL or exec'd string): such kernels are not cached."""
+    be read (defined in a REPL or exec'd string): such kernels are not cached.
+    What the kernel reads beyond its own source is checked on lookup (``load_compiled``)."""
+    fn = kernel.fn
     try:
-        sources, constants = reached_sources(kernel.fn)
-    except (OSError, TypeError, SyntaxError):
+        # File and line too: the IR records source locations (``.ir`` shows them).
+        # Not the module name: a file run as __main__ or imported compiles alike.
+        source = f"{fn.__code__.co_filename}:{fn.__code__.co_firstlineno}\n{function_source(fn)}"
+    except OSError:
         return None
     parts = {
         "entry": ENTRY_VERSION,
-        "kernel": kernel.fn.__qualname__,
-        "sources": sources,
-        "constants": constants,
+        "kernel": fn.__qualname__,
+        "source": source,
         "constexprs": repr(constexpr_key),
         "params": [[name, str(t)] for name, t in kernel.params],
         "simd": kernel.simd,
@@ -321,34 +326,6 @@ def kernel_key(kernel, constexpr_key, target: str, profile="cpu"):
         **toolchain(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-
-
-def reached_sources(fn):
-    """The source of ``fn`` and of every ``@cm.func`` it reaches (recursively), and
-    the plain constants (numbers, strings, types) its body reads from module globals
-    or closures, which the front end folds into the code.
-
-    Returns (sources: list of str, constants: {qualified name: repr}).
-    """
-    sources, constants, seen = [], {}, set()
-    pending = [fn]
-    while pending:
-        f = pending.pop()
-        if id(f) in seen:
-            continue
-        seen.add(id(f))
-        source = function_source(f)
-        # File and line too: the IR records source locations (``.ir`` shows them).
-        # Not the module name: a file run as __main__ or imported compiles alike.
-        code = f.__code__
-        sources.append(f"{f.__qualname__} {code.co_filename}:{code.co_firstlineno}\n{source}")
-        for name, value in _names_read(f):
-            device_fn = _device_function_body(value)
-            if device_fn is not None:
-                pending.append(device_fn)
-            elif _is_plain_constant(value):
-                constants[f"{f.__qualname__}:{name}"] = repr(value)
-    return sorted(sources), constants
 
 
 def function_source(fn) -> str:
@@ -378,85 +355,20 @@ def _last_line(code) -> int:
     return last
 
 
-def _names_read(fn):
-    """(dotted name, value) for the globals and closure variables that ``fn``'s code
-    names, and the attributes of modules/classes among them that the code also
-    names (``helpers.scaled``: both words are in ``co_names``), two levels deep.
-
-    Read from the code objects (nested ones included) rather than by parsing the
-    source: no AST walk on the cache's hot path.  It may find a few names too many
-    (an attribute that happens to share a name); that only makes the key stricter.
-    """
-    names = _code_names(fn.__code__)
-    scope = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
-    found = {}
-    for name in sorted(names):
-        if name in scope:
-            try:
-                found[name] = scope[name].cell_contents
-            except ValueError:  # an empty cell
-                pass
-        elif name in fn.__globals__:
-            found[name] = fn.__globals__[name]
-    frontier = [(n, v) for n, v in found.items() if isinstance(v, (types.ModuleType, type))]
-    for _ in range(2):
-        deeper = []
-        for prefix, namespace in frontier:
-            attrs = vars(namespace)  # the namespace's own dict: no __getattr__ hooks run
-            for name in sorted(names & attrs.keys()):
-                value = attrs[name]
-                found[f"{prefix}.{name}"] = value
-                if isinstance(value, (types.ModuleType, type)):
-                    deeper.append((f"{prefix}.{name}", value))
-        frontier = deeper
-    return sorted(found.items(), key=lambda item: item[0])
-
-
-def _code_names(code) -> set:
-    names = set(code.co_names) | set(code.co_freevars)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):  # nested functions, comprehensions
-            names |= _code_names(const)
-    return names
-
-
-def _device_function_body(value):
-    """The Python function behind a ``@cm.func`` object, else None."""
-    try:
-        from .language import DeviceFunction
-        is_device_fn = isinstance(value, DeviceFunction)
-    except ImportError:  # the front end is not there: recognise it by name
-        is_device_fn = type(value).__name__ == "DeviceFunction"
-    if not is_device_fn:
-        return None
-    for attr in ("fn", "__wrapped__", "py_func", "func"):
-        body = getattr(value, attr, None)
-        if inspect.isfunction(body):
-            return body
-    return None
-
-
-def _is_plain_constant(value) -> bool:
-    if isinstance(value, (bool, int, float, complex, str, bytes, type(None),
-                          ScalarType, VectorType, PtrType)):
-        return True
-    if isinstance(value, (tuple, list, frozenset)):
-        return all(_is_plain_constant(v) for v in value)
-    if isinstance(value, dict):
-        return all(_is_plain_constant(k) and _is_plain_constant(v) for k, v in value.items())
-    return type(value).__module__ == "numpy" and hasattr(value, "dtype") and getattr(value, "ndim", 1) == 0
-
-
 # ---------------------------------------------------------------------------
 # Compiled kernels in the cache
 
-def load_compiled(kernel, key: str, target: str):
-    """The CompiledKernel stored under ``key``, or None on a miss (or a corrupt entry)."""
+def load_compiled(kernel, key: str, target: str, constexprs: dict):
+    """The CompiledKernel stored under ``key``, or None on a miss: no entry, a corrupt
+    one, or one compiled when a value the front end read was different (``constexprs``:
+    the specialization's constexpr values, roots of some of those reads)."""
     sections = read_entry(entry_path(KERNELS, key))
     if sections is None:
         return None
     from cmlang.runtime.package import binary_from_json
     try:
+        if not reads.still_valid(json.loads(sections["reads"]), kernel.fn, constexprs):
+            return None         # stale: compiled again and stored over it
         manifest = json.loads(sections["manifest"])
         binary = binary_from_json(manifest["binary"], sections["spirv"])
         return CachedCompiledKernel(kernel, binary, sections["ir"].decode(),
@@ -470,12 +382,15 @@ def store_compiled(key: str, ck) -> bool:
     """Write ``ck`` under ``key``; False if it could not be stored.  Never raises:
     a kernel that cannot be cached (e.g. a type without a text spelling) still runs."""
     from cmlang.runtime.package import binary_to_json
+    python_reads = getattr(ck.function, "python_reads", None)
+    if not (python_reads and python_reads["complete"]):
+        return False    # it read something no path leads back to: it could not be re-checked
     try:
         manifest = {"binary": binary_to_json(ck.binary), "target": ck.target,
                     "kernel": ck.kernel.fn.__qualname__, "module": ck.kernel.fn.__module__,
                     "created": time.time(), "toolchain": toolchain()}
         sections = {"manifest": json.dumps(manifest).encode(), "spirv": bytes(ck.binary.spirv),
-                    "ir": ck.ir.encode()}
+                    "ir": ck.ir.encode(), "reads": json.dumps(python_reads).encode()}
         llvm_ir = (ck.llvm_ir or "").encode()
     except Exception as e:  # noqa: BLE001 - caching is an optimisation, never a failure
         import warnings

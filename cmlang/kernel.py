@@ -1,7 +1,8 @@
 """``@cm.kernel``: a Python function that compiles, specializes and launches.
 
 A Kernel owns its specializations: one per tuple of constexpr values and target.
-Launch (``k[grid](*args)`` or ``k[grid, group](*args)``) looks the specialization up,
+Launch (``k[grid](*args)``, ``k[grid, cm.group(...)](*args)``, arguments also by
+name; the forms are parsed in ``runtime/launch_config.py``) looks the specialization up,
 compiles it on a miss (front end -> IR passes -> codegen), and hands the resulting
 ``KernelBinary`` to the runtime, or runs the IR in the interpreter when
 ``interpret=True`` or ``CMLANG_INTERPRET=1``.
@@ -14,7 +15,8 @@ import os
 from dataclasses import dataclass
 
 from .errors import CompileError, LaunchError
-from .runtime.launcher import launch as _runtime_launch
+from .runtime import launch_config
+from .runtime.launcher import Launched, launch as _runtime_launch
 from .types import ScalarType, PtrType, SCALAR_TYPES, constexpr, i32, f32, bool_
 from .targets import check_target_name, target_names
 from .runtime.profiles import get_profile, profile_for_device, DEFAULT_PROFILE
@@ -48,8 +50,10 @@ class CompiledKernel:
         return disassemble(self.spirv)
 
     def __getitem__(self, config):
-        grid, group = _split_config(config)
-        return lambda *args: _launch_binary(self.binary, grid, group, args)
+        grid, group = launch_config.parse(config, self.binary.name)
+        binder = launch_config.Binder(self.binary.name, [p.name for p in self.binary.params])
+        return lambda *args, **kwargs: _launch_binary(self.binary, grid, group,
+                                                      binder.bind(args, kwargs))
 
 
 class Kernel:
@@ -66,16 +70,17 @@ class Kernel:
         self._constexpr_positions = [i for i, (_, t) in enumerate(self.params) if t is constexpr]
         self._specializations = {}                 # (constexpr values, target, profile) -> CompiledKernel
         self._ir_cache = {}                                # constexpr values -> Function
+        self._binder = launch_config.Binder(self.__name__, [n for n, _ in self.params])
 
     def __repr__(self):
         return f"<cmlang kernel {self.__name__} simd={self.simd}>"
 
     def __call__(self, *args, **kwargs):
         raise LaunchError(f"launch a kernel with a grid: {self.__name__}[grid](...) or "
-                          f"{self.__name__}[grid, group](...)")
+                          f"{self.__name__}[grid, cm.group(...)](...)")
 
     def __getitem__(self, config):
-        grid, group = _split_config(config)
+        grid, group = launch_config.parse(config, self.__name__)
         return _BoundLaunch(self, grid, group)
 
     # --- specialization -------------------------------------------------------
@@ -95,16 +100,14 @@ class Kernel:
         return dict(zip(names, (_constexpr_value(v) for v in key)))
 
     def ir_function(self, key=()):
-        """The optimized IR of one specialization (cached)."""
+        """The IR of one specialization after the pass pipeline (``cmlang.passes.pipeline``), cached."""
         fn = self._ir_cache.get(key)
         if fn is None:
             from .frontend import compile_to_ir
-            from .ir.verify import verify_function
-            from .passes.dce import eliminate_dead_code
+            from .passes.pipeline import run_pipeline
             fn = compile_to_ir(self.fn, dict(self.runtime_params), self._constexpr_dict(key), self.simd,
                                name=self.__name__)
-            verify_function(fn)
-            eliminate_dead_code(fn)
+            run_pipeline(fn)
             self._ir_cache[key] = fn
         return fn
 
@@ -121,7 +124,7 @@ class Kernel:
         from . import cache
         disk_key = cache.kernel_key(self, key, target, profile) if cache.enabled() else None
         if disk_key is not None:
-            ck = cache.load_compiled(self, disk_key, target)
+            ck = cache.load_compiled(self, disk_key, target, self._constexpr_dict(key))
             if ck is not None:
                 return ck
         from cmlang.codegen import compile_function
@@ -149,7 +152,13 @@ class Kernel:
         return self.specialization(key, target, get_profile(device) if device else _current_profile())
 
     # --- launch -----------------------------------------------------------------
-    def launch(self, grid, group, args):
+    def launch(self, grid, /, *args, group=None, **kwargs):
+        """``k.launch(grid, *args, group=cm.group(...), **kwargs)``: ``k[grid, cm.group(...)](...)``
+        spelled as a call (``group`` is a ``cm.group``, an int or a tuple of ints)."""
+        grid, group = launch_config.call_form(self.__name__, grid, group)
+        return self._launch(grid, group, self._binder.bind(args, kwargs))
+
+    def _launch(self, grid, group, args):
         key, runtime_args = self._split_args(args)
         if self.interpret or os.environ.get("CMLANG_INTERPRET", "") not in ("", "0"):
             return self._interpret(key, grid, group, runtime_args)
@@ -164,6 +173,7 @@ class Kernel:
         host_args, write_back = prepare_host_args(binary, args)
         run(fn, grid, group, host_args)
         write_back()
+        return Launched.finished()
 
 
 class _BoundLaunch:
@@ -172,8 +182,11 @@ class _BoundLaunch:
     def __init__(self, kernel, grid, group):
         self.kernel, self.grid, self.group = kernel, grid, group
 
-    def __call__(self, *args):
-        return self.kernel.launch(self.grid, self.group, args)
+    def __call__(self, *args, **kwargs):
+        kernel = self.kernel
+        if kwargs:  # positional arguments alone are counted by _split_args
+            args = kernel._binder.bind(args, kwargs)
+        return kernel._launch(self.grid, self.group, args)
 
 
 def _current_profile():
@@ -188,35 +201,23 @@ def _current_profile():
 def make_binary(fn, codegen_result, profile=""):
     """The launch contract of a compiled IR function (codegen_result None: interpreter only)."""
     from cmlang.runtime.binary import KernelBinary, Param
-    from .passes.buffer_extents import analyze_buffers
+    from .passes import analyze_buffers, uses_groups
     uses = analyze_buffers(fn)
     params = []
     for i, (name, value) in enumerate(zip(fn.param_names, fn.params)):
         use = uses.get(i)
         params.append(Param(name, value.type, writes=bool(use and use.writes),
                             min_elems=use.min_elems if use else 0))
-    uses_groups = any(op.opcode in ("slm", "barrier", "group_id", "local_id", "local_size", "group_count")
-                      for op in fn.walk())
+    group_features = uses_groups(fn)
     if codegen_result is None:
-        return KernelBinary(fn.name, b"", fn.simd, tuple(params), uses_groups)
+        return KernelBinary(fn.name, b"", fn.simd, tuple(params), group_features)
     return KernelBinary(codegen_result.kernel_name, codegen_result.spirv, fn.simd, tuple(params),
-                        uses_groups, tuple(codegen_result.extensions), codegen_result.target,
+                        group_features, tuple(codegen_result.extensions), codegen_result.target,
                         codegen_result.lanes_per_thread, codegen_result.build_options, profile)
 
 
 def _launch_binary(binary, grid, group, args):
     return _runtime_launch(binary, grid, group, args)
-
-
-def _split_config(config):
-    """``k[grid]`` or ``k[grid, group]``: a pair is always (grid, group), so a 2-D grid
-    without a group is written ``k[(4, 3), None]``; three ints are a 3-D grid."""
-    if isinstance(config, tuple):
-        if len(config) == 2:
-            return config[0], config[1]
-        if len(config) == 1:
-            return config[0], None
-    return config, None
 
 
 def _read_params(fn):

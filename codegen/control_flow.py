@@ -14,8 +14,7 @@ from cmlang.errors import CompileError
 from cmlang.ir.core import Value
 from cmlang.types import VectorType
 from cmlang.ir.ops import BINARY, UNARY, IDS
-
-from .memory import constant_value
+from cmlang.passes import constant_value
 
 
 class StructuredControlFlow:

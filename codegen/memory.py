@@ -22,6 +22,7 @@ from llvmlite import ir
 
 from cmlang.errors import CompileError
 from cmlang.ir.core import Value
+from cmlang.passes import known_multiple
 from cmlang.types import ScalarType, VectorType
 from . import scalar_ops as so
 from .layout import Reg, slot_count
@@ -336,51 +337,3 @@ class MemoryLowering:
 
     def op_fence(self, op):
         self.bi.memory_fence(self.b)
-
-
-# --- compile-time facts about scalar values ---------------------------------------------------
-
-def constant_value(value: Value):
-    op = value.defining_op
-    if op is not None and op.opcode == "const" and not isinstance(op.attrs["value"], (tuple, list)):
-        return op.attrs["value"]
-    return None
-
-
-def known_multiple(value: Value, iv_loops=None, depth: int = 0) -> int:
-    """A number that divides ``value`` at run time (1 when nothing is known, 0 for zero).
-
-    Understands constants, sums, differences and products of such values, left shifts by
-    constants, widening integer conversions and for-loop induction variables
-    (``iv_loops`` maps them to their loop: lo + i*step).
-    """
-    if depth > 32:
-        return 1
-    iv_loops = iv_loops or {}
-
-    def of(v):
-        return known_multiple(v, iv_loops, depth + 1)
-
-    op = value.defining_op
-    if op is None:
-        loop = iv_loops.get(value)
-        return math.gcd(of(loop.operands[0]), of(loop.operands[2])) if loop is not None else 1
-    code = op.opcode
-    if code == "const":
-        v = op.attrs["value"]
-        if isinstance(v, (tuple, list)) or not float(v).is_integer():
-            return 1
-        return abs(int(v))
-    if code in ("add", "sub"):
-        return math.gcd(of(op.operands[0]), of(op.operands[1]))
-    if code == "mul":
-        return of(op.operands[0]) * of(op.operands[1])
-    if code == "shl":
-        c = constant_value(op.operands[1])
-        return of(op.operands[0]) << int(c) if c is not None and 0 <= c < 64 else 1
-    if code == "convert" and isinstance(op.result.type, ScalarType) and op.result.type.is_int:
-        src = op.operands[0].type
-        if isinstance(src, ScalarType) and src.is_int and src.bits <= op.result.type.bits:
-            return of(op.operands[0])
-    return 1
-

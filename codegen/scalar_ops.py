@@ -317,16 +317,23 @@ def _float_to_int_sat(b, dst, x):
 
 # --- reductions -----------------------------------------------------------------------------
 
-def identity(kind: str, elem: ScalarType):
-    """The neutral element of a reduction: what padding lanes contribute."""
-    ty = value_type(elem)
+def identity_value(kind: str, elem: ScalarType):
+    """The neutral element of a reduction as a Python number: what padding lanes contribute.
+    The one table both code generators (SIMT here, vector-compute in vc.py) pad with."""
     if elem.is_bool:
-        return ir.Constant(I1, 1 if kind in ("and", "min", "mul") else 0)
+        return 1 if kind in ("and", "min", "mul") else 0
     if elem.is_float:
-        # min/max ignore a NaN operand (ops.py), so NaN is their neutral element: padding
-        # then never turns an all-NaN input into an infinity.
-        return ir.Constant(ty, {"add": 0.0, "mul": 1.0, "min": math.nan, "max": math.nan}[kind])
+        # min/max ignore a NaN operand (the interpreter's float_reduce, LLVM minnum/maxnum,
+        # genx fmin/fmax), so NaN is their neutral element: padding then never turns an
+        # all-NaN input into an infinity.
+        return {"add": 0.0, "mul": 1.0, "min": math.nan, "max": math.nan}[kind]
     lo, hi = _int_range(elem)
-    value = {"add": 0, "mul": 1, "and": -1, "or": 0, "min": hi, "max": lo}[kind]
-    return const(elem, value)
+    return {"add": 0, "mul": 1, "and": -1, "or": 0, "min": hi, "max": lo}[kind]
+
+
+def identity(kind: str, elem: ScalarType):
+    """The neutral element of a reduction (``identity_value``) as an LLVM constant."""
+    if elem.is_bool:
+        return ir.Constant(I1, identity_value(kind, elem))
+    return const(elem, identity_value(kind, elem))
 

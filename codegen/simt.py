@@ -49,6 +49,7 @@ from llvmlite import ir
 
 from cmlang.errors import CompileError
 from cmlang.ir.core import Function, Value
+from cmlang.passes import induction_loops
 from cmlang.types import PtrType, ScalarType, VectorType
 from . import scalar_ops as so
 from .layout import Lanes, Reg, select_lanes, slot_count, element_lanes, fit_affine
@@ -85,7 +86,7 @@ class KernelLowering(RegionLowering, MemoryLowering, StructuredControlFlow):
         self._const_tables = {}   # (elem, values) -> addrspace(2) global
         self._ids = {}            # (id op, dim) -> i32 computed in the entry block
         # for-loop induction variables -> their loop (for the alignment of offsets)
-        self.iv_loops = {op.blocks[0].args[0]: op for op in fn.walk() if op.opcode == "for"}
+        self.iv_loops = induction_loops(fn)
         # 2-D loads that a dpas reads row by row inside its k loop (regions.py)
         self.rows_left_in_memory = rows_left_in_memory(fn, self.simd)
 

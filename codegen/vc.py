@@ -57,12 +57,12 @@ from llvmlite import ir
 
 from cmlang.errors import CompileError
 from cmlang.ir.core import Function, Value
+from cmlang.passes import induction_loops, known_multiple
 from cmlang.types import PtrType, ScalarType, VectorType, f32, i32
 from .llvm_builtins import (I1, I8, I16, I32, I64, FLOAT, VOID, GLOBAL,
                             value_type, memory_type, mangle_code, mangled)
-from .memory import known_multiple
 from .control_flow import StructuredControlFlow
-from .scalar_ops import round_bf16_host
+from .scalar_ops import identity_value, round_bf16_host
 
 TRIPLE = "spir64-unknown-unknown"
 DATA_LAYOUT = "e-i64:64-v16:16-v24:32-v32:32-v48:64-v96:128-v192:256-v256:256-v512:512-v1024:1024-n8:16:32:64"
@@ -197,7 +197,7 @@ class VCLowering(StructuredControlFlow):
         self.values = {}
         self.slm_bytes = 0
         self._ids = {}
-        self.iv_loops = {op.blocks[0].args[0]: op for op in fn.walk() if op.opcode == "for"}
+        self.iv_loops = induction_loops(fn)
 
     # ------------------------------------------------------------------ kernel skeleton
     def run(self) -> str:
@@ -1340,12 +1340,8 @@ def _int_range(t: ScalarType):
 
 
 def _identity(kind: str, elem: ScalarType):
-    """The neutral element of a reduction (what padding contributes)."""
-    ty = value_type(elem)
-    if elem.is_float:
-        return const(ty, {"add": 0.0, "mul": 1.0, "min": math.inf, "max": -math.inf}[kind])
-    lo, hi = _int_range(elem)
-    return const(ty, {"add": 0, "mul": 1, "and": -1, "or": 0, "min": hi, "max": lo}[kind])
+    """The neutral element of a reduction (what padding contributes): the SIMT table."""
+    return const(value_type(elem), identity_value(kind, elem))
 
 
 def _constant_indices(value: Value):

@@ -50,6 +50,11 @@ class Foreign:
         """The backend buffer ``device`` can take without a copy, or None."""
         return None
 
+    def extent(self):
+        """(memory, first byte, end byte) of the data, for finding arguments that share
+        memory (see ``launcher.shared_memory``); None when empty or unknown."""
+        return None
+
     def sync_other_queue(self, device) -> bool:
         """Wait for the queue this memory is used through, if it is not ``device``'s;
         True when it was another queue (the launch must then wait as well)."""
@@ -101,6 +106,12 @@ class USMMemory(Foreign):
         if memory.get_usm_type() == "device" and memory.sycl_device != device.sycl_device:
             return None
         return memory
+
+    def extent(self):
+        if not self.nbytes:
+            return None
+        start = self.memory._pointer  # USM pointers of one context share an address space
+        return ("usm", self.memory.sycl_context), start, start + self.nbytes
 
     def sync_other_queue(self, device):
         queue = self.memory.sycl_queue
@@ -198,6 +209,11 @@ class OpenCLMemory(Foreign):
         if getattr(device, "backend", None) != "opencl" or self.offset:
             return None
         return self.buffer if self.buffer.context == device.context else None
+
+    def extent(self):
+        if not self.nbytes:
+            return None
+        return ("pyopencl", self.buffer.int_ptr), self.offset, self.offset + self.nbytes
 
     def sync_other_queue(self, device):
         if self._queue is None or self._queue == device.queue:  # a Buffer has no queue

@@ -19,15 +19,14 @@ path is then a loop over those converters plus the enqueue.
 from __future__ import annotations
 
 import hashlib
-import operator
 import weakref
 
 import numpy as np
 
 from cmlang.errors import LaunchError
-from cmlang.types import PtrType, f32
+from cmlang.types import PtrType, bf16, f32
 
-from . import interop, profiling
+from . import interop, launch_config, profiling
 from .arrays import DeviceArray
 from .device import Device, get_device, resolve_device
 
@@ -35,7 +34,7 @@ SPIRV_MAGIC = (0x07230203).to_bytes(4, "little")
 
 # Grids of these types key the per-plan NDRange cache (a list is no key; a bool or a
 # float would compare equal to an int and skip the checks).
-_CACHEABLE = (int, tuple, type(None))
+_CACHEABLE = (int, tuple, type(None), launch_config.group)
 _plans: dict = {}    # id(KernelBinary) -> _Plan, dropped when the binary dies
 _kernels: dict = {}  # (device, sha256(spirv), name) -> built kernel handle, oldest first
 # Built programs shared between binaries with the same SPIR-V. Live binaries keep theirs in
@@ -62,10 +61,18 @@ class Launched:
         return self
 
     @property
-    def seconds(self) -> float:
-        """Device time of the kernel from profiling events (waits for it)."""
+    def seconds(self) -> float | None:
+        """Device time of the kernel from profiling events (waits for it); None for a
+        launch nothing timed (the interpreter)."""
+        if self.event is None:
+            return None
         self.wait()
         return self.device.event_seconds(self.event)
+
+    @classmethod
+    def finished(cls) -> "Launched":
+        """A launch that is over and was not timed (the interpreter ran it)."""
+        return cls(None, None, True)
 
 
 def launch(binary, grid, group, args, device=None) -> "Launched":
@@ -100,7 +107,17 @@ def launch(binary, grid, group, args, device=None) -> "Launched":
     global_size, local_size = sizes
 
     staged = []  # (host array or None, its buffer, write-back or None) of host memory
-    kernel_args = [convert(arg, device, staged) for convert, arg in zip(plan.converters, args)]
+    shared = None
+    if len(plan.pointers) > 1:
+        for i in plan.pointers:
+            # Device arrays are never views: passed as they are, one twice is one memory.
+            if type(args[i]) is not DeviceArray:
+                shared = shared_memory(binary, args)
+                break
+    if shared is None:
+        kernel_args = [convert(arg, device, staged) for convert, arg in zip(plan.converters, args)]
+    else:
+        kernel_args = _convert_shared(plan.converters, args, shared, device, staged)
     if not staged:
         launched = Launched(device.launch(kernel, kernel_args, global_size, local_size, wait=False),
                             device, False)
@@ -137,16 +154,27 @@ def prepare_host_args(binary, args):
         names = ", ".join(p.name for p in binary.params)
         raise LaunchError(f"{binary.name}() takes {len(binary.params)} argument"
                           f"{'' if len(binary.params) == 1 else 's'} ({names}), got {len(args)}")
-    host_args, device_arrays, staged = [], [], []
-    for param, arg in zip(binary.params, args):
+    shared = shared_memory(binary, args) or {}
+    host_args, device_arrays, staged = [None] * len(args), [], []
+    for i in _representatives_first(len(args), shared):
+        param, arg = binary.params[i], args[i]
+        convert = _converter(binary.name, param)
+        rep, writes, nbytes = shared.get(i, (i, None, 0))
+        if rep != i:  # the same memory as an argument converted already: a view of that
+            host_args[i] = convert(arg, _HostMemory, staged,
+                                   shared=_reinterpret(host_args[rep], param, nbytes))
+            continue
         if isinstance(arg, DeviceArray):
             host = arg.numpy()
             device_arrays.append((arg, host))
             arg = host
-        converted = _converter(binary.name, param)(arg, _HostMemory, staged)
+        if writes is None:
+            converted = convert(arg, _HostMemory, staged)
+        else:  # another argument with this memory is written: copy it back
+            converted = convert(arg, _HostMemory, staged, copy_back=writes)
         if not isinstance(param.type, PtrType) and param.type.kind == "b":
             converted = np.bool_(converted)
-        host_args.append(converted)
+        host_args[i] = converted
 
     def write_back():
         for array, host in device_arrays:
@@ -169,8 +197,8 @@ def clear_caches() -> None:
 # Per-binary plan
 
 class _Plan:
-    __slots__ = ("name", "spirv", "sha", "arity", "param_list", "converters", "kernels", "build_options",
-                 "ndranges")
+    __slots__ = ("name", "spirv", "sha", "arity", "param_list", "converters", "pointers", "kernels",
+                 "build_options", "ndranges")
 
     def __init__(self, binary):
         problem = spirv_problem(binary.spirv)
@@ -182,6 +210,7 @@ class _Plan:
         self.arity = len(binary.params)
         self.param_list = ", ".join(p.name for p in binary.params)
         self.converters = tuple(_converter(binary.name, p) for p in binary.params)
+        self.pointers = tuple(i for i, p in enumerate(binary.params) if isinstance(p.type, PtrType))
         self.build_options = binary.build_options    # as its target said (e.g. -vc-codegen)
         self.kernels = {}   # device -> kernel handle
         self.ndranges = {}  # (grid, group, device) -> (global size, local size), checked
@@ -237,6 +266,121 @@ def _make_plan(binary):
 
 
 # ---------------------------------------------------------------------------
+# Arguments that share memory: ``k[1](a, a)`` means one memory, as in C
+
+def memory_extent(arg):
+    """Where an array argument's bytes lie: (memory, first byte, end byte), or None
+    for anything else (and for arrays the converters refuse, and empty ones).
+
+    ``memory`` names an address space: "host" (numpy arrays, DLPack host views), one
+    device buffer (a DeviceArray), USM memory, a pyopencl buffer."""
+    if isinstance(arg, np.ndarray):
+        if not arg.flags.c_contiguous or not arg.nbytes:
+            return None
+        start = arg.__array_interface__["data"][0]
+        return "host", start, start + arg.nbytes
+    if isinstance(arg, DeviceArray):
+        if not arg.nbytes:
+            return None
+        pointer = getattr(arg.buffer, "_pointer", None)
+        if pointer is not None:  # USM memory (dpctl): views of it from dpnp are found too
+            return ("usm", arg.buffer.sycl_context), pointer, pointer + arg.nbytes
+        return ("buffer", id(arg.buffer)), 0, arg.nbytes
+    if isinstance(arg, (int, float, bool, np.generic)):
+        return None
+    foreign = interop.recognise(arg)
+    if isinstance(foreign, np.ndarray):
+        return memory_extent(foreign)
+    return None if foreign is None else foreign.extent()
+
+
+def shared_memory(binary, args):
+    """Pointer arguments that share memory: {index: (index of the argument whose buffer
+    the group uses, whether the kernel writes any of them, the argument's bytes)}, or
+    None when none do.
+
+    Arguments that start at the same address are one memory to the kernel: one buffer
+    (the largest of them) is copied in and back once, whichever parameter writes it.
+    Arguments that overlap at different addresses cannot be one buffer (a kernel
+    parameter is a whole buffer, not an offset into one); read-only they are copies,
+    but where the kernel writes one of them the launch is refused: copies would lose
+    or hide writes, and each path would lose different ones.
+    """
+    spaces = {}
+    for i, (param, arg) in enumerate(zip(binary.params, args)):
+        if isinstance(param.type, PtrType):
+            extent = memory_extent(arg)
+            if extent is not None:
+                spaces.setdefault(extent[0], []).append((extent[1], extent[2], i))
+    shared = {}
+    for extents in spaces.values():
+        if len(extents) < 2:
+            continue
+        extents.sort()
+        cluster, end = [extents[0]], extents[0][1]
+        for extent in extents[1:] + [None]:
+            if extent is not None and extent[0] < end:
+                cluster.append(extent)
+                end = max(end, extent[1])
+                continue
+            if len(cluster) > 1:
+                _share(binary, cluster, shared)
+            if extent is not None:
+                cluster, end = [extent], extent[1]
+    return shared or None
+
+
+def _share(binary, cluster, shared):
+    """Record one group of overlapping arguments (start, end, index) in ``shared``."""
+    params = binary.params
+    writes = any(params[i].writes for _, _, i in cluster)
+    start = cluster[0][0]
+    if writes and any(s != start for s, _, _ in cluster):
+        # Name a written argument and one starting elsewhere, the one it overlaps if any.
+        ws, we, w = next(e for e in cluster if params[e[2]].writes)
+        others = [e for e in cluster if e[0] != ws]
+        os_, _, o = next((e for e in others if e[0] < we and ws < e[1]), others[0])
+        a, b = sorted((w, o))
+        raise LaunchError(
+            f"{binary.name}(): arguments '{params[a].name}' and '{params[b].name}' overlap in "
+            f"memory but start {abs(os_ - ws)} bytes apart, and the kernel writes "
+            f"'{params[w].name}'; a kernel parameter is a whole buffer, so overlapping views "
+            f"of one array cannot be passed: pass the array once (and offset the indices in "
+            f"the kernel), or copies")
+    if any(s != start for s, _, _ in cluster):
+        return  # overlapping, read only: each its own copy, nothing is lost
+    rep = max(cluster, key=lambda e: (e[1], -e[2]))[2]  # the largest, the first of equals
+    for _, end, i in cluster:
+        shared[i] = (rep, writes, end - start)
+
+
+def _representatives_first(count, shared):
+    """Argument positions with each shared group's own buffer before its other members."""
+    later = [i for i in range(count) if shared.get(i, (i,))[0] != i]
+    return [i for i in range(count) if shared.get(i, (i,))[0] == i] + later
+
+
+def _convert_shared(converters, args, shared, device, staged):
+    kernel_args = [None] * len(args)
+    for i in _representatives_first(len(args), shared):
+        rep, writes, _ = shared.get(i, (i, None, 0))
+        if rep != i:
+            kernel_args[i] = converters[i](args[i], device, staged, shared=kernel_args[rep])
+        elif writes is None:
+            kernel_args[i] = converters[i](args[i], device, staged)
+        else:
+            kernel_args[i] = converters[i](args[i], device, staged, copy_back=writes)
+    return kernel_args
+
+
+def _reinterpret(host, param, nbytes):
+    """The interpreter's view of the first ``nbytes`` of a shared buffer (a host array)
+    as ``param``'s elements."""
+    dtype = np.dtype(param.type.elem.np_dtype)
+    return host.reshape(-1).view(np.uint8)[:nbytes - nbytes % dtype.itemsize].view(dtype)
+
+
+# ---------------------------------------------------------------------------
 # Argument converters: (arg, device, copy_back) -> what the backend's set_args takes
 
 def _converter(kernel_name, param):
@@ -263,7 +407,12 @@ def _pointer_converter(kernel_name, where, param):
             raise LaunchError(f"{kernel_name}(): buffer '{param.name}' has {size} elements but "
                               f"the kernel accesses at least {min_elems} (constant offsets)")
 
-    def convert(arg, device, staged):
+    def convert(arg, device, staged, copy_back=None, shared=None):
+        """The buffer for ``arg``; ``copy_back``: whether host memory is copied back (by
+        default when this parameter is written; True for memory another parameter writes);
+        ``shared``: the buffer of another argument with the same memory
+        (``shared_memory``), to check ``arg`` against and pass instead of a copy."""
+        back = writes if copy_back is None else copy_back
         if isinstance(arg, np.ndarray):
             if arg.dtype != dtype:
                 raise LaunchError(f"{where} needs a {dtype_text} array, got {arg.dtype}")
@@ -271,29 +420,28 @@ def _pointer_converter(kernel_name, where, param):
                 raise LaunchError(f"{where}: the array is not C-contiguous "
                                   "(pass np.ascontiguousarray(a))")
             check_size(arg.size)
+            if writes and not arg.flags.writeable:
+                raise LaunchError(f"{where}: the kernel writes this buffer but the array "
+                                  "is read-only")
+            if shared is not None:
+                return shared
             buffer = device.upload(arg)
-            if writes:
-                if not arg.flags.writeable:
-                    raise LaunchError(f"{where}: the kernel writes this buffer but the array "
-                                      "is read-only")
-                staged.append((arg, buffer, None))
-            else:
-                staged.append((None, buffer, None))  # still a host array: the launch waits
+            staged.append((arg if back else None, buffer, None))  # a host array: the launch waits
             return buffer
         if isinstance(arg, DeviceArray):
-            if arg.device is not device:
+            if arg.device is not device and shared is None:
                 borrow(arg, device, staged)
             if arg.dtype != dtype:
                 raise LaunchError(f"{where} needs a {dtype_text} array, got {arg.dtype}")
             check_size(arg.size)
-            return arg.buffer
+            return arg.buffer if shared is None else shared
         foreign = interop.recognise(arg)
         if foreign is None:
             raise LaunchError(f"{where} takes a numpy array or a DeviceArray, "
                               f"got {type(arg).__name__}")
         if isinstance(foreign, np.ndarray):  # host memory through DLPack: a view
-            return convert(foreign, device, staged)
-        return from_foreign(foreign, device, staged)
+            return convert(foreign, device, staged, copy_back, shared)
+        return from_foreign(foreign, device, staged, back, shared)
 
     def borrow(arg, device, staged):
         """A DeviceArray of another queue in the same memory space (dpctl queues of one
@@ -305,7 +453,7 @@ def _pointer_converter(kernel_name, where, param):
         arg.device.synchronize()
         staged.append((None, arg.buffer, None))
 
-    def from_foreign(foreign, device, staged):
+    def from_foreign(foreign, device, staged, back, shared):
         if foreign.dtype is not None and foreign.dtype != dtype:
             raise LaunchError(f"{where} needs a {dtype_text} array, got {foreign.dtype} "
                               f"({foreign.kind})")
@@ -315,6 +463,8 @@ def _pointer_converter(kernel_name, where, param):
         if writes and foreign.readonly:
             raise LaunchError(f"{where}: the kernel writes this buffer but the "
                               f"{foreign.kind} is read-only")
+        if shared is not None:
+            return shared
         buffer = foreign.native(device)
         if buffer is not None:
             if foreign.sync_other_queue(device):
@@ -323,7 +473,7 @@ def _pointer_converter(kernel_name, where, param):
         # Memory of another context or backend: copied in, and back if written.
         host = foreign.read(dtype)
         buffer = device.upload(host)
-        staged.append((host, buffer, foreign.write) if writes else (None, buffer, None))
+        staged.append((host, buffer, foreign.write) if back else (None, buffer, None))
         return buffer
 
     return convert
@@ -335,7 +485,7 @@ def _int_converter(where, scalar_type):
     low, high = int(info.min), int(info.max)
 
     def convert(arg, device, copy_back):
-        if not isinstance(arg, (int, np.integer)):
+        if not isinstance(arg, (int, np.integer)) or isinstance(arg, bool):
             raise LaunchError(f"{where} takes an integer, got {type(arg).__name__} {arg!r}")
         value = int(arg)
         if not low <= value <= high:
@@ -349,18 +499,35 @@ def _float_converter(where, scalar_type):
     np_type = np.dtype(scalar_type.np_dtype).type
 
     def convert(arg, device, copy_back):
-        if not isinstance(arg, (int, float, np.integer, np.floating)):
+        if not isinstance(arg, (int, float, np.integer, np.floating)) or isinstance(arg, bool):
             raise LaunchError(f"{where} takes a number, got {type(arg).__name__} {arg!r}")
-        return np_type(arg)
+        try:
+            with np.errstate(over="ignore"):
+                value = np_type(arg)
+        except OverflowError:      # an int beyond float64
+            value = np_type(np.inf)
+        _check_finite(where, arg, np.isinf(value), scalar_type)
+        return value
 
     return convert
+
+
+def _check_finite(where, arg, became_inf, scalar_type):
+    """A finite number that rounds to infinity in the parameter's type is refused (as the
+    compiler refuses such a constant); inf and nan themselves pass."""
+    finite = isinstance(arg, (int, np.integer)) or bool(np.isfinite(arg))
+    if became_inf and finite:
+        raise LaunchError(f"{where}: {arg!r} is out of the range of {scalar_type} "
+                          f"(it would become infinity)")
 
 
 def _bf16_converter(where):
     to_f32 = _float_converter(where, f32)
 
     def convert(arg, device, copy_back):
-        return np.uint16(float_to_bf16_bits(to_f32(arg, device, copy_back)))
+        bits = float_to_bf16_bits(to_f32(arg, device, copy_back))
+        _check_finite(where, arg, (bits & 0x7FFF) == 0x7F80, bf16)
+        return np.uint16(bits)
 
     return convert
 
@@ -401,8 +568,7 @@ def _ndrange(binary, grid, group, device):
     for d in range(ndim):
         if grid[d] % group[d]:
             raise LaunchError(f"{binary.name}(): grid {grid} is not divisible by group {group} "
-                              f"in dimension {d} (k[a, b] means grid a in groups of b; a 2-D "
-                              f"grid alone is k[(a, b), None])")
+                              f"in dimension {d}")
     simd = lanes_per_cm_thread(binary)
     local_size = (group[0] * simd,) + group[1:]
     work_items = local_size[0] * (group[1] if ndim > 1 else 1) * (group[2] if ndim > 2 else 1)
@@ -426,16 +592,6 @@ def _auto_group(grid0, simd, device):
 
 
 def _dims(kernel_name, what, value):
-    dims = value if isinstance(value, (tuple, list)) else (value,)
-    if not 1 <= len(dims) <= 3:
-        raise LaunchError(f"{kernel_name}(): {what} must have 1 to 3 dimensions, got {value!r}")
-    try:
-        if any(isinstance(n, (bool, np.bool_)) for n in dims):
-            raise TypeError
-        dims = tuple(operator.index(n) for n in dims)
-    except TypeError:
-        raise LaunchError(f"{kernel_name}(): {what} must be an int or a tuple of ints, "
-                          f"got {value!r}") from None
-    if min(dims) <= 0:
-        raise LaunchError(f"{kernel_name}(): {what} sizes must be positive, got {value!r}")
-    return dims
+    if isinstance(value, launch_config.group):
+        return value.dims
+    return launch_config.sizes(value, what, f"{kernel_name}()")

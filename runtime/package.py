@@ -22,6 +22,7 @@ import numpy as np
 from cmlang.errors import LaunchError
 from cmlang.types import PtrType, ScalarType, parse_type
 
+from . import launch_config
 from .binary import KernelBinary, Param
 
 FORMAT_NAME = "cmlang-package"
@@ -198,19 +199,19 @@ class PackageKernel:
         self.specializations = list(specializations)
         self._constexpr_positions = frozenset(p for s in self.specializations for p in s.constexpr_positions)
         self._chosen = {}   # argument signature -> Specialization
+        # Keyword arguments bind by the Python signature (the same in every specialization).
+        self._binder = launch_config.Binder(name, [n for n, _ in self.specializations[0].signature])
 
     def __repr__(self):
         return f"<cmlang package kernel {self.__name__}: {len(self.specializations)} specialization(s)>"
 
     def __call__(self, *args, **kwargs):
         raise LaunchError(f"launch a kernel with a grid: {self.__name__}[grid](...) or "
-                          f"{self.__name__}[grid, group](...)")
+                          f"{self.__name__}[grid, cm.group(...)](...)")
 
     def __getitem__(self, config):
-        # As for @cm.kernel: a pair is always (grid, group); k[(4, 3), None] is a 2-D grid.
-        if isinstance(config, tuple) and len(config) in (1, 2):
-            return _BoundPackageLaunch(self, config[0], config[1] if len(config) == 2 else None)
-        return _BoundPackageLaunch(self, config, None)
+        grid, group = launch_config.parse(config, self.__name__)  # as for @cm.kernel
+        return _BoundPackageLaunch(self, grid, group)
 
     def select(self, args) -> Specialization:
         """The specialization that ``args`` launch (LaunchError listing them if none)."""
@@ -238,7 +239,12 @@ class PackageKernel:
         return (f"package kernel '{self.__name__}' has no specialization for the arguments "
                 f"({got}); the package has:\n  {have}")
 
-    def launch(self, grid, group, args, device=None):
+    def launch(self, grid, /, *args, group=None, **kwargs):
+        """``k.launch(grid, *args, group=cm.group(...), **kwargs)``, as for ``@cm.kernel``."""
+        grid, group = launch_config.call_form(self.__name__, grid, group)
+        return self._launch(grid, group, self._binder.bind(args, kwargs))
+
+    def _launch(self, grid, group, args, device=None):
         from .launcher import launch
         spec = self.select(args)
         return launch(spec.binary, grid, group, spec.runtime_args(args), device)
@@ -250,8 +256,10 @@ class _BoundPackageLaunch:
     def __init__(self, kernel, grid, group):
         self.kernel, self.grid, self.group = kernel, grid, group
 
-    def __call__(self, *args):
-        return self.kernel.launch(self.grid, self.group, args)
+    def __call__(self, *args, **kwargs):
+        if kwargs:
+            args = self.kernel._binder.bind(args, kwargs)
+        return self.kernel._launch(self.grid, self.group, args)
 
 
 def _describe_arg(a):

@@ -441,7 +441,7 @@ def test_slm_and_barrier_rotate_between_threads(mode, rng, simd):
     n, g, groups = 24, 4, 3
     x = rng.integers(-100, 100, groups * g * n).astype(np.int32)
     out = np.zeros_like(x)
-    make_kernel(k_slm_barrier, i32, simd)[groups * g, g](x, out, n, g)
+    make_kernel(k_slm_barrier, i32, simd)[groups * g, cm.group(g)](x, out, n, g)
     want = np.empty_like(x)
     for gr in range(groups):
         for lid in range(g):
@@ -468,7 +468,7 @@ def test_ids_in_1_2_3_dimensional_grids(mode, grid, group):
     grp = grp + (1,) * (3 - len(grp))
     out = np.full(int(np.prod(g3)) * 8, -1, np.int32)
     k = cm.kernel(k_ids)
-    k[grid, group](out)
+    (k[grid] if group is None else k[grid, cm.group(group)])(out)
     got = out.reshape(g3[2], g3[1], g3[0], 8)
     for z in range(g3[2]):
         for y in range(g3[1]):

@@ -208,10 +208,18 @@ def test_grid_callable_and_keyword_arguments(rng):
     k[grid](2.5, x, y=y, n=N)
     np.testing.assert_allclose(y, 2.5 * x + y0, rtol=1e-6)
     assert set(grids) == {32, 128} and grids[-1] == k.best["BLOCK"]
-    with pytest.raises(cm.LaunchError, match=r"axpy\(\) has no argument 'BLOCK'"):
+    y2 = y0.copy()
+    k.launch(grid, 2.5, x, y2, N)                       # the call form, and with a group
+    k[grid, cm.group(2)](2.5, x, y=y0, n=N)
+    np.testing.assert_array_equal(y2, y0)
+    with pytest.raises(cm.LaunchError, match=r"axpy\(a, x, y, n\): got an unexpected keyword argument 'BLOCK'"):
         k[grid](2.5, x, y, N, BLOCK=32)
-    with pytest.raises(cm.LaunchError, match=r"axpy\(\) is missing argument\(s\) n"):
+    with pytest.raises(cm.LaunchError, match=r"axpy\(\) takes 4 arguments \(a, x, y, n\), got 3"):
         k[grid](2.5, x, y)
+    with pytest.raises(cm.LaunchError, match=r"with a function of the config the launch is"):
+        k[grid, 4](2.5, x, y, N)
+    with pytest.raises(cm.LaunchError, match=r"k\[grid, cm.group"):
+        k[(4, 2), (2, 1)](2.5, x, y, N)                  # the forms every kernel refuses
 
 
 def test_decoration_errors():

@@ -135,17 +135,24 @@ def _mid(v):
     return _leaf(v) + 1
 
 
-def test_key_covers_reached_funcs_and_constants():
+def test_the_record_holds_every_value_the_front_end_read(monkeypatch):
+    from cmlang import reads
+    from cmlang.kernel import Kernel
     width = 16
 
     def kern(x: cm.ptr[cm.f32]):
         cm.store(x, 0, _mid(cm.load(x, 0, width)).astype(cm.f32))
-    sources, constants = cache.reached_sources(kern)
-    assert len(sources) == 3
-    assert any("def _leaf(v)" in s for s in sources) and any("def _mid(v)" in s for s in sources)
-    assert constants["_leaf:TILE"] == "8"                       # a module constant of a func
-    assert constants[f"{kern.__qualname__}:width"] == "16"      # a closure variable
-    assert constants[f"{kern.__qualname__}:cm.f32"] == "f32"    # an attribute of a module
+    record = Kernel(kern).ir_function().python_reads
+    found = {"/".join(f"{k}:{n}" for k, n in path): fp for path, fp in record["reads"]}
+    assert record["complete"]
+    assert found["kernel:/closure:width"] == "builtins.int 16"                  # a closure variable
+    assert found["kernel:/global:cm/attr:f32"].endswith(" f32")                 # an attribute of a module
+    assert "def _mid(v)" in found["kernel:/global:_mid"]                        # a func's source
+    assert "def _leaf(v)" in found["kernel:/global:_mid/global:_leaf"]          # a func it calls
+    assert found["kernel:/global:_mid/global:_leaf/global:TILE"] == "builtins.int 8"
+    assert reads.still_valid(record, kern, {})
+    monkeypatch.setattr(sys.modules[__name__], "TILE", 4)   # a constant a reached func reads
+    assert not reads.still_valid(record, kern, {})
 
 
 def test_key_changes_with_what_changes_the_code(monkeypatch):
@@ -161,11 +168,9 @@ def test_key_changes_with_what_changes_the_code(monkeypatch):
               cache.kernel_key(k8, (("int", 16),), "spirv"),
               cache.kernel_key(k16, (("int", 16),), "spirv-vc"),
               cache.kernel_key(k16, (("int", 16),), "spirv", "pvc")}
-    monkeypatch.setattr(sys.modules[__name__], "TILE", 4)   # a constant a reached func reads
-    others.add(cache.kernel_key(k16, (("int", 16),), "spirv"))
     monkeypatch.setattr(cache, "llvmlite_fingerprint", lambda: "another llvmlite")
     others.add(cache.kernel_key(k16, (("int", 16),), "spirv"))
-    assert base not in others and len(others) == 7
+    assert base not in others and len(others) == 6
 
 
 # --- kernels through the cache ------------------------------------------------------
@@ -182,7 +187,7 @@ def test_changing_a_called_func_invalidates(project, cache_dir):
     assert "result [1.0, 3.0, 5.0]" in run_child(project, cache_dir)
     (project / "helpers.py").write_text(HELPERS.format(factor=3.0))   # inner() changes
     assert "result [1.0, 4.0, 7.0]" in run_child(project, cache_dir)
-    assert len(kernel_entries(cache_dir)) == 2
+    assert len(kernel_entries(cache_dir)) == 1      # the same key: the stale entry was replaced
     assert "result [1.0, 4.0, 7.0]" in run_child(project, cache_dir, block=True)
 
 

@@ -1089,7 +1089,7 @@ def test_lowering_table(case):
 
 
 def test_known_multiple_drives_block_io():
-    from cmlang.codegen.memory import known_multiple
+    from cmlang.passes import induction_loops, known_multiple
     kb = KB(x=ptr[f32], n=i32)
     tid = kb.tid()
     a = kb("add", i32, kb("mul", i32, tid, kb.c(i32, 32)), kb.c(i32, 8))          # 32*t + 8
@@ -1104,5 +1104,4 @@ def test_known_multiple_drives_block_io():
         return [acc]
     kb.for_(kb.c(i32, 16), kb.p["n"], kb.c(i32, 4), [kb.c(f32, 0.0)], body)
     fn = kb.function()
-    iv_loops = {op.blocks[0].args[0]: op for op in fn.walk() if op.opcode == "for"}
-    assert known_multiple(loops["iv"], iv_loops) == 4
+    assert known_multiple(loops["iv"], induction_loops(fn)) == 4

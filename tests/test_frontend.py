@@ -1388,7 +1388,9 @@ def test_compile_to_ir_checks_its_arguments():
 
 def test_typing_rules():
     from cmlang.frontend import typing_rules as tr
-    assert tr.cast_constant(300, u8) == 44 and tr.cast_constant(-1, u32) == 2**32 - 1
+    assert tr.cast_constant(-56, u8) == 200 and tr.cast_constant(-1, u32) == 2**32 - 1
+    with pytest.raises(tr.ConstantRangeError, match="constant 300 does not fit in u8"):
+        tr.cast_constant(300, u8)                                   # never wraps silently
     assert tr.cast_constant(-2.7, i32) == -2 and tr.cast_constant(2.7, i32) == 2
     assert tr.cast_constant(0.1, f16) == 0.0999755859375
     assert tr.cast_constant(1.00390625, bf16) == 1.0                  # ties to even

@@ -339,7 +339,7 @@ def _interpret(kernel, grid, group, args):
     saved = os.environ.get("CMLANG_INTERPRET")
     os.environ["CMLANG_INTERPRET"] = "1"
     try:
-        kernel[grid, group](*args)
+        kernel.launch(grid, *args, group=group)
     finally:
         if saved is None:
             del os.environ["CMLANG_INTERPRET"]

@@ -24,10 +24,22 @@ Promotion. Typed operands follow C's usual arithmetic conversions: a float opera
 the result the wider float (f64 > f32 > f16, bf16; f16 with bf16 gives f32); otherwise
 integer promotion (bool and integers narrower than 32 bits -> i32), then the wider wins and
 unsigned wins at equal width. A weak int takes the other operand's type (a sub-32-bit
-integer type promotes to i32; the constant must fit, two's-complement wrap allowed); a weak
+integer type promotes to i32; the constant must fit, see below); a weak
 float with an integer operand gives f32. A scalar combined with a register is converted and
 splat; two registers need the same shape (``vector[T, N]`` and a matrix of N elements differ).
 Comparisons give bool scalars or masks; operands of one identical type are compared as is.
+
+Constants must fit. Wherever a Python number becomes a typed value (an operand, ``cm.full``,
+a constructor, a region write, ``cm.iota``, a loop bound, a call argument, a stored or
+atomic value) it must fit the type, else a CompileError at the node: an int for an n-bit
+type lies in [-2**(n-1), 2**n - 1] -- the type's values or the other reading of the same
+bits, so ``-1`` is the all-ones ``u32`` mask and ``0xFFFFFFFF`` is ``-1`` for ``i32``, as CM
+and C programmers write masks (numpy refuses these since 2.0; here they lose no bit, while
+anything wider does); a float converted to an integer type must fit its range after
+truncation; a finite float must not round to infinity (f16 above 65504, bf16/f32 above
+about 3.4e38), while ``math.inf`` and ``math.nan`` stay allowed. Scalars passed at launch
+(runtime/launcher.py) must lie in the parameter type's own range, a finite float must not
+become infinity there either, and a bool is refused where a number is expected.
 
 Operators. ``/`` on ints truncates toward zero (C); ``//`` on ints truncates too (like C and
 Triton), on floats is ``floor(a / b)``; ``%`` is C's remainder on ints and fmod on floats;
@@ -92,7 +104,9 @@ def compile_to_ir(pyfn, param_types: dict, constexprs: dict, simd: int, name: st
     body = Block([t for _, t in params], [n for n, _ in params])
     fn = Function(name or pyfn.__name__, body, [n for n, _ in params], simd,
                   {k: _constexpr_value(v) for k, v in constexprs.items()}, src.file)
-    FunctionCompiler(fn, pyfn).compile_kernel(fn.constexprs)
+    compiler = FunctionCompiler(fn, pyfn)
+    compiler.compile_kernel(fn.constexprs)
+    fn.python_reads = compiler.reads.to_json()
     return fn
 
 

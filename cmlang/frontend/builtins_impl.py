@@ -352,8 +352,13 @@ def _stored(em, v, t, who):
     """A value written to memory of element type ``t.elem`` as exactly type ``t``:
     lossless conversions and weak numbers that fit are implicit, others need astype."""
     if is_weak(v):
-        if not tr.weak_fits(v, t.elem):
-            raise em.error(f"{who}: the constant {v!r} does not fit {t.elem}")
+        if isinstance(v, float) and not t.elem.is_float:
+            raise em.error(f"{who}: the float constant {v!r} cannot be stored into memory of "
+                           f"{t.elem} implicitly")
+        try:
+            tr.check_constant(v, t.elem)
+        except tr.ConstantRangeError as e:
+            raise em.error(f"{who}: {e}") from None
         return em.coerce(v, t)
     if not (isinstance(v, Value) and not isinstance(v.type, PtrType)):
         raise em.error(f"{who}: the value must be a number, scalar or register, got {describe(v)}")

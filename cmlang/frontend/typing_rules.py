@@ -11,8 +11,19 @@ the callers. The rules (the user's contract, see ``cmlang.frontend``):
   an int with a float type gives that float, with an integer type the promoted integer
   type (it must fit, two's-complement wrap allowed); a float with an integer type gives
   f32; a bool with a bool in a bitwise op or comparison stays bool.
+- Wherever a Python number becomes a typed value (``check_constant``: literals, constexprs,
+  ``cm.full``, constructors, region writes, ``cm.iota``, loop bounds, call arguments, ...)
+  it must fit the type; nothing is silently truncated. An integer constant for an n-bit
+  type may be any of the type's values or the other reading of the same n bits: ``-1``
+  for ``u32`` is 0xFFFFFFFF and ``0xFFFFFFFF`` for ``i32`` is -1, as CM and C users write
+  masks; anything outside [-2**(n-1), 2**n - 1] loses bits and is an error. A float
+  constant converted to an integer type must fit the type's own range after truncation.
+  A finite float constant that rounds to infinity in its type (f16 above 65504, f32 and
+  bf16 above about 3.4e38) is an error; ``inf`` and ``nan`` stay allowed.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -94,8 +105,7 @@ def weak_elem(value, t: ScalarType, keep_bool: bool = False) -> ScalarType:
     if t.is_float:
         return t
     result = promote_int(t)
-    if not fits(int(value), result):
-        raise OverflowError(f"constant {value} does not fit in {result}")
+    check_constant(int(value), result)
     return result
 
 
@@ -143,6 +153,10 @@ def is_lossless(src: ScalarType, dst: ScalarType) -> bool:
     return not src.is_signed and dst.bits > src.bits
 
 
+_FLOAT_MAX = {f16: 65504.0, bf16: float.fromhex("0x1.fep127"),     # the largest finite values
+              f32: float(np.finfo(np.float32).max), f64: float(np.finfo(np.float64).max)}
+
+
 def _round_bf16(x: float) -> float:
     bits = int(np.array(x, dtype=np.float32).view(np.uint32))
     if (bits & 0x7F800000) == 0x7F800000 and bits & 0x7FFFFF:
@@ -151,23 +165,59 @@ def _round_bf16(x: float) -> float:
     return float(np.array(bits, dtype=np.uint32).view(np.float32))
 
 
+class ConstantRangeError(OverflowError, ValueError):
+    """A Python number that does not fit the type it is given (see ``check_constant``)."""
+
+
+def check_constant(value, t: ScalarType):
+    """Raises ConstantRangeError unless the Python number ``value`` fits type ``t``
+    (the rule in this module's docstring); returns ``value`` rounded to ``t``."""
+    return cast_constant(value, t)
+
+
+def _int_does_not_fit(value, t: ScalarType, lo: int, hi: int) -> ConstantRangeError:
+    other = "unsigned" if t.is_signed else "two's-complement"
+    return ConstantRangeError(
+        f"constant {value} does not fit in {t}: integer constants for {t} must lie in "
+        f"{lo}..{hi} (its values, or the same {t.bits} bits written as {other} numbers)")
+
+
 def cast_constant(value, t: ScalarType):
     """A Python number as an exact value of type ``t`` (C conversion: float->int truncates,
-    int->int wraps, float rounds to the nearest representable value)."""
+    a negative int for an unsigned type (or the reverse) gives the same bits, a float
+    rounds to the nearest representable value). ConstantRangeError when it does not fit."""
     if t.is_bool:
         return bool(value)
     if t.is_float:
-        x = float(value)
-        if t == f64:
-            return x
-        if t == bf16:
-            return _round_bf16(x)
+        try:
+            x = float(value)
+        except OverflowError:
+            x = math.inf        # an int beyond f64: reported below as out of range
         with np.errstate(over="ignore"):
-            return float(np.array(x, dtype=np.float16 if t == f16 else np.float32))
+            if t == f64:
+                rounded = x
+            elif t == bf16:
+                rounded = _round_bf16(x)
+            else:
+                rounded = float(np.array(x, dtype=np.float16 if t == f16 else np.float32))
+        if math.isinf(rounded) and not (isinstance(value, float) and math.isinf(value)):
+            biggest = _FLOAT_MAX[t]
+            raise ConstantRangeError(
+                f"constant {value} does not fit in {t}: finite constants for {t} must lie within "
+                f"+-{biggest:.6g} (it would become infinity; write math.inf if that is meant)")
+        return rounded
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError(f"cannot convert {value} to {t}")
-        value = int(value)  # truncates toward zero
+            raise ConstantRangeError(f"cannot convert {value} to {t}")
+        truncated = int(value)  # toward zero
+        lo, hi = exact_int_range(t)
+        if not lo <= truncated <= hi:
+            raise ConstantRangeError(f"constant {value} does not fit in {t}: float constants "
+                                     f"converted to {t} must lie in {lo}..{hi}")
+        return truncated
+    lo, hi = int_range(t)
+    if not lo <= int(value) <= hi:
+        raise _int_does_not_fit(value, t, lo, hi)
     value = int(value) & ((1 << t.bits) - 1)
     if t.is_signed and value >= 1 << (t.bits - 1):
         value -= 1 << t.bits

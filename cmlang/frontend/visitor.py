@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import language as lang
+from .. import reads as recorded
 from ..errors import CompileError
 from ..ir import Builder, Value, Function
 from ..types import ScalarType, VectorType, PtrType, scalar_from_numpy, constexpr as CONSTEXPR
@@ -57,6 +58,7 @@ class Frame:
     globals: dict
     closure: dict                       # free variable name -> cell
     is_kernel: bool
+    path: tuple | None = None           # how the function was reached (reads.py), None: unknown
     env: dict = field(default_factory=dict)   # local variables
     loop_depth: int = 0                 # enclosing loops (returns are not allowed inside)
 
@@ -76,8 +78,11 @@ class FunctionCompiler(ControlFlowMixin):
         self.builder = Builder(function.body)
         self.em = Emitter(self.builder, function.body)
         src = function_source(pyfn)
-        self.frame = Frame(src, pyfn.__globals__, _closure(pyfn), is_kernel=True)
+        self.frame = Frame(src, pyfn.__globals__, _closure(pyfn), is_kernel=True, path=recorded.KERNEL_ROOT)
         self.inlining = [pyfn.__code__]     # the call chain, to reject recursion
+        # Every Python value the compile reads from outside the kernel (the disk cache
+        # re-checks them before it serves this kernel again).
+        self.reads = recorded.ReadRecord()
 
     # --- entry -------------------------------------------------------------------
     def compile_kernel(self, constexprs: dict):
@@ -85,6 +90,7 @@ class FunctionCompiler(ControlFlowMixin):
         self.builder.loc = self.loc(fdef)
         for name, value in constexprs.items():
             self.frame.env[name] = value
+            self.reads.read_root(recorded.constexpr_root(name), value)
         for name, arg in zip(self.function.param_names, self.function.params):
             self.frame.env[name] = arg
         self.compile_stmts(fdef.body)
@@ -121,14 +127,26 @@ class FunctionCompiler(ControlFlowMixin):
             return value
         if name in self.frame.closure:
             try:
-                return self.from_python(self.frame.closure[name].cell_contents)
+                value = self.frame.closure[name].cell_contents
             except ValueError:
                 raise self.error(f"name '{name}' is not defined", node) from None
+            return self.read_python(self.frame.path, ("closure", name), value)
         if name in self.frame.globals:
-            return self.from_python(self.frame.globals[name])
+            return self.read_python(self.frame.path, ("global", name), self.frame.globals[name])
         if hasattr(builtins, name):
+            # recorded as an absent global: defining one of that name later changes the code
+            self.reads.read(self.frame.path, ("global", name), recorded.ABSENT)
             return getattr(builtins, name)
         raise self.error(f"name '{name}' is not defined", node)
+
+    def read_python(self, base, step, obj):
+        """A value read from Python (a global, closure cell, module attribute or item of a
+        compile-time tuple reached at path ``base``): recorded, then as a compile-time value."""
+        self.reads.read(base, step, obj)
+        value = self.from_python(obj)
+        if value is not obj and base is not None:
+            self.reads.root(value, base + (step,))
+        return value
 
     def from_python(self, obj):
         """A Python object from the globals/closure as a compile-time value."""
@@ -274,7 +292,7 @@ class FunctionCompiler(ControlFlowMixin):
         if isinstance(base, pytypes.ModuleType):
             if not hasattr(base, name):
                 raise self.error(f"module '{base.__name__}' has no attribute '{name}'", node)
-            return self.from_python(getattr(base, name))
+            return self.read_python(self.reads.path_of(base), ("attr", name), getattr(base, name))
         if isinstance(base, (ScalarType, VectorType, PtrType)) and not name.startswith("_") \
                 and hasattr(base, name):
             return getattr(base, name)
@@ -288,9 +306,13 @@ class FunctionCompiler(ControlFlowMixin):
         if not is_constexpr(key):
             raise self.error(f"a {describe(base)} needs a compile-time index", node)
         try:
-            return base[key]
+            item = base[key]
         except (IndexError, KeyError, TypeError, ValueError) as e:
             raise self.error(f"cannot index {describe(base)} with {key!r}: {e}", node) from None
+        path = self.reads.path_of(base)
+        if path is not None and not recorded.is_compiler_object(base):
+            self.reads.read(path, ("item", key), item)     # an item of a tuple from Python: FUNCS[0]
+        return item
 
     def subscript_key(self, node):
         """An index: numbers, run-time values, Python slices (of those) and tuples of them."""
@@ -477,7 +499,8 @@ class FunctionCompiler(ControlFlowMixin):
         except TypeError as e:
             raise self.error(f"cm.func '{name}': {e}", node) from None
         bound.apply_defaults()
-        callee = Frame(function_source(pyfn), pyfn.__globals__, _closure(pyfn), is_kernel=False)
+        callee = Frame(function_source(pyfn), pyfn.__globals__, _closure(pyfn), is_kernel=False,
+                       path=self.reads.path_of(dfn))
         call_loc = self.builder.loc
         caller = self.frame
         self.frame = callee
@@ -486,7 +509,10 @@ class FunctionCompiler(ControlFlowMixin):
             fargs = callee.source.tree.args
             annotations = {a.arg: a.annotation for a in fargs.posonlyargs + fargs.args + fargs.kwonlyargs}
             for pname, value in bound.arguments.items():
-                value = self.from_python(value) if not isinstance(value, Value) else value
+                if not isinstance(value, Value):
+                    converted = self.from_python(value)
+                    self.reads.root(converted, self.reads.path_of(value))
+                    value = converted
                 ann = annotations.get(pname)
                 if ann is not None:
                     t = self.annotation(ann)

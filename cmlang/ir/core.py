@@ -88,6 +88,9 @@ class Function:
     simd: int = 16
     constexprs: dict = field(default_factory=dict)
     source_file: str = ""
+    # What the front end read from Python to build it (reads.ReadRecord.to_json()), kept
+    # for the disk cache; not part of the IR.
+    python_reads: dict | None = field(default=None, compare=False, repr=False)
 
     @property
     def params(self):

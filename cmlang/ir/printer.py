@@ -21,7 +21,8 @@ order; kernel parameters keep their Python names. Attributes print in the order 
 op catalogue lists them; values are ints, floats (``repr``, plus ``inf -inf nan``),
 ``true false none``, JSON-escaped strings, tuples ``(1, 2)``, dicts ``{a=1}`` and
 types. A block's arguments, if any, are on a ``^(...):`` line; the blocks of an
-``if`` are separated by ``else``, those of a ``while`` by ``do``.
+``if`` are separated by ``else``, those of a ``while`` by ``do``. ``//`` starts a comment
+that runs to the end of the line (analyses print their findings so: ``annotate``).
 """
 from __future__ import annotations
 
@@ -47,8 +48,10 @@ def block_separator(opcode: str) -> str:
     return BLOCK_SEPARATORS.get(opcode, DEFAULT_BLOCK_SEPARATOR)
 
 
-def print_function(fn: Function, locs: bool = False) -> str:
-    return _Printer(locs).function(fn)
+def print_function(fn: Function, locs: bool = False, annotate=None) -> str:
+    """The text of ``fn``.  ``annotate(op, name)`` may return a note for an op, printed as a
+    ``// note`` comment at the end of the op's line; ``name(value)`` is a value's printed name."""
+    return _Printer(locs, annotate).function(fn)
 
 
 # ---------------------------------------------------------------------------
@@ -114,8 +117,9 @@ def format_loc(loc) -> str:
 # ---------------------------------------------------------------------------
 
 class _Printer:
-    def __init__(self, locs: bool):
+    def __init__(self, locs: bool, annotate=None):
         self.locs = locs
+        self.annotate = annotate
         self.names = {}      # Value -> printed name
         self.counter = 0
         self.lines = []
@@ -171,7 +175,9 @@ class _Printer:
             text += " " + format_loc(op.loc)
         if not op.blocks:
             self.lines.append(text)
+            self._annotate(op, len(self.lines) - 1)
             return
+        first_line = len(self.lines)
         for i, block in enumerate(op.blocks):
             if i:
                 text = f"{pad}}} {block_separator(op.opcode)}"
@@ -180,6 +186,12 @@ class _Printer:
                 self.lines.append(f"{pad}^({', '.join(self.define(a) for a in block.args)}):")
             self.block_ops(block, depth + 1)
         self.lines.append(pad + "}")
+        self._annotate(op, first_line)    # after the blocks: their arguments have names now
+
+    def _annotate(self, op: Op, line: int):
+        note = self.annotate(op, self.name_of) if self.annotate else None
+        if note:
+            self.lines[line] += f"  // {note}"
 
 
 def _sanitize(hint: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ir.core import Function, Op
+from ..ir.printer import print_function
 from ..types import PtrType
 
 WRITERS = {"store", "store2d", "scatter", "atomic"}
@@ -40,6 +41,13 @@ def analyze_buffers(fn: Function) -> dict:
             i = pointers[op.operands[0]]
             extents[i] = max(extents[i], constant_extent(op) or 0)
     return {i: BufferUse(writes[i], extents[i]) for i in pointers.values()}
+
+
+def describe(fn: Function) -> str:
+    """``// buffer %p: writes=.. min_elems=..`` per pointer parameter, then the IR."""
+    lines = [f"// buffer %{fn.param_names[i]}: writes={'true' if use.writes else 'false'} "
+             f"min_elems={use.min_elems}" for i, use in sorted(analyze_buffers(fn).items())]
+    return "\n".join(lines + [print_function(fn)])
 
 
 def constant_extent(op: Op):

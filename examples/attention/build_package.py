@@ -40,11 +40,11 @@ def dense_attention(pkg, q, k, v, causal=True):
     kt = cm.runtime.empty((hkv, d, padded), np.float32)   # K transposed, zero-padded
     vp = cm.runtime.empty((hkv, padded, d), np.float32)
     qs = cm.runtime.empty((hq, padded, d), np.float32)    # Q head-major, scaled, zero-padded
-    pkg.pack_keys[(padded // kernels.TOKENS, hkv), None](k, kt, n, hkv, padded, d)     # TOKENS tokens per CM thread
-    pkg.pack_values[(padded // kernels.TOKENS, hkv), None](v, vp, n, hkv, padded, d)
-    pkg.pack_queries[(padded // kernels.TOKENS, hq), None](q, qs, n, hq, padded, LOG2E / math.sqrt(d), d)
+    pkg.pack_keys[(padded // kernels.TOKENS, hkv)](k, kt, n, hkv, padded, d)     # TOKENS tokens per CM thread
+    pkg.pack_values[(padded // kernels.TOKENS, hkv)](v, vp, n, hkv, padded, d)
+    pkg.pack_queries[(padded // kernels.TOKENS, hq)](q, qs, n, hq, padded, LOG2E / math.sqrt(d), d)
     o = np.zeros_like(q)
-    pkg.flash_attention[(-(-n // ROWS), hq), None](qs, kt, vp, o, n, hq, hq // hkv, padded, d, ROWS, KEYS,
+    pkg.flash_attention[(-(-n // ROWS), hq)](qs, kt, vp, o, n, hq, hq // hkv, padded, d, ROWS, KEYS,
                                                    bool(causal))
     return o
 

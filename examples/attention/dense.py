@@ -21,7 +21,7 @@ def dense_attention(q, k, v, causal=True, *, rows=4, keys=64):
     padded = round_up(round_up(round_up(n, rows), keys), 16)   # causal tiles run to the row tile's end
     kt, vp = pack_kv(k, v, padded)
     qs, o = empty((hq, padded, d)), empty(q.shape)
-    kernels.pack_queries[(padded // kernels.TOKENS, hq), None](to_device(q), qs, n, hq, padded, softmax_scale(d), d)
-    kernels.flash_attention[(-(-n // rows), hq), None](qs, kt, vp, o, n, hq, group, padded, d, rows, keys,
+    kernels.pack_queries[(padded // kernels.TOKENS, hq)](to_device(q), qs, n, hq, padded, softmax_scale(d), d)
+    kernels.flash_attention[(-(-n // rows), hq)](qs, kt, vp, o, n, hq, group, padded, d, rows, keys,
                                                        bool(causal))
     return o.numpy()

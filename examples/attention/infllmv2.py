@@ -48,7 +48,7 @@ def _compressed(kd, n, hkv, d, length, stride, padded):
     out = zeros((hkv, d, padded))
     count = _windows(n, length, stride)
     if count:
-        kernels.compress_keys[(count, hkv), None](kd, out, hkv, length, stride, padded, d)
+        kernels.compress_keys[(count, hkv)](kd, out, hkv, length, stride, padded, d)
     return out, count
 
 
@@ -74,20 +74,20 @@ def _select_and_attend(q, k, v, pos0, p, want_output=True):
     padded2 = round_up(max((last - p["l2"] + 1) // p["s2"] + 1, 1), LSE_TILE)
     k2t, n2 = _compressed(kd, n, hkv, d, p["l2"], p["s2"], padded2)
     lse = empty((hq, rows_padded))
-    kernels.infllm_lse[(rows_padded // ROWS, hq), None](qd, k2t, lse, rows, pos0, hq, group, n2, padded2, rows_padded,
+    kernels.infllm_lse[(rows_padded // ROWS, hq)](qd, k2t, lse, rows, pos0, hq, group, n2, padded2, rows_padded,
                                                    p["l2"], p["s2"], qscale, d, ROWS, LSE_TILE)
     score_pitch = round_up(padded1 // r, SELECT_CHUNK)
     scores = empty((hkv, rows_padded, score_pitch))
-    kernels.infllm_block_scores[(rows_padded // ROWS, hkv), None](
+    kernels.infllm_block_scores[(rows_padded // ROWS, hkv)](
         qd, k1t, lse, scores, rows, pos0, hq, group, n1, padded1, rows_padded, score_pitch, rows_padded,
         block, p["l1"], p["s1"], qscale, d, ROWS, SCORE_TILE, r, o_tail)
     selected = empty((rows, hkv, p["topk"]), np.int32)
-    kernels.infllm_select[(rows, hkv), None](scores, selected, pos0, hkv, rows_padded, score_pitch, n_blocks, block,
+    kernels.infllm_select[(rows, hkv)](scores, selected, pos0, hkv, rows_padded, score_pitch, n_blocks, block,
                                        p["init_blocks"], p["local_blocks"], p["topk"], SELECT_CHUNK)
     if not want_output:
         return None, selected.numpy()
     o = empty(q.shape)
-    kernels.infllm_attend[(rows, hkv), None](qd, kt, vp, selected, o, pos0, hq, hkv, padded, block, p["topk"],
+    kernels.infllm_attend[(rows, hkv)](qd, kt, vp, selected, o, pos0, hq, hkv, padded, block, p["topk"],
                                        qscale, d, group, keys)
     return o.numpy(), selected
 

@@ -39,7 +39,7 @@ def pack_kv(k, v, padded: int):
     n, hkv, d = k.shape
     kt, vp = empty((hkv, d, padded)), empty((hkv, padded, d))
     assert padded % kernels.TOKENS == 0
-    grid = ((padded // kernels.TOKENS, hkv), None)
+    grid = (padded // kernels.TOKENS, hkv)
     kernels.pack_keys[grid](to_device(k), kt, n, hkv, padded, d)
     kernels.pack_values[grid](to_device(v), vp, n, hkv, padded, d)
     return kt, vp

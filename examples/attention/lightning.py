@@ -58,11 +58,11 @@ def lightning_attention(q, k, v, slopes=None, state=None, chunk=64):
     p = empty((hq, n_chunks, chunk, chunk))
     qp, ktw = empty((hq, padded, d)), empty((hq, d, padded))
     powers = to_device(decay_powers(slopes, chunk))
-    kernels.lightning_intra[(n_chunks, hq), None](qd, kt, to_device(decay_mask(slopes, chunk)), powers, p, qp, ktw,
+    kernels.lightning_intra[(n_chunks, hq)](qd, kt, to_device(decay_mask(slopes, chunk)), powers, p, qp, ktw,
                                                   n, hq, group, padded, n_chunks, d, chunk, rows)
     state_d, o = to_device(state), empty(q.shape)
     scan_rows, width = scan_tile(d, hq, chunk)
-    kernels.lightning_scan[(d // width, hq), None](qp, vp, p, ktw, powers, state_d, o, n, hq, group, padded,
+    kernels.lightning_scan[(d // width, hq)](qp, vp, p, ktw, powers, state_d, o, n, hq, group, padded,
                                                    n_chunks, 1.0 / math.sqrt(d), d, chunk, scan_rows, width)
     return o.numpy(), state_d.numpy()
 
@@ -80,7 +80,7 @@ def lightning_decode(q_t, k_t, v_t, slopes=None, state=None):
     slopes = check_slopes(slopes, hq)
     state_d, o = to_device(check_state(state, hq, d, F32)), empty((hq, d))
     width = column_tile(d)
-    kernels.lightning_step[(d // width, hq), None](to_device(q_t), to_device(k_t), to_device(v_t),
+    kernels.lightning_step[(d // width, hq)](to_device(q_t), to_device(k_t), to_device(v_t),
                                              to_device(np.exp(-slopes).astype(F32)), state_d, o, group,
                                              1.0 / math.sqrt(d), d, width)
     o = o.numpy()

@@ -46,7 +46,7 @@ filter_tuned = cm.autotune(configs=FILTER_CONFIGS, key=["img"])(filter_kernel)
 
 def _launcher(h, w):
     assert all(h % c["BR"] == 0 and w % c["BC"] == 0 for c in FILTER_CONFIGS)
-    return filter_tuned[lambda c: (w // c["BC"], h // c["BR"]), None]
+    return filter_tuned[lambda c: (w // c["BC"], h // c["BR"])]
 
 
 def filter3x3(img: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -70,7 +70,7 @@ def _launcher(a, b):
     (m, k), (_, n) = a.shape, b.shape
     assert all(m % c["TM"] == 0 and n % c["TN"] == 0 and k % c["KU"] == 0 for c in GEMM_CONFIGS)
     kernel = hgemm_kernel if a.dtype == np.float16 else sgemm_kernel
-    return kernel[lambda config: (n // config["TN"], m // config["TM"]), None]
+    return kernel[lambda config: (n // config["TN"], m // config["TM"])]
 
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -56,7 +56,7 @@ transpose_tuned = cm.autotune(configs=TRANSPOSE_CONFIGS, key=["src"])(transpose_
 
 def _launcher(rows, cols):
     assert all(rows % c["T"] == 0 and cols % (c["T"] * c["TILES"]) == 0 for c in TRANSPOSE_CONFIGS)
-    return transpose_tuned[lambda c: (cols // (c["T"] * c["TILES"]), rows // c["T"]), None]
+    return transpose_tuned[lambda c: (cols // (c["T"] * c["TILES"]), rows // c["T"])]
 
 
 def transpose(a: np.ndarray) -> np.ndarray:

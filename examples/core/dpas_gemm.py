@@ -23,7 +23,7 @@ def matmul(a: np.ndarray, b: np.ndarray, m=8, n=16, kt=8) -> np.ndarray:
     (rows, k), (_, cols) = a.shape, b.shape
     assert rows % m == 0 and cols % n == 0 and k % kt == 0
     c = np.empty((rows, cols), np.float32)
-    dpas_gemm[(cols // n, rows // m), None](a, b, c, k, cols, m, n, kt)
+    dpas_gemm[(cols // n, rows // m)](a, b, c, k, cols, m, n, kt)
     return c
 
 

@@ -34,7 +34,7 @@ def histogram_kernel(pixels: cm.ptr[u8], hist: cm.ptr[i32], PER_THREAD: cm.const
 def histogram(pixels: np.ndarray, per_thread: int = 256, group: int = 4) -> np.ndarray:
     assert pixels.dtype == np.uint8 and pixels.size % (per_thread * group) == 0
     hist = np.zeros(BINS, np.int32)
-    histogram_kernel[pixels.size // per_thread, group](pixels, hist, per_thread, group)
+    histogram_kernel[pixels.size // per_thread, cm.group(group)](pixels, hist, per_thread, group)
     return hist
 
 

@@ -24,7 +24,7 @@ def reverse_groups(x: cm.ptr[f32], y: cm.ptr[f32], N: cm.constexpr, GROUP: cm.co
 def reverse_in_groups(x: np.ndarray, n: int = 32, group: int = 4) -> np.ndarray:
     assert x.dtype == np.float32 and x.size % (n * group) == 0
     y = np.empty_like(x)
-    reverse_groups[x.size // n, group](x, y, n, group)
+    reverse_groups[x.size // n, cm.group(group)](x, y, n, group)
     return y
 
 

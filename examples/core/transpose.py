@@ -25,7 +25,7 @@ def transpose(a: np.ndarray, tile: int = 16) -> np.ndarray:
     rows, cols = a.shape
     assert a.dtype == np.float32 and rows % tile == 0 and cols % tile == 0
     out = np.empty((cols, rows), np.float32)
-    transpose_kernel[(cols // tile, rows // tile), None](a, out, rows, cols, tile)
+    transpose_kernel[(cols // tile, rows // tile)](a, out, rows, cols, tile)
     return out
 
 
