@@ -4,7 +4,6 @@ compiler stats, callable grids, host functions, and results that stay right afte
 import os
 import subprocess
 import sys
-import textwrap
 import warnings
 
 import numpy as np
@@ -354,6 +353,11 @@ MODULE = '''
 import cmlang as cm
 from cmlang import f32
 
+
+@cm.func
+def finish(v):
+    return v{finish}
+
 @cm.autotune(configs=[{"BLOCK": 64, "REDUNDANT": 400}, {"BLOCK": 64, "REDUNDANT": 1}], key=["x"],
              repeat=5)
 @cm.kernel(simd=16)
@@ -363,7 +367,7 @@ def double(x: cm.ptr[f32], y: cm.ptr[f32], BLOCK: cm.constexpr, REDUNDANT: cm.co
     acc = v * FACTOR
     for _ in range(REDUNDANT):
         acc = acc + v * 0.0
-    cm.store(y, base, acc)
+    cm.store(y, base, finish(acc))
 '''
 
 CHILD = '''
@@ -389,7 +393,7 @@ def _child(project, env):
 def test_choice_persists_across_processes_and_source_change_invalidates(tmp_path):
     project = tmp_path / "project"
     project.mkdir()
-    (project / "tuned.py").write_text("FACTOR = 2.0\n" + textwrap.dedent(MODULE))
+    (project / "tuned.py").write_text("FACTOR = 2.0\n" + MODULE.replace("{finish}", ""))
     env = dict(os.environ, CMLANG_CACHE_DIR=str(tmp_path / "shared-cache"))
     best = "best {'BLOCK': 64, 'REDUNDANT': 1}"
     assert _child(project, env) == f"timed True how timed {best}"
@@ -398,8 +402,11 @@ def test_choice_persists_across_processes_and_source_change_invalidates(tmp_path
                             env=dict(env, CMLANG_AUTOTUNE_LOG="1"), cwd=ROOT, timeout=600).stderr
     assert "timed on the device (the choice of an earlier process, from the disk cache)" in logged
     assert " * {'BLOCK': 64, 'REDUNDANT': 1}  " in logged
-    (project / "tuned.py").write_text("FACTOR = 3.0\n" + textwrap.dedent(MODULE))
-    assert _child(project, env) == f"timed True how timed {best}"       # a changed kernel: again
+    (project / "tuned.py").write_text("FACTOR = 3.0\n" + MODULE.replace("{finish}", ""))
+    assert _child(project, env) == f"timed True how timed {best}"       # a constant it reads: again
+    assert _child(project, env) == f"timed False how cached {best}"
+    (project / "tuned.py").write_text("FACTOR = 3.0\n" + MODULE.replace("{finish}", " + 0.0"))
+    assert _child(project, env) == f"timed True how timed {best}"       # a @cm.func it calls: again
     env_off = dict(env, CMLANG_CACHE="0")
     assert _child(project, env_off) == f"timed True how timed {best}"   # no cache: always timed
 
