@@ -261,7 +261,7 @@ def _compiler_roots(cmlang):
 # Parts of the cmlang package that do not change what the compiler emits; everything
 # else (a new module included) counts as compiler source.
 _NOT_COMPILER_DIRS = {"__pycache__", "runtime", "examples"}
-_NOT_COMPILER_FILES = {"bench.py", "cli.py", "package.py", "isa_report.py", "intel_gpu.py"}
+_NOT_COMPILER_FILES = {"bench.py", "cli.py", "package.py", "isa_report.py", "intel_gpu.py", "autotuning.py"}
 
 
 def _source_files(root):
