@@ -14,8 +14,9 @@ the other ops (mixins). How each op maps onto sub-group operations:
 ==========================================  ================================================
 op / case                                   lowering
 ==========================================  ================================================
-element-wise, const, splat, convert         per slot, no lane communication (constants:
-                                            lane formulas or an addrspace(2) table)
+element-wise, const, splat, convert         per slot (``elementwise.py``), no lane
+                                            communication (constants: lane formulas or an
+                                            addrspace(2) table)
 rdregion / wrregion / iselect (static)      ``layout.permute``: moves, broadcasts, shuffles
 rdregion / wrregion / iselect (dynamic)     shuffle by idx % simd per source slot + select
 bitcast between element sizes               static permutation + per-lane shifts
