@@ -39,6 +39,7 @@ measured in this process, ``k.how`` how it was chosen ("timed", "ranked", "cache
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -46,6 +47,7 @@ import math
 import os
 import statistics
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -64,6 +66,24 @@ DEVICE_ENV = "CMLANG_AUTOTUNE_DEVICE"
 DEFAULT_BUDGET_S = 10.0
 STORE = "autotune"              # the disk-cache store of choices (cmlang.cache conventions)
 KERNEL_OPTIONS = ("simd", "grf")  # config keys that are kernel options, not constexprs
+
+
+_tuning = threading.local()
+
+
+@contextlib.contextmanager
+def tuning():
+    """Marks the configs' trial compiles and launches (``in_tuning()`` is True inside), so
+    that tools recording what a program launches (``cmlang isa``) keep only the choice."""
+    _tuning.depth = getattr(_tuning, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _tuning.depth -= 1
+
+
+def in_tuning() -> bool:
+    return getattr(_tuning, "depth", 0) > 0
 
 
 class AutotuneWarning(UserWarning):
@@ -173,7 +193,8 @@ class _Tuned:
             if log_enabled():
                 print(format_table(self.__name__, key_values, cached), file=sys.stderr)
             return cached
-        rows, partial = (measure() if measure is not None else rank())
+        with tuning():
+            rows, partial = (measure() if measure is not None else rank())
         choice = self._pick(rows, ranked=measure is None, partial=partial)
         if not partial:     # cut short by the budget: a later process (compiled configs in
             _store_choice(disk_key, choice, self.__name__)   # the cache by then) tries again
