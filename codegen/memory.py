@@ -3,7 +3,8 @@
 Block accesses (``load``/``store``/``load2d``/``store2d``) give lane l of slot k the
 element ``k*simd + l``: contiguous per-lane accesses, which the OpenCL CPU runtime turns
 into vector loads and stores, or sub-group block reads/writes where Intel GPUs allow them
-(32-bit elements, start provably aligned: ``known_multiple``). Partial last slots clamp
+(32-bit elements, and 16-bit ones except on the CPU runtime: ``no_16bit_block_io``; start
+provably aligned: ``known_multiple``). Partial last slots clamp
 their loads and guard their stores; gathers, scatters and atomics branch around the lanes
 that must not touch memory. A scalar store needs no guard: the value and offset are
 uniform, so every lane writes the same element with the same value.
@@ -52,18 +53,23 @@ class MemoryLowering:
         return self._to_i64(self.get(value), value.type)
 
     def _block_io_ok(self, p, elem, offset_multiple, write):
-        """Sub-group block reads/writes: global memory, 32-bit elements, aligned start.
+        """Sub-group block reads/writes: global memory, 32- or 16-bit elements, aligned start.
 
         cl_intel_subgroups: the pointer must be 4-byte aligned for reads and 16-byte
-        aligned for writes (buffers themselves are at least that aligned). 16-bit
-        (ushort) block IO is legal on Intel GPUs but not used: the Intel OpenCL CPU
-        runtime was seen to miscompile a ushort block read that feeds a ushort block
-        write. (Re-checked later: 1-D and 2-D copies of f16/u16/i16/bf16 at simd 8/16/32
-        came out right, and the CPU gains nothing from it: hgemm ran the same.)
+        aligned for writes (buffers themselves are at least that aligned); 16-bit
+        (ushort) elements are cl_intel_subgroups_short, held to the same byte alignment.
+
+        CPU runtime workaround (``profile.cpu.no_16bit_block_io``): 16-bit block IO is
+        not used there. The Intel OpenCL CPU runtime was seen to miscompile a ushort block
+        read that feeds a ushort block write. (Re-checked later: 1-D and 2-D copies of
+        f16/u16/i16/bf16 at simd 8/16/32 came out right, and the CPU gains nothing from
+        it: hgemm ran the same.)
         """
-        if not USE_BLOCK_IO or p.type.addrspace != GLOBAL or elem.is_bool or elem.nbytes != 4:
+        if not USE_BLOCK_IO or p.type.addrspace != GLOBAL or elem.is_bool:
             return False
-        return (offset_multiple * 4) % (16 if write else 4) == 0
+        if elem.nbytes != 4 and (elem.nbytes != 2 or self.profile.cpu.no_16bit_block_io):
+            return False
+        return (offset_multiple * elem.nbytes) % (16 if write else 4) == 0
 
     def _load_elem(self, p, elem, index64):
         mty = memory_type(elem)

@@ -19,16 +19,18 @@ from .layout import Reg, gather_slot, gather_slot_dynamic, permute, select_lanes
 from .llvm_builtins import I32, I64, FLOAT
 from .memory import RowsInMemory
 
-# A dpas with at least this many slot FMAs (M * K * N/simd) whose b operand comes straight
-# from a 2-D load is lowered as a loop over k that reads b's row k where it is used: the
-# unrolled form repeats its body K times (flash attention at d=128: 8k FMAs per tile,
-# most of the kernel's code and of the driver's build time).
+# CPU runtime workaround (``profile.cpu.dpas_loop_fmas``, 256 on the cpu profile, 0 = off
+# elsewhere): a dpas with at least that many slot FMAs (M * K * N/simd) whose b operand
+# comes straight from a 2-D load is lowered as a loop over k that reads b's row k where it
+# is used: the unrolled form repeats its body K times (flash attention at d=128: 8k FMAs
+# per tile, most of the kernel's code and of the CPU driver's build time), and picks from
+# registers that the CPU driver spills. On a GPU a dpas reads its operands from registers,
+# so other profiles keep the operands loaded and the FMAs unrolled.
 #
 # Not done: a loop over the rows of a and acc for dpas with b in registers (the Lightning
 # state update, 32k FMAs). It needs acc in a per-lane array indexed at run time, and the
 # CPU driver lays such arrays out lane by lane (LLVM's i8 GEPs defeat its SoA layout):
 # every access became a gather and the kernel ran 1.8x slower.
-DPAS_LOOP_FMAS = 256
 
 
 class RegionLowering:
@@ -388,19 +390,21 @@ class RegionLowering:
 
 # --- planning ------------------------------------------------------------------------------------
 
-def dpas_as_loop(op, simd: int) -> bool:
-    """Whether a dpas is big enough to be lowered as a loop over k (when b is in memory)."""
+def dpas_as_loop(op, simd: int, loop_fmas: int) -> bool:
+    """Whether a dpas is big enough to be lowered as a loop over k (when b is in memory):
+    at least ``loop_fmas`` slot FMAs (the profile's ``cpu.dpas_loop_fmas``; 0: never)."""
     M, N = op.results[0].type.shape
     K = op.operands[1].type.shape[1]
-    return N % simd == 0 and K > 1 and M * K * (N // simd) >= DPAS_LOOP_FMAS
+    return loop_fmas > 0 and N % simd == 0 and K > 1 and M * K * (N // simd) >= loop_fmas
 
 
-def rows_left_in_memory(fn, simd: int) -> set:
-    """The ``load2d`` ops to leave in memory: the b operand of a dpas lowered as a loop,
-    used nowhere else, in the same block with no memory write between load and dpas
-    (so reading the rows later reads the same values); and, where b is left so, the a
-    operand under the same conditions (then each a[m, k] is one uniform load instead of
-    a pick from registers, which on a CPU spills: a stack load per select)."""
+def rows_left_in_memory(fn, simd: int, loop_fmas: int) -> set:
+    """The ``load2d`` ops to leave in memory (none where ``loop_fmas`` is 0, as on every
+    GPU profile): the b operand of a dpas lowered as a loop, used nowhere else, in the
+    same block with no memory write between load and dpas (so reading the rows later
+    reads the same values); and, where b is left so, the a operand under the same
+    conditions (then each a[m, k] is one uniform load instead of a pick from registers,
+    which on a CPU spills: a stack load per select)."""
     uses = Counter(v for op in fn.walk() for v in op.operands)
     found = set()
     for block in _blocks(fn.body):
@@ -415,7 +419,7 @@ def rows_left_in_memory(fn, simd: int) -> set:
             return load
 
         for i, op in enumerate(block.ops):
-            if op.opcode != "dpas" or not dpas_as_loop(op, simd):
+            if op.opcode != "dpas" or not dpas_as_loop(op, simd, loop_fmas):
                 continue
             b_load = unchanged_load(op.operands[2], i)
             if b_load is not None:

@@ -28,25 +28,30 @@ reduce (all)                                lane-local tree over slots, then
 reduce axis=0, C % simd == 0                lane-local only
 reduce axis=0/1, C divides simd             lane-local + ``shuffle_xor`` butterfly (segments)
 dpas, N % simd == 0                         a[m,k] broadcast + one fma per slot of b's row
-dpas, >= 256 slot FMAs, b a 2-D load        a loop over k that loads b's row k where it is
-                                            used (no K-fold unrolled body); a a 2-D load
-                                            too: a[m,k] is one uniform scalar load
-load / store, full slots                    sub-group block read/write (32-bit, aligned),
-                                            else per-lane contiguous access
+dpas, >= 256 slot FMAs, b a 2-D load        cpu profile (``cpu.dpas_loop_fmas``): a loop over
+                                            k that loads b's row k where it is used (no
+                                            K-fold unrolled body); a a 2-D load too: a[m,k]
+                                            is one uniform scalar load
+load / store, full slots                    sub-group block read/write (32-bit; 16-bit too
+                                            except on the cpu profile: ``no_16bit_block_io``;
+                                            aligned), else per-lane contiguous access
 load / store, partial slot                  clamped index / store under ``lane < rem``
 store of a scalar                           every lane stores the same value (no branch)
 load2d / store2d, gather / scatter          per-lane addresses (masked lanes branch around)
 atomic                                      per-lane ``atomicrmw`` / ``cmpxchg``; scalar
                                             offset: lane 0 only, result broadcast
 barrier / fence                             ``barrier(CLK_LOCAL|GLOBAL)`` / OpMemoryBarrier
-for with a computed bound or step,          bound/step (condition) ``sub_group_broadcast``
-while with a scalar min/max/abs condition   from lane 0 (visibly uniform to the CPU vectorizer)
-while whose condition the loop cannot       condition ``sub_group_broadcast`` from lane 0 in
-change                                      the header: the loop keeps its exit (workaround:
-                                            the CPU runtime's vectorizer gives up on a kernel
-                                            with an exit-less loop and runs it one work-item
-                                            per sub-group)
-thread_id(0), local_id(0)                   get_*_id(0) of lane 0 (broadcast) / simd
+for with a computed bound or step,          cpu profile (``cpu.broadcast_loop_bounds``):
+while with a scalar min/max/abs condition   bound/step (condition) ``sub_group_broadcast``
+                                            from lane 0 (visibly uniform to the CPU vectorizer)
+while whose condition the loop cannot       cpu profile (``cpu.broadcast_loop_bounds``):
+change                                      condition ``sub_group_broadcast`` from lane 0 in
+                                            the header: the loop keeps its exit (the CPU
+                                            runtime's vectorizer gives up on a kernel with an
+                                            exit-less loop and runs it one work-item per
+                                            sub-group)
+thread_id(0), local_id(0)                   get_*_id(0) / simd (cpu profile,
+                                            ``cpu.uniform_ids_from_lane0``: of lane 0)
 ==========================================  ================================================
 """
 from __future__ import annotations
@@ -94,8 +99,9 @@ class KernelLowering(RegionLowering, MemoryLowering, StructuredControlFlow):
         self._ids = {}            # (id op, dim) -> i32 computed in the entry block
         # for-loop induction variables -> their loop (for the alignment of offsets)
         self.iv_loops = induction_loops(fn)
-        # 2-D loads that a dpas reads row by row inside its k loop (regions.py)
-        self.rows_left_in_memory = rows_left_in_memory(fn, self.simd)
+        # 2-D loads that a dpas reads row by row inside its k loop (regions.py; the CPU
+        # runtime's workaround profile.cpu.dpas_loop_fmas, none on other profiles)
+        self.rows_left_in_memory = rows_left_in_memory(fn, self.simd, self.profile.cpu.dpas_loop_fmas)
 
     # ------------------------------------------------------------------ kernel skeleton
     def run(self) -> str:
@@ -305,14 +311,16 @@ class KernelLowering(RegionLowering, MemoryLowering, StructuredControlFlow):
         query = {"thread_id": "get_global_id", "local_id": "get_local_id", "group_id": "get_group_id",
                  "group_count": "get_num_groups", "local_size": "get_local_size"}[kind]
         # Ids are computed once, in the entry block: they are uniform and loop-invariant.
-        # Dimension 0 of the global/local id differs between lanes; taking it from lane 0
-        # makes the CM-thread id visibly uniform, so the OpenCL CPU vectorizer keeps the
-        # addresses derived from it scalar (contiguous vector accesses, not scatters).
+        # Dimension 0 of the global/local id differs between lanes, but not once divided
+        # by simd (a sub-group is simd consecutive work-items of dimension 0).
+        # CPU runtime workaround (profile.cpu.uniform_ids_from_lane0): taking the id from
+        # lane 0 makes the CM-thread id visibly uniform, so the OpenCL CPU vectorizer keeps
+        # the addresses derived from it scalar (contiguous vector accesses, not scatters).
         key = (kind, d)
         if key not in self._ids:
             pb = self.prologue
             v = pb.trunc(bi.work_item_query(pb, query, d), I32)
-            if d == 0 and kind in ("thread_id", "local_id"):
+            if d == 0 and kind in ("thread_id", "local_id") and self.profile.cpu.uniform_ids_from_lane0:
                 v = bi.broadcast(pb, v, 0)
             if d == 0 and kind in ("thread_id", "local_id", "local_size"):
                 v = pb.lshr(v, ir.Constant(I32, self.lanes.log2))
@@ -328,14 +336,16 @@ class KernelLowering(RegionLowering, MemoryLowering, StructuredControlFlow):
         return self.b.phi(template.type)
 
     def _visibly_uniform(self, x):
-        """A loop bound or step (or a while condition made with a scalar min/max/abs)
-        taken from lane 0. A scalar computed through an OpenCL builtin looks per-lane to
-        the CPU runtime's vectorizer (LLVM's smin/umin/abs/minnum become OpenCL
-        ``min``/``abs``/``fmin``, also where the optimizer forms them from a user's ``if``
-        clamp), which then runs the whole loop under a lane mask, about 2x slower; a
-        broadcast's result is uniform to it. Constants and kernel arguments already are.
-        (Other while conditions are left alone: a convergent call in the loop header
-        stops LLVM from rotating the loop and computing its trip count.)"""
+        """A loop bound or step (or a while condition made with a scalar min/max/abs, or
+        one the loop cannot change) taken from lane 0: the CPU runtime's
+        ``profile.cpu.broadcast_loop_bounds`` (control_flow.py calls this only then). A
+        scalar computed through an OpenCL builtin looks per-lane to the CPU runtime's
+        vectorizer (LLVM's smin/umin/abs/minnum become OpenCL ``min``/``abs``/``fmin``,
+        also where the optimizer forms them from a user's ``if`` clamp), which then runs
+        the whole loop under a lane mask, about 2x slower; a broadcast's result is uniform
+        to it. Constants and kernel arguments already are. (Other while conditions are
+        left alone: a convergent call in the loop header stops LLVM from rotating the loop
+        and computing its trip count.)"""
         if isinstance(x, (ir.Constant, ir.Argument)):
             return x
         return self.uniform_from_lane0(x)

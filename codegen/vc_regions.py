@@ -13,7 +13,7 @@ from .elementwise import constant, lanes_of, scalar_of
 from .llvm_builtins import I1, I8, I16, I32, FLOAT
 from .vc_intrinsics import byte_size, is_float_ty, size_of, undef
 
-DPAS_EXEC_SIZE = 16               # dpas N on Xe-HPC / Xe2 (DG2 would be 8)
+DPAS_EXEC_SIZE = 16               # dpas N where the profile has no systolic unit (see _dpas_exec_size)
 DPAS_DEPTH = 8                    # systolic depth: 8 dwords of K per row
 DPAS_PRECISION = {"f16": 10, "bf16": 9}     # vISA precision codes (HF16, BF16)
 
@@ -266,9 +266,16 @@ class VCRegionLowering:
         acc, a, bm = self.operands(op)
         (m, k), n = a_t.shape, b_t.shape[1]
         elem = a_t.elem
-        if elem.name in DPAS_PRECISION and n % DPAS_EXEC_SIZE == 0 and k % (2 * DPAS_DEPTH) == 0:
+        if elem.name in DPAS_PRECISION and n % self._dpas_exec_size() == 0 and k % (2 * DPAS_DEPTH) == 0:
             return self._dpas_systolic(acc, a, bm, m, k, n, elem)
         return self._dpas_fma(acc, a, bm, m, k, n, elem)
+
+    def _dpas_exec_size(self):
+        """N of one dpas2 tile: the profile's systolic exec size (pvc 16, dg2 8). Profiles
+        without a systolic unit (cpu, tgllp, generic) keep the Xe-HPC width 16 that this
+        lowering always used; the host emulator of the tests runs it for the cpu profile."""
+        systolic = self.profile.systolic
+        return systolic.exec_size if systolic is not None else DPAS_EXEC_SIZE
 
     def _bits16(self, elem, v):
         """f16 / bf16 register values as their 16-bit patterns."""
@@ -277,13 +284,13 @@ class VCRegionLowering:
         return self.b.bitcast(v, ir.VectorType(I16, lanes_of(v.type)))
 
     def _dpas_systolic(self, acc, a, bm, m, k, n, elem):
-        """acc[m,n] += a[m,k] @ b[k,n] as llvm.genx.dpas2 tiles of (<=8) x 16 x 16.
+        """acc[m,n] += a[m,k] @ b[k,n] as llvm.genx.dpas2 tiles of (<=8) x 16 x exec size.
 
         A rows are packed as they lie (pairs along K are adjacent); B is packed to VNNI:
         dword (kk, j) holds b[2kk, j] (low half) and b[2kk+1, j] (high half)."""
         b = self.b
         a16, b16 = self._bits16(elem, a), self._bits16(elem, bm)
-        kt, nt = 2 * DPAS_DEPTH, DPAS_EXEC_SIZE
+        kt, nt = 2 * DPAS_DEPTH, self._dpas_exec_size()
         prec = DPAS_PRECISION[elem.name]
         for m0 in range(0, m, 8):
             rc = min(8, m - m0)
@@ -300,7 +307,7 @@ class VCRegionLowering:
         return acc
 
     def _vnni(self, b16, k0, n0, n):
-        nt = DPAS_EXEC_SIZE
+        nt = self._dpas_exec_size()
         even = self.rdregion(b16, DPAS_DEPTH * nt, 2 * n, nt, 1, k0 * n + n0)
         odd = self.rdregion(b16, DPAS_DEPTH * nt, 2 * n, nt, 1, (k0 + 1) * n + n0)
         packed = undef(ir.VectorType(I16, 2 * DPAS_DEPTH * nt))

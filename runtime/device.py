@@ -156,13 +156,14 @@ class OpenCLDevice(Device):
             raise LaunchError(f"the SPIR-V module has no kernel named '{name}': {exc}") from None
 
     def check_vectorized(self, program, spirv: bytes, name: str) -> None:
-        """LaunchError if the driver built a kernel that requires a sub-group size without
-        vectorizing it. A workaround for the OpenCL CPU runtime: where its vectorizer gives
-        up (a loop with no exit was one cause), it runs the kernel one work-item per
-        sub-group instead of refusing it, so every sub-group operation (block loads and
-        stores, shuffles, broadcasts) silently computes something else. Its build log is
-        the only place that says so."""
-        if required_sub_group_size(spirv) in (None, 1):
+        """The CPU runtime's check (a workaround, like ``CpuRuntimeWorkarounds`` in
+        profiles.py): LaunchError if the driver built a kernel that requires a sub-group
+        size without vectorizing it. Where the OpenCL CPU runtime's vectorizer gives up (a
+        loop with no exit was one cause), it runs the kernel one work-item per sub-group
+        instead of refusing it, so every sub-group operation (block loads and stores,
+        shuffles, broadcasts) silently computes something else. Its build log is the only
+        place that says so. A GPU runs sub-groups in hardware: nothing to check there."""
+        if self.kind != "cpu" or required_sub_group_size(spirv) in (None, 1):
             return
         log = _safe_info(lambda: program.get_build_info(
             self.cl_device, self._cl.program_build_info.LOG), "") or ""
