@@ -266,16 +266,20 @@ class VCRegionLowering:
         acc, a, bm = self.operands(op)
         (m, k), n = a_t.shape, b_t.shape[1]
         elem = a_t.elem
-        if elem.name in DPAS_PRECISION and n % self._dpas_exec_size() == 0 and k % (2 * DPAS_DEPTH) == 0:
+        exec_size = self._dpas_exec_size()
+        if exec_size and elem.name in DPAS_PRECISION and n % exec_size == 0 and k % (2 * DPAS_DEPTH) == 0:
             return self._dpas_systolic(acc, a, bm, m, k, n, elem)
         return self._dpas_fma(acc, a, bm, m, k, n, elem)
 
     def _dpas_exec_size(self):
-        """N of one dpas2 tile: the profile's systolic exec size (pvc 16, dg2 8). Profiles
-        without a systolic unit (cpu, tgllp, generic) keep the Xe-HPC width 16 that this
-        lowering always used; the host emulator of the tests runs it for the cpu profile."""
+        """N of one dpas2 tile: the profile's systolic exec size (pvc 16, dg2 8); None for an
+        Intel GPU without the unit (tgllp: FMAs; IGC rejects dpas there).  The profiles of
+        no particular GPU (cpu, generic) keep the Xe-HPC width 16 this lowering always used
+        (the host emulator of the tests runs it for the cpu profile)."""
         systolic = self.profile.systolic
-        return systolic.exec_size if systolic is not None else DPAS_EXEC_SIZE
+        if systolic is not None:
+            return systolic.exec_size
+        return None if self.profile.native_device else DPAS_EXEC_SIZE
 
     def _bits16(self, elem, v):
         """f16 / bf16 register values as their 16-bit patterns."""
