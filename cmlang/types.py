@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from .limits import REGISTER_ELEMENTS
+
 
 @dataclass(frozen=True)
 class ScalarType:
@@ -111,6 +113,10 @@ class VectorType:
     def __post_init__(self):
         if len(self.shape) not in (1, 2) or any((not isinstance(d, int)) or d <= 0 for d in self.shape):
             raise TypeError(f"bad register shape {self.shape}")
+        if math.prod(self.shape) > REGISTER_ELEMENTS.value:
+            from .errors import CompileError
+            raise CompileError(REGISTER_ELEMENTS.exceeded(
+                math.prod(self.shape), f"register {self}"))
 
     @property
     def size(self):

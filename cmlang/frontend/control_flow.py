@@ -404,8 +404,10 @@ class ControlFlowMixin:
         """``for x in cm.static_range(n)`` / a tuple: the body once per item, x compile-time.
         After a compile-time break the unrolling stops; after a run-time one the later copies
         of the body run under ``if not broke``."""
-        if len(items) > MAX_UNROLL:
-            raise self.error(f"the loop has {len(items)} iterations, too many to unroll", node.iter)
+        count = _iterations(items)
+        if count > MAX_UNROLL:
+            raise self.error(f"the loop has {count} iterations, too many to unroll (at most "
+                             f"{MAX_UNROLL}; use range() for a run-time loop)", node.iter)
         flags = self._loop_flags(node.body)
         self.frame.loop_depth += 1
         try:
@@ -701,3 +703,12 @@ class ControlFlowMixin:
         for name, result in zip(names, results):
             if name not in flags.names():
                 self.bind(name, result)
+
+
+def _iterations(items) -> int:
+    """len(items), also for ranges longer than a C ssize_t (``cm.static_range(2**63)``)."""
+    if isinstance(items, range):
+        step = items.step
+        span = (items.stop - items.start) if step > 0 else (items.start - items.stop)
+        return max(0, (span + abs(step) - 1) // abs(step))
+    return len(items)

@@ -1,0 +1,172 @@
+"""Bad kernel source ends in a CompileError with file:line:col, never in Python's own
+exceptions (RecursionError, OverflowError, TypeError, AttributeError)."""
+import importlib.util
+import itertools
+import os
+import re
+import sys
+
+import numpy as np
+import pytest
+
+import cmlang as cm
+
+_counter = itertools.count()
+
+
+def load_kernel(tmp_path, source, name="k"):
+    """Writes ``source`` (after ``import cmlang as cm``) to a module file and imports it, so
+    errors have a real file and line; returns (the module's ``name``, the file path)."""
+    path = tmp_path / f"kmod_{next(_counter)}.py"
+    path.write_text("import cmlang as cm\n" + source)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, name), str(path)
+
+
+def compile_error(tmp_path, source, *args):
+    kernel, path = load_kernel(tmp_path, source)
+    with pytest.raises(cm.CompileError) as info:
+        kernel.compile(*args)
+    return str(info.value), path
+
+
+X = np.zeros(64, np.float32)
+
+
+def test_600_term_expression_compiles(tmp_path):
+    terms = " + ".join(["a"] * 600)
+    kernel, _ = load_kernel(tmp_path, f"""
+@cm.kernel
+def k(x: cm.ptr[cm.f32]):
+    a = cm.load(x, 0, 16)
+    cm.store(x, 0, {terms})
+""")
+    x = np.arange(16, dtype=np.float32)
+    kernel[1](x)
+    np.testing.assert_array_equal(x, np.arange(16, dtype=np.float32) * 600)
+
+
+def test_300_branch_elif_and_200_deep_func_chain_compile(tmp_path):
+    elifs = "".join(f"    elif n == {i}:\n        r = {i * 3}\n" for i in range(1, 300))
+    chain = "".join(f"@cm.func\ndef f{i}(a):\n    return f{i - 1}(a) + 1\n" for i in range(1, 200))
+    kernel, _ = load_kernel(tmp_path, f"""
+@cm.func
+def f0(a):
+    return a + 1
+{chain}
+@cm.kernel
+def k(x: cm.ptr[cm.i32], n: cm.i32):
+    r = 0
+    if n == 0:
+        r = 1
+{elifs}    cm.store(x, 0, f199(cm.full(cm.vector[cm.i32, 16], r)))
+""")
+    x = np.zeros(16, np.int32)
+    kernel[1](x, 157)
+    np.testing.assert_array_equal(x, np.full(16, 157 * 3 + 200))
+
+
+def test_nesting_past_the_budget_names_the_limit(tmp_path, monkeypatch):
+    monkeypatch.setenv("CMLANG_MAX_NESTING", "100")
+    terms = " + ".join(["a"] * 150)
+    message, path = compile_error(tmp_path, f"""
+@cm.kernel
+def k(x: cm.ptr[cm.f32]):
+    a = cm.load(x, 0, 16)
+    cm.store(x, 0, {terms})
+""", X)
+    assert message.startswith(f"{path}:6:")
+    assert "levels of nesting" in message and "over the limit of 100" in message
+    assert "CMLANG_MAX_NESTING" in message
+
+
+def test_recursion_past_python_limit_is_a_compile_error(tmp_path, monkeypatch):
+    # The nesting budget lifted beyond what the recursion bound covers: Python's own
+    # RecursionError must still come out as a CompileError at the def line.
+    monkeypatch.setattr(cm.limits, "_FRAMES_PER_LEVEL", 1)
+    monkeypatch.setattr(cm.limits, "_BASE_FRAMES", 0)
+    monkeypatch.setenv("CMLANG_MAX_NESTING", "600")
+    terms = " + ".join(["a"] * 500)
+    old = sys.getrecursionlimit()
+    message, path = compile_error(tmp_path, f"""
+@cm.kernel
+def k(x: cm.ptr[cm.f32]):
+    a = cm.load(x, 0, 16)
+    cm.store(x, 0, {terms})
+""", X)
+    assert sys.getrecursionlimit() == old
+    assert message.startswith(f"{path}:4:1: kernel 'k' is nested too deeply for the compiler")
+    assert "CMLANG_MAX_NESTING" in message
+
+
+@pytest.mark.parametrize("body, col, expected", [
+    ("    for i in cm.static_range(2**63):\n        pass\n", 14,
+     "the loop has 9223372036854775808 iterations, too many to unroll"),
+    ("    cm.store(x, 0, cm.load(x, 0, 16) * float(10**400))\n", 40,
+     "OverflowError: int too large to convert to float"),
+    ("    cm.store(x, 0, cm.load(x, 0, 16) * 10**400)\n", 20, "constant 1000000"),
+    ("    cm.store(x, 0, cm.load(x, 0, 16) * min(cm.i32, 256))\n", 40,
+     "TypeError: '<' not supported between instances of 'int' and 'ScalarType'"),
+])
+def test_python_errors_become_compile_errors_at_the_node(tmp_path, body, col, expected):
+    message, path = compile_error(tmp_path, "@cm.kernel\ndef k(x: cm.ptr[cm.f32]):\n" + body, X)
+    assert message.startswith(f"{path}:4:{col}: {expected}"), message
+
+
+@pytest.mark.parametrize("simd, shown", [("16.0", "16.0"), ("0", "0"), ("True", "True"),
+                                         ("'16'", "'16'")])
+def test_bad_simd_is_refused_at_the_def_line(tmp_path, simd, shown):
+    with pytest.raises(cm.CompileError) as info:
+        load_kernel(tmp_path, f"@cm.kernel(simd={simd})\n\ndef k(x: cm.ptr[cm.f32]):\n    pass\n")
+    assert re.match(rf".*kmod_\d+\.py:4:1: k: simd must be the int 8, 16 or 32, got {re.escape(shown)}$",
+                    str(info.value).splitlines()[0]), str(info.value)
+
+
+@pytest.mark.parametrize("params, expected", [
+    ("x", "k: parameter 'x' needs a type annotation"),
+    ("x: 'cm.nope'", "k: cannot evaluate annotation 'cm.nope' of parameter 'x'"),
+    ("x: list", "k: parameter 'x' has unsupported annotation"),
+    ("*x: cm.i32", "k: parameter 'x': only plain positional parameters are supported"),
+])
+def test_decoration_time_errors_have_the_def_location(tmp_path, params, expected):
+    with pytest.raises(cm.CompileError) as info:
+        load_kernel(tmp_path, f"@cm.kernel\n@(lambda f: f)\ndef k({params}):\n    pass\n")
+    message = str(info.value)
+    assert re.match(r".*kmod_\d+\.py:4:1: ", message) and expected in message, message
+    assert "def k(" in message  # the source line is shown
+
+
+def test_register_budget(tmp_path, monkeypatch):
+    message, path = compile_error(tmp_path, "@cm.kernel\ndef k(x: cm.ptr[cm.f32]):\n"
+                                  "    v = cm.load(x, 0, 2**31)\n", X)
+    assert message.startswith(f"{path}:4:9: register vector<f32, 2147483648>: 2147483648 "
+                              "elements in one register, over the limit of 65536 "
+                              "(set CMLANG_MAX_REGISTER_ELEMENTS to raise it)"), message
+    monkeypatch.setenv("CMLANG_MAX_REGISTER_ELEMENTS", "8")
+    message, _ = compile_error(tmp_path, "@cm.kernel\ndef k(x: cm.ptr[cm.f32]):\n"
+                               "    cm.store(x, 0, cm.load(x, 0, 16))\n", X)
+    assert "16 elements in one register, over the limit of 8" in message
+
+
+def test_unrolled_operations_budget(tmp_path, monkeypatch):
+    monkeypatch.setenv("CMLANG_MAX_IR_OPS", "5000")
+    message, path = compile_error(tmp_path, """
+@cm.kernel
+def k(x: cm.ptr[cm.f32]):
+    v = cm.load(x, 0, 16)
+    for i in cm.static_range(60000):
+        for j in cm.static_range(60000):
+            v += 1.0
+    cm.store(x, 0, v)
+""", X)
+    assert re.match(rf"{re.escape(path)}:\d+:\d+: the kernel: 5001 IR operations \(after unrolling "
+                    r"static_range loops and inlining\), over the limit of 5000 "
+                    r"\(set CMLANG_MAX_IR_OPS to raise it\)", message), message
+
+
+def test_bad_budget_setting_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("CMLANG_MAX_REGISTER_ELEMENTS", "lots")
+    with pytest.raises(ValueError, match="CMLANG_MAX_REGISTER_ELEMENTS='lots' is not an integer"):
+        cm.limits.REGISTER_ELEMENTS.value
