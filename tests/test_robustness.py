@@ -170,3 +170,55 @@ def test_bad_budget_setting_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv("CMLANG_MAX_REGISTER_ELEMENTS", "lots")
     with pytest.raises(ValueError, match="CMLANG_MAX_REGISTER_ELEMENTS='lots' is not an integer"):
         cm.limits.REGISTER_ELEMENTS.value
+
+
+# --- the IR text parser -------------------------------------------------------------
+
+IR_SAMPLE = """kernel @k(%x: ptr<f32>, %n: i32) simd=16 file="k.py" {
+  %0: i32 = const [value=0]
+  %v.1: vector<f32, 16> = load %x, %0
+  store %x, %0, %v.1
+  return
+}
+"""
+
+
+def _nested_ir(depth):
+    opens = "".join(f'  %c{i}: bool = cmp %n, %n [pred="gt"]\n  if %c{i} {{\n' for i in range(depth))
+    closes = "  } else {\n  }\n" * depth
+    return "kernel @k(%n: i32) simd=16 {\n" + opens + closes + "  return\n}\n"
+
+
+@pytest.mark.parametrize("text, expected", [
+    (IR_SAMPLE.replace("[value=0]", "[value=" + "9" * 5000 + "]"),
+     "2:13: ValueError: Exceeds the limit (4300 digits) for integer string conversion"),
+    (IR_SAMPLE.replace('file="k.py"', 'file="\\x"'), "1:42: JSONDecodeError: Invalid \\escape"),
+    (IR_SAMPLE.replace("vector<f32, 16> = load", "vector<f32, 99999999999> = load"),
+     "3:36: register vector<f32, 99999999999>: 99999999999 elements in one register, over the "
+     "limit of 65536 (set CMLANG_MAX_REGISTER_ELEMENTS to raise it)"),
+    (_nested_ir(1200), "2004:3: the IR text: 1001 levels of nesting"),
+    (IR_SAMPLE.replace("load %x", "load %y"), "3:33: undefined value %y"),
+])
+def test_ir_parser_errors_have_line_and_col(text, expected):
+    from cmlang.ir.parser import parse_function
+    with pytest.raises(cm.CompileError) as info:
+        parse_function(text)
+    assert isinstance(info.value, ValueError)  # the parser's documented error type still
+    assert str(info.value).startswith(expected), str(info.value)
+
+
+def test_ir_text_size_budget(monkeypatch):
+    from cmlang.ir.parser import parse_function
+    monkeypatch.setenv("CMLANG_MAX_IR_TEXT_BYTES", "100")
+    with pytest.raises(cm.CompileError, match=r"the IR text: \d+ bytes of IR text, over the limit "
+                                              r"of 100 \(set CMLANG_MAX_IR_TEXT_BYTES"):
+        parse_function(IR_SAMPLE)
+
+
+def test_deep_ir_within_budget_parses():
+    from cmlang.ir.parser import parse_function
+    fn = parse_function(_nested_ir(600))
+    depth, ops = 0, fn.body.ops
+    while ops and ops[-1].opcode == "if":
+        depth, ops = depth + 1, ops[-1].blocks[0].ops
+    assert depth == 600
