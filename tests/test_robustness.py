@@ -197,7 +197,7 @@ def _nested_ir(depth):
      "3:36: register vector<f32, 99999999999>: 99999999999 elements in one register, over the "
      "limit of 65536 (set CMLANG_MAX_REGISTER_ELEMENTS to raise it)"),
     (_nested_ir(1200), "2004:3: the IR text: 1001 levels of nesting"),
-    (IR_SAMPLE.replace("load %x", "load %y"), "3:33: undefined value %y"),
+    (IR_SAMPLE.replace("load %x", "load %y"), "3:32: undefined value %y"),
 ])
 def test_ir_parser_errors_have_line_and_col(text, expected):
     from cmlang.ir.parser import parse_function
@@ -219,6 +219,7 @@ def test_deep_ir_within_budget_parses():
     from cmlang.ir.parser import parse_function
     fn = parse_function(_nested_ir(600))
     depth, ops = 0, fn.body.ops
-    while ops and ops[-1].opcode == "if":
-        depth, ops = depth + 1, ops[-1].blocks[0].ops
+    while any(op.opcode == "if" for op in ops):
+        ops = next(op for op in ops if op.opcode == "if").blocks[0].ops
+        depth += 1
     assert depth == 600
