@@ -161,8 +161,23 @@ def write_entry(path: str, sections: dict) -> bool:
         write_atomically(path, pack_entry(sections))
     except OSError:
         return False  # a read-only or full cache disk must not break compilation
-    evict(max_bytes(), keep=path)
+    try:
+        limit = max_bytes()
+    except ValueError as e:  # a bad setting must not break compilation either
+        _warn_once(f"cmlang: {e}; the disk cache is not trimmed until it is fixed")
+        return True
+    evict(limit, keep=path)
     return True
+
+
+_warned = set()
+
+
+def _warn_once(message):
+    if message not in _warned:
+        _warned.add(message)
+        import warnings
+        warnings.warn(message, stacklevel=3)
 
 
 def evict(limit: int, keep: str | None = None) -> int:

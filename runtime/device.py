@@ -305,6 +305,10 @@ def default_device() -> Device:
     if device is not None and device.supports_spirv:
         return device
     listing = ", ".join(f"{d.spec} ({d.name})" for d in found) or "none"
+    from . import icd
+    if icd.problem is not None:  # the runtime is installed but could not be registered
+        raise LaunchError(f"no device that runs SPIR-V kernels was found (devices: {listing}): "
+                          f"{icd.problem}")
     raise LaunchError("no device that runs SPIR-V kernels was found (devices: "
                       f"{listing}); install the Intel OpenCL CPU runtime: "
                       "pip install intel-opencl-rt")
