@@ -244,11 +244,14 @@ def make_binary(fn, codegen_result, profile=""):
         params.append(Param(name, value.type, writes=bool(use and use.writes),
                             min_elems=use.min_elems if use else 0))
     group_features = uses_groups(fn)
+    slm_bytes = sum(op.attrs["n"] * op.results[0].type.elem.nbytes
+                    for op in fn.walk() if op.opcode == "slm")
     if codegen_result is None:
-        return KernelBinary(fn.name, b"", fn.simd, tuple(params), group_features)
+        return KernelBinary(fn.name, b"", fn.simd, tuple(params), group_features, slm_bytes=slm_bytes)
     return KernelBinary(codegen_result.kernel_name, codegen_result.spirv, fn.simd, tuple(params),
                         group_features, tuple(codegen_result.extensions), codegen_result.target,
-                        codegen_result.lanes_per_thread, codegen_result.build_options, profile)
+                        codegen_result.lanes_per_thread, codegen_result.build_options, profile,
+                        slm_bytes)
 
 
 def _launch_binary(binary, grid, group, args):

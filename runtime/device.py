@@ -36,7 +36,7 @@ class Device:
     backend = "?"
 
     def __init__(self, spec, name, platform, kind, extensions, sub_group_sizes, is_intel,
-                 il_version="", max_work_group_size=0):
+                 il_version="", max_work_group_size=0, local_mem_size=0):
         self.spec = spec                  # "opencl:cpu:0"
         self.name = name
         self.platform = platform          # platform name
@@ -46,6 +46,7 @@ class Device:
         self.is_intel = is_intel
         self.il_version = il_version      # e.g. "SPIR-V_1.0 ... SPIR-V_1.4"; "" if none
         self.max_work_group_size = max_work_group_size
+        self.local_mem_size = local_mem_size  # bytes of SLM per group (0: unknown)
         self.last_event = None            # the backend event of the latest launch here
 
     @property
@@ -118,6 +119,7 @@ class OpenCLDevice(Device):
             is_intel=(cl_device.vendor_id == INTEL_VENDOR_ID or "Intel" in platform.vendor),
             il_version=_safe_info(lambda: cl_device.il_version, ""),
             max_work_group_size=cl_device.max_work_group_size,
+            local_mem_size=_safe_info(lambda: cl_device.local_mem_size, 0),
         )
         self._cl = cl
         self._context = None

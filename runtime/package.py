@@ -57,6 +57,7 @@ def binary_to_json(binary: KernelBinary) -> dict:
         "lanes_per_thread": binary.lanes,
         "build_options": binary.build_options,
         "profile": binary.profile,
+        "slm_bytes": binary.slm_bytes,
         "params": [{"name": p.name, "type": str(p.type), "writes": bool(p.writes),
                     "min_elems": int(p.min_elems)} for p in binary.params],
     }
@@ -74,7 +75,7 @@ def binary_from_json(data: dict, spirv: bytes) -> KernelBinary:
                         str(data.get("target", "spirv-vc" if legacy_vc else "spirv")),
                         int(data.get("lanes_per_thread", 1 if legacy_vc else 0)),
                         str(data.get("build_options", "-vc-codegen" if legacy_vc else "")),
-                        str(data.get("profile", "")))
+                        str(data.get("profile", "")), int(data.get("slm_bytes", 0)))
 
 
 # ---------------------------------------------------------------------------
@@ -266,9 +267,13 @@ class _BoundPackageLaunch:
         self.kernel, self.grid, self.group = kernel, grid, group
 
     def __call__(self, *args, **kwargs):
-        if kwargs:
-            args = self.kernel._binder.bind(args, kwargs)
-        return self.kernel._launch(self.grid, self.group, args)
+        from cmlang.errors import USER_ERRORS, trimmed
+        try:
+            if kwargs:
+                args = self.kernel._binder.bind(args, kwargs)
+            return self.kernel._launch(self.grid, self.group, args)
+        except USER_ERRORS as e:
+            raise trimmed(e)  # noqa: B904  (the runtime's frames are not the user's)
 
 
 def _describe_arg(a):
