@@ -143,7 +143,8 @@ class _Reader:
         typed = [c for c in args_tree.children if c is not None] if args_tree is not None else []
         if len(self.scopes) > self.max_depth:
             raise _error(_first_token(tree), limits.NESTING.exceeded(len(self.scopes), "the IR text"))
-        block = Block([self.type(t.children[1]) for t in typed])
+        with _at(_first_token(tree)):
+            block = Block([self.type(t.children[1]) for t in typed])
         self.scopes.append({})
         try:
             for t, arg in zip(typed, block.args):
