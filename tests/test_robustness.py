@@ -223,3 +223,22 @@ def test_deep_ir_within_budget_parses():
         ops = next(op for op in ops if op.opcode == "if").blocks[0].ops
         depth += 1
     assert depth == 600
+
+
+@pytest.mark.parametrize("spelling, expected", [
+    ("cm.vector[cm.f32, 0]", "cm.vector[T, N]: sizes must be positive, got 0"),
+    ("cm.vector[cm.f32, 4.0]", "cm.vector[T, N]: sizes must be ints, got 4.0"),
+    ("cm.matrix[cm.f32, 2]", "cm.matrix[T, ROWS, COLS] takes an element type and 2 sizes, got 2 item(s)"),
+    ("cm.ptr[5]", "cm.ptr[T]: 5 is not a cmlang scalar type"),
+])
+def test_type_spelling_errors_point_at_the_annotation(tmp_path, spelling, expected):
+    with pytest.raises(cm.CompileError) as info:
+        load_kernel(tmp_path, f"@cm.kernel\ndef k(x: {spelling}):\n    pass\n")
+    assert isinstance(info.value, TypeError)
+    assert re.match(rf".*kmod_\d+\.py:3:1: {re.escape(expected)}", str(info.value)), str(info.value)
+
+
+def test_type_spelling_error_inside_a_kernel_body_has_the_node(tmp_path):
+    message, path = compile_error(tmp_path, "@cm.kernel\ndef k(x: cm.ptr[cm.f32]):\n"
+                                  "    v = cm.full(cm.vector[cm.f32, 4.0], 1.0)\n", X)
+    assert message.startswith(f"{path}:4:17: cm.vector[T, N]: sizes must be ints, got 4.0"), message

@@ -26,6 +26,7 @@ from ..errors import CompileError
 from .. import limits
 from ..ir import Builder, Value, Function
 from ..types import ScalarType, VectorType, PtrType, scalar_from_numpy, constexpr as CONSTEXPR
+from ..types import TypeSpellingError
 from . import operators as ops
 from . import regions
 from . import builtins_impl
@@ -131,7 +132,7 @@ class FunctionCompiler(ControlFlowMixin):
                 raise self.error(limits.NESTING.exceeded(self.depth, "the kernel"), node)
             yield
         except CompileError as e:
-            if e.loc is not None:
+            if e.loc is not None and not isinstance(e, TypeSpellingError):
                 raise
             raise CompileError(e.message, self.loc(node)) from e
         except (ArithmeticError, TypeError, ValueError, IndexError, KeyError) as e:
@@ -329,6 +330,8 @@ class FunctionCompiler(ControlFlowMixin):
             raise self.error(f"a {describe(base)} needs a compile-time index", node)
         try:
             item = base[key]
+        except TypeSpellingError as e:   # cm.vector[...] spelled wrong: its own message
+            raise self.error(e.message, node) from None
         except (IndexError, KeyError, TypeError, ValueError) as e:
             raise self.error(f"cannot index {describe(base)} with {key!r}: {e}", node) from None
         path = self.reads.path_of(base)
