@@ -45,7 +45,7 @@ class Limit:
 
 # --- compiling -----------------------------------------------------------------------
 REGISTER_ELEMENTS = Limit("CMLANG_MAX_REGISTER_ELEMENTS", 1 << 16, "elements in one register")
-IR_OPS = Limit("CMLANG_MAX_IR_OPS", 1 << 20,
+IR_OPS = Limit("CMLANG_MAX_IR_OPS", 1 << 19,
                "IR operations (after unrolling static_range loops and inlining)")
 NESTING = Limit("CMLANG_MAX_NESTING", 1000,
                 "levels of nesting (expressions, blocks, cm.func calls)")

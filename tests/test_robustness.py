@@ -150,9 +150,9 @@ def test_register_budget(tmp_path, monkeypatch):
     assert "16 elements in one register, over the limit of 8" in message
 
 
-def test_unrolled_operations_budget(tmp_path, monkeypatch):
-    monkeypatch.setenv("CMLANG_MAX_IR_OPS", "5000")
-    message, path = compile_error(tmp_path, """
+def test_unrolled_operations_budget_fails_after_the_first_copy(tmp_path, monkeypatch):
+    import time
+    source = """
 @cm.kernel
 def k(x: cm.ptr[cm.f32]):
     v = cm.load(x, 0, 16)
@@ -160,9 +160,31 @@ def k(x: cm.ptr[cm.f32]):
         for j in cm.static_range(60000):
             v += 1.0
     cm.store(x, 0, v)
+"""
+    start = time.perf_counter()
+    message, path = compile_error(tmp_path, source, X)
+    assert time.perf_counter() - start < 30   # was minutes
+    assert re.match(rf"{re.escape(path)}:6:14: unrolling this loop \(60000 iterations of about "
+                    r"120000 operations\) would give the kernel: 72000\d+ IR operations \(after "
+                    r"unrolling static_range loops and inlining\), over the limit of 524288 "
+                    r"\(set CMLANG_MAX_IR_OPS to raise it\)", message), message
+    monkeypatch.setenv("CMLANG_MAX_IR_OPS", "5000")
+    message, path = compile_error(tmp_path, source, X)
+    assert re.match(rf"{re.escape(path)}:7:18: unrolling this loop \(60000 iterations of about 2 "
+                    r"operations\)", message), message
+
+
+def test_straight_line_operations_budget(tmp_path, monkeypatch):
+    monkeypatch.setenv("CMLANG_MAX_IR_OPS", "100")
+    terms = " + ".join(["a"] * 150)
+    message, path = compile_error(tmp_path, f"""
+@cm.kernel
+def k(x: cm.ptr[cm.f32]):
+    a = cm.load(x, 0, 16)
+    cm.store(x, 0, {terms})
 """, X)
-    assert re.match(rf"{re.escape(path)}:\d+:\d+: the kernel: 5001 IR operations \(after unrolling "
-                    r"static_range loops and inlining\), over the limit of 5000 "
+    assert re.match(rf"{re.escape(path)}:6:\d+: the kernel: 101 IR operations \(after unrolling "
+                    r"static_range loops and inlining\), over the limit of 100 "
                     r"\(set CMLANG_MAX_IR_OPS to raise it\)", message), message
 
 
@@ -242,3 +264,12 @@ def test_type_spelling_error_inside_a_kernel_body_has_the_node(tmp_path):
     message, path = compile_error(tmp_path, "@cm.kernel\ndef k(x: cm.ptr[cm.f32]):\n"
                                   "    v = cm.full(cm.vector[cm.f32, 4.0], 1.0)\n", X)
     assert message.startswith(f"{path}:4:17: cm.vector[T, N]: sizes must be ints, got 4.0"), message
+
+
+def test_same_kernel_text_in_two_files_reports_each_file(tmp_path):
+    # Code objects compare equal across files; the parsed-source cache must not mix them up.
+    source = "@cm.kernel\ndef k(x: cm.ptr[cm.f32]):\n    cm.store(x, 0, undefined_name)\n"
+    first, first_path = compile_error(tmp_path, source, X)
+    second, second_path = compile_error(tmp_path, source, X)
+    assert first.startswith(f"{first_path}:4:20: name 'undefined_name' is not defined")
+    assert second.startswith(f"{second_path}:4:20: name 'undefined_name' is not defined")

@@ -36,6 +36,7 @@ from typing import Optional
 
 from .. import language as lang
 from ..errors import CompileError
+from .. import limits
 from ..ir import Block, Value
 from ..types import ScalarType, VectorType, bool_
 from . import operators as ops
@@ -411,19 +412,32 @@ class ControlFlowMixin:
         flags = self._loop_flags(node.body)
         self.frame.loop_depth += 1
         try:
-            for item in items:
+            for done, item in enumerate(items):
                 broke = self.frame.env.get(flags.broke, False)
                 if broke is True:
                     break
                 iteration = functools.partial(self._unrolled_iteration, node, item, flags)
+                before = self.builder.created
                 if isinstance(broke, Value):
                     self._unless(broke, iteration, node)
                 else:
                     iteration()
+                if done == 0:
+                    self._check_unrolled_size(node, count, self.builder.created - before)
         finally:
             self.frame.loop_depth -= 1
             for name in flags.names():
                 self.frame.env.pop(name, None)
+
+    def _check_unrolled_size(self, node, count, per_iteration):
+        """After the first copy of the body: fail now, not minutes later, when all the
+        copies would pass the IR size budget."""
+        builder = self.builder
+        expected = builder.created + per_iteration * (count - 1)
+        if expected > builder.max_ops:
+            raise self.error(limits.IR_OPS.exceeded(
+                expected, f"unrolling this loop ({count} iterations of about {per_iteration} "
+                          "operations) would give the kernel"), node.iter)
 
     def _unrolled_iteration(self, node, item, flags):
         self.frame.env.update(flags.fresh())

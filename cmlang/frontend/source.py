@@ -29,9 +29,12 @@ _CACHE = {}
 def function_source(pyfn) -> FunctionSource:
     """Parses ``pyfn``'s source once (cached per code object)."""
     code = pyfn.__code__
-    src = _CACHE.get(code)
+    # Code objects compare equal across files (co_filename is not compared): the same
+    # function text at the same line of two files must not share locations.
+    key = (code, code.co_filename)
+    src = _CACHE.get(key)
     if src is None:
-        src = _CACHE[code] = _parse(pyfn)
+        src = _CACHE[key] = _parse(pyfn)
     return src
 
 
