@@ -381,14 +381,16 @@ def load_compiled(kernel, key: str, target: str, constexprs: dict):
     if sections is None:
         return None
     from cmlang.runtime.package import binary_from_json
+    from cmlang.runtime.spirv_check import ModuleMismatch, check_module
     try:
         if not reads.still_valid(json.loads(sections["reads"]), kernel.fn, constexprs):
             return None         # stale: compiled again and stored over it
         manifest = json.loads(sections["manifest"])
         binary = binary_from_json(manifest["binary"], sections["spirv"])
+        check_module(binary)    # the record and the SPIR-V agree (simd, entry point)
         return CachedCompiledKernel(kernel, binary, sections["ir"].decode(),
                                     llvm_ir_path(key), target)
-    except (KeyError, ValueError, TypeError):
+    except (KeyError, ValueError, TypeError, ModuleMismatch):
         _remove(entry_path(KERNELS, key))  # valid checksum, wrong content: an old layout
         return None
 

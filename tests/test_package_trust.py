@@ -1,6 +1,7 @@
 """Malformed, oversized or inconsistent packages end in PackageError naming the problem;
 the manifest has a checksum of its own; the manifest's simd must match the SPIR-V."""
 import json
+import os
 import zipfile
 
 import numpy as np
@@ -129,3 +130,25 @@ def test_package_errors_show_no_loader_frames(package, tmp_path):
         load_package(edited)
     frames = [f.name for f in info.traceback]
     assert frames[-1] == "entry" and "_read_specialization" not in frames, frames
+
+
+def test_cache_entry_whose_simd_disagrees_with_its_spirv_is_rebuilt(tmp_path, monkeypatch):
+    from cmlang import cache
+    monkeypatch.setenv("CMLANG_CACHE_DIR", str(tmp_path / "cache"))
+    x = np.arange(32, dtype=np.float32)
+    first = cm.kernel(simd=8)(double.fn)
+    ck = first.compile(x)
+    profile = cm.runtime.profiles.get_profile(ck.profile)
+    key = cache.kernel_key(first, (), "spirv", profile)
+    path = cache.entry_path(cache.KERNELS, key)
+    sections = cache.unpack_entry(open(path, "rb").read())
+    manifest = json.loads(sections["manifest"])
+    manifest["binary"]["simd"] = manifest["binary"]["lanes_per_thread"] = 16
+    sections["manifest"] = json.dumps(manifest).encode()
+    with open(path, "wb") as f:
+        f.write(cache.pack_entry(sections))       # a valid checksum over a wrong record
+    fresh = cm.kernel(simd=8)(double.fn)          # a new process, as far as the cache knows
+    assert cache.load_compiled(fresh, key, "spirv", {}) is None
+    assert not os.path.exists(path)
+    fresh[4](x)
+    np.testing.assert_array_equal(x, np.arange(32) * 2)
