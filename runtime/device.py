@@ -142,14 +142,15 @@ class OpenCLDevice(Device):
 
     def build_kernel(self, spirv, name, options=""):
         cl = self._cl
-        program = cl.Program(self.context, spirv)
+        program = None
         try:
+            program = cl.Program(self.context, spirv)
             with warnings.catch_warnings():  # the driver's chatter on success is noise
                 warnings.simplefilter("ignore", cl.CompilerWarning)
                 program.build(options=options, devices=[self.cl_device])
         except cl.Error as exc:
-            log = _safe_info(lambda: program.get_build_info(
-                self.cl_device, cl.program_build_info.LOG), "") or str(exc)
+            log = (program is not None and _safe_info(lambda: program.get_build_info(
+                self.cl_device, cl.program_build_info.LOG), "")) or str(exc)
             raise LaunchError(f"building kernel '{name}' for {self.spec} failed:\n{log}") from None
         try:
             return cl.Kernel(program, name)
@@ -195,8 +196,12 @@ class OpenCLDevice(Device):
             self._cl.enqueue_copy(self.queue, buffer, host_array, is_blocking=True)
 
     def launch(self, kernel, args, global_size, local_size, wait=True):
-        kernel.set_args(*args)  # OpenCL keeps the buffers alive until the kernel is done
-        event = self._cl.enqueue_nd_range_kernel(self.queue, kernel, global_size, local_size)
+        try:
+            kernel.set_args(*args)  # OpenCL keeps the buffers alive until the kernel is done
+            event = self._cl.enqueue_nd_range_kernel(self.queue, kernel, global_size, local_size)
+        except self._cl.Error as exc:  # what cmlang's own checks did not foresee
+            raise LaunchError(f"{self.spec} refused the launch of '{kernel.function_name}' "
+                              f"(global size {global_size}, local size {local_size}): {exc}") from None
         self.last_event = event
         if wait:
             event.wait()

@@ -95,3 +95,15 @@ def test_compile_error_traceback_shows_the_users_frames(tmp_path, full):
         assert frames[0] == f'  File "{script}", line 9, in <module>'
         assert "cmlang/kernel.py" in frames[1]
         assert len(lines) <= 10, out.stderr
+
+
+def test_driver_refusals_at_launch_are_launch_errors(monkeypatch):
+    # Whatever cmlang's checks do not foresee, the driver's error comes out as a LaunchError.
+    monkeypatch.setattr(cm.runtime.launcher, "_check_budgets", lambda *a: None)
+    device = cm.get_device()
+    if device.backend != "opencl" or not getattr(device, "local_mem_size", 0):
+        pytest.skip("needs an OpenCL device that reports its local memory")
+    with pytest.raises(cm.LaunchError) as info:
+        big_slm[1](np.zeros(16, np.float32))
+    assert str(info.value).startswith(f"{device.spec} refused the launch of 'big_slm' (global size "), info.value
+    assert "OUT_OF_RESOURCES" in str(info.value)
