@@ -1,6 +1,6 @@
 """The persistent compile cache: compiled kernels (and driver binaries) on disk.
 
-Two stores live under cmlang's cache folder (``CMLANG_CACHE_DIR``, else the user
+Three stores live under cmlang's cache folder (``CMLANG_CACHE_DIR``, else the user
 cache dir ``.../cmlang``):
 
 - ``kernels/<key>.entry``: one compiled specialization -- the ``KernelBinary`` as a
@@ -18,13 +18,16 @@ cache dir ``.../cmlang``):
   for one device and driver version (``build_device_kernel``).  On the Intel CPU
   runtime building SPIR-V takes ~0.1 s for a tiny kernel and ~9 s for flash
   attention; loading the driver's own binary takes ~3 ms and ~60 ms.
+- ``native-binaries/<key>.entry``: Intel GPU binaries, ISA listings and stats that
+  ``ocloc`` built (``cmlang.codegen.intel_gpu``), keyed by SPIR-V, device, options and
+  the ocloc/IGC version.
 
 Every file is one "entry": a magic line, a JSON header naming the sections and the
 sha256 of the body, then the body.  Entries are written to a temporary file and
 renamed into place, so concurrent processes never see a partial one; an entry that
 does not parse or whose checksum does not match is deleted and rebuilt.
 
-The two stores together are kept under ``CMLANG_CACHE_MAX_MB`` (default 2048): a write
+The stores together are kept under ``CMLANG_CACHE_MAX_MB`` (default 2048): a write
 that takes them over it deletes the least recently used entries (reads refresh an
 entry's modification time) down to 90% of the limit.
 
@@ -52,6 +55,8 @@ ENTRY_SUFFIX = ".entry"
 LLVM_IR_SUFFIX = ".llvm-ir"    # beside a kernel entry: its LLVM IR, loaded on demand
 KERNELS = "kernels"
 DEVICE_BINARIES = "device-binaries"
+NATIVE_BINARIES = "native-binaries"   # Intel GPU binaries built by ocloc (cmlang.codegen.intel_gpu)
+STORES = (KERNELS, DEVICE_BINARIES, NATIVE_BINARIES)
 DISABLE_ENV = "CMLANG_CACHE"
 DIR_ENV = "CMLANG_CACHE_DIR"
 MAX_MB_ENV = "CMLANG_CACHE_MAX_MB"
@@ -185,7 +190,7 @@ def evict(limit: int, keep: str | None = None) -> int:
     (a kernel entry with its LLVM IR side file) down to 90% of it, never the one at
     ``keep``; returns how many went.  Safe against other processes doing the same."""
     units = {}                                   # stem path -> [size, last use]
-    for store in (KERNELS, DEVICE_BINARIES):
+    for store in STORES:
         try:
             files = list(os.scandir(store_dir(store)))
         except OSError:
@@ -271,7 +276,7 @@ def _compiler_roots(cmlang):
 # Parts of the cmlang package that do not change what the compiler emits; everything
 # else (a new module included) counts as compiler source.
 _NOT_COMPILER_DIRS = {"__pycache__", "runtime", "examples"}
-_NOT_COMPILER_FILES = {"bench.py", "cli.py", "package.py"}
+_NOT_COMPILER_FILES = {"bench.py", "cli.py", "package.py", "isa_report.py", "intel_gpu.py", "autotuning.py"}
 
 
 def _source_files(root):
@@ -504,6 +509,7 @@ def build_device_kernel(device, spirv: bytes, name: str, options: str = "", fall
         kernel = cl.Kernel(program, name)
     except cl.Error:
         return fallback(spirv, name)  # its LaunchError carries the build log
+    device.check_vectorized(program, spirv, name)
     binaries = program.get_info(cl.program_info.BINARIES)
     if binaries and binaries[0]:
         write_entry(path, {"binary": bytes(binaries[0])})
@@ -534,7 +540,7 @@ def _device_identity(cl_device) -> str:
 def info() -> dict:
     """Where the cache is and what it holds (bytes include the LLVM IR side files)."""
     out = {"dir": cache_root(), "enabled": enabled(), "max_bytes": max_bytes()}
-    for store in (KERNELS, DEVICE_BINARIES):
+    for store in STORES:
         folder = store_dir(store)
         names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
         out[store] = {"entries": sum(n.endswith(ENTRY_SUFFIX) for n in names),
@@ -564,7 +570,7 @@ def clear(stale_only: bool = False) -> int:
     toolchain (cmlang, compiler sources or llvmlite), which can never hit again."""
     removed = 0
     current = toolchain() if stale_only else None
-    for store in (KERNELS,) if stale_only else (KERNELS, DEVICE_BINARIES):
+    for store in (KERNELS,) if stale_only else STORES:
         folder = store_dir(store)
         names = os.listdir(folder) if os.path.isdir(folder) else []
         for name in sorted(names, key=lambda n: not n.endswith(ENTRY_SUFFIX)):  # entries first

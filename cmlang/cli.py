@@ -86,8 +86,20 @@ def cmd_compile(args):
         k = Kernel(k.fn, simd=args.simd)
     if args.signature:
         check_signature(k, args.signature)
-    ck = k.compile(target=args.target, **parse_constexprs(args.constexpr))
-    if args.emit == "ir":
+    native_emits = ("isa", "stats", "native")
+    if args.emit in native_emits and not args.device:
+        raise SystemExit(f"cmlang: --emit {args.emit} needs --device (an ocloc -device name, e.g. pvc)")
+    ck = k.compile(target=args.target, device=args.device, **parse_constexprs(args.constexpr))
+    if args.emit == "isa":
+        out = ck.isa
+    elif args.emit == "stats":
+        import json
+        out = json.dumps({"kernel": k.__name__, "target": args.target, "device": args.device,
+                          **{n: ck.stats[n] for n in ("instructions", "spill_bytes", "grf", "dpas",
+                                                       "block2d", "messages")}}, indent=1)
+    elif args.emit == "native":
+        out = ck.native
+    elif args.emit == "ir":
         out = ck.ir
     elif args.emit == "llvm":
         out = ck.llvm_ir
@@ -113,6 +125,11 @@ def cmd_bench(args):
     return run_command(args)
 
 
+def cmd_isa(args):
+    from .isa_report import run_command
+    return run_command(args)
+
+
 def cmd_cache(args):
     from . import cache
     if args.action == "clear":
@@ -123,7 +140,8 @@ def cmd_cache(args):
     state = "on" if info["enabled"] else f"off ({cache.DISABLE_ENV}=0)"
     print(f"cache dir: {info['dir']}  [{state}; kept under {info['max_bytes'] / 2**20:.0f} MiB, "
           f"{cache.MAX_MB_ENV}]")
-    for store, label in ((cache.KERNELS, "compiled kernels"), (cache.DEVICE_BINARIES, "driver binaries")):
+    for store, label in ((cache.KERNELS, "compiled kernels"), (cache.DEVICE_BINARIES, "driver binaries"),
+                         (cache.NATIVE_BINARIES, "Intel GPU binaries")):
         print(f"  {label:17s} {info[store]['entries']:6d} entries  {info[store]['bytes'] / 1e6:9.2f} MB")
     if args.list:
         import time as _time
@@ -160,8 +178,9 @@ def cmd_build(args):
             specs += _specs_for(kernel, getattr(args, "spec_sets", None) or [])
         else:
             specs += _recipe_specs(ref)
+    devices = [d.strip() for d in (args.device or "").split(",") if d.strip()]
     path = build_package(args.output, specs, target=args.target,
-                         progress=None if not args.quiet else False)
+                         progress=None if not args.quiet else False, devices=devices)
     if not args.quiet:
         from cmlang.runtime.package import load_package
         print(f"wrote {path}:")
@@ -224,13 +243,20 @@ def build_parser():
     c.add_argument("--constexpr", action="append", metavar="NAME=VALUE")
     c.add_argument("--simd", type=int, choices=(8, 16, 32))
     c.add_argument("--target", default="spirv", choices=target_names())
-    c.add_argument("--emit", default="ir", choices=("ir", "llvm", "spirv", "spirv-asm"))
+    c.add_argument("--emit", default="ir", choices=("ir", "llvm", "spirv", "spirv-asm", "isa", "stats", "native"),
+                   help="isa/stats/native: Intel's GPU compiler's output (needs --device)")
+    c.add_argument("--device", help="compile for this device profile and, for an Intel GPU (pvc, dg2, "
+                                    "tgllp, or any ocloc -device name), build it with Intel's GPU compiler")
     c.add_argument("-o", "--output")
     c.set_defaults(run=cmd_compile)
     b = sub.add_parser("bench", help="benchmark cmlang kernels against SIMT OpenCL C and libraries")
     from .bench import add_arguments as add_bench_arguments
     add_bench_arguments(b)
     b.set_defaults(run=cmd_bench)
+    i = sub.add_parser("isa", help="Intel GPU code of every kernel the benchmarks launch (ocloc)")
+    from .isa_report import add_arguments as add_isa_arguments
+    add_isa_arguments(i)
+    i.set_defaults(run=cmd_isa)
     k = sub.add_parser("cache", help="the on-disk compile cache: info, clear")
     k.add_argument("action", choices=("info", "clear"))
     k.add_argument("--list", action="store_true", help="info: list the cached kernels")
@@ -247,6 +273,8 @@ def build_parser():
     pk.add_argument("--simd", type=int, choices=(8, 16, 32))
     pk.add_argument("--target", default="spirv", choices=target_names())
     pk.add_argument("-o", "--output", required=True, metavar="NAME.cmpkg")
+    pk.add_argument("--device", metavar="pvc,dg2",
+                    help="also store native binaries for these Intel GPUs (ocloc -device names)")
     pk.add_argument("-q", "--quiet", action="store_true")
     pk.set_defaults(run=cmd_build)
     return p

@@ -21,7 +21,7 @@ from .runtime import launch_config
 from .runtime.launcher import Launched, launch as _runtime_launch
 from .types import ScalarType, PtrType, SCALAR_TYPES, constexpr, i32, f32, bool_
 from .targets import check_target_name, target_names
-from .runtime.profiles import get_profile, profile_for_device, DEFAULT_PROFILE
+from .runtime.profiles import get_profile, profile_for_device, device_choice, DEFAULT_PROFILE
 
 TARGETS = target_names()     # the registry is cmlang.codegen.target
 _PYTHON_ANNOTATIONS = {builtins.int: i32, builtins.float: f32, builtins.bool: bool_}
@@ -61,6 +61,31 @@ class CompiledKernel:
             except USER_ERRORS as e:
                 raise trimmed(e)  # noqa: B904
         return launch
+
+    # What Intel's GPU compiler made of it: set by ``compile(..., device=...)``
+    # (a cmlang.codegen.intel_gpu.NativeBuild; a class attribute, not a dataclass field).
+    native_build = None
+
+    @property
+    def native(self) -> bytes:
+        """The Intel GPU binary (what clCreateProgramWithBinary takes on that device)."""
+        return self._native_build().binary
+
+    @property
+    def isa(self) -> str:
+        """IGC's assembly listing of the kernel."""
+        return self._native_build().isa
+
+    @property
+    def stats(self) -> dict:
+        """instructions, spill_bytes, grf, dpas, block2d, messages (from IGC's listing)."""
+        return dict(self._native_build().stats)
+
+    def _native_build(self):
+        if self.native_build is None:
+            raise CompileError(f"{self.binary.name}: no Intel GPU build; compile it with "
+                               f"device=... (an ocloc -device name such as 'pvc' or 'dg2')")
+        return self.native_build
 
 
 class Kernel:
@@ -169,9 +194,11 @@ class Kernel:
     @public
     def compile(self, *args_or_types, target="spirv", device=None, **constexprs) -> CompiledKernel:
         """Compile one specialization: give launch arguments (or types) in order,
-        or only the constexpr values by name.  ``device`` names a device profile
-        (``cpu``, ``pvc``, ``dg2``, ``tgllp``, ``generic``; default: the profile of the
-        current device)."""
+        or only the constexpr values by name.  ``device`` names a device: a profile
+        (``cpu``, ``pvc``, ``dg2``, ``tgllp``, ``generic``) or an Intel GPU by the name Intel's
+        offline compiler uses (``-device``: ``pvc``, ``dg2``, ``acm-g10``, ...); for an Intel GPU
+        the result also carries IGC's build (``.native``, ``.isa``, ``.stats``).  Default: the
+        profile of the current device, no native build."""
         if args_or_types:
             key, _ = self._split_args(args_or_types)
         else:
@@ -180,7 +207,11 @@ class Kernel:
             if missing:
                 raise CompileError(f"{self.__name__}: constexpr parameter(s) {', '.join(missing)} need a value")
             key = tuple(_constexpr_key(constexprs[n]) for n in names)
-        return self.specialization(key, target, get_profile(device) if device else _current_profile())
+        if device is None:
+            return self.specialization(key, target, _current_profile())
+        profile, native_device = device_choice(device)
+        ck = self.specialization(key, target, profile)
+        return ck if native_device is None else _with_native_build(ck, native_device, getattr(self, "grf", 128))
 
     # --- launch -----------------------------------------------------------------
     @public
@@ -252,6 +283,15 @@ def make_binary(fn, codegen_result, profile=""):
                         group_features, tuple(codegen_result.extensions), codegen_result.target,
                         codegen_result.lanes_per_thread, codegen_result.build_options, profile,
                         slm_bytes)
+
+
+def _with_native_build(ck, device, grf):
+    """A copy of ``ck`` carrying IGC's build for ``device`` (specializations stay device-free)."""
+    import copy
+    from cmlang.codegen.intel_gpu import build_native
+    native = copy.copy(ck)
+    native.native_build = build_native(ck.spirv, ck.binary.name, device, ck.target, grf)
+    return native
 
 
 def _launch_binary(binary, grid, group, args):

@@ -31,9 +31,11 @@ class Limit:
         try:
             value = int(raw, 0)
         except ValueError:
-            raise ValueError(f"{self.env}={raw!r} is not an integer") from None
-        if value <= 0:
-            raise ValueError(f"{self.env}={raw!r} must be positive")
+            value = 0
+        if value <= 0:  # a typo must not break every compile: say so, use the default
+            _warn_once(f"cmlang: {self.env}={raw!r} is not a positive integer; using "
+                       f"{self.default}")
+            return self.default
         return value
 
     def exceeded(self, count, where="") -> str:
@@ -58,6 +60,16 @@ GRID_THREADS = Limit("CMLANG_MAX_GRID_THREADS", 1 << 32, "CM threads in one grid
 PACKAGE_MANIFEST_BYTES = Limit("CMLANG_MAX_MANIFEST_BYTES", 16 << 20, "bytes of package manifest")
 PACKAGE_MANIFEST_DEPTH = Limit("CMLANG_MAX_MANIFEST_DEPTH", 32, "levels of nesting in a package manifest")
 PACKAGE_PAYLOAD_BYTES = Limit("CMLANG_MAX_PAYLOAD_BYTES", 256 << 20, "bytes of one package payload")
+
+_warned = set()
+
+
+def _warn_once(message):
+    if message not in _warned:
+        _warned.add(message)
+        import warnings
+        warnings.warn(message, stacklevel=4)
+
 
 # Python frames a nesting level may take in the front end, passes and codegen (measured
 # about 10; the rest is headroom), and the frames already on the stack at the start.

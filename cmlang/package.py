@@ -8,6 +8,9 @@
 
 Every specialization goes through the normal compile path (so the disk cache helps);
 the package holds the SPIR-V and the launch contract, never Python code or pickles.
+``devices=("pvc", "dg2")`` (ocloc -device names) adds each specialization's native Intel
+GPU binary, built by Intel's offline compiler, with the device and compiler version in
+the manifest; the loader prefers it on a matching device.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from .runtime.package import (CONSTEXPR, FORMAT_NAME, FORMAT_VERSION, MANIFEST_N
 from .types import constexpr
 
 
-def build_package(path, specs, target="spirv", progress=None) -> str:
+def build_package(path, specs, target="spirv", progress=None, devices=()) -> str:
     """Compile ``specs`` and write them to the package ``path``; returns ``path``.
 
     A spec is a Kernel, ``(kernel, {constexpr name: value})`` or a dict with keys
@@ -41,11 +44,18 @@ def build_package(path, specs, target="spirv", progress=None) -> str:
         ck = kernel.compile(target=spec_target, **constexprs)
         payload_name = f"spirv/{index:04d}-{_safe(kernel.__name__)}.spv"
         payloads[payload_name] = bytes(ck.binary.spirv)
-        records.append(_record(kernel, constexprs, spec_target, ck.binary, payload_name))
+        record = _record(kernel, constexprs, spec_target, ck.binary, payload_name)
+        if devices:
+            record["native"] = _native_payloads(kernel, ck, devices, index, payloads)
+        records.append(record)
     _check_unambiguous(records)
     import cmlang
     manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
                 "cmlang_version": cmlang.__version__, "kernels": records}
+    if devices:
+        from cmlang.codegen.intel_gpu import compiler_version, describe_compiler
+        manifest["native_devices"] = list(devices)
+        manifest["intel_gpu_compiler"] = describe_compiler(compiler_version())
     _write_zip(str(path), manifest, payloads)
     return str(path)
 
@@ -107,6 +117,22 @@ def _record(kernel, constexprs, spec_target, binary, payload_name):
         "sha256": hashlib.sha256(binary.spirv).hexdigest(),
         **binary_to_json(binary),   # entry, simd, uses_groups, extensions, params
     }
+
+
+def _native_payloads(kernel, ck, devices, index, payloads) -> list:
+    """Build ``ck`` for each Intel GPU; store the binaries, return their manifest entries."""
+    from cmlang.codegen.intel_gpu import build_native
+    entries = []
+    for device in devices:
+        build = build_native(ck.binary.spirv, ck.binary.name, device, ck.target,
+                             getattr(kernel, "grf", 128))
+        name = f"native/{index:04d}-{_safe(kernel.__name__)}.{_safe(device)}.bin"
+        payloads[name] = build.binary
+        entries.append({"device": device, "payload": name, "options": list(build.options),
+                        "sha256": hashlib.sha256(build.binary).hexdigest(),
+                        "compiler": build.compiler, "stats": {k: build.stats[k] for k in (
+                            "instructions", "spill_bytes", "grf", "dpas", "block2d", "messages")}})
+    return entries
 
 
 def _check_unambiguous(records):

@@ -14,6 +14,6 @@ from .target import CodegenResult, Target  # noqa: F401
 
 
 def compile_function(fn, target: str = "spirv", opt_level: int = 2, profile="cpu") -> CodegenResult:
-    """Compile one IR kernel function to a binary for ``target`` and device ``profile``."""
+    """Compile one IR kernel function to a validated binary for ``target`` and device ``profile``."""
     from cmlang.runtime.profiles import get_profile
     return get_target(target).compile(fn, get_profile(profile), opt_level)

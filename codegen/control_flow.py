@@ -11,7 +11,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from cmlang.errors import CompileError
-from cmlang.ir.core import Value
+from cmlang.ir.core import Value, walk_block
 from cmlang.types import VectorType
 from cmlang.ir.ops import BINARY, UNARY, IDS
 from cmlang.passes import constant_value
@@ -41,8 +41,12 @@ class StructuredControlFlow:
         scalar min/max/abs, in a form the target's compiler can see is the same in every
         lane. Scalars are uniform by the execution model, but a compiler that vectorizes
         across lanes cannot always prove it, and then runs the whole loop under a lane
-        mask. (Other while conditions are left alone: a convergent call in the loop
-        header stops LLVM from rotating the loop.)
+        mask. A ``while`` condition that does not change inside the loop goes through it
+        too: the hook's value must be one the optimizer cannot hoist out of the loop, so
+        the loop keeps its exit (LLVM turns ``while c:`` with an invariant ``c`` into a
+        loop with no exit at all, and the CPU runtime's vectorizer gives up on a kernel
+        holding one; see ``simt.py``). (Other while conditions are left alone: a
+        convergent call in the loop header stops LLVM from rotating the loop.)
     """
 
     def lower_kernel_body(self):
@@ -186,7 +190,7 @@ class StructuredControlFlow:
         self._add_incoming(carried, init, pre)
         cond_op = self.lower_block(before, carried)
         c, *passed = self.operands(cond_op)
-        if _computes_scalar_min_max_abs(before):
+        if _computes_scalar_min_max_abs(before) or _is_loop_invariant(cond_op.operands[0], op):
             c = self._visibly_uniform(c)
         b.cbranch(c, body_bb, exit_bb)
         b.position_at_end(body_bb)
@@ -196,6 +200,28 @@ class StructuredControlFlow:
         self._add_incoming(carried, nxt, latch)
         b.position_at_end(exit_bb)
         return self._results(op, passed)
+
+
+# Ops whose result depends only on their operands (no memory, no lane position).
+_PURE_OPS = set(BINARY) | set(UNARY) | {"const", "splat", "build", "cmp", "select", "convert",
+                                        "fma", "rdregion", "extract", "reduce"}
+
+
+def _is_loop_invariant(value, loop) -> bool:
+    """Whether ``value`` is the same in every iteration of ``loop`` (conservative): made
+    outside the loop, or by pure ops inside it from such values."""
+    inside = {id(op) for block in loop.blocks for op in walk_block(block)}
+    inner_blocks = {id(block) for op in [loop] + [o for b in loop.blocks for o in walk_block(b)]
+                    for block in op.blocks}
+
+    def invariant(v):
+        op = v.defining_op
+        if op is None:
+            return id(v.owner) not in inner_blocks
+        if id(op) not in inside:
+            return True
+        return op.opcode in _PURE_OPS and all(invariant(x) for x in op.operands)
+    return invariant(value)
 
 
 def _computes_scalar_min_max_abs(block) -> bool:

@@ -24,7 +24,7 @@ from cmlang.errors import CompileError
 from cmlang.ir.core import Value
 from cmlang.passes import known_multiple
 from cmlang.types import ScalarType, VectorType
-from . import scalar_ops as so
+from . import elementwise as ew
 from .layout import Reg, slot_count
 from .llvm_builtins import I64, GLOBAL, LOCAL, ptr_type, value_type, memory_type
 
@@ -67,10 +67,10 @@ class MemoryLowering:
 
     def _load_elem(self, p, elem, index64):
         mty = memory_type(elem)
-        return so.from_memory(self.b, elem, self.b.load(self._elem_ptr(p, elem, index64), typ=mty))
+        return ew.from_memory(self.b, elem, self.b.load(self._elem_ptr(p, elem, index64), typ=mty))
 
     def _store_elem(self, p, elem, index64, v):
-        self.b.store(so.to_memory(self.b, elem, v), self._elem_ptr(p, elem, index64))
+        self.b.store(ew.to_memory(self.b, elem, v), self._elem_ptr(p, elem, index64))
 
     def _block_read(self, p, elem, start64):
         mty = memory_type(elem)
@@ -78,10 +78,10 @@ class MemoryLowering:
         raw = self.bi.block_read(self.b, self._elem_ptr(p, elem, start64), ity)
         if mty != ity:
             raw = self.b.bitcast(raw, mty)
-        return so.from_memory(self.b, elem, raw)
+        return ew.from_memory(self.b, elem, raw)
 
     def _block_write(self, p, elem, start64, v):
-        mv = so.to_memory(self.b, elem, v)
+        mv = ew.to_memory(self.b, elem, v)
         ity = ir.IntType(elem.nbytes * 8)
         if mv.type != ity:
             mv = self.b.bitcast(mv, ity)

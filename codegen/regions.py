@@ -14,7 +14,7 @@ from llvmlite import ir
 from cmlang.errors import CompileError
 from cmlang.ir.ops import OPS
 from cmlang.types import ScalarType, VectorType, bool_
-from . import scalar_ops as so
+from . import elementwise as ew
 from .layout import Reg, gather_slot, gather_slot_dynamic, permute, select_lanes, slot_count, element_lanes
 from .llvm_builtins import I32, I64, FLOAT
 from .memory import RowsInMemory
@@ -39,12 +39,12 @@ class RegionLowering:
         if src_t.elem.bits * src_t.size != dst_t.elem.bits * dst_t.size:
             raise CompileError(f"bitcast from {src_t} to {dst_t} changes the bit size")
         if isinstance(src_t, ScalarType) and isinstance(dst_t, ScalarType):
-            return so.from_bits(self.b, dst_t, so.to_bits(self.b, src_t, a))
+            return ew.from_bits(self.b, dst_t, ew.to_bits(self.b, src_t, a))
         src = self.as_reg(a, src_t)
         n_out = dst_t.size
-        bits = [so.to_bits(self.b, src.elem, s) for s in src.slots]
+        bits = [ew.to_bits(self.b, src.elem, s) for s in src.slots]
         out = self._rebits(bits, src.elem.bits, dst_t.elem.bits, n_out)
-        slots = [so.from_bits(self.b, dst_t.elem, s) for s in out]
+        slots = [ew.from_bits(self.b, dst_t.elem, s) for s in out]
         if isinstance(dst_t, ScalarType):
             return self.uniform_from_lane0(slots[0])
         return Reg(dst_t, slots)
@@ -204,7 +204,7 @@ class RegionLowering:
         raise CompileError(f"bad reduce axis {axis!r}")
 
     def _combine(self, kind, elem, x, y):
-        return so.binary(self.b, self.bi, kind, elem, x, y)
+        return ew.binary(self.b, self.math, kind, elem, x, y)
 
     def _tree(self, kind, elem, values):
         values = list(values)
@@ -218,7 +218,7 @@ class RegionLowering:
             return list(slots)
         last = len(slots) - 1
         valid = self.lanes.valid_mask(n, last)
-        return slots[:last] + [self.b.select(valid, slots[last], so.identity(kind, elem))]
+        return slots[:last] + [self.b.select(valid, slots[last], ew.identity(kind, elem))]
 
     def _reduce_all(self, slots, n, kind, elem):
         """Scalar reduction of a register's n elements."""
@@ -253,7 +253,7 @@ class RegionLowering:
             r = self.bi.group_reduce(b, kind, b.fpext(x, FLOAT), True)
             return b.fptrunc(r, ty)
         r = self.bi.group_reduce(b, kind, x, elem.is_signed)
-        return so.round_bf16(b, r) if elem.name == "bf16" and kind == "add" else r
+        return ew.round_bf16(b, r) if elem.name == "bf16" and kind == "add" else r
 
     def _group_reduce_ignoring_nan(self, x, kind, elem):
         """Float min/max across lanes with ops.py's rule (a NaN operand is ignored): the

@@ -14,8 +14,9 @@ the other ops (mixins). How each op maps onto sub-group operations:
 ==========================================  ================================================
 op / case                                   lowering
 ==========================================  ================================================
-element-wise, const, splat, convert         per slot, no lane communication (constants:
-                                            lane formulas or an addrspace(2) table)
+element-wise, const, splat, convert         per slot (``elementwise.py``), no lane
+                                            communication (constants: lane formulas or an
+                                            addrspace(2) table)
 rdregion / wrregion / iselect (static)      ``layout.permute``: moves, broadcasts, shuffles
 rdregion / wrregion / iselect (dynamic)     shuffle by idx % simd per source slot + select
 bitcast between element sizes               static permutation + per-lane shifts
@@ -40,6 +41,11 @@ atomic                                      per-lane ``atomicrmw`` / ``cmpxchg``
 barrier / fence                             ``barrier(CLK_LOCAL|GLOBAL)`` / OpMemoryBarrier
 for with a computed bound or step,          bound/step (condition) ``sub_group_broadcast``
 while with a scalar min/max/abs condition   from lane 0 (visibly uniform to the CPU vectorizer)
+while whose condition the loop cannot       condition ``sub_group_broadcast`` from lane 0 in
+change                                      the header: the loop keeps its exit (workaround:
+                                            the CPU runtime's vectorizer gives up on a kernel
+                                            with an exit-less loop and runs it one work-item
+                                            per sub-group)
 thread_id(0), local_id(0)                   get_*_id(0) of lane 0 (broadcast) / simd
 ==========================================  ================================================
 """
@@ -51,7 +57,7 @@ from cmlang.errors import CompileError
 from cmlang.ir.core import Function, Value
 from cmlang.passes import induction_loops
 from cmlang.types import PtrType, ScalarType, VectorType
-from . import scalar_ops as so
+from . import elementwise as ew
 from .layout import Lanes, Reg, select_lanes, slot_count, element_lanes, fit_affine
 from .memory import MemoryLowering
 from .control_flow import StructuredControlFlow
@@ -80,6 +86,7 @@ class KernelLowering(RegionLowering, MemoryLowering, StructuredControlFlow):
         self.module.triple = TRIPLE
         self.module.data_layout = data_layout
         self.bi = Builtins(self.module)
+        self.math = ew.OpenCLMath(self.bi, self.profile)   # element-wise math (elementwise.py)
         self.values = {}          # cmlang Value -> lowered value
         self._slm_count = 0
         self._string_count = 0
@@ -110,7 +117,7 @@ class KernelLowering(RegionLowering, MemoryLowering, StructuredControlFlow):
         for name, param, arg in zip(fn.param_names, fn.params, kernel.args):
             arg.name = name
             t = param.type
-            self.values[param] = arg if isinstance(t, PtrType) else so.from_memory(prologue, t, arg)
+            self.values[param] = arg if isinstance(t, PtrType) else ew.from_memory(prologue, t, arg)
         self.b = ir.IRBuilder(body)
         self.lower_kernel_body()
         return str(self.module)
@@ -176,7 +183,7 @@ class KernelLowering(RegionLowering, MemoryLowering, StructuredControlFlow):
         t = op.result.type
         value = op.attrs["value"]
         if isinstance(t, ScalarType):
-            return so.const(t, value)
+            return ew.const(t, value)
         values = list(value) if isinstance(value, (tuple, list)) else [value] * t.size
         if len(values) != t.size:
             raise CompileError(f"constant has {len(values)} values for {t}")
@@ -186,7 +193,7 @@ class KernelLowering(RegionLowering, MemoryLowering, StructuredControlFlow):
         lane_values = element_lanes(self.lanes, k, len(values), lambda e: values[e])
         known = [v for v in lane_values if v is not None]
         if all(v == known[0] for v in known):
-            return so.const(elem, known[0])
+            return ew.const(elem, known[0])
         if elem.is_bool:
             return self.lanes.mask([None if v is None else bool(v) for v in lane_values])
         if all(float(v).is_integer() and abs(v) < 2 ** 24 for v in known):
@@ -199,7 +206,7 @@ class KernelLowering(RegionLowering, MemoryLowering, StructuredControlFlow):
     def _i32_to(self, elem, v):
         ty = value_type(elem)
         if elem.is_float:
-            return so.finish(self.b, elem, self.b.sitofp(v, ty))
+            return ew.finish(self.b, elem, self.b.sitofp(v, ty))
         if ty.width < 32:
             return self.b.trunc(v, ty)
         if ty.width > 32:
@@ -223,14 +230,14 @@ class KernelLowering(RegionLowering, MemoryLowering, StructuredControlFlow):
         b = self.b
         idx = b.add(self.lanes.id64, ir.Constant(I64, k * self.simd))
         p = b.gep(table, [ir.Constant(I64, 0), idx], inbounds=True, source_etype=table.value_type)
-        return so.from_memory(b, elem, b.load(p, typ=mty))
+        return ew.from_memory(b, elem, b.load(p, typ=mty))
 
     def _memory_const(self, elem, v):
         if elem.name == "bf16":
-            return ir.Constant(memory_type(elem), so.bf16_bits_host(float(v)))
+            return ir.Constant(memory_type(elem), ew.bf16_bits_host(float(v)))
         if elem.is_bool:
             return ir.Constant(I8, int(bool(v)))
-        return so.const(elem, v)
+        return ew.const(elem, v)
 
     def op_splat(self, op):
         t = op.result.type
@@ -259,22 +266,22 @@ class KernelLowering(RegionLowering, MemoryLowering, StructuredControlFlow):
         t = op.result.type
         elem = t.elem
         a, c = self.operands(op)
-        return self.map_slots(t, lambda x, y: so.binary(self.b, self.bi, op.opcode, elem, x, y), a, c)
+        return self.map_slots(t, lambda x, y: ew.binary(self.b, self.math, op.opcode, elem, x, y), a, c)
 
     def op_unary(self, op):
         t = op.result.type
         (a,) = self.operands(op)
-        return self.map_slots(t, lambda x: so.unary(self.b, self.bi, op.opcode, t.elem, x), a)
+        return self.map_slots(t, lambda x: ew.unary(self.b, self.math, op.opcode, t.elem, x), a)
 
     def op_fma(self, op):
         t = op.result.type
-        return self.map_slots(t, lambda x, y, z: so.fma(self.b, self.bi, t.elem, x, y, z), *self.operands(op))
+        return self.map_slots(t, lambda x, y, z: ew.fma(self.b, self.math, t.elem, x, y, z), *self.operands(op))
 
     def op_cmp(self, op):
         t = op.result.type
         elem = op.operands[0].type.elem
         pred = op.attrs["pred"]
-        return self.map_slots(t, lambda x, y: so.compare(self.b, pred, elem, x, y), *self.operands(op))
+        return self.map_slots(t, lambda x, y: ew.compare(self.b, pred, elem, x, y), *self.operands(op))
 
     def op_select(self, op):
         t = op.result.type
@@ -286,7 +293,7 @@ class KernelLowering(RegionLowering, MemoryLowering, StructuredControlFlow):
         src = op.operands[0].type.elem
         sat = bool(op.attrs.get("sat", False))
         (a,) = self.operands(op)
-        return self.map_slots(t, lambda x: so.convert(self.b, self.bi, src, t.elem, x, sat), a)
+        return self.map_slots(t, lambda x: ew.convert(self.b, self.math, src, t.elem, x, sat), a)
 
     # ------------------------------------------------------------------ ids
     def op_id(self, op):

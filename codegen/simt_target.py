@@ -19,3 +19,7 @@ class SimtTarget(Target):
     def emit(self, llvm_ir, profile, opt_level=2):
         from . import spirv
         return spirv.llvm_to_spirv(llvm_ir, opt_level)
+
+    def validate(self, binary):
+        from . import spirv
+        spirv.validate(binary)

@@ -4,7 +4,8 @@
 - Every module is scanned for imported functions: the backend turns a builtin it does not
   recognise into an import that validates fine and only fails (or crashes) in the driver,
   so a module that still imports one is a ``CompileError`` naming it (docs/toolchain.md).
-- ``validate`` / ``disassemble`` run spirv-val / spirv-dis when they are installed.
+- ``validate`` runs spirv-val when it is installed, else ``check_structure`` (header, ids,
+  the widths of integer arithmetic operands); ``disassemble`` runs spirv-dis.
 """
 from __future__ import annotations
 
@@ -45,9 +46,16 @@ def _target_machine():
         llvm.initialize_all_targets()
         llvm.initialize_all_asmprinters()
         _state["target"] = llvm.Target.from_triple(TRIPLE)
-    # The option is process-global and other code in the process (a user's own llvmlite
-    # use, tests) may have set it to fewer extensions since: set it for every module.
+    # The options are process-global and other code in the process (a user's own llvmlite
+    # use, tests) may have changed them since: set them for every module.
     llvm.set_option("", "--spirv-ext=" + ",".join("+" + e for e in EXTENSIONS))
+    # No loop strength reduction in the backend: it rewrites loop arithmetic into
+    # trunc/zext chains through odd widths (i64 -> i8 -> i32 for an induction value it
+    # knows fits), and the backend's legalizer turns those into a trunc it then types like
+    # its source, so the SPIR-V drops the trunc (``OpIMul %uint %a %ulong``: invalid, and the
+    # driver fails to link it). LSR tunes addressing modes for a machine target; the driver
+    # that compiles the SPIR-V runs its own.
+    llvm.set_option("", "--disable-lsr")
     return _state["target"].create_target_machine(opt=2)
 
 
@@ -89,9 +97,21 @@ def _compile(llvm_ir: str, opt_level: int):
         module.verify()
     except RuntimeError as e:
         raise CompileError(f"internal error: generated LLVM IR is invalid: {e}") from None
+    _assume_forward_progress(module)
     if opt_level > 0:
         _optimize(module, tm, opt_level)
     return str(module), tm.emit_object(module)
+
+
+def _assume_forward_progress(module):
+    """Mark every defined function ``mustprogress``: a CM kernel follows C++'s rule that a
+    loop without side effects terminates, so the optimizer deletes such a loop instead of
+    leaving a loop with no exit behind (``while n == 12345: i += 0`` became ``br label
+    %self``). A kernel holding a loop with no exit is one the OpenCL CPU runtime's
+    vectorizer gives up on, silently running it one work-item per sub-group."""
+    for function in module.functions:
+        if not function.is_declaration:
+            function.add_function_attribute("mustprogress")
 
 
 # --- running the backend in a forked child ---------------------------------------------------
@@ -120,7 +140,7 @@ def _in_child(fn, *args):
 # --- reading SPIR-V binaries ---------------------------------------------------------------
 
 _MAGIC = 0x07230203
-_OP_EXTENSION, _OP_FUNCTION, _OP_DECORATE = 10, 54, 71
+_OP_EXTENSION, _OP_FUNCTION, _OP_FUNCTION_END, _OP_DECORATE = 10, 54, 56, 71
 _LINKAGE_ATTRIBUTES, _IMPORT = 41, 1
 
 
@@ -184,11 +204,83 @@ def _run_tool(tool: str, spirv: bytes, *args):
         return subprocess.run([exe, *args, path], capture_output=True, text=True)
 
 
-def validate(spirv: bytes) -> None:
-    """Run spirv-val (OpenCL 1.2 environment rules) if installed; CompileError on failure."""
+def validate(spirv: bytes) -> str:
+    """Check a module with spirv-val if installed, else with ``check_structure``; returns
+    which check judged it ("spirv-val" or "structure"); CompileError on failure."""
     r = _run_tool("spirv-val", spirv)
-    if r is not None and r.returncode != 0:
+    if r is None:
+        check_structure(spirv)
+        return "structure"
+    if r.returncode != 0:
         raise CompileError("spirv-val rejected the module:\n" + (r.stdout + r.stderr).strip())
+    return "spirv-val"
+
+
+# Integer ops whose operands must have the result's width: (opcode, name, operand positions
+# after the result type and id). A shift's amount may have any width; its base may not.
+_SAME_WIDTH_OPS = {126: ("OpSNegate", (0,)), 128: ("OpIAdd", (0, 1)), 130: ("OpISub", (0, 1)),
+                   132: ("OpIMul", (0, 1)), 134: ("OpUDiv", (0, 1)), 135: ("OpSDiv", (0, 1)),
+                   137: ("OpUMod", (0, 1)), 138: ("OpSRem", (0, 1)), 139: ("OpSMod", (0, 1)),
+                   194: ("OpShiftRightLogical", (0,)), 195: ("OpShiftRightArithmetic", (0,)),
+                   196: ("OpShiftLeftLogical", (0,)), 197: ("OpBitwiseOr", (0, 1)),
+                   198: ("OpBitwiseXor", (0, 1)), 199: ("OpBitwiseAnd", (0, 1)), 200: ("OpNot", (0,))}
+_OP_TYPE_INT, _OP_TYPE_FLOAT, _OP_TYPE_VECTOR = 21, 22, 23
+# Instructions laid out (result type, result id, ...) whose result type is recorded.
+_TYPED_RESULTS = {43, 44, 46, 50, 55, 57, 59, 61, 12, 79, 81, 82, 113, 114, 124, 169, 245} | set(_SAME_WIDTH_OPS)
+
+
+def check_structure(spirv: bytes) -> None:
+    """What can be checked without spirv-val: the header, instruction word counts, ids
+    within the bound and defined once, and the integer arithmetic ops' operand widths (a
+    dropped ``trunc``/``zext`` shows there). CompileError naming the first problem."""
+    if len(spirv) % 4 or len(spirv) < 20:
+        raise CompileError(f"malformed SPIR-V module: {len(spirv)} bytes is not a whole header "
+                           f"and instruction words")
+    bound = struct.unpack("<I", spirv[12:16])[0]
+    words = len(spirv) // 4
+    i = 5
+    while i < words:
+        count = struct.unpack_from("<I", spirv, 4 * i)[0] >> 16
+        if count == 0 or i + count > words:
+            raise CompileError(f"malformed SPIR-V module: the instruction at word {i} has "
+                               f"word count {count} with {words - i} words left")
+        i += count
+    widths = {}         # type id -> (scalar bit width, components) for int/float/vector types
+    types = {}          # value id -> type id
+    defined = set()
+    in_function = False
+    for opcode, ops in _instructions(spirv):
+        if opcode in (_OP_FUNCTION, _OP_FUNCTION_END):
+            if in_function == (opcode == _OP_FUNCTION):
+                raise CompileError("malformed SPIR-V module: OpFunction and OpFunctionEnd do not pair")
+            in_function = opcode == _OP_FUNCTION
+        if opcode == _OP_TYPE_INT or opcode == _OP_TYPE_FLOAT:
+            widths[ops[0]] = (ops[1], 1)
+        elif opcode == _OP_TYPE_VECTOR and ops[1] in widths:
+            widths[ops[0]] = (widths[ops[1]][0], ops[2])
+        if opcode in _TYPED_RESULTS and len(ops) >= 2:
+            result = ops[1]
+            if result >= bound or result in defined:
+                raise CompileError(f"malformed SPIR-V module: id {result} is "
+                                   + ("outside the bound" if result >= bound else "defined twice"))
+            defined.add(result)
+            types[result] = ops[0]
+        if opcode in _SAME_WIDTH_OPS:
+            name, positions = _SAME_WIDTH_OPS[opcode]
+            want = widths.get(ops[0])
+            for pos in positions:
+                got = widths.get(types.get(ops[2 + pos]))
+                if want is not None and got is not None and got != want:
+                    raise CompileError(
+                        f"invalid SPIR-V: {name} %{ops[1]} has a {_shape(want)} result but "
+                        f"operand %{ops[2 + pos]} is {_shape(got)}")
+    if in_function:
+        raise CompileError("malformed SPIR-V module: the last function has no OpFunctionEnd")
+
+
+def _shape(width_and_count) -> str:
+    bits, count = width_and_count
+    return f"{bits}-bit" if count == 1 else f"{count} x {bits}-bit"
 
 
 def disassemble(spirv: bytes):

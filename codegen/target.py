@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cmlang.errors import CompileError
+
 
 @dataclass(frozen=True)
 class CodegenResult:
@@ -45,6 +47,10 @@ class Target:
         """LLVM IR text -> (final LLVM IR text, binary bytes)."""
         raise NotImplementedError
 
+    def validate(self, binary: bytes) -> None:
+        """Raise CompileError if ``binary`` is not a valid module of this target."""
+        raise NotImplementedError
+
     def extensions(self, binary: bytes) -> tuple:
         from .spirv import extensions
         return extensions(binary)
@@ -52,6 +58,13 @@ class Target:
     def compile(self, fn, profile, opt_level: int = 2) -> CodegenResult:
         text = self.lower(fn, profile)
         final, binary = self.emit(text, profile, opt_level)
+        # Every module is checked where it is made: an invalid one is a compile error naming
+        # the kernel, not a driver's link failure (or worse) at launch.
+        try:
+            self.validate(binary)
+        except CompileError as e:
+            raise CompileError(f"kernel '{fn.name}' compiled to an invalid {self.name} module "
+                               f"(a code generator bug): {e.message}") from None
         return CodegenResult(final, binary, fn.name, self.extensions(binary), self.name,
                              self.lanes_per_thread(fn.simd), self.build_options(profile))
 

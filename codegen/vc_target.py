@@ -23,3 +23,7 @@ class VectorComputeTarget(Target):
     def emit(self, llvm_ir, profile, opt_level=2):
         from . import vc_translate
         return llvm_ir, vc_translate.llvm_to_spirv_vc(llvm_ir)
+
+    def validate(self, binary):
+        from . import vc_translate
+        vc_translate.validate(binary)

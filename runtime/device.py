@@ -152,10 +152,28 @@ class OpenCLDevice(Device):
             log = (program is not None and _safe_info(lambda: program.get_build_info(
                 self.cl_device, cl.program_build_info.LOG), "")) or str(exc)
             raise LaunchError(f"building kernel '{name}' for {self.spec} failed:\n{log}") from None
+        self.check_vectorized(program, spirv, name)
         try:
             return cl.Kernel(program, name)
         except cl.Error as exc:
             raise LaunchError(f"the SPIR-V module has no kernel named '{name}': {exc}") from None
+
+    def check_vectorized(self, program, spirv: bytes, name: str) -> None:
+        """LaunchError if the driver built a kernel that requires a sub-group size without
+        vectorizing it. A workaround for the OpenCL CPU runtime: where its vectorizer gives
+        up (a loop with no exit was one cause), it runs the kernel one work-item per
+        sub-group instead of refusing it, so every sub-group operation (block loads and
+        stores, shuffles, broadcasts) silently computes something else. Its build log is
+        the only place that says so."""
+        if required_sub_group_size(spirv) in (None, 1):
+            return
+        log = _safe_info(lambda: program.get_build_info(
+            self.cl_device, self._cl.program_build_info.LOG), "") or ""
+        if f'Kernel "{name}" was not vectorized' in log:
+            raise LaunchError(
+                f"the OpenCL runtime of {self.spec} could not vectorize kernel '{name}' to its "
+                f"sub-group size {required_sub_group_size(spirv)} and would run it with "
+                f"sub-groups of one work-item (wrong results); please report it with the kernel")
 
     @property
     def pool(self):
@@ -498,4 +516,24 @@ def _opencl_library():
                                         ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t)]
         lib.clGetDeviceInfo.restype = ctypes.c_int
         return lib
+    return None
+
+
+_OP_EXECUTION_MODE, _SUBGROUP_SIZE_MODE = 16, 35
+
+
+def required_sub_group_size(spirv: bytes):
+    """The sub-group size a SPIR-V module requires (OpExecutionMode SubgroupSize), or None."""
+    import struct
+    words = struct.unpack(f"<{len(spirv) // 4}I", spirv[:len(spirv) // 4 * 4])
+    i = 5
+    while i < len(words):
+        count, opcode = words[i] >> 16, words[i] & 0xFFFF
+        if count == 0:
+            return None
+        if opcode == _OP_EXECUTION_MODE and count >= 4 and words[i + 2] == _SUBGROUP_SIZE_MODE:
+            return words[i + 3]
+        if opcode == 54:            # OpFunction: execution modes come before the functions
+            return None
+        i += count
     return None

@@ -256,6 +256,13 @@ def spirv_problem(spirv) -> str | None:
     return None
 
 
+def use_kernel(binary, device, kernel) -> None:
+    """Launch ``binary`` on ``device`` with ``kernel``, a handle built elsewhere (a
+    package's native Intel GPU binary) instead of building its SPIR-V."""
+    plan = _plans.get(id(binary)) or _make_plan(binary)
+    plan.kernels[device] = kernel
+
+
 def _make_plan(binary):
     plan = _Plan(binary)
     key = id(binary)

@@ -5,7 +5,11 @@ specialization.  The manifest says, per specialization, the kernel's Python name
 its full signature (constexpr parameters included, in their Python positions), the
 constexpr values it was built for, ``simd``, target, required SPIR-V extensions, the
 launch contract (parameter types, which buffers it writes, minimum sizes) and the
-sha256 of its payload.
+sha256 of its payload.  A package built for Intel GPUs (``cmlang build --device pvc,dg2``)
+also holds, per specialization, the native binaries Intel's offline compiler made
+(``native``: device name as ocloc's ``-device``, payload, sha256, compiler version); on a
+device of that name the loader builds the kernel from its native binary (OpenCL
+``clCreateProgramWithBinary``), anywhere else from the SPIR-V.
 
 Loading reads JSON and bytes only -- no pickle, no imports, no Python from the package
 runs at load time -- and needs neither the compiler front end nor llvmlite: this module
@@ -121,8 +125,10 @@ def constexpr_key(value):
 class Specialization:
     """One compiled specialization of a package kernel."""
 
-    def __init__(self, name, signature, constexprs, target, binary):
+    def __init__(self, name, signature, constexprs, target, binary, natives=None):
         self.name = name                  # the kernel's Python name
+        self.natives = dict(natives or {})  # ocloc device name -> native binary bytes
+        self._native_ready = set()          # devices whose kernel handle came from a native binary
         self.signature = signature        # [(param name, type or CONSTEXPR)] in Python order
         self.constexprs = constexprs      # {name: value}
         self.target = target
@@ -139,7 +145,26 @@ class Specialization:
     def describe(self) -> str:
         params = ", ".join(f"{n}: {t}" if t != CONSTEXPR else f"{n}={self.constexprs[n]!r}"
                            for n, t in self.signature)
-        return f"{self.name}({params}) simd={self.simd} target={self.target}"
+        native = f" native={','.join(self.natives)}" if self.natives else ""
+        return f"{self.name}({params}) simd={self.simd} target={self.target}{native}"
+
+    def native_for(self, device):
+        """The native binary for ``device`` (None: the device is not one it was built for)."""
+        name = ocloc_device_name(device)
+        return self.natives.get(name) if name else None
+
+    def prepare(self, device) -> None:
+        """On a device the package has a native binary for, have the launcher use the
+        kernel built from it (once); a binary the driver refuses falls back to SPIR-V."""
+        if device in self._native_ready:
+            return
+        native = self.native_for(device)
+        if native is not None:
+            kernel = build_native_kernel(device, native, self.binary.name)
+            if kernel is not None:
+                from .launcher import use_kernel
+                use_kernel(self.binary, device, kernel)
+        self._native_ready.add(device)
 
     def __repr__(self):
         return f"<cmlang package specialization {self.describe()}>"
@@ -255,8 +280,12 @@ class PackageKernel:
         return self._launch(grid, group, self._binder.bind(args, kwargs))
 
     def _launch(self, grid, group, args, device=None):
+        from .device import get_device, resolve_device
         from .launcher import launch
         spec = self.select(args)
+        if spec.natives:
+            device = get_device() if device is None else resolve_device(device)
+            spec.prepare(device)
         return launch(spec.binary, grid, group, spec.runtime_args(args), device)
 
 
@@ -426,10 +455,29 @@ def _read_specialization(zf, path, record, index):
         constexprs = {k: constexpr_from_json(v) for k, v in record["constexprs"].items()}
         binary = binary_from_json(record, payload)
         _check_agreement(signature, constexprs, binary)
+        natives = _read_natives(zf, path, where, record)
+    except PackageError:
+        raise
     except (KeyError, ValueError, TypeError, AttributeError, LaunchError) as e:
         message = e.args[0] if isinstance(e, LaunchError) else f"{type(e).__name__}: {e}"
         raise PackageError(f"{where}: damaged manifest entry ({message})") from None
-    return Specialization(name, signature, constexprs, record["target"], binary)
+    return Specialization(name, signature, constexprs, record["target"], binary, natives)
+
+
+def _read_natives(zf, path, where, record):
+    """{ocloc device name: native binary} of one specialization, each payload within
+    its budget and matching its sha256."""
+    natives = record.get("native", [])
+    if not isinstance(natives, list):
+        raise TypeError(f"'native' must be a list, got {natives!r}")
+    found = {}
+    for n in natives:
+        if not (isinstance(n, dict) and all(isinstance(n.get(k), str) and n[k]
+                                            for k in ("device", "payload", "sha256"))):
+            raise TypeError("a native entry must be {'device': str, 'payload': str, 'sha256': str}, "
+                            f"got {n!r}")
+        found[n["device"]] = _read_payload(zf, path, where, n["payload"], n["sha256"])
+    return found
 
 
 # What each manifest field must hold (checked before anything reads it).
@@ -474,3 +522,66 @@ def _check_agreement(signature, constexprs, binary):
     from .spirv_check import check_module
     check_module(binary)
 
+
+
+def _read_payload(zf, path, where, payload_name, sha):
+    try:
+        payload = _read_member(zf, path, payload_name, limits.PACKAGE_PAYLOAD_BYTES)
+    except KeyError:
+        raise PackageError(f"{where}: the payload {payload_name} is missing") from None
+    if hashlib.sha256(payload).hexdigest() != sha:
+        raise PackageError(f"{where}: the payload {payload_name} does not match its sha256 in "
+                           "the manifest: the package was modified or damaged")
+    return payload
+
+
+# ---------------------------------------------------------------------------
+# Native Intel GPU binaries
+
+# PCI device ids of the Intel GPUs ocloc names (its -device), for matching a package's
+# native binaries to the device at hand.
+_INTEL_GPU_IDS = (
+    ("pvc", 0x0BD0, 0x0BDB),      # Data Center GPU Max
+    ("dg2", 0x5690, 0x56C1),      # Arc A-series, Data Center GPU Flex
+    ("tgllp", 0x9A40, 0x9A7F),    # Tiger Lake integrated
+)
+_CL_DEVICE_ID_INTEL = 0x4251      # cl_intel_device_attribute_query
+
+
+def ocloc_device_name(device):
+    """The ocloc -device name of a cmlang Device, or None when it is not an Intel GPU we
+    know.  A device object may state it (``ocloc_device``), as a test's fake record does."""
+    stated = getattr(device, "ocloc_device", None)
+    if stated:
+        return stated
+    if getattr(device, "backend", None) != "opencl" or getattr(device, "kind", None) != "gpu" \
+            or not getattr(device, "is_intel", False):
+        return None
+    try:
+        pci_id = int(device.cl_device.get_info(_CL_DEVICE_ID_INTEL))
+    except Exception:  # noqa: BLE001 - a driver without the query: no native match
+        return None
+    for name, low, high in _INTEL_GPU_IDS:
+        if low <= pci_id <= high:
+            return name
+    return None
+
+
+def build_native_kernel(device, native: bytes, name: str):
+    """A kernel handle built from a native binary (OpenCL clCreateProgramWithBinary), or
+    None where the backend cannot take one (dpctl has no program-from-binary call) or the
+    driver refuses it (then the SPIR-V is used)."""
+    if getattr(device, "backend", None) != "opencl":
+        return None
+    import warnings
+    import pyopencl as cl
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", cl.CompilerWarning)
+            program = cl.Program(device.context, [device.cl_device], [native]).build(
+                devices=[device.cl_device])
+        return cl.Kernel(program, name)
+    except (cl.Error, RuntimeError) as exc:
+        warnings.warn(f"cmlang: the native binary of '{name}' does not load on {device.spec} "
+                      f"({exc}); building from SPIR-V", stacklevel=3)
+        return None

@@ -131,6 +131,25 @@ def get_profile(name_or_profile) -> DeviceProfile:
     return profile
 
 
+# Intel's offline compiler's names for the devices of a profile (its -device argument).
+NATIVE_ALIASES = {"pvc-sdv": "pvc", "acm-g10": "dg2", "acm-g11": "dg2", "acm-g12": "dg2",
+                  "dg2-g10": "dg2", "dg2-g11": "dg2", "dg2-g12": "dg2", "tgl": "tgllp"}
+
+
+def device_choice(name: str):
+    """``k.compile(device=name)``: (the profile to generate code for, the name to build a
+    native binary for with Intel's offline compiler, or None).  A profile name picks that
+    profile; another name is taken as an ocloc ``-device`` name (its family's profile where
+    known, else the generic one), which ocloc itself then accepts or refuses."""
+    if not isinstance(name, str) or not name:
+        from cmlang.errors import CompileError
+        raise CompileError(f"device must be a profile or Intel GPU name, got {name!r}; profiles are "
+                           f"{', '.join(PROFILES)}")
+    if name in PROFILES:
+        return PROFILES[name], PROFILES[name].native_device
+    return PROFILES[NATIVE_ALIASES.get(name, "generic")], name
+
+
 def profile_for_device(device) -> DeviceProfile:
     """The profile of a runtime device: the Intel CPU runtime's own, an Intel GPU's by its
     name where known, the generic one otherwise."""

@@ -20,6 +20,16 @@ the order). Only exact values are operands of later operations, so a few ulps ne
 through a chain. Floats whose bits came from memory unchanged are ``raw``: only those
 are bit-cast to integers (NaN payloads of computed NaNs are not part of the semantics).
 
+Issue 11's constructs have their own ops: ``op_nested_loop`` (for/while pairs, break and
+continue, loops never entered, a count broadcast after them), ``op_loop_memory`` (loads and
+stores in a loop at ``pos * m`` offsets), ``op_slm`` (a register exchanged between the CM
+threads of a group through SLM and barriers; the kernel is then launched in groups of
+``GROUP``), ``op_dpas``, ``op_wide_narrow_float`` (bf16 and f64, kept out of the pool and
+converted to f32 for the other ops), ``op_edge_constant``; a kernel may write an output
+through a second parameter that is passed the same array (``KernelCase.aliases``), and
+``out_of_range_kernel`` writes a kernel whose constant does not fit its type.
+``generate(..., cases=n)`` batches n independent cases into one kernel.
+
 ``rnd`` is a ``random.Random``: the test seeds it with integers that hypothesis draws, and
 ``python tests/irgen.py SEED [SIMD]`` prints the case of a seed (``CMLANG_DIFF_AVOID`` as in
 the test). ``KNOWN_ISSUES`` names bugs outside the interpreter that this test found; a
@@ -35,7 +45,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cmlang.types import i8, i16, i32, i64, u8, u16, u32, f16, f32, bool_, ScalarType
+from cmlang.types import i8, i16, i32, i64, u8, u16, u32, f16, bf16, f32, f64, bool_, ScalarType
 from cmlang.frontend import typing_rules as tr
 
 THREADS = 2
@@ -61,6 +71,8 @@ NARROW_INTS = (i8, u8, i16, u16)
 
 # Types that no operator promotes: loop-carried values and if/else results keep them.
 LOOP_TYPES = (i32, u32, i64, f32, f16)
+CASES_PER_KERNEL = 4   # independent sub-cases the differential test batches into one kernel
+GROUP = 2         # CM threads per group in kernels that use SLM (THREADS: one group)
 OUT_FILL = 0x5A   # every output byte starts as this (a value no op is likely to produce)
 
 
@@ -175,6 +187,9 @@ class KernelCase:
     stmts: list
     data_seed: int
     tags: Counter
+    group: int = None            # CM threads per group (SLM and barriers), None: no group
+    aliases: dict = field(default_factory=dict)   # alias parameter -> the buffer it is passed
+    cases: int = 1               # independent sub-cases batched into this kernel
 
     @property
     def source(self):
@@ -183,6 +198,7 @@ class KernelCase:
     def source_of(self, stmts):
         """The kernel's Python source with only ``stmts`` (same parameters and buffers)."""
         params = [f"{b.name}: cm.ptr[{tname(b.elem)}]" for b in self.buffers]
+        params += [f"{alias}: cm.ptr[{tname(self.buffer_named(b).elem)}]" for alias, b in self.aliases.items()]
         params += [f"{name}: {tname(t)}" for name, t, _ in self.scalars]
         lines = ["import cmlang as cm", "", "", f"def {self.name}({', '.join(params)}):",
                  "    t = cm.thread_id(0)"]
@@ -194,7 +210,12 @@ class KernelCase:
         """Fresh argument values (numpy arrays and numbers) in parameter order."""
         rng = np.random.default_rng(self.data_seed)
         arrays = [b.host_array(rng) for b in self.buffers]
-        return arrays + [v for _, _, v in self.scalars]
+        # an alias parameter gets the very same array as the buffer it aliases
+        aliased = [arrays[self.buffers.index(self.buffer_named(b))] for b in self.aliases.values()]
+        return arrays + aliased + [v for _, _, v in self.scalars]
+
+    def buffer_named(self, name):
+        return next(b for b in self.buffers if b.name == name)
 
 
 # ---------------------------------------------------------------------------------
@@ -216,9 +237,25 @@ def int_data(elem, rng, n, nonzero=False):
     return values
 
 
+def bf16_bits(values):
+    """float values -> bf16 bit patterns (uint16), rounded to nearest even; NaN stays NaN."""
+    bits = np.asarray(values, np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    return np.where(np.isnan(np.asarray(values, np.float32)), np.uint16(0x7FC0), rounded)
+
+
+def bf16_values(bits):
+    """bf16 bit patterns -> their exact float32 values."""
+    return (np.asarray(bits, np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
 def float_data(elem, rng, n):
+    if elem == bf16:
+        return bf16_bits(float_data(f32, rng, n))
+    if rng.random() < 0.03:                 # an all-NaN vector (reductions' padding, NaN paths)
+        return np.full(n, np.nan, elem.np_dtype)
     dtype = np.dtype(elem.np_dtype)
-    big = 60000.0 if elem == f16 else 1e30
+    big = {f16: 60000.0, f64: 1e200}.get(elem, 1e30)
     uniform = rng.uniform(-50, 50, n)
     integers = rng.integers(-8, 9, n) * 0.5
     wide = np.exp(rng.uniform(-8, math.log(big), n)) * rng.choice([-1, 1], n)
@@ -284,6 +321,11 @@ class Generator:
         self.s = Var("s", i32, ())
         self.x = Var("x", f32, (), raw=True)
         self.pool += [self.s, self.x]
+        self.m_value = rnd.choice([1, 2, 3])      # a small scalar argument (offsets in loops)
+        self.group = None                         # GROUP once the kernel uses SLM
+        self.aliases = {}                         # alias parameter -> buffer (the same array)
+        self.alias_wanted = rnd.random() < 0.15   # pass one output array to two parameters
+        self.cases = 1
 
     # --- random helpers ---
     def chance(self, p):
@@ -326,11 +368,11 @@ class Generator:
         self.count += 1
         return f"{prefix}{self.count}"
 
-    def define(self, expr, elem, shape, uses, tag, tol=EXACT, raw=False, nonzero=False, store=True):
+    def define(self, expr, elem, shape, uses, tag, tol=EXACT, raw=False, nonzero=False, store=True, pool=True):
         """One statement ``name = expr``; the new value is stored to out_<T> (unless ``store``
         is false: loaded values are only stored when a tolerance needs them)."""
         var = Var(self.new_name(), elem, tuple(shape), tol, raw and elem.is_float, nonzero)
-        return self.define_lines(var, [f"{var.name} = {expr}"], uses, tag, store)
+        return self.define_lines(var, [f"{var.name} = {expr}"], uses, tag, store, pool)
 
     def store(self, var):
         """Store a value to out_<T> (bool as u8), recording where and how to compare it."""
@@ -343,7 +385,17 @@ class Generator:
         buf = self.buffer("out", elem)
         seg = buf.alloc(var.size, var=var, tol=var.tol)
         value = var.name if elem == var.elem else f"{var.name}.astype({tname(elem)})"
-        var.stmt.lines.append(f"cm.store(out_{elem.name}, b_out_{elem.name} + {seg.offset}, {value})")
+        var.stmt.lines.append(f"cm.store({self.store_target(buf)}, b_out_{elem.name} + {seg.offset}, {value})")
+
+    def store_target(self, buf):
+        """The parameter a store writes through: the buffer's, or (some kernels) a second
+        parameter that is passed the same array."""
+        if self.alias_wanted and self.chance(0.5) and (not self.aliases or buf.name in self.aliases.values()):
+            alias = f"alias_{buf.elem.name}"
+            self.aliases[alias] = buf.name
+            self.tags["memory.alias"] += 1
+            return alias
+        return buf.name
 
     def load(self, elem=None, shape=None, nonzero=False):
         """A fresh value from in_<T> (nz_<T>: never 0 or -1); a matrix by a 2-D load or a
@@ -709,13 +761,14 @@ class Generator:
         """Element types that convert implicitly to ``dst`` with a defined result (no float -> int)."""
         return NUMERIC_TYPES if dst.is_float else INT_TYPES
 
-    def define_lines(self, var, lines, uses, tag, store=True):
+    def define_lines(self, var, lines, uses, tag, store=True, pool=True):
         """A value defined by several lines (region writes, loops, if/else)."""
         stmt = Stmt(lines, list(uses), var, tag)
         var.stmt = stmt
         self.stmts.append(stmt)
         self.tags[tag] += 1
-        self.pool.append(var)
+        if pool:
+            self.pool.append(var)
         if store:
             self.store(var)
         return var
@@ -786,8 +839,15 @@ class Generator:
             m = self.pick_mask(self.choice([(self.vector_size(),)] + [v.shape for v in self.pool if v.shape]))
             fn = self.choice(["any", "all"])
             return self.define(f"{m.name}.{fn}()", bool_, (), [m], f"reduce.{fn}")
-        v = self.pick_matrix() if self.chance(0.4) else self.pick(lambda u: u.shape != ())
         fn = self.weighted({"sum": 3, "prod": 1, "max": 2, "min": 2})
+        if fn in ("min", "max") and self.chance(0.15):
+            # every element NaN, sizes that do and do not fill the lanes (reduction padding)
+            elem, n = self.choice(FLOAT_TYPES), self.vector_size()
+            off = self.input_offset(elem, n, fill=lambda rng, t, n=n, dtype=elem.np_dtype: np.full(n, np.nan, dtype))
+            v = self.define(f"cm.load(in_{elem.name}, {off}, {n})", elem, (n,), [], "memory.load", raw=True,
+                            store=False)
+        else:
+            v = self.pick_matrix() if self.chance(0.4) else self.pick(lambda u: u.shape != ())
         axis = self.choice([None, 0, 1]) if v.is_matrix else None
         if axis is None:
             shape = ()
@@ -840,8 +900,8 @@ class Generator:
     def distinct_offsets(self, m, room):
         return self.index_offset(lambda rng, t: rng.permutation(room)[:m])
 
-    def op_scatter(self):
-        v = self.pick_register(lambda u: not u.is_matrix and u.exact)
+    def op_scatter(self, v=None):
+        v = v or self.pick_register(lambda u: not u.is_matrix and u.exact)
         m = v.size
         room = m + self.rnd.randint(0, 8)
         seg = self.buffer("out", v.elem).alloc(room, tol=v.tol)    # where no lane writes: the fill
@@ -942,29 +1002,255 @@ class Generator:
         var = Var(name, elem, a.shape)
         return self.define_lines(var, lines, [a, b], "control.if")
 
+    # --- nested loops, while, break/continue (issue 11: none of these were generated) ---
+    def loop_bound(self, group_uniform=False):
+        """A trip count uniform over the lanes (``group_uniform``: over the CM threads of a
+        group too, for loops with barriers), from the scalar arguments: 0..4, sometimes 0."""
+        bounds = {f"s % 3 + {self.rnd.randint(0, 2)}": 4, "s - s": 1, "m": 1}
+        if not group_uniform:
+            bounds["(s + t) % 3"] = 1
+        return self.weighted(bounds)
+
+    def loop_header(self, kind, counter, bound):
+        """Lines opening a loop over ``counter`` (a for, or a while with its own counter)."""
+        if kind == "for":
+            return [f"for {counter} in range({bound}):"]
+        return [f"{counter} = 0", f"while {counter} < {bound}:", f"    {counter} += 1"]
+
+    def loop_exit(self, counter, kind):
+        """An uniform ``if ...: break/continue`` line (a while counter runs 1..n, a for 0..n-1)."""
+        word = self.choice(["break", "continue"])
+        first = 1 if kind == "while" else 0
+        return [f"if {counter} == {self.rnd.randint(first, first + 2)}:", f"    {word}"], word
+
+    def op_nested_loop(self):
+        """Two nested loops (for/while) carrying a register and a scalar count, sometimes with
+        break/continue, sometimes a while that never runs; the results are stored after."""
+        acc = self.pick(lambda u: u.elem in LOOP_TYPES and u.shape != (), lambda: self.load(self.choice(LOOP_TYPES)))
+        w = self.pick(lambda u: u.elem == acc.elem and u.shape in (acc.shape, ()),
+                      lambda: self.pick_shaped(acc.shape, elems=(acc.elem,)))
+        op = self.choice(["+", "max", "^"] if acc.elem.is_int else ["+", "max", "*"])
+        name, count = self.new_name("acc"), self.new_name("n")
+        step = f"{name} {op} {w.name}" if op != "max" else f"cm.max({name}, {w.name})"
+        lines = [f"{name} = {acc.name}", f"{count} = 0"]
+        if self.chance(0.15):          # a uniform condition that never holds (issue 11, case 1)
+            lines += [f"while s == {self.rnd.randint(1001, 99999)}:", f"    {name} = {step}", f"    {count} += 1"]
+            tags = ["control.while.never"]
+        else:
+            outer, inner = self.choice(["for", "while"]), self.choice(["for", "while"])
+            i, j = self.new_name("i"), self.new_name("j")
+            body = [f"{name} = {step}", f"{count} += 1"]
+            tags = [f"control.{outer}.{inner}"]
+            if self.chance(0.4):
+                exit_lines, word = self.loop_exit(j, inner)
+                body = (exit_lines + body) if inner == "for" or word == "break" else (body + exit_lines)
+                tags.append(f"control.{word}.inner")
+            inner_lines = self.loop_header(inner, j, self.loop_bound()) + ["    " + line for line in body]
+            if self.chance(0.3):
+                exit_lines, word = self.loop_exit(i, outer)
+                inner_lines += exit_lines
+                tags.append(f"control.{word}.outer")
+            lines += self.loop_header(outer, i, self.loop_bound()) + ["    " + line for line in inner_lines]
+        var = Var(name, acc.elem, acc.shape)
+        var = self.define_lines(var, lines, [acc, w], tags[0])
+        for tag in tags[1:]:
+            self.tags[tag] += 1
+        # the count, broadcast to a vector after the loops (the shape of issue 11's reproducer)
+        counter = Var(count, i32, (), stmt=var.stmt)
+        self.define(f"cm.full(cm.vector[cm.i32, {self.simd}], {count})", i32, (self.simd,), [counter],
+                    "control.after_loop")
+        if not var.is_matrix and self.chance(0.4):
+            self.op_scatter(var)          # a scatter right after the loops
+        return var
+
+    def op_loop_memory(self):
+        """Loads and stores inside a loop at offsets from a loop-carried scalar times a scalar
+        argument (issue 11, case 6: ``v_pos * width`` after ``v_pos += 8``)."""
+        elem = self.weighted(LOAD_TYPES)
+        n = self.choice([4, 8, 16, self.simd, 12])
+        trips_max, step = 2 + self.rnd.randint(0, 2), self.choice([1, 4, 8])
+        bound = f"s % 3 + {trips_max - 2}"
+        src = self.input_offset(elem, (trips_max - 1) * step * self.m_value + n)
+        dst = self.buffer("out", elem).alloc(trips_max * n, tol=EXACT)
+        pos, y = self.new_name("pos"), self.new_name("y")
+        kind = self.choice(["for", "while"])
+        body = [f"cm.store(out_{elem.name}, b_out_{elem.name} + {dst.offset} + {y} * {n}, "
+                f"cm.load(in_{elem.name}, {src} + {pos} * m, {n}))", f"{pos} += {step}"]
+        if kind == "while":
+            header = [f"{y} = -1", f"while {y} + 1 < {bound}:", f"    {y} += 1"]
+        else:
+            header = [f"for {y} in range({bound}):"]
+        lines = [f"{pos} = cm.group_id(1) * 512"] + header + ["    " + line for line in body]
+        return self.effect(lines, [], f"memory.in_loop.{kind}")
+
+    # --- shared local memory and barriers across the CM threads of a group ---
+    def op_slm(self):
+        """Each CM thread of a group writes a register to SLM; after a barrier it reads its
+        partner's; sometimes in a loop with barriers inside."""
+        self.group = GROUP
+        v = self.pick(lambda u: u.shape != () and not u.is_matrix and u.elem in LOOP_TYPES,
+                      lambda: self.load(self.choice(LOOP_TYPES)))
+        n, T = v.size, tname(v.elem)
+        slm, name = self.new_name("slm"), self.new_name("r")
+        lid = "cm.local_id(0)"
+        lines = [f"{slm} = cm.slm({T}, {GROUP * n})"]
+        if self.chance(0.5):
+            read = f"cm.load({slm}, ({lid} + 1) % {GROUP} * {n}, {n})"
+            tag = "memory.slm.block"
+        else:   # the partner's register backwards, by a gather
+            read = f"cm.gather({slm}, ({lid} + 1) % {GROUP} * {n} + {n - 1} - cm.iota(cm.i32, {n}))"
+            tag = "memory.slm.gather"
+        if self.chance(0.4):
+            lines += [f"{name} = {v.name}", f"for {self.new_name('i')} in range({self.loop_bound(group_uniform=True)}):",
+                      f"    cm.store({slm}, {lid} * {n}, {name})", "    cm.barrier()",
+                      f"    {name} = cm.max({name}, {read})", "    cm.barrier()"]
+            tag += ".loop"
+        else:
+            lines += [f"cm.store({slm}, {lid} * {n}, {v.name})", "cm.barrier()", f"{name} = {read}"]
+        return self.define_lines(Var(name, v.elem, v.shape, raw=v.raw), lines, [v], tag)
+
+    # --- dpas ---
+    def op_dpas(self):
+        """acc + a @ b with f32, f16 or bf16 inputs of small integers (every sum exact)."""
+        elem = self.choice([f32, f16, bf16])
+        M, K, N = self.choice([1, 2, 4, 8]), self.choice([8, 16]), self.choice([8, 16])
+        if elem == f32 and self.chance(0.5):
+            K = self.choice([4, 8])
+        small = lambda rng, t, size: rng.integers(-4, 5, size).astype(np.float32)  # noqa: E731
+        offs = [self.input_offset(f32, r * c, "sm", lambda rng, t, size=r * c: small(rng, t, size))
+                for r, c in ((M, N), (M, K), (K, N))]
+        conv = "" if elem == f32 else f".astype({tname(elem)})"
+        name = self.new_name("d")
+        lines = [f"c{name} = cm.load(sm_f32, {offs[0]}, ({M}, {N}), {N})",
+                 f"a{name} = cm.load(sm_f32, {offs[1]}, ({M}, {K}), {K}){conv}",
+                 f"b{name} = cm.load(sm_f32, {offs[2]}, ({K}, {N}), {N}){conv}",
+                 f"{name} = cm.dpas(c{name}, a{name}, b{name})"]
+        return self.define_lines(Var(name, f32, (M, N)), lines, [], f"dpas.{elem.name}")
+
+    # --- bf16 and f64 arithmetic (kept out of the pool: the other ops know f16/f32 only) ---
+    def op_wide_narrow_float(self):
+        elem = self.choice([bf16, f64])
+        n = self.vector_size()
+        a = self.define(f"cm.load(in_{elem.name}, {self.input_offset(elem, n)}, {n})", elem, (n,), [],
+                        "memory.load", raw=True, store=False, pool=False)
+        if self.chance(0.5):
+            b = self.define(f"cm.load(in_{elem.name}, {self.input_offset(elem, n)}, {n})", elem, (n,), [],
+                            "memory.load", raw=True, store=False, pool=False)
+        else:    # from the pool's f32, converted (rounding to bf16; exact to f64)
+            f = self.pick_shaped((n,), elems=(f32,))
+            b = self.define(f"{f.name}.astype({tname(elem)})", elem, (n,), [f], f"convert.f32->{elem.name}",
+                            pool=False)
+        op = self.weighted({"+": 3, "-": 2, "*": 3, "/": 1, "min": 1, "max": 1, "sqrt": 1, "fma": 1, "cmp": 1})
+        tol = EXACT
+        if op in ("min", "max"):
+            expr = f"cm.{op}({a.name}, {b.name})"
+        elif op == "sqrt":
+            expr = f"cm.sqrt({a.name})"
+            tol = Tolerance("ulp", 1 if elem == f64 else 1)
+        elif op == "fma":
+            expr, tol = f"cm.fma({a.name}, {b.name}, {a.name})", Tolerance("ulp", 1)
+        elif op == "cmp":
+            r = self.define(f"{a.name} {self.choice(['<', '>=', '=='])} {b.name}", bool_, (n,), [a, b],
+                            f"compare.{elem.name}")
+            return r
+        else:
+            expr = f"{a.name} {op} {b.name}"
+            if op == "/":
+                tol = Tolerance("ulp", 1 if elem == bf16 else 8)
+        r = self.define(expr, elem, (n,), [a, b], f"float.{elem.name}.{op}", tol=tol, pool=False)
+        if r.exact:      # back to f32 (exact from bf16; rounded from f64) for the other ops
+            self.define(f"{r.name}.astype(cm.f32)", f32, (n,), [r], f"convert.{elem.name}->f32")
+        return r
+
+    # --- constants at the edges of their type's range ---
+    def op_edge_constant(self):
+        elem = self.choice(INT_TYPES + (f16, f32))
+        values = edge_values(elem)
+        n = self.vector_size()
+        form = self.choice(["full", "build", "element"])
+        if form == "full":
+            expr = f"cm.full(cm.vector[{tname(elem)}, {n}], {self.choice(values)})"
+            return self.define(expr, elem, (n,), [], "construct.edge.full")
+        if form == "build":
+            expr = f"cm.vector[{tname(elem)}, 4]({', '.join(str(self.choice(values)) for _ in range(4))})"
+            return self.define(expr, elem, (4,), [], "construct.edge.build")
+        v = self.pick_register(elems=(elem,))
+        name, i = self.new_name("w"), self.rnd.randrange(v.size)
+        index = f"{i // v.shape[1]}, {i % v.shape[1]}" if v.is_matrix else str(i)
+        lines = [f"{name} = {v.name}", f"{name}[{index}] = {self.choice(values)}"]
+        return self.define_lines(Var(name, elem, v.shape), lines, [v], "construct.edge.element")
+
     OPS = {"op_binary": 7, "op_unary": 2, "op_math": 2, "op_compare": 2, "op_merge": 2, "op_convert": 4,
            "op_bitcast": 1.5, "op_reshape": 0.7, "op_region_read": 3, "op_replicate": 1, "op_region_write": 2,
            "op_element_write": 1, "op_extract": 1, "op_shuffle": 4, "op_reduce": 3, "op_construct": 0.7,
            "op_gather": 1, "op_scatter": 1, "op_load2d": 0.7, "op_store2d": 0.7, "op_atomic": 1.2,
-           "op_loop": 0.5, "op_if": 0.5}
+           "op_loop": 0.5, "op_if": 0.5,
+           "op_nested_loop": 0.8, "op_loop_memory": 0.4, "op_slm": 0.5, "op_dpas": 0.4,
+           "op_wide_narrow_float": 0.8, "op_edge_constant": 0.5}
 
-    def generate(self, n_ops):
-        for _ in range(n_ops):
-            getattr(self, self.weighted(self.OPS))()
+    def generate(self, n_ops, cases=1):
+        """``cases`` independent sub-cases (each starts from an empty pool) in one kernel:
+        one compile and one launch check them all."""
+        for case in range(cases):
+            if case:
+                self.pool = [self.s, self.x]
+            for _ in range(n_ops() if callable(n_ops) else n_ops):
+                getattr(self, self.weighted(self.OPS))()
+        self.cases = cases
         return self.finish()
 
     def finish(self):
         buffers = [self.buffers[k] for k in sorted(self.buffers)]
-        scalars = [("s", i32, self.s_value), ("x", f32, self.x_value)]
+        scalars = [("s", i32, self.s_value), ("x", f32, self.x_value), ("m", i32, self.m_value)]
         return KernelCase(self.name, self.simd, buffers, scalars, list(self.stmts), self.rnd.getrandbits(32),
-                          Counter(self.tags))
+                          Counter(self.tags), self.group, dict(self.aliases), self.cases)
 
 
-def generate(rnd: random.Random, simd: int, name: str = "k", n_ops=None, avoid=()) -> KernelCase:
-    """One random kernel case with ``n_ops`` random operations (4..8 when not given);
-    ``avoid``: names of KNOWN_ISSUES not to generate."""
+def generate(rnd: random.Random, simd: int, name: str = "k", n_ops=None, avoid=(), cases=1) -> KernelCase:
+    """One random kernel with ``cases`` independent sub-cases of ``n_ops`` random operations
+    each (4..8 when not given); ``avoid``: names of KNOWN_ISSUES not to generate."""
     gen = Generator(rnd, simd, name, avoid)
-    return gen.generate(n_ops if n_ops is not None else rnd.randint(4, 8))
+    return gen.generate(n_ops if n_ops is not None else (lambda: rnd.randint(4, 8)), cases)
+
+
+def edge_values(elem):
+    """Python numbers at the edges of ``elem``'s range (each fits exactly)."""
+    if elem.is_int:
+        info = np.iinfo(elem.np_dtype)
+        return [int(info.min), int(info.max), int(info.min) + 1, int(info.max) - 1]
+    if elem == f16:
+        return [65504.0, -65504.0, 6.103515625e-05, 5.960464477539063e-08]
+    return [3.4028234663852886e+38, -3.4028234663852886e+38, 1.1754943508222875e-38, 1.401298464324817e-45]
+
+
+def beyond_values(elem):
+    """Python numbers just and far beyond ``elem``'s range (source spellings).  An integer
+    type takes either reading of its bits (``-1`` for u32, ``0xFFFF`` for i16), so the
+    range is -2**(bits-1) .. 2**bits - 1."""
+    if elem.is_int:
+        return [str(2 ** elem.bits), str(-2 ** (elem.bits - 1) - 1), "2**64 + 5", "-2**70", "10**30"]
+    if elem == f16:
+        return ["70000.0", "-1e5", "65536.0"]
+    return ["1e39", "-3.5e38", "1e300"]
+
+
+def out_of_range_kernel(rnd: random.Random, simd: int, name: str = "k"):
+    """(source, constant text, form) of a kernel that turns a Python number beyond its type's
+    range into a typed value: the front end must reject it naming the constant."""
+    elem = rnd.choice(INT_TYPES + (f16, f32))
+    value = rnd.choice(beyond_values(elem))
+    n = rnd.choice([4, 8, 16, 5])
+    T = tname(elem)
+    forms = {
+        "full": f"    v = cm.full(cm.vector[{T}, {n}], {value})",
+        "build": f"    v = cm.vector[{T}, 4](1, {value}, 2, 3)",
+        "element": f"    v = cm.load(p, 0, {n})\n    v[1] = {value}",
+        "scalar": f"    v = cm.full(cm.vector[{T}, {n}], cm.load(p, 0, 1)[0])\n    v[0] = {value}",
+    }
+    form = rnd.choice(sorted(forms))
+    src = (f"import cmlang as cm\n\n\ndef {name}(p: cm.ptr[{T}]):\n{forms[form]}\n"
+           f"    cm.store(p, 0, v)\n")
+    return src, value, f"{form}.{elem.name}"
 
 
 def avoided_issues(text=None):
@@ -1000,6 +1286,9 @@ if __name__ == "__main__":
     import sys
     seed = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     simd = int(sys.argv[2]) if len(sys.argv) > 2 else 16
-    case = generate(random.Random(seed), simd, avoid=avoided_issues())
+    rnd = random.Random(seed)
+    case = generate(rnd, simd, avoid=avoided_issues(), cases=CASES_PER_KERNEL)
     print(case.source)
+    print(f"# launched on {THREADS} CM threads, group {case.group}; aliases {case.aliases}")
+    print("# and a kernel whose constant must be rejected:\n" + out_of_range_kernel(rnd, simd)[0])
     print(dict(case.tags))

@@ -62,8 +62,14 @@ def test_each_profile_is_its_own_specialization_and_cache_key():
     assert cpu is not pvc and (cpu.profile, pvc.profile) == ("cpu", "pvc")
     keys = {cache.kernel_key(add_one, (), "spirv", p) for p in profiles.PROFILES}
     assert len(keys) == len(profiles.PROFILES)
-    with pytest.raises(CompileError, match=r"unknown device profile 'h100'; profiles are cpu, pvc, dg2"):
+    # a name that is no profile is an Intel GPU name for Intel's offline compiler to judge
+    assert profiles.device_choice("acm-g10") == (profiles.PROFILES["dg2"], "acm-g10")
+    assert profiles.device_choice("pvc") == (profiles.PROFILES["pvc"], "pvc")
+    assert profiles.device_choice("cpu") == (profiles.PROFILES["cpu"], None)
+    with pytest.raises(CompileError, match=r"kernel 'add_one', device h100"):
         add_one.compile(device="h100")
+    with pytest.raises(CompileError, match=r"unknown device profile 'h100'; profiles are cpu, pvc, dg2"):
+        profiles.get_profile("h100")
 
 
 def test_the_launcher_picks_the_profile_of_its_device():

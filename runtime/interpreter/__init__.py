@@ -18,7 +18,7 @@ What a device must match, and how closely:
   clamps, NaN -> 0), bitcasts, regions, iselect, integer reductions, memory ops,
   atomics on integers, ids, control flow; float ``add sub mul`` and ``fma``
   (computed here in float64 and rounded once to float32: identical except in rare
-  double-rounding ties; f64 ``fma`` is not fused here), ``min``/``max`` (a NaN operand,
+  double-rounding ties; f64 ``fma`` rounds once, in exact rationals), ``min``/``max`` (a NaN operand,
   quiet or signaling, is ignored), ``abs neg floor ceil``, float->float conversions (nearest
   even); float ``cmpxchg`` compares bit patterns.
 - Within a few ulp: f32 ``div``, ``sqrt``, ``rsqrt``, ``inv`` (OpenCL allows up to 2.5-3

@@ -13,6 +13,9 @@ truncates (and saturates on request), bf16 results are rounded after every op.
 """
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import numpy as np
 
 from ...types import ScalarType, VectorType, bf16
@@ -130,12 +133,35 @@ def make_unary(op):
     return _with_bf16_rounding(op, _UNARY_FUNCTIONS[op.opcode])
 
 
+def _fma_f64_scalar(a, b, c):
+    """a * b + c rounded once: exactly in rationals (Fraction -> float rounds to nearest even)."""
+    rounded_twice = a * b + c
+    if not (math.isfinite(a) and math.isfinite(b) and math.isfinite(c)):
+        return rounded_twice            # inf and NaN: no rounding to get wrong
+    exact = Fraction(a) * Fraction(b) + Fraction(c)
+    if exact == 0:     # zeros keep IEEE's signs (-0 * 1 + -0 is -0); x - x is +0
+        return rounded_twice if a == 0 or b == 0 else 0.0
+    try:
+        return float(exact)
+    except OverflowError:
+        return math.inf if exact > 0 else -math.inf
+
+
+_fma_f64_vector = np.vectorize(_fma_f64_scalar, otypes=[np.float64])
+
+
+def _fma_f64(a, b, c):
+    # numpy has no fused multiply-add, and float64 products are not exact in anything wider
+    with np.errstate(all="ignore"):
+        result = _fma_f64_vector(np.float64(a), np.float64(b), np.float64(c))
+    return result if result.ndim else as_scalar(result)
+
+
 def make_fma(op):
     elem = _result_type(op).elem
     dtype = value_dtype(_result_type(op))
     if dtype == np.float64:
-        # numpy has no fused multiply-add; float64 fma rounds twice here (documented).
-        return lambda a, b, c: a * b + c
+        return _fma_f64
     # The product of two float32 (or f16/bf16) numbers is exact in float64, so only
     # the sum and the final narrowing round: single rounding except in rare ties.
     narrow = f64_to_bf16 if elem == bf16 else (lambda x: as_scalar(np.asarray(x).astype(dtype)))
