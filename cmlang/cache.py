@@ -166,8 +166,23 @@ def write_entry(path: str, sections: dict) -> bool:
         write_atomically(path, pack_entry(sections))
     except OSError:
         return False  # a read-only or full cache disk must not break compilation
-    evict(max_bytes(), keep=path)
+    try:
+        limit = max_bytes()
+    except ValueError as e:  # a bad setting must not break compilation either
+        _warn_once(f"cmlang: {e}; the disk cache is not trimmed until it is fixed")
+        return True
+    evict(limit, keep=path)
     return True
+
+
+_warned = set()
+
+
+def _warn_once(message):
+    if message not in _warned:
+        _warned.add(message)
+        import warnings
+        warnings.warn(message, stacklevel=3)
 
 
 def evict(limit: int, keep: str | None = None) -> int:
@@ -371,14 +386,16 @@ def load_compiled(kernel, key: str, target: str, constexprs: dict):
     if sections is None:
         return None
     from cmlang.runtime.package import binary_from_json
+    from cmlang.runtime.spirv_check import ModuleMismatch, check_module
     try:
         if not reads.still_valid(json.loads(sections["reads"]), kernel.fn, constexprs):
             return None         # stale: compiled again and stored over it
         manifest = json.loads(sections["manifest"])
         binary = binary_from_json(manifest["binary"], sections["spirv"])
+        check_module(binary)    # the record and the SPIR-V agree (simd, entry point)
         return CachedCompiledKernel(kernel, binary, sections["ir"].decode(),
                                     llvm_ir_path(key), target)
-    except (KeyError, ValueError, TypeError):
+    except (KeyError, ValueError, TypeError, ModuleMismatch):
         _remove(entry_path(KERNELS, key))  # valid checksum, wrong content: an old layout
         return None
 

@@ -24,6 +24,7 @@ import zipfile
 from .errors import CompileError
 from .kernel import Kernel, TARGETS
 from .runtime.package import (CONSTEXPR, FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME,
+                              MANIFEST_SHA_NAME, manifest_checksum,
                               binary_to_json, constexpr_key, constexpr_to_json)
 from .types import constexpr
 
@@ -168,7 +169,9 @@ def _write_zip(path, manifest, payloads):
     os.close(fd)
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr(MANIFEST_NAME, json.dumps(manifest, indent=1))
+            manifest_bytes = json.dumps(manifest, indent=1).encode()
+            zf.writestr(MANIFEST_NAME, manifest_bytes)
+            zf.writestr(MANIFEST_SHA_NAME, manifest_checksum(manifest_bytes))
             for name, data in payloads.items():
                 zf.writestr(name, data)
         os.chmod(tmp, 0o666 & ~_umask())  # a file to ship: not mkstemp's private 0600

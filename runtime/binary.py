@@ -28,6 +28,7 @@ class KernelBinary:
     lanes_per_thread: int = 0    # work-items per CM thread (0: simd, the SIMT mapping)
     build_options: str = ""      # what the driver's build needs (e.g. -vc-codegen)
     profile: str = ""            # the device profile it was compiled for ("": unknown)
+    slm_bytes: int = 0           # shared local memory per group (cm.slm), checked at launch
 
     @property
     def lanes(self) -> int:

@@ -36,7 +36,7 @@ class Device:
     backend = "?"
 
     def __init__(self, spec, name, platform, kind, extensions, sub_group_sizes, is_intel,
-                 il_version="", max_work_group_size=0):
+                 il_version="", max_work_group_size=0, local_mem_size=0):
         self.spec = spec                  # "opencl:cpu:0"
         self.name = name
         self.platform = platform          # platform name
@@ -46,6 +46,7 @@ class Device:
         self.is_intel = is_intel
         self.il_version = il_version      # e.g. "SPIR-V_1.0 ... SPIR-V_1.4"; "" if none
         self.max_work_group_size = max_work_group_size
+        self.local_mem_size = local_mem_size  # bytes of SLM per group (0: unknown)
         self.last_event = None            # the backend event of the latest launch here
 
     @property
@@ -118,6 +119,7 @@ class OpenCLDevice(Device):
             is_intel=(cl_device.vendor_id == INTEL_VENDOR_ID or "Intel" in platform.vendor),
             il_version=_safe_info(lambda: cl_device.il_version, ""),
             max_work_group_size=cl_device.max_work_group_size,
+            local_mem_size=_safe_info(lambda: cl_device.local_mem_size, 0),
         )
         self._cl = cl
         self._context = None
@@ -140,14 +142,15 @@ class OpenCLDevice(Device):
 
     def build_kernel(self, spirv, name, options=""):
         cl = self._cl
-        program = cl.Program(self.context, spirv)
+        program = None
         try:
+            program = cl.Program(self.context, spirv)
             with warnings.catch_warnings():  # the driver's chatter on success is noise
                 warnings.simplefilter("ignore", cl.CompilerWarning)
                 program.build(options=options, devices=[self.cl_device])
         except cl.Error as exc:
-            log = _safe_info(lambda: program.get_build_info(
-                self.cl_device, cl.program_build_info.LOG), "") or str(exc)
+            log = (program is not None and _safe_info(lambda: program.get_build_info(
+                self.cl_device, cl.program_build_info.LOG), "")) or str(exc)
             raise LaunchError(f"building kernel '{name}' for {self.spec} failed:\n{log}") from None
         self.check_vectorized(program, spirv, name)
         try:
@@ -212,8 +215,12 @@ class OpenCLDevice(Device):
             self._cl.enqueue_copy(self.queue, buffer, host_array, is_blocking=True)
 
     def launch(self, kernel, args, global_size, local_size, wait=True):
-        kernel.set_args(*args)  # OpenCL keeps the buffers alive until the kernel is done
-        event = self._cl.enqueue_nd_range_kernel(self.queue, kernel, global_size, local_size)
+        try:
+            kernel.set_args(*args)  # OpenCL keeps the buffers alive until the kernel is done
+            event = self._cl.enqueue_nd_range_kernel(self.queue, kernel, global_size, local_size)
+        except self._cl.Error as exc:  # what cmlang's own checks did not foresee
+            raise LaunchError(f"{self.spec} refused the launch of '{kernel.function_name}' "
+                              f"(global size {global_size}, local size {local_size}): {exc}") from None
         self.last_event = event
         if wait:
             event.wait()
@@ -324,6 +331,10 @@ def default_device() -> Device:
     if device is not None and device.supports_spirv:
         return device
     listing = ", ".join(f"{d.spec} ({d.name})" for d in found) or "none"
+    from . import icd
+    if icd.problem is not None:  # the runtime is installed but could not be registered
+        raise LaunchError(f"no device that runs SPIR-V kernels was found (devices: {listing}): "
+                          f"{icd.problem}")
     raise LaunchError("no device that runs SPIR-V kernels was found (devices: "
                       f"{listing}); install the Intel OpenCL CPU runtime: "
                       "pip install intel-opencl-rt")

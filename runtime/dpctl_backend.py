@@ -80,6 +80,7 @@ class DpctlDevice(Device):
             # Intel's do (PoCL does not).
             il_version="SPIR-V" if sycl_backend == "level_zero" or is_intel else "",
             max_work_group_size=sycl_device.max_work_group_size,
+            local_mem_size=getattr(sycl_device, "local_mem_size", 0),
         )
         self.sycl_device = sycl_device
         self.sycl_backend = sycl_backend

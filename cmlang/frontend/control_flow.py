@@ -36,6 +36,7 @@ from typing import Optional
 
 from .. import language as lang
 from ..errors import CompileError
+from .. import limits
 from ..ir import Block, Value
 from ..types import ScalarType, VectorType, bool_
 from . import operators as ops
@@ -404,24 +405,39 @@ class ControlFlowMixin:
         """``for x in cm.static_range(n)`` / a tuple: the body once per item, x compile-time.
         After a compile-time break the unrolling stops; after a run-time one the later copies
         of the body run under ``if not broke``."""
-        if len(items) > MAX_UNROLL:
-            raise self.error(f"the loop has {len(items)} iterations, too many to unroll", node.iter)
+        count = _iterations(items)
+        if count > MAX_UNROLL:
+            raise self.error(f"the loop has {count} iterations, too many to unroll (at most "
+                             f"{MAX_UNROLL}; use range() for a run-time loop)", node.iter)
         flags = self._loop_flags(node.body)
         self.frame.loop_depth += 1
         try:
-            for item in items:
+            for done, item in enumerate(items):
                 broke = self.frame.env.get(flags.broke, False)
                 if broke is True:
                     break
                 iteration = functools.partial(self._unrolled_iteration, node, item, flags)
+                before = self.builder.created
                 if isinstance(broke, Value):
                     self._unless(broke, iteration, node)
                 else:
                     iteration()
+                if done == 0:
+                    self._check_unrolled_size(node, count, self.builder.created - before)
         finally:
             self.frame.loop_depth -= 1
             for name in flags.names():
                 self.frame.env.pop(name, None)
+
+    def _check_unrolled_size(self, node, count, per_iteration):
+        """After the first copy of the body: fail now, not minutes later, when all the
+        copies would pass the IR size budget."""
+        builder = self.builder
+        expected = builder.created + per_iteration * (count - 1)
+        if expected > builder.max_ops:
+            raise self.error(limits.IR_OPS.exceeded(
+                expected, f"unrolling this loop ({count} iterations of about {per_iteration} "
+                          "operations) would give the kernel"), node.iter)
 
     def _unrolled_iteration(self, node, item, flags):
         self.frame.env.update(flags.fresh())
@@ -701,3 +717,12 @@ class ControlFlowMixin:
         for name, result in zip(names, results):
             if name not in flags.names():
                 self.bind(name, result)
+
+
+def _iterations(items) -> int:
+    """len(items), also for ranges longer than a C ssize_t (``cm.static_range(2**63)``)."""
+    if isinstance(items, range):
+        step = items.step
+        span = (items.stop - items.start) if step > 0 else (items.start - items.stop)
+        return max(0, (span + abs(step) - 1) // abs(step))
+    return len(items)

@@ -23,8 +23,10 @@ import numpy as np
 from .. import language as lang
 from .. import reads as recorded
 from ..errors import CompileError
+from .. import limits
 from ..ir import Builder, Value, Function
 from ..types import ScalarType, VectorType, PtrType, scalar_from_numpy, constexpr as CONSTEXPR
+from ..types import TypeSpellingError
 from . import operators as ops
 from . import regions
 from . import builtins_impl
@@ -80,6 +82,7 @@ class FunctionCompiler(ControlFlowMixin):
         src = function_source(pyfn)
         self.frame = Frame(src, pyfn.__globals__, _closure(pyfn), is_kernel=True, path=recorded.KERNEL_ROOT)
         self.inlining = [pyfn.__code__]     # the call chain, to reject recursion
+        self.depth = 0                      # statements and expressions being compiled, nested
         # Every Python value the compile reads from outside the kernel (the disk cache
         # re-checks them before it serves this kernel again).
         self.reads = recorded.ReadRecord()
@@ -116,6 +119,26 @@ class FunctionCompiler(ControlFlowMixin):
             yield
         finally:
             self.builder.loc = saved
+
+    @contextlib.contextmanager
+    def nested(self, node):
+        """One level deeper into the source: counts nesting against its budget, and turns
+        Python's own errors from evaluating ``node`` (a number too large for a float, an
+        operator Python refuses, a count too large for an index) into CompileErrors at
+        ``node``; CompileErrors raised without a place get this one."""
+        self.depth += 1
+        try:
+            if self.depth > limits.NESTING.value:
+                raise self.error(limits.NESTING.exceeded(self.depth, "the kernel"), node)
+            yield
+        except CompileError as e:
+            if e.loc is not None and not isinstance(e, TypeSpellingError):
+                raise
+            raise CompileError(e.message, self.loc(node)) from e
+        except (ArithmeticError, TypeError, ValueError, IndexError, KeyError) as e:
+            raise self.error(f"{type(e).__name__}: {e}", node) from e
+        finally:
+            self.depth -= 1
 
     # --- names ----------------------------------------------------------------------
     def lookup(self, name, node):
@@ -163,7 +186,7 @@ class FunctionCompiler(ControlFlowMixin):
 
     # --- statements ---------------------------------------------------------------------
     def stmt(self, node):
-        with self.at_node(node):
+        with self.at_node(node), self.nested(node):
             method = getattr(self, "stmt_" + type(node).__name__, None)
             if method is None:
                 what = UNSUPPORTED_STMTS.get(type(node).__name__, type(node).__name__)
@@ -261,7 +284,7 @@ class FunctionCompiler(ControlFlowMixin):
 
     # --- expressions ----------------------------------------------------------------------
     def expr(self, node):
-        with self.at_node(node):
+        with self.at_node(node), self.nested(node):
             method = getattr(self, "expr_" + type(node).__name__, None)
             if method is None:
                 what = UNSUPPORTED_EXPRS.get(type(node).__name__, type(node).__name__)
@@ -307,6 +330,8 @@ class FunctionCompiler(ControlFlowMixin):
             raise self.error(f"a {describe(base)} needs a compile-time index", node)
         try:
             item = base[key]
+        except TypeSpellingError as e:   # cm.vector[...] spelled wrong: its own message
+            raise self.error(e.message, node) from None
         except (IndexError, KeyError, TypeError, ValueError) as e:
             raise self.error(f"cannot index {describe(base)} with {key!r}: {e}", node) from None
         path = self.reads.path_of(base)
