@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from . import limits
 from .errors import CompileError, LaunchError, USER_ERRORS, public, trimmed
 from .runtime import launch_config
+from .runtime.binary import constexpr_key
 from .runtime.launcher import Launched, launch as _runtime_launch
 from .types import ScalarType, PtrType, SCALAR_TYPES, constexpr, i32, f32, bool_
 from .targets import check_target_name, target_names
@@ -131,7 +132,7 @@ class Kernel:
             names = ", ".join(n for n, _ in self.params)
             raise LaunchError(f"{self.__name__}() takes {len(self.params)} arguments ({names}), "
                               f"got {len(args)}")
-        key = tuple(_constexpr_key(args[i]) for i in self._constexpr_positions)
+        key = tuple(constexpr_key(args[i]) for i in self._constexpr_positions)
         if not self._constexpr_positions:
             return key, args
         runtime = [a for i, a in enumerate(args) if i not in self._constexpr_positions]
@@ -206,7 +207,7 @@ class Kernel:
             missing = [n for n in names if n not in constexprs]
             if missing:
                 raise CompileError(f"{self.__name__}: constexpr parameter(s) {', '.join(missing)} need a value")
-            key = tuple(_constexpr_key(constexprs[n]) for n in names)
+            key = tuple(constexpr_key(constexprs[n]) for n in names)
         if device is None:
             return self.specialization(key, target, _current_profile())
         profile, native_device = device_choice(device)
@@ -339,15 +340,6 @@ def _read_params(fn):
                                f"parameters are supported")
         params.append((p.name, ann))
     return params
-
-
-def _constexpr_key(value):
-    """A hashable key for a constexpr value that also tells 1 from 1.0 from True."""
-    if isinstance(value, (list, tuple)):
-        return ("tuple", tuple(_constexpr_key(v) for v in value))
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        value = value.item()
-    return (type(value).__name__, value)
 
 
 def _constexpr_value(key):

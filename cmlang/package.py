@@ -46,7 +46,7 @@ def build_package(path, specs, target="spirv", progress=None, devices=()) -> str
         payloads[payload_name] = bytes(ck.binary.spirv)
         record = _record(kernel, constexprs, spec_target, ck.binary, payload_name)
         if devices:
-            record["native"] = _native_payloads(kernel, ck, devices, index, payloads)
+            record["native"] = _native_payloads(kernel, constexprs, ck, devices, index, payloads)
         records.append(record)
     _check_unambiguous(records)
     import cmlang
@@ -119,13 +119,14 @@ def _record(kernel, constexprs, spec_target, binary, payload_name):
     }
 
 
-def _native_payloads(kernel, ck, devices, index, payloads) -> list:
-    """Build ``ck`` for each Intel GPU; store the binaries, return their manifest entries."""
-    from cmlang.codegen.intel_gpu import build_native
+def _native_payloads(kernel, constexprs, ck, devices, index, payloads) -> list:
+    """Build the specialization ``ck`` for each Intel GPU, from the SPIR-V of that GPU's
+    device profile (the package's SPIR-V is the building device's, which may carry another
+    device's workarounds; the kernel's launch contract is the same); store the binaries,
+    return their manifest entries."""
     entries = []
     for device in devices:
-        build = build_native(ck.binary.spirv, ck.binary.name, device, ck.target,
-                             getattr(kernel, "grf", 128))
+        build = kernel.compile(target=ck.target, device=device, **constexprs).native_build
         name = f"native/{index:04d}-{_safe(kernel.__name__)}.{_safe(device)}.bin"
         payloads[name] = build.binary
         entries.append({"device": device, "payload": name, "options": list(build.options),

@@ -33,7 +33,7 @@ import numpy as np
 
 from cmlang.errors import LaunchError
 
-from .device import Device
+from .backend import Device
 
 PROFILED_IN_ORDER = ["in_order", "enable_profiling"]
 # Async launches kept alive before the completed ones are dropped from the front.
@@ -137,8 +137,8 @@ class DpctlDevice(Device):
     def _opencl_twin(self):
         if self.sycl_backend != "opencl":
             return None
-        from .device import backend_devices
-        for device in backend_devices("opencl"):
+        from .opencl_backend import opencl_devices
+        for device in opencl_devices():
             if device.name == self.name and device.platform == self.platform:
                 return device
         return None

@@ -87,12 +87,9 @@ def find_intel_cpu_runtime() -> str | None:
 
 
 def cache_dir() -> str:
-    """cmlang's cache folder: ``CMLANG_CACHE_DIR`` or the platform's user cache dir."""
-    explicit = os.environ.get("CMLANG_CACHE_DIR")
-    if explicit:
-        return explicit
-    import platformdirs
-    return platformdirs.user_cache_dir("cmlang")
+    """cmlang's cache folder (one definition: ``disk_store.cache_root``)."""
+    from .disk_store import cache_root
+    return cache_root()
 
 
 def vendors_folder(user_source: str | None = None) -> str:

@@ -29,6 +29,7 @@ from cmlang.errors import LaunchError
 from cmlang.types import PtrType, bf16, f32
 
 from . import interop, launch_config, profiling
+from .disk_store import build_device_kernel   # the driver's own binary from disk
 from .arrays import DeviceArray
 from .device import Device, get_device, resolve_device
 
@@ -221,7 +222,6 @@ class _Plan:
         key = (device, self.sha, self.name)
         kernel = _kernels.get(key)
         if kernel is None:
-            from cmlang.cache import build_device_kernel  # the driver's own binary from disk
             while len(_kernels) >= SHARED_KERNELS_KEPT:
                 del _kernels[next(iter(_kernels))]
             kernel = _kernels[key] = build_device_kernel(device, self.spirv, self.name,

@@ -34,7 +34,7 @@ from cmlang.errors import LaunchError
 from cmlang.types import PtrType, ScalarType, parse_type
 
 from . import launch_config
-from .binary import KernelBinary, Param
+from .binary import KernelBinary, Param, constexpr_key
 
 FORMAT_NAME = "cmlang-package"
 FORMAT_VERSION = 1
@@ -107,16 +107,6 @@ def constexpr_from_json(data):
             return parse_type(data["type"])
         raise ValueError(f"unknown constexpr encoding {data!r}")
     return data
-
-
-def constexpr_key(value):
-    """Like ``cmlang.kernel._constexpr_key``: tells 1 from 1.0 from True; numpy
-    scalars count as their Python value."""
-    if isinstance(value, (list, tuple)):
-        return ("tuple", tuple(constexpr_key(v) for v in value))
-    if hasattr(value, "item") and callable(value.item):
-        value = value.item()
-    return (type(value).__name__, value)
 
 
 # ---------------------------------------------------------------------------
