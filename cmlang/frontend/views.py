@@ -94,8 +94,8 @@ class ViewsMixin:
         steps = list(view.steps)
         if key is not None:
             steps.append(regions.subscript_region(self.em, parents[-1], key))
-        else:
-            parents.pop()
+        elif steps:
+            parents.pop()       # the view's own value: replaced whole
         if not steps:       # the whole variable
             target = parents[0].type
             new = self.em.coerce(regions.reshaped(self.em, value, target.shape), target)
@@ -140,6 +140,8 @@ class ViewsMixin:
         variables (other than ``name`` itself), else to the value."""
         entry = self.views.get(id(value)) if isinstance(value, Value) else None
         if entry is not None and entry[0] is value and entry[1].frame is self.frame and entry[1].root != name:
+            if not value.hint:
+                value.hint = name
             self.frame.env[name] = entry[1]
             return
         if isinstance(value, Value) and not value.hint:
