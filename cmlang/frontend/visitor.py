@@ -621,7 +621,7 @@ class FunctionCompiler(ControlFlowMixin, ViewsMixin):
                 raise em.error(f"{what} must be a {t} scalar, got {describe(value)}")
             return em.coerce(value, t)
         if isinstance(t, VectorType):
-            return em.coerce(value, t, what=what)
+            return em.coerce(regions.reshaped(em, value, t.shape), t, what=what)
         if isinstance(t, PtrType):
             if not (isinstance(value, Value) and isinstance(value.type, PtrType) and value.type.elem == t.elem):
                 raise em.error(f"{what} must be a {t}, got {describe(value)}")
