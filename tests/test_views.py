@@ -376,3 +376,34 @@ def test_spirv_vc_lowers_views(case, rng):
                                 np.zeros(THREADS * 32, np.int32), 0)),
     }[case]
     test_vc.run_both(cm.kernel(fn), THREADS, None, *args, rtol=0)
+
+
+# --- what is not a view ---------------------------------------------------------------------------
+
+@cm.func
+def zero_first(r):
+    r[0] = 0
+
+
+def k_not_views(x: cm.ptr[u32], out: cm.ptr[u32], n: i32):
+    t = cm.thread_id(0)
+    v = cm.load(x, t * 8, 8)
+    zero_first(cm.abs(v))          # a builtin's result is a new register, even when unchanged
+    zero_first(v + 0)
+    acc = v[0:4]                   # a view the loop rebinds: it becomes a register of its own
+    for k in range(n):
+        acc = acc + v[4:8]
+    acc[1] = 5
+    cm.store(out, t * 12, v)
+    cm.store(out, t * 12 + 8, acc)
+
+
+def test_results_of_builtins_and_rebound_views_are_not_views(mode, rng):
+    x = rng.integers(1, 100, THREADS * 8).astype(np.uint32)
+    out = np.zeros(THREADS * 12, np.uint32)
+    run(k_not_views, THREADS, x, out, 3)
+    for t in range(THREADS):
+        v = x[t * 8:(t + 1) * 8]
+        acc = v[0:4] + 3 * v[4:8]
+        acc[1] = 5
+        np.testing.assert_array_equal(out[t * 12:(t + 1) * 12], np.concatenate([v, acc]))

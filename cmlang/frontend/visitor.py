@@ -273,7 +273,10 @@ class FunctionCompiler(ControlFlowMixin, ViewsMixin):
             if method is None:
                 what = UNSUPPORTED_EXPRS.get(type(node).__name__, type(node).__name__)
                 raise self.unsupported(what, node)
-            return method(node)
+            value = method(node)
+        if not isinstance(node, ast.Name):
+            self._last_root = None      # only a name itself is its variable (cm.abs(v) may return v)
+        return value
 
     def expr_Constant(self, node):
         v = node.value
