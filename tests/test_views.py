@@ -407,3 +407,30 @@ def test_results_of_builtins_and_rebound_views_are_not_views(mode, rng):
         acc = v[0:4] + 3 * v[4:8]
         acc[1] = 5
         np.testing.assert_array_equal(out[t * 12:(t + 1) * 12], np.concatenate([v, acc]))
+
+
+@cm.func
+def inc_typed(r: vector[i32, 4], by: i32):
+    r += by                    # the annotation keeps the type: still the caller's register
+
+
+@cm.func
+def inc_converted(r: vector[f32, 4]):
+    r += 1.0                   # converted from i32: a register of the func's own
+
+
+def k_annotated_refs(x: cm.ptr[i32], out: cm.ptr[i32]):
+    t = cm.thread_id(0)
+    v = cm.load(x, t * 8, 8)
+    inc_typed(v[4:8], 10)
+    inc_converted(v[0:4])
+    cm.store(out, t * 8, v)
+
+
+def test_annotated_register_parameters(mode, rng):
+    x = rng.integers(-9, 9, THREADS * 8).astype(np.int32)
+    out = np.zeros(THREADS * 8, np.int32)
+    run(k_annotated_refs, THREADS, x, out)
+    want = x.reshape(THREADS, 8).copy()
+    want[:, 4:8] += 10
+    np.testing.assert_array_equal(out.reshape(THREADS, 8), want)
