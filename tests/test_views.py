@@ -434,3 +434,65 @@ def test_annotated_register_parameters(mode, rng):
     want = x.reshape(THREADS, 8).copy()
     want[:, 4:8] += 10
     np.testing.assert_array_equal(out.reshape(THREADS, 8), want)
+
+
+def k_break_views(x: cm.ptr[i32], out: cm.ptr[i32], limit: i32):
+    t = cm.thread_id(0)
+    v = cm.load(x, t * 16, 16)
+    counts = cm.zeros(vector[i32, 8])
+    low = counts[0:4]
+    for k in range(16):
+        if v[k] > limit:
+            break
+        if v[k] < 0:
+            continue
+        low[k % 4] += v[k]
+    k2 = 0
+    high = counts[4:8]
+    while True:
+        high[k2 % 4] += 1
+        k2 += 1
+        if k2 >= limit:
+            break
+    cm.store(out, t * 8, counts)
+
+
+@pytest.mark.parametrize("limit", [3, 30])
+def test_writes_through_views_in_loops_with_break(mode, rng, limit):
+    x = rng.integers(-10, 40, THREADS * 16).astype(np.int32)
+    out = np.zeros(THREADS * 8, np.int32)
+    run(k_break_views, THREADS, x, out, limit)
+    for t in range(THREADS):
+        v = x[t * 16:(t + 1) * 16]
+        counts = np.zeros(8, np.int32)
+        for k in range(16):
+            if v[k] > limit:
+                break
+            if v[k] < 0:
+                continue
+            counts[k % 4] += v[k]
+        for k2 in range(max(limit, 1)):
+            counts[4 + k2 % 4] += 1
+        np.testing.assert_array_equal(out[t * 8:(t + 1) * 8], counts)
+
+
+def k_root_rebound_in_loop(x: cm.ptr[f32], out: cm.ptr[f32], n: i32):
+    t = cm.thread_id(0)
+    v = cm.load(x, t * 8, 8)
+    first = v[0:4]
+    for k in range(n):
+        v = v + 1.0            # a new register each time: first keeps the loaded one
+    cm.store(out, t * 12, v)
+    cm.store(out, t * 12 + 8, first)
+
+
+def test_views_keep_their_register_when_a_loop_rebinds_the_variable(mode, rng):
+    x = rng.uniform(-3, 3, THREADS * 8).astype(np.float32)
+    out = np.zeros(THREADS * 12, np.float32)
+    run(k_root_rebound_in_loop, THREADS, x, out, 3)
+    for t in range(THREADS):
+        v = x[t * 8:(t + 1) * 8]
+        first = v[0:4]
+        for _ in range(3):
+            v = v + np.float32(1.0)
+        np.testing.assert_array_equal(out[t * 12:(t + 1) * 12], np.concatenate([v, first]))

@@ -599,10 +599,12 @@ class ControlFlowMixin:
         env = self.frame.env
         names, inits, frozen = [], [], []
         assigned = set(assigned_names(body))
-        for name in self.rebound_names(ast.Module(body=list(body), type_ignores=[])):
-            if isinstance(env.get(name), View):
-                # a view the body rebinds: from here on the name holds the register it reads
-                env[name] = self.read_view(env[name], tag=False)
+        rebound = self.rebound_names(ast.Module(body=list(body), type_ignores=[]))
+        for name, value in list(env.items()):
+            if isinstance(value, View) and (name in rebound or value.root in rebound):
+                # a view the body rebinds, or of a variable it rebinds: from here on the name
+                # holds the register it reads (as after a rebinding outside a loop)
+                env[name] = self.read_view(value, tag=False)
         for name in [n for n in env if n in assigned]:   # in the order the variables appeared
             value = env.get(name, _MISSING)
             if name in exclude or value is _MISSING or isinstance(value, Undefined):
