@@ -140,3 +140,28 @@ def test_spirv_vc_lowers_run_time_regions(rng):
                      np.zeros(THREADS * 72, np.int32), 2, 3)
     test_vc.run_both(cm.kernel(k_vector), THREADS, None, rng.uniform(-9, 9, THREADS * N).astype(np.float32),
                      np.zeros(THREADS * (N + 16), np.float32), 3, 11)
+
+
+def k_select_lvalues(x: cm.ptr[i32], out: cm.ptr[i32], i: i32, r: i32):
+    t = cm.thread_id(0)
+    v = cm.load(x, t * 16, 16)
+    m = cm.load(x, t * 16, (4, 4), 4)
+    v.select(4, 2, i)[...] = -1          # CM v.select<4, 2>(i) = -1
+    m.select(2, 1, 2, 2, r, 1)[...] = 9  # CM m.select<2, 1, 2, 2>(r, 1) = 9
+    v.format(i32, 2, 8)[1, i:i + 2] += 100
+    cm.store(out, t * 32, v)
+    cm.store(out, t * 32 + 16, m.format(i32))
+
+
+@pytest.mark.parametrize("simd", [8, 16])
+def test_select_and_format_as_lvalues(mode, rng, simd):
+    x = rng.integers(-50, 50, THREADS * 16).astype(np.int32)
+    out = np.zeros(THREADS * 32, np.int32)
+    cm.kernel(simd=simd)(k_select_lvalues)[THREADS](x, out, 3, 2)
+    for t in range(THREADS):
+        v = x[t * 16:(t + 1) * 16].copy()
+        m = v.copy().reshape(4, 4)
+        v[3:3 + 8:2] = -1
+        m[2:4, 1:4:2] = 9
+        v.reshape(2, 8)[1, 3:5] += 100
+        np.testing.assert_array_equal(out[t * 32:(t + 1) * 32], np.concatenate([v, m.reshape(-1)]))
