@@ -639,6 +639,16 @@ class ControlFlowMixin:
             self.frame.loop_depth -= 1
 
     def _settle(self, node, names, inits, build):
+        """``_settle_types`` with the carried names of weak initial values marked: their type
+        is the loop's to find, so ``s += x`` in the body does not convert back to a guess."""
+        saved = self.frame.weak_carried
+        self.frame.weak_carried = saved | {n for n, v in zip(names, inits) if is_weak(v)}
+        try:
+            return self._settle_types(node, names, inits, build)
+        finally:
+            self.frame.weak_carried = saved
+
+    def _settle_types(self, node, names, inits, build):
         """Builds the loop body until the carried variables' types agree with what it yields.
 
         ``build(names, types, weak)`` compiles the body with block arguments of ``types``; it

@@ -64,6 +64,7 @@ class Frame:
     loop_depth: int = 0                 # enclosing loops (returns are not allowed inside)
     ref_params: tuple = ()              # register parameters passed by reference (views.py)
     merged_views: dict = field(default_factory=dict)  # name -> why it cannot be written through
+    weak_carried: frozenset = frozenset()   # loop-carried names whose type the loop still infers
 
     @property
     def name(self):
@@ -213,7 +214,8 @@ class FunctionCompiler(ControlFlowMixin, ViewsMixin):
                 # the result converts back to its element type
                 with self.at_node(target):
                     self.write_view(self.target_view(target), new)
-            elif isinstance(current, Value) and isinstance(new, Value) and new.type != current.type:
+            elif isinstance(current, Value) and isinstance(new, Value) and new.type != current.type \
+                    and name not in self.frame.weak_carried:
                 self.bind(name, self.em.convert(new, current.type))   # C: back to the variable's type
             else:
                 self.bind(name, new)
