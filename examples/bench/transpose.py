@@ -34,8 +34,8 @@ def transpose_tile(m, T: cm.constexpr, LOG_T: cm.constexpr):
         keep = (lane & k) == 0
         for r in cm.static_range(T):
             if (r & k) == 0:
-                top = m[r]
-                bottom = m[r + k]
+                top = m[r].copy()           # registers of their own: m[r] is rewritten below
+                bottom = m[r + k].copy()
                 m[r] = cm.merge(top, cm.rotate(bottom, T - k), keep)
                 m[r + k] = cm.merge(cm.rotate(top, k), bottom, keep)
     return m
