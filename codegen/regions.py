@@ -18,6 +18,7 @@ from . import scalar_ops as so
 from .layout import Reg, gather_slot, gather_slot_dynamic, permute, select_lanes, slot_count, element_lanes
 from .llvm_builtins import I32, I64, FLOAT
 from .memory import RowsInMemory
+from .systolic import systolic_candidate, uses_systolic
 
 # A dpas with at least this many slot FMAs (M * K * N/simd) whose b operand comes straight
 # from a 2-D load is lowered as a loop over k that reads b's row k where it is used: the
@@ -307,6 +308,8 @@ class RegionLowering:
     # ------------------------------------------------------------------ dpas
     def op_dpas(self, op):
         acc, a, bm = self.operands(op)
+        if uses_systolic(self.profile, op, self.simd):      # the XMX unit: systolic.py
+            return self.dpas_systolic(op, acc, a, bm)
         M, N = acc.type.shape
         K = a.type.shape[1]
         simd, b = self.simd, self.b
@@ -388,14 +391,17 @@ class RegionLowering:
 
 # --- planning ------------------------------------------------------------------------------------
 
-def dpas_as_loop(op, simd: int) -> bool:
-    """Whether a dpas is big enough to be lowered as a loop over k (when b is in memory)."""
+def dpas_as_loop(op, simd: int, profile=None) -> bool:
+    """Whether a dpas is big enough to be lowered as a loop over k (when b is in memory);
+    never one for the systolic unit, which takes its operands in registers."""
+    if systolic_candidate(profile, op):
+        return False
     M, N = op.results[0].type.shape
     K = op.operands[1].type.shape[1]
     return N % simd == 0 and K > 1 and M * K * (N // simd) >= DPAS_LOOP_FMAS
 
 
-def rows_left_in_memory(fn, simd: int) -> set:
+def rows_left_in_memory(fn, simd: int, profile=None) -> set:
     """The ``load2d`` ops to leave in memory: the b operand of a dpas lowered as a loop,
     used nowhere else, in the same block with no memory write between load and dpas
     (so reading the rows later reads the same values); and, where b is left so, the a
@@ -415,7 +421,7 @@ def rows_left_in_memory(fn, simd: int) -> set:
             return load
 
         for i, op in enumerate(block.ops):
-            if op.opcode != "dpas" or not dpas_as_loop(op, simd):
+            if op.opcode != "dpas" or not dpas_as_loop(op, simd, profile):
                 continue
             b_load = unchanged_load(op.operands[2], i)
             if b_load is not None:

@@ -26,6 +26,8 @@ reduce (all)                                lane-local tree over slots, then
                                             or a ``shuffle_xor`` butterfly (mul/and/or)
 reduce axis=0, C % simd == 0                lane-local only
 reduce axis=0/1, C divides simd             lane-local + ``shuffle_xor`` butterfly (segments)
+dpas, f16/bf16, profile with a systolic      Intel sub-group matrix builtins (``systolic.py``)
+unit
 dpas, N % simd == 0                         a[m,k] broadcast + one fma per slot of b's row
 dpas, >= 256 slot FMAs, b a 2-D load        a loop over k that loads b's row k where it is
                                             used (no K-fold unrolled body); a a 2-D load
@@ -61,6 +63,7 @@ from .layout import Lanes, Reg, select_lanes, slot_count, element_lanes, fit_aff
 from .memory import MemoryLowering
 from .control_flow import StructuredControlFlow
 from .regions import RegionLowering, rows_left_in_memory
+from .systolic import SystolicLowering
 from .llvm_builtins import (I8, I32, I64, VOID, GLOBAL, CONSTANT, Builtins, ptr_type, value_type,
                             memory_type)
 
@@ -73,7 +76,7 @@ def lower_function(fn: Function, data_layout: str = "", profile=None) -> str:
     return KernelLowering(fn, data_layout, profile).run()
 
 
-class KernelLowering(RegionLowering, MemoryLowering, StructuredControlFlow):
+class KernelLowering(RegionLowering, SystolicLowering, MemoryLowering, StructuredControlFlow):
     def __init__(self, fn: Function, data_layout: str = "", profile=None):
         from cmlang.runtime.profiles import get_profile, DEFAULT_PROFILE
         self.profile = get_profile(profile or DEFAULT_PROFILE)
@@ -93,7 +96,7 @@ class KernelLowering(RegionLowering, MemoryLowering, StructuredControlFlow):
         # for-loop induction variables -> their loop (for the alignment of offsets)
         self.iv_loops = induction_loops(fn)
         # 2-D loads that a dpas reads row by row inside its k loop (regions.py)
-        self.rows_left_in_memory = rows_left_in_memory(fn, self.simd)
+        self.rows_left_in_memory = rows_left_in_memory(fn, self.simd, self.profile)
 
     # ------------------------------------------------------------------ kernel skeleton
     def run(self) -> str:

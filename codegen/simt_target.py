@@ -17,8 +17,8 @@ class SimtTarget(Target):
         return simt.lower_function(fn, spirv.data_layout(), profile)
 
     def emit(self, llvm_ir, profile, opt_level=2):
-        from . import spirv
-        return spirv.llvm_to_spirv(llvm_ir, opt_level)
+        from . import spirv, systolic
+        return spirv.llvm_to_spirv(llvm_ir, opt_level, systolic.allowed_imports(profile))
 
     def validate(self, binary):
         from . import spirv

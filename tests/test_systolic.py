@@ -1,0 +1,141 @@
+"""cm.dpas on the systolic (XMX) unit: the SIMT flavour calls Intel's sub-group matrix
+builtins on device profiles with the unit (codegen/systolic.py) and keeps the FMA lowering
+on the CPU profile.
+
+No Intel GPU is here, so the systolic path is checked in the ISA Intel's compiler (IGC, via
+ocloc) makes of it: dpas instructions, no external call (a misspelt builtin becomes
+``calla``), no spills.  Numbers are checked on the CPU profile (the default device and the
+interpreter) against numpy.  The ISA tests skip only where ocloc is not installed (CI
+installs it)."""
+import numpy as np
+import pytest
+
+import cmlang as cm
+from cmlang import bf16, f16, f32
+from cmlang.codegen import intel_gpu, spirv as cg_spirv, systolic
+from cmlang.errors import CompileError
+from cmlang.runtime.profiles import get_profile
+
+needs_ocloc = pytest.mark.skipif(not intel_gpu.available(),
+                                 reason="Intel's offline compiler (ocloc) is not installed")
+EXEC_SIZE = {"pvc": 16, "dg2": 8}
+
+
+def gemm_tile(T, M, N, K, simd, interpret=False):
+    """c[M, N] += a[M, K] @ b[K, N], every operand row-major and dense."""
+    def dpas_tile(a: cm.ptr[T], b: cm.ptr[T], c: cm.ptr[f32]):
+        acc = cm.load(c, 0, (M, N), N)
+        acc = cm.dpas(acc, cm.load(a, 0, (M, K), K), cm.load(b, 0, (K, N), N))
+        cm.store(c, 0, acc, N)
+    return cm.kernel(simd=simd, interpret=interpret)(dpas_tile)
+
+
+def bf16_bits(x):
+    """float32 -> bf16 bits, round to nearest even."""
+    u = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def bf16_value(bits):
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+# --- ISA facts ---------------------------------------------------------------------------
+
+def tiles(M, N, K, E):
+    return -(-M // 8) * (N // E) * (K // 16)
+
+
+@needs_ocloc
+@pytest.mark.parametrize("device", ["pvc", "dg2"])
+@pytest.mark.parametrize("T", [f16, bf16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("M", [1, 2, 4, 5, 8])
+def test_one_tile_is_one_dpas(device, T, M):
+    E = EXEC_SIZE[device]
+    ck = gemm_tile(T, M, E, 16, E).compile(target="spirv", device=device)
+    assert ck.stats["dpas"] == 1, ck.isa
+    assert ck.stats["external_calls"] == 0 and "calla" not in ck.isa
+    assert ck.stats["spill_bytes"] == 0
+    assert f"dpas.8x{min(M if M in (1, 2, 4, 8) else 8, 8)}" in ck.isa
+
+
+@needs_ocloc
+@pytest.mark.parametrize("device", ["pvc", "dg2"])
+@pytest.mark.parametrize("T", [f16, bf16], ids=["f16", "bf16"])
+def test_a_larger_dpas_is_tiled_over_m_n_and_k(device, T):
+    E = EXEC_SIZE[device]
+    M, N, K = 8, 2 * E, 32
+    ck = gemm_tile(T, M, N, K, E).compile(target="spirv", device=device)
+    assert ck.stats["dpas"] == tiles(M, N, K, E) == 4
+    assert ck.stats["external_calls"] == 0 and ck.stats["spill_bytes"] == 0
+    ck = gemm_tile(T, 16, E, 16, E).compile(target="spirv", device=device)
+    assert ck.stats["dpas"] == 2 and ck.stats["external_calls"] == 0
+
+
+@needs_ocloc
+def test_f32_dpas_stays_fma_code_on_pvc():
+    ck = gemm_tile(f32, 8, 16, 16, 16).compile(target="spirv", device="pvc")
+    assert ck.stats["dpas"] == 0 and ck.stats["external_calls"] == 0
+
+
+# --- what cannot map -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("M,N,K,simd,message", [
+    (8, 8, 16, 16, "M=8, N=8, K=16 (f16) does not map onto the systolic unit"),
+    (8, 16, 8, 16, "M=8, N=16, K=8 (f16) does not map"),
+    (8, 16, 16, 8, "needs simd=16, the kernel has simd=8"),
+])
+def test_a_shape_that_cannot_map_is_an_error_on_pvc(M, N, K, simd, message):
+    with pytest.raises(CompileError) as e:
+        _lower(gemm_tile(f16, M, N, K, simd), "pvc")
+    assert message in str(e.value)
+    assert "N a multiple of 16, K a multiple of 16" in str(e.value)
+    assert "test_systolic.py:" in str(e.value)       # the dpas line
+
+
+def _lower(kernel, profile):
+    """The compiled SIMT kernel for a device profile (no native build needed)."""
+    return kernel.specialization((), "spirv", get_profile(profile))
+
+
+def test_the_builtins_are_imports_only_on_profiles_with_the_unit():
+    assert systolic.allowed_imports(get_profile("cpu")) == frozenset()
+    assert systolic.allowed_imports(get_profile("tgllp")) == frozenset()
+    pvc = systolic.allowed_imports(get_profile("pvc"))
+    assert "_Z38intel_sub_group_f16_f16_matrix_mad_k16Dv8_sDv8_iDv8_f" in pvc
+    assert "_Z40intel_sub_group_bf16_bf16_matrix_mad_k16Dv8_sDv8_iDv8_f" in pvc
+    # DG2 runs at sub-group 8: a is int8 there, so b's type repeats (Itanium S_)
+    assert "_Z38intel_sub_group_f16_f16_matrix_mad_k16Dv8_iS_Dv8_f" in systolic.allowed_imports(get_profile("dg2"))
+    spirv = _lower(gemm_tile(f16, 8, 16, 16, 16), "pvc").binary.spirv
+    assert cg_spirv.imported_functions(spirv) == ["_Z38intel_sub_group_f16_f16_matrix_mad_k16Dv8_sDv8_iDv8_f"]
+    with pytest.raises(CompileError, match="did not recognise the builtin.*matrix_mad_k16"):
+        cg_spirv.check_imports(spirv)           # nothing allowed: the CPU profile's check
+    cg_spirv.check_imports(spirv, pvc)
+    # on the CPU profile the same kernel imports nothing: the FMA lowering
+    assert cg_spirv.imported_functions(_lower(gemm_tile(f16, 8, 16, 16, 16), "cpu").binary.spirv) == []
+
+
+# --- numbers on the CPU profile (the software path) ------------------------------------------
+
+@pytest.mark.parametrize("interpret", [False, True], ids=["device", "interpreter"])
+@pytest.mark.parametrize("M,N,K,simd", [(8, 16, 16, 16), (5, 16, 32, 16), (8, 8, 16, 8), (16, 32, 32, 16)])
+def test_f16_dpas_matches_numpy(interpret, M, N, K, simd):
+    rng = np.random.default_rng(M * 1000 + N * 10 + K)
+    a = rng.uniform(-2, 2, (M, K)).astype(np.float16)
+    b = rng.uniform(-2, 2, (K, N)).astype(np.float16)
+    c = rng.uniform(-2, 2, (M, N)).astype(np.float32)
+    want = c.astype(np.float64) + a.astype(np.float64) @ b.astype(np.float64)
+    gemm_tile(f16, M, N, K, simd, interpret)[1](a, b, c)
+    np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("interpret", [False, True], ids=["device", "interpreter"])
+def test_bf16_dpas_matches_numpy(interpret):
+    rng = np.random.default_rng(7)
+    M, N, K = 8, 16, 32
+    a = bf16_bits(rng.uniform(-2, 2, (M, K)))
+    b = bf16_bits(rng.uniform(-2, 2, (K, N)))
+    c = rng.uniform(-2, 2, (M, N)).astype(np.float32)
+    want = c.astype(np.float64) + bf16_value(a).astype(np.float64) @ bf16_value(b).astype(np.float64)
+    gemm_tile(bf16, M, N, K, 16, interpret)[1](a, b, c)
+    np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5)
