@@ -36,6 +36,8 @@ load / store, full slots                    sub-group block read/write (32-bit, 
                                             else per-lane contiguous access
 load / store, partial slot                  clamped index / store under ``lane < rem``
 store of a scalar                           every lane stores the same value (no branch)
+block_load2d/store2d (cm.load_2d ...)       per-lane bounds-checked accesses; PVC: 2-D block
+                                            read messages (``block2d.py``)
 load2d / store2d, gather / scatter          per-lane addresses (masked lanes branch around)
 atomic                                      per-lane ``atomicrmw`` / ``cmpxchg``; scalar
                                             offset: lane 0 only, result broadcast
@@ -64,6 +66,7 @@ from .memory import MemoryLowering
 from .control_flow import StructuredControlFlow
 from .regions import RegionLowering, rows_left_in_memory
 from .systolic import SystolicLowering
+from .block2d import Block2DLowering
 from .llvm_builtins import (I8, I32, I64, VOID, GLOBAL, CONSTANT, Builtins, ptr_type, value_type,
                             memory_type)
 
@@ -76,7 +79,8 @@ def lower_function(fn: Function, data_layout: str = "", profile=None) -> str:
     return KernelLowering(fn, data_layout, profile).run()
 
 
-class KernelLowering(RegionLowering, SystolicLowering, MemoryLowering, StructuredControlFlow):
+class KernelLowering(RegionLowering, SystolicLowering, Block2DLowering, MemoryLowering,
+                     StructuredControlFlow):
     def __init__(self, fn: Function, data_layout: str = "", profile=None):
         from cmlang.runtime.profiles import get_profile, DEFAULT_PROFILE
         self.profile = get_profile(profile or DEFAULT_PROFILE)
