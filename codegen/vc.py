@@ -38,6 +38,7 @@ load / store (global)                 ``llvm.genx.svm.block.ld.unaligned`` / ``s
                                       16..128-byte pieces where aligned, ``svm.gather`` /
                                       ``svm.scatter`` (8/16 lanes, predicated) for the rest
 load2d / store2d                      one contiguous access per row
+block_load2d / block_store2d          predicated svm gathers / scatters (``vc_block2d.py``)
 gather / scatter (global)             ``llvm.genx.svm.gather`` / ``llvm.genx.svm.scatter``
 atomic (global)                       ``llvm.genx.svm.atomic.*`` (<= 8 lanes); float add/sub: a
                                       ``svm.atomic.cmpxchg`` retry loop
@@ -64,6 +65,7 @@ from cmlang.types import PtrType, ScalarType, VectorType, f32, i32
 from .llvm_builtins import (I1, I8, I16, I32, I64, FLOAT, VOID, GLOBAL,
                             value_type, memory_type, mangle_code, mangled)
 from .control_flow import StructuredControlFlow
+from .vc_block2d import VCBlock2DLowering
 from .scalar_ops import identity_value, round_bf16_host
 
 TRIPLE = "spir64-unknown-unknown"
@@ -187,7 +189,7 @@ class Genx:
 
 # --- the lowering -------------------------------------------------------------------------
 
-class VCLowering(StructuredControlFlow):
+class VCLowering(VCBlock2DLowering, StructuredControlFlow):
     def __init__(self, fn: Function, profile=None):
         from cmlang.runtime.profiles import get_profile, DEFAULT_PROFILE
         self.fn = fn

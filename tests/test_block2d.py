@@ -159,3 +159,33 @@ def test_a_16_bit_block_load_is_a_2d_block_message_on_pvc():
 def test_dg2_has_no_2d_block_messages_and_uses_per_lane_loads():
     ck = f16_block().compile(target="spirv", device="dg2")
     assert ck.stats["block2d"] == 0 and ck.stats["external_calls"] == 0 and ck.stats["messages"] > 0
+
+
+# --- vector compute (spirv-vc) in the emulator ------------------------------------------------
+
+@pytest.mark.parametrize("place", PLACES, ids=lambda p: "x%d,y%d,w%d,h%d" % p)
+@pytest.mark.parametrize("T,rows,cols,transpose", [
+    (f32, 4, 16, False), (f32, 5, 7, True), (f16, 8, 16, False), (f16, 3, 20, True)], ids=lambda v: str(v))
+def test_vector_compute_block_io_matches_numpy_in_the_emulator(place, T, rows, cols, transpose):
+    from vc_emulator import run_isolated
+    x, y, w, h = place
+    pitch = 48
+    dtype = np.float16 if T == f16 else np.float32
+    rng = np.random.default_rng(abs(hash((rows, cols, place))) % 2**32)
+    src = rng.uniform(-8, 8, SURFACE_ROWS * pitch).astype(dtype)
+    out = np.zeros(rows * cols, dtype)
+    dst = rng.uniform(-8, 8, SURFACE_ROWS * pitch).astype(dtype)
+    kernel = block_copy(T, rows, cols, transpose, 16)
+    args = [src, out, dst, x, y, w, h, pitch]
+    got = run_isolated(kernel.specialization((), "spirv-vc"), (1,), None, [a.copy() if isinstance(a, np.ndarray) else a for a in args])
+    want = block_reference(src, (rows, cols), x, y, w, h, pitch, transpose)
+    np.testing.assert_array_equal(got[1].reshape(want.shape), want)
+    np.testing.assert_array_equal(
+        got[2], store_reference(dst, 2 * block_reference(src, (rows, cols), x, y, w, h, pitch), x, y, w, h, pitch))
+
+
+@needs_ocloc
+@pytest.mark.parametrize("device", ["pvc", "dg2"])
+def test_vector_compute_block_io_builds_with_igc(device):
+    ck = block_copy(f16, 8, 16, True, 16).compile(target="spirv-vc", device=device)
+    assert ck.stats["messages"] > 0 and ck.stats["spill_bytes"] == 0 and ck.stats["external_calls"] == 0
