@@ -139,3 +139,86 @@ def test_bf16_dpas_matches_numpy(interpret):
     want = c.astype(np.float64) + bf16_value(a).astype(np.float64) @ bf16_value(b).astype(np.float64)
     gemm_tile(bf16, M, N, K, 16, interpret)[1](a, b, c)
     np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5)
+
+
+# --- the systolic lowering's layouts, run on the CPU runtime ------------------------------------
+#
+# No Intel GPU is here; to check the operand layouts and the tiling numerically, the SIMT
+# lowering for a profile with the unit runs on the CPU runtime with each matrix builtin
+# *defined* (in LLVM IR, with sub-group shuffles) by its documented per-lane semantics:
+# acc[r] (lane l: column l) += sum over k of a[r, k] * b[k, l], where a[r, k] is in lane k
+# (sub-group 16: a short per row) or in half k % 2 of lane k // 2 (sub-group 8: an int per
+# row), and b[k, l] is in half k % 2 of dword k // 2 of lane l.
+
+def define_matrix_builtin(lowering, fn, simd):
+    from llvmlite import ir
+    from cmlang.codegen.llvm_builtins import FLOAT, I32
+    i16, half = ir.IntType(16), ir.HalfType()
+    bf16_inputs = "_bf16_bf16_" in fn.name
+    a, b_packed, acc = fn.args
+    repeat = acc.type.count if isinstance(acc.type, ir.VectorType) else 1
+    builder = ir.IRBuilder(fn.append_basic_block("entry"))
+    bi = lowering.bi
+
+    def half_of(dword, k):
+        bits = builder.trunc(builder.lshr(dword, ir.Constant(I32, 16 * (k % 2))), i16)
+        if bf16_inputs:
+            return builder.bitcast(builder.shl(builder.zext(bits, I32), ir.Constant(I32, 16)), FLOAT)
+        return builder.fpext(builder.bitcast(bits, half), FLOAT)
+
+    def element(v, r):
+        return v if repeat == 1 else builder.extract_element(v, ir.Constant(I32, r))
+    result = acc
+    for r in range(repeat):
+        a_row = element(a, r)
+        total = element(acc, r)
+        for k in range(16):
+            if simd == 16:
+                a_k = half_of(bi.shuffle(builder, builder.zext(a_row, I32), ir.Constant(I32, k)), 0)
+            else:
+                a_k = half_of(bi.shuffle(builder, a_row, ir.Constant(I32, k // 2)), k)
+            b_k = half_of(builder.extract_element(b_packed, ir.Constant(I32, k // 2)), k)
+            total = bi.intrinsic(builder, "llvm.fma.f32", FLOAT, a_k, b_k, total)
+        result = total if repeat == 1 else builder.insert_element(result, total, ir.Constant(I32, r))
+    builder.ret(result)
+
+
+def run_with_emulated_unit(kernel, device, args):
+    """Launch ``kernel`` on the CPU runtime, lowered as for ``device``'s systolic unit."""
+    import dataclasses
+    from cmlang.codegen import simt
+    from cmlang.codegen.target import CodegenResult
+    from cmlang.kernel import _launch_binary, make_binary
+    profile = dataclasses.replace(get_profile("cpu"), name="cpu-with-systolic",
+                                  systolic=get_profile(device).systolic)
+    fn = kernel.ir_function(())
+    lowering = simt.KernelLowering(fn, cg_spirv.data_layout(), profile)
+    lowering.run()
+    builtins = [f for f in lowering.module.functions if "matrix_mad" in f.name]
+    assert builtins and {f.name for f in builtins} <= systolic.allowed_imports(profile)
+    for f in builtins:
+        define_matrix_builtin(lowering, f, fn.simd)
+    final, spirv = cg_spirv.llvm_to_spirv(str(lowering.module))      # nothing imported now
+    result = CodegenResult(final, spirv, fn.name, cg_spirv.extensions(spirv), "spirv", fn.simd, "")
+    _launch_binary(make_binary(fn, result, "cpu"), (1,), None, args).wait()
+
+
+@pytest.mark.parametrize("device", ["pvc", "dg2"])
+@pytest.mark.parametrize("T", [f16, bf16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("M,n_tiles,K", [(8, 1, 16), (3, 2, 32), (13, 2, 48), (1, 1, 16), (2, 3, 16), (4, 1, 32)])
+def test_systolic_layouts_and_tiling_match_numpy(device, T, M, n_tiles, K):
+    E = EXEC_SIZE[device]
+    N = n_tiles * E
+    rng = np.random.default_rng(M * 100 + N + K)
+    a = rng.uniform(-2, 2, (M, K)).astype(np.float32)
+    b = rng.uniform(-2, 2, (K, N)).astype(np.float32)
+    if T == f16:
+        a, b = a.astype(np.float16), b.astype(np.float16)
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    else:
+        a, b = bf16_bits(a), bf16_bits(b)
+        a64, b64 = bf16_value(a).astype(np.float64), bf16_value(b).astype(np.float64)
+    c = rng.uniform(-2, 2, (M, N)).astype(np.float32)
+    want = c.astype(np.float64) + a64 @ b64
+    run_with_emulated_unit(gemm_tile(T, M, N, K, E), device, [a, b, c])
+    np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5)
