@@ -30,8 +30,9 @@ from .llvm_builtins import I32, I64, value_type
 I16 = ir.IntType(16)
 BLOCK_READ_ROWS = (1, 2, 4, 8, 16)          # rows of one u16 k16 block read (ushortR)
 # What the message needs of the surface (PVC's 2-D block limits): a 64-byte aligned base,
-# rows at least 64 bytes wide, a pitch of whole 16 bytes not below the width.
-MIN_WIDTH_BYTES, PITCH_QUANTUM, BASE_ALIGN = 64, 16, 64
+# rows at least 64 bytes wide, a pitch of whole 16 bytes not below the width, width, pitch
+# (bytes) and height at most 2**24, at least one row.
+MIN_WIDTH_BYTES, PITCH_QUANTUM, BASE_ALIGN, MAX_EXTENT = 64, 16, 64, 1 << 24
 
 
 def block_read_name(rows: int) -> str:
@@ -67,7 +68,7 @@ class Block2DLowering:
         # The surface is only known at run time: the message where it meets the limits,
         # the per-lane loads where not (a uniform branch).
         b = self.b
-        with b.if_else(self._surface_fits_message(p, width, pitch)) as (then, otherwise):
+        with b.if_else(self._surface_fits_message(p, width, height, pitch)) as (then, otherwise):
             with then:
                 fast = self._block_read_message(p, elem, t, x, y, width, height, pitch)
                 fast_end = b.block
@@ -90,13 +91,16 @@ class Block2DLowering:
             slots.append(self._guarded(cond, lambda: self._load_elem(p, elem, index), value_type(elem)))
         return slots
 
-    def _surface_fits_message(self, p, width, pitch):
+    def _surface_fits_message(self, p, width, height, pitch):
         b = self.b
         two = ir.Constant(I32, 2)
         width_bytes, pitch_bytes = b.mul(width, two), b.mul(pitch, two)
         base = b.ptrtoint(p, I64)
         ok = b.icmp_signed(">=", width_bytes, ir.Constant(I32, MIN_WIDTH_BYTES))
         ok = b.and_(ok, b.icmp_signed(">=", pitch_bytes, width_bytes))
+        ok = b.and_(ok, b.icmp_signed("<=", pitch_bytes, ir.Constant(I32, MAX_EXTENT)))
+        ok = b.and_(ok, b.icmp_signed(">=", height, ir.Constant(I32, 1)))
+        ok = b.and_(ok, b.icmp_signed("<=", height, ir.Constant(I32, MAX_EXTENT)))
         ok = b.and_(ok, b.icmp_unsigned("==", b.and_(pitch_bytes, ir.Constant(I32, PITCH_QUANTUM - 1)),
                                         ir.Constant(I32, 0)))
         return b.and_(ok, b.icmp_unsigned("==", b.and_(base, ir.Constant(I64, BASE_ALIGN - 1)),

@@ -189,3 +189,91 @@ def test_vector_compute_block_io_matches_numpy_in_the_emulator(place, T, rows, c
 def test_vector_compute_block_io_builds_with_igc(device):
     ck = block_copy(f16, 8, 16, True, 16).compile(target="spirv-vc", device=device)
     assert ck.stats["messages"] > 0 and ck.stats["spill_bytes"] == 0 and ck.stats["external_calls"] == 0
+
+
+@pytest.mark.parametrize("place,pitch", [((0, 0, 20, 30), 48), ((0, 0, 40, 30), 44), ((3, 0, 40, 0), 48)],
+                         ids=["narrow", "odd-pitch", "no-rows"])
+@pytest.mark.parametrize("interpret", [False, True], ids=["device", "interpreter"])
+def test_surfaces_the_block_message_cannot_take_still_read_right(place, pitch, interpret):
+    # Surfaces PVC's block message cannot take (base, width, pitch, height limits): same numbers.
+    run_case(f16, 8, 16, False, 16, interpret, place, pitch)
+
+
+# --- the PVC lowering run on the CPU runtime ---------------------------------------------------
+#
+# The block-read builtin defined in LLVM IR by its per-lane meaning (lane l, element r: the
+# 16-bit element at column x + l, row y + r of the surface given in bytes, 0 outside), so
+# that the PVC lowering -- its operands, the register layout and the run-time choice between
+# the message and per-lane loads -- runs here.  With ``constant`` set, the builtin returns
+# that value instead: then only blocks that took the message path show it.
+
+def define_block_read(fn, constant=None):
+    from llvmlite import ir
+    from cmlang.codegen.llvm_builtins import I32, I64
+    i16 = ir.IntType(16)
+    base, width_m1, height_m1, pitch_m1, coord = fn.args
+    rows = fn.function_type.return_type.count if isinstance(fn.function_type.return_type, ir.VectorType) else 1
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    lane = b.call(_lane_id(fn.module), [])
+    x, y = (b.extract_element(coord, ir.Constant(I32, i)) for i in (0, 1))
+    col = b.add(x, lane)
+    out = ir.Constant(fn.function_type.return_type, ir.Undefined)
+    for r in range(rows):
+        row = b.add(y, ir.Constant(I32, r))
+        inside = b.and_(b.and_(b.icmp_signed(">=", col, ir.Constant(I32, 0)),
+                               b.icmp_signed("<", b.mul(col, ir.Constant(I32, 2)), b.add(width_m1, ir.Constant(I32, 1)))),
+                        b.and_(b.icmp_signed(">=", row, ir.Constant(I32, 0)), b.icmp_signed("<=", row, height_m1)))
+        offset = b.add(b.mul(b.sext(row, I64), b.sext(b.add(pitch_m1, ir.Constant(I32, 1)), I64)),
+                       b.mul(b.sext(col, I64), ir.Constant(I64, 2)))
+        address = b.select(inside, b.add(base, offset), base)
+        value = b.load(b.inttoptr(address, ir.PointerType(i16, 1)), typ=i16) if constant is None \
+            else ir.Constant(i16, constant)
+        value = b.select(inside, value, ir.Constant(i16, 0)) if constant is None else value
+        out = value if rows == 1 else b.insert_element(out, value, ir.Constant(I32, r))
+    b.ret(out)
+
+
+def _lane_id(module):
+    from llvmlite import ir
+    from cmlang.codegen.llvm_builtins import I32
+    name = "_Z22get_sub_group_local_idv"
+    fn = module.globals.get(name) or ir.Function(module, ir.FunctionType(I32, []), name)
+    fn.calling_convention = "spir_func"
+    return fn
+
+
+def run_pvc_lowering_here(kernel, args, constant=None):
+    import dataclasses
+    from cmlang.codegen import simt
+    from cmlang.codegen.target import CodegenResult
+    from cmlang.kernel import _launch_binary, make_binary
+    profile = dataclasses.replace(get_profile("cpu"), name="cpu-with-block2d", block2d=get_profile("pvc").block2d)
+    fn = kernel.ir_function(())
+    lowering = simt.KernelLowering(fn, cg_spirv.data_layout(), profile)
+    lowering.run()
+    reads = [f for f in lowering.module.functions if f.name.startswith("__builtin_IB_subgroup_block_read")]
+    assert [f.name for f in reads] == ["__builtin_IB_subgroup_block_read_flat_u16_m8k16v1"]
+    for f in reads:
+        define_block_read(f, constant)
+    final, spirv = cg_spirv.llvm_to_spirv(str(lowering.module))
+    result = CodegenResult(final, spirv, fn.name, cg_spirv.extensions(spirv), "spirv", fn.simd, "")
+    _launch_binary(make_binary(fn, result, "cpu"), (1,), None, args).wait()
+
+
+@pytest.mark.parametrize("place,pitch,message", [
+    ((0, 0, 40, 30), 48, True), ((30, 25, 37, 29), 48, True), ((-5, -3, 40, 30), 64, True),
+    ((50, 0, 40, 30), 48, True), ((0, 0, 20, 30), 48, False), ((0, 0, 40, 30), 44, False),
+    ((2, 1, 40, 0), 48, False)], ids=lambda v: str(v))
+def test_the_pvc_block_message_path_runs_here_with_an_emulated_builtin(place, pitch, message):
+    x, y, w, h = place
+    rng = np.random.default_rng(5)
+    src = rng.uniform(-8, 8, SURFACE_ROWS * pitch).astype(np.float16)
+    want = block_reference(src, (8, 16), x, y, w, h, pitch)
+    out = np.zeros(8 * 16, np.float16)
+    run_pvc_lowering_here(f16_block(), [src, out, x, y, w, h, pitch])
+    np.testing.assert_array_equal(out.reshape(8, 16), want)
+    # which path ran: a builtin that answers 0x3C00 (1.0) everywhere shows through only
+    # where the surface met the message's limits
+    out = np.zeros(8 * 16, np.float16)
+    run_pvc_lowering_here(f16_block(), [src, out, x, y, w, h, pitch], constant=0x3C00)
+    np.testing.assert_array_equal(out.reshape(8, 16), np.ones((8, 16), np.float16) if message else want)
