@@ -11,7 +11,10 @@ IGC turns into ``load_block2d``; such names are imports the module may keep on t
 (``allowed_imports``).  The message does the bounds work in hardware (out-of-surface
 elements read 0).  The surface is a run-time value, so the message runs where it meets the
 message's limits (base, width and pitch below) and the generic code where not.  Other
-shapes (and stores, transposed loads: not done yet) use the generic lowering.
+shapes, transposed loads and every store use the generic lowering.  (Stores: in IGC
+1.0.12504 a call of ``__builtin_IB_subgroup_block_write_flat_u16_m{1,8}k16v1`` produced
+neither a ``store_block2d`` nor an external call -- the write disappeared from the ISA -- so
+the block-write builtin is not used.)
 
 Message layout (sub-group 16, 16-bit elements, ``_u16_m{R}k16v1``): a block of R rows x 16
 columns; lane l receives column l, one element per row (R elements).  Our register layout
