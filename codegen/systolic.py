@@ -34,24 +34,47 @@ from .layout import Reg, permute
 from .llvm_builtins import I32, FLOAT
 
 I16 = ir.IntType(16)
-K_STEP = 16                      # K per instruction for 16-bit inputs (8 dwords of 2)
 REPEAT_COUNTS = (1, 2, 4, 8)     # rows of a per instruction
-_BUILTIN_STEM = {"f16": "intel_sub_group_f16_f16_matrix_mad_k16",
-                 "bf16": "intel_sub_group_bf16_bf16_matrix_mad_k16"}
+# input element type -> (its name in the builtins, K per instruction); 8 dwords of K per lane
+_INPUTS = {"f16": ("f16", 16), "bf16": ("bf16", 16), "i8": ("i8", 32), "u8": ("u8", 32)}
 
 
 def _vector_code(n: int, scalar: str) -> str:
     return scalar if n == 1 else f"Dv{n}_{scalar}"
 
 
-def builtin_name(elem: str, exec_size: int, repeat: int) -> str:
-    """The Itanium-mangled name of the matrix builtin for one tile."""
-    stem = _BUILTIN_STEM[elem]
-    a = _vector_code(repeat, "s" if exec_size == 16 else "i")
-    b = "Dv8_i"
-    # Itanium substitution: a repeated vector type is spelled S_ the second time.
-    b_code = "S_" if a == b else b
-    return f"_Z{len(stem)}{stem}{a}{b_code}{_vector_code(repeat, 'f')}"
+def _mangle_arguments(codes) -> str:
+    """Itanium mangling of argument types: a vector type seen before is a substitution
+    (S_, S0_, S1_...); builtin scalar types are never substituted."""
+    seen, out = [], []
+    for code in codes:
+        if code.startswith("Dv") and code in seen:
+            i = seen.index(code)
+            out.append("S_" if i == 0 else f"S{i - 1}_")
+        else:
+            if code.startswith("Dv"):
+                seen.append(code)
+            out.append(code)
+    return "".join(out)
+
+
+def k_step(elem: str) -> int:
+    return _INPUTS[elem][1]
+
+
+def builtin_name(a_elem: str, exec_size: int, repeat: int, b_elem: str | None = None) -> str:
+    """The Itanium-mangled name of the matrix builtin for one tile.  Per lane: ``a`` holds
+    K/exec_size elements of each row (short at 16 bits, int at 32; unsigned for u8), ``b``
+    8 dwords (uint for u8), ``acc`` one float (int for integer inputs) per row."""
+    b_elem = b_elem or a_elem
+    stem = f"intel_sub_group_{_INPUTS[a_elem][0]}_{_INPUTS[b_elem][0]}_matrix_mad_k{k_step(a_elem)}"
+    a_bits = 8 * {"f16": 2, "bf16": 2, "i8": 1, "u8": 1}[a_elem] * k_step(a_elem) // exec_size
+    unsigned_a = a_elem == "u8"
+    a_scalar = {16: "t" if unsigned_a else "s", 32: "j" if unsigned_a else "i"}[a_bits]
+    b_code = "Dv8_j" if b_elem == "u8" else "Dv8_i"
+    acc_scalar = "i" if a_elem in ("i8", "u8") else "f"
+    return f"_Z{len(stem)}{stem}" + _mangle_arguments(
+        [_vector_code(repeat, a_scalar), b_code, _vector_code(repeat, acc_scalar)])
 
 
 def allowed_imports(profile) -> frozenset:
@@ -61,16 +84,17 @@ def allowed_imports(profile) -> frozenset:
     unit = getattr(profile, "systolic", None)
     if unit is None:
         return frozenset()
-    return frozenset(builtin_name(elem, unit.exec_size, r)
-                     for elem in _BUILTIN_STEM if elem in unit.types for r in REPEAT_COUNTS)
+    ints = [t for t in ("i8", "u8") if t in unit.types]
+    pairs = [(t, t) for t in ("f16", "bf16") if t in unit.types] + [(a, b) for a in ints for b in ints]
+    return frozenset(builtin_name(a, unit.exec_size, r, b) for a, b in pairs for r in REPEAT_COUNTS)
 
 
 def systolic_candidate(profile, op) -> bool:
     """Whether ``op`` (a dpas) belongs on the systolic unit of ``profile`` (its input type
     is one the unit multiplies), whatever its shape."""
     unit = getattr(profile, "systolic", None)
-    elem = op.operands[1].type.elem.name
-    return unit is not None and elem in _BUILTIN_STEM and elem in unit.types
+    a, b = (op.operands[i].type.elem.name for i in (1, 2))
+    return unit is not None and a in _INPUTS and b in _INPUTS and a in unit.types and b in unit.types
 
 
 def uses_systolic(profile, op, simd: int) -> bool:
@@ -82,7 +106,7 @@ def uses_systolic(profile, op, simd: int) -> bool:
     elem = op.operands[1].type.elem.name
     M, N = op.results[0].type.shape
     K = op.operands[1].type.shape[1]
-    E = unit.exec_size
+    E, K_STEP = unit.exec_size, k_step(elem)
     fits = (f"on {profile.name} a {elem} dpas runs as tiles of (1-8) x {E} x {K_STEP} at "
             f"simd={E}: N a multiple of {E}, K a multiple of {K_STEP}")
     if simd != E:
@@ -103,8 +127,10 @@ class SystolicLowering:
         M, N = acc.type.shape
         K = a.type.shape[1]
         elem = a.elem
+        K_STEP = k_step(elem.name)
+        acc_type = I32 if acc.elem.is_int else FLOAT
         a_tiles = {}                 # (first row, repeat, k0) -> a operand
-        b_tiles = {(k0, n0): self._vnni_b(bm, elem, k0, n0, N)
+        b_tiles = {(k0, n0): self._vnni_b(bm, bm.elem, k0, n0, N)
                    for k0 in range(0, K, K_STEP) for n0 in range(0, N, simd)}
         out = list(acc.slots)        # N % simd == 0: slot m * N/simd + j is row m, columns j*simd..
         per_row = N // simd
@@ -112,11 +138,11 @@ class SystolicLowering:
         while m0 < M:
             rows = min(8, M - m0)
             repeat = next(r for r in REPEAT_COUNTS if r >= rows)
-            fn = self._matrix_builtin(elem, repeat)
+            fn = self._matrix_builtin(elem, bm.elem, repeat, acc_type)
             for n0 in range(0, N, simd):
                 j = n0 // simd
-                tile = self._pack(FLOAT, [out[(m0 + r) * per_row + j] if r < rows
-                                          else ir.Constant(FLOAT, 0.0) for r in range(repeat)])
+                tile = self._pack(acc_type, [out[(m0 + r) * per_row + j] if r < rows
+                                          else ir.Constant(acc_type, 0) for r in range(repeat)])
                 for k0 in range(0, K, K_STEP):
                     key = (m0, repeat, k0)
                     if key not in a_tiles:
@@ -128,15 +154,15 @@ class SystolicLowering:
             m0 += rows
         return Reg(acc.type, out)
 
-    def _matrix_builtin(self, elem, repeat):
-        name = builtin_name(elem.name, self.simd, repeat)
+    def _matrix_builtin(self, a_elem, b_elem, repeat, acc_type):
+        name = builtin_name(a_elem.name, self.simd, repeat, b_elem.name)
         fn = self.module.globals.get(name)
         if fn is None:
             def vec(t, n):
                 return t if n == 1 else ir.VectorType(t, n)
-            a_type = vec(I16 if self.simd == 16 else I32, repeat)
-            fn = ir.Function(self.module, ir.FunctionType(vec(FLOAT, repeat),
-                                                          [a_type, ir.VectorType(I32, 8), vec(FLOAT, repeat)]), name)
+            a_type = vec(self._a_lane_type(a_elem), repeat)
+            fn = ir.Function(self.module, ir.FunctionType(vec(acc_type, repeat),
+                                                          [a_type, ir.VectorType(I32, 8), vec(acc_type, repeat)]), name)
             fn.calling_convention = "spir_func"
             fn.attributes.add("nounwind")
             fn.attributes.add("convergent")
@@ -150,38 +176,46 @@ class SystolicLowering:
             v = self.b.insert_element(v, x, ir.Constant(I32, i))
         return v
 
-    def _bits16(self, elem, slot):
-        return so.to_bits(self.b, elem, slot)
+    def _a_lane_type(self, elem):
+        """The integer one lane holds of one row of a: K/simd elements."""
+        return ir.IntType(elem.bits * k_step(elem.name) // self.simd)
 
-    def _pair(self, lo, hi):
-        """Two 16-bit values as one dword, lo in the low half (the VNNI pair)."""
+    def _packed(self, elem, slots, width):
+        """Slots of ``elem`` packed into one integer of ``width`` bits per lane, the first
+        in the low bits (the VNNI order)."""
         b = self.b
-        return b.or_(b.zext(lo, I32), b.shl(b.zext(hi, I32), ir.Constant(I32, 16)))
+        ty = ir.IntType(width)
+        out = None
+        for q, slot in enumerate(slots):
+            bits = b.zext(so.to_bits(b, elem, slot), ty) if width > elem.bits else so.to_bits(b, elem, slot)
+            part = b.shl(bits, ir.Constant(ty, q * elem.bits)) if q else bits
+            out = part if out is None else b.or_(out, part)
+        return out
 
     def _vnni_b(self, bm, elem, k0, n0, N):
-        """b[k0:k0+16, n0:n0+simd] VNNI-packed: per lane l, dword p = b[k0+2p, n0+l] and
-        b[k0+2p+1, n0+l]."""
-        simd = self.simd
+        """b[k0:k0+K_STEP, n0:n0+simd] VNNI-packed: per lane l, dword p holds b[k0+per*p+q,
+        n0+l] for q < per = 32 / bits, q = 0 lowest."""
+        simd, per = self.simd, 32 // elem.bits
 
         def row(k):
             (slot,) = permute(self.lanes, self.b, bm.slots, [k * N + n0 + l for l in range(simd)])
-            return self._bits16(elem, slot)
-        return self._pack(I32, [self._pair(row(k0 + 2 * p), row(k0 + 2 * p + 1)) for p in range(8)])
+            return slot
+        return self._pack(I32, [self._packed(elem, [row(k0 + per * p + q) for q in range(per)], 32)
+                                for p in range(8)])
 
     def _a_rows(self, a, elem, m0, rows, repeat, k0, K):
-        """Rows m0.. of a[:, k0:k0+16] as the builtin's a operand (zero rows as padding)."""
+        """Rows m0.. of a[:, k0:k0+K_STEP] as the builtin's a operand: lane l holds elements
+        per*l .. per*l+per-1 of each row (per = K_STEP / simd); zero rows as padding."""
         simd = self.simd
+        per = k_step(elem.name) // simd
+        lane_type = self._a_lane_type(elem)
         values = []
         for r in range(repeat):
             if r >= rows:
-                values.append(ir.Constant(I16 if simd == 16 else I32, 0))
+                values.append(ir.Constant(lane_type, 0))
                 continue
             first = (m0 + r) * K + k0
-            if simd == 16:
-                (slot,) = permute(self.lanes, self.b, a.slots, [first + l for l in range(16)])
-                values.append(self._bits16(elem, slot))
-            else:
-                (lo,) = permute(self.lanes, self.b, a.slots, [first + 2 * l for l in range(8)])
-                (hi,) = permute(self.lanes, self.b, a.slots, [first + 2 * l + 1 for l in range(8)])
-                values.append(self._pair(self._bits16(elem, lo), self._bits16(elem, hi)))
-        return self._pack(I16 if simd == 16 else I32, values)
+            parts = [permute(self.lanes, self.b, a.slots, [first + per * l + q for l in range(simd)])[0]
+                     for q in range(per)]
+            values.append(self._packed(elem, parts, lane_type.width))
+        return self._pack(lane_type, values)
