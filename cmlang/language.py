@@ -96,7 +96,8 @@ _builtin("max", "max(a, b, ...): element-wise maximum (floats: a NaN loses to a 
 _builtin("fma", "fma(a, b, c): a * b + c element-wise, rounded once.")
 _builtin("pow", "pow(a, b): a ** b element-wise on floats (integers are converted to f32).")
 _builtin("dpas", "dpas(acc, a, b): acc + a @ b with acc: matrix[f32, M, N], a: matrix[T, M, K], "
-         "b: matrix[T, K, N], T in f16 bf16 f32; products and sums in f32.")
+         "b: matrix[T, K, N], T in f16 bf16 f32; products and sums in f32. With a, b each i8 or u8: "
+         "acc: matrix[i32, M, N], sums in i32.")
 
 # --- memory -------------------------------------------------------------------------
 _builtin("load", "load(p, offset, n) -> vector[T, n]: p[offset : offset + n]. "

@@ -310,6 +310,8 @@ class RegionLowering:
         acc, a, bm = self.operands(op)
         if uses_systolic(self.profile, op, self.simd):      # the XMX unit: systolic.py
             return self.dpas_systolic(op, acc, a, bm)
+        if acc.elem.is_int:                                  # i8/u8 in software: systolic.py
+            return self.dpas_integer_software(acc, a, bm)
         M, N = acc.type.shape
         K = a.type.shape[1]
         simd, b = self.simd, self.b
@@ -394,7 +396,7 @@ class RegionLowering:
 def dpas_as_loop(op, simd: int, profile=None) -> bool:
     """Whether a dpas is big enough to be lowered as a loop over k (when b is in memory);
     never one for the systolic unit, which takes its operands in registers."""
-    if systolic_candidate(profile, op):
+    if systolic_candidate(profile, op) or op.results[0].type.elem.is_int:
         return False
     M, N = op.results[0].type.shape
     K = op.operands[1].type.shape[1]

@@ -18,6 +18,11 @@ Per lane (lane l):
   (``short``/``shortR``: a[r, l]); sub-group 8, two per lane (``int``/``intR``:
   a[r, 2l] | a[r, 2l + 1] << 16).
 
+Integer inputs (i8/u8, i32 accumulate; ``intel_sub_group_{i8,u8}_{i8,u8}_matrix_mad_k32``)
+take K = 32 per instruction: ``a`` holds 2 (sub-group 16, a short) or 4 (sub-group 8, an int)
+elements of each row per lane, a dword of ``b`` 4 rows (VNNI of 4).  Without the unit
+(the CPU profile) they are multiply-adds in i32 (``dpas_integer_software``).
+
 A larger dpas is tiled: M in repeat counts of up to 8 (a last partial tile is padded with
 zero rows), N in steps of E, K in steps of 16.  A shape that does not tile (N not a
 multiple of E, K not of 16) or a kernel whose simd is not E is a CompileError on such a
@@ -30,7 +35,7 @@ from llvmlite import ir
 
 from cmlang.errors import CompileError
 from . import scalar_ops as so
-from .layout import Reg, permute
+from .layout import Reg, permute, slot_count
 from .llvm_builtins import I32, FLOAT
 
 I16 = ir.IntType(16)
@@ -219,3 +224,26 @@ class SystolicLowering:
                      for q in range(per)]
             values.append(self._packed(elem, parts, lane_type.width))
         return self._pack(lane_type, values)
+
+    def dpas_integer_software(self, acc, a, bm):
+        """acc + a @ b for i8/u8 inputs without the unit: rows of b and acc moved into row
+        registers, then per a[m, k] (broadcast) one multiply-add per slot, in wrapping i32."""
+        b, simd = self.b, self.simd
+        M, N = acc.type.shape
+        K = a.type.shape[1]
+
+        def widen(slots, elem):
+            return [b.sext(s, I32) if elem.is_signed else b.zext(s, I32) for s in slots]
+        aw, bw = widen(a.slots, a.elem), widen(bm.slots, bm.elem)
+        b_rows = [permute(self.lanes, b, bw, [k * N + c for c in range(N)]) for k in range(K)]
+        rows = []
+        for m in range(M):
+            row = permute(self.lanes, b, acc.slots, [m * N + c for c in range(N)])
+            for k in range(K):
+                e = m * K + k
+                amk = self.bi.broadcast(b, aw[e // simd], e % simd)
+                row = [b.add(r, b.mul(amk, bk)) for bk, r in zip(b_rows[k], row)]
+            rows.extend(row)
+        per_row = slot_count(N, simd)
+        index = [(e // N) * per_row * simd + e % N for e in range(M * N)]
+        return Reg(acc.type, permute(self.lanes, b, rows, index))

@@ -833,6 +833,8 @@ class VCLowering(VCBlock2DLowering, StructuredControlFlow):
         acc, a, bm = self.operands(op)
         (m, k), n = a_t.shape, b_t.shape[1]
         elem = a_t.elem
+        if acc_t.elem.is_int:
+            self.unsupported("cm.dpas with i8/u8 inputs")
         if elem.name in DPAS_PRECISION and n % DPAS_EXEC_SIZE == 0 and k % (2 * DPAS_DEPTH) == 0:
             return self._dpas_systolic(acc, a, bm, m, k, n, elem)
         return self._dpas_fma(acc, a, bm, m, k, n, elem)

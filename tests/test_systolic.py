@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import cmlang as cm
-from cmlang import bf16, f16, f32
+from cmlang import bf16, f16, f32, i32, i8, u8
 from cmlang.codegen import intel_gpu, spirv as cg_spirv, systolic
 from cmlang.errors import CompileError
 from cmlang.runtime.profiles import get_profile
@@ -21,9 +21,12 @@ needs_ocloc = pytest.mark.skipif(not intel_gpu.available(),
 EXEC_SIZE = {"pvc": 16, "dg2": 8}
 
 
-def gemm_tile(T, M, N, K, simd, interpret=False):
-    """c[M, N] += a[M, K] @ b[K, N], every operand row-major and dense."""
-    def dpas_tile(a: cm.ptr[T], b: cm.ptr[T], c: cm.ptr[f32]):
+def gemm_tile(T, M, N, K, simd, interpret=False, TB=None):
+    """c[M, N] += a[M, K] @ b[K, N], every operand row-major and dense (c: i32 for i8/u8)."""
+    TB = TB or T
+    TC = i32 if T in (i8, u8) else f32
+
+    def dpas_tile(a: cm.ptr[T], b: cm.ptr[TB], c: cm.ptr[TC]):
         acc = cm.load(c, 0, (M, N), N)
         acc = cm.dpas(acc, cm.load(a, 0, (M, K), K), cm.load(b, 0, (K, N), N))
         cm.store(c, 0, acc, N)
@@ -155,6 +158,9 @@ def define_matrix_builtin(lowering, fn, simd):
     from cmlang.codegen.llvm_builtins import FLOAT, I32
     i16, half = ir.IntType(16), ir.HalfType()
     bf16_inputs = "_bf16_bf16_" in fn.name
+    integer = "_matrix_mad_k32" in fn.name
+    if integer:
+        return define_integer_matrix_builtin(lowering, fn, simd)
     a, b_packed, acc = fn.args
     repeat = acc.type.count if isinstance(acc.type, ir.VectorType) else 1
     builder = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -179,6 +185,39 @@ def define_matrix_builtin(lowering, fn, simd):
                 a_k = half_of(bi.shuffle(builder, a_row, ir.Constant(I32, k // 2)), k)
             b_k = half_of(builder.extract_element(b_packed, ir.Constant(I32, k // 2)), k)
             total = bi.intrinsic(builder, "llvm.fma.f32", FLOAT, a_k, b_k, total)
+        result = total if repeat == 1 else builder.insert_element(result, total, ir.Constant(I32, r))
+    builder.ret(result)
+
+
+def define_integer_matrix_builtin(lowering, fn, simd):
+    """intel_sub_group_{i8,u8}_{i8,u8}_matrix_mad_k32: a[r, k] is byte k % per of lane
+    k // per's value of row r (per = 32 / simd), b[k, l] byte k % 4 of dword k // 4 of lane l."""
+    from llvmlite import ir
+    from cmlang.codegen.llvm_builtins import I32
+    i8 = ir.IntType(8)
+    stem = fn.name.split("intel_sub_group_")[1]
+    a_signed, b_signed = stem.startswith("i8"), stem.split("_")[1] == "i8"
+    a, b_packed, acc = fn.args
+    repeat = acc.type.count if isinstance(acc.type, ir.VectorType) else 1
+    per = 32 // simd
+    builder = ir.IRBuilder(fn.append_basic_block("entry"))
+    bi = lowering.bi
+
+    def byte_of(value, q, signed):
+        byte = builder.trunc(builder.lshr(value, ir.Constant(I32, 8 * q)), i8)
+        return builder.sext(byte, I32) if signed else builder.zext(byte, I32)
+
+    def element(v, r):
+        return v if repeat == 1 else builder.extract_element(v, ir.Constant(I32, r))
+    result = acc
+    for r in range(repeat):
+        a_row = element(a, r)
+        a_row = a_row if a_row.type == I32 else builder.zext(a_row, I32)
+        total = element(acc, r)
+        for k in range(32):
+            a_k = byte_of(bi.shuffle(builder, a_row, ir.Constant(I32, k // per)), k % per, a_signed)
+            b_k = byte_of(builder.extract_element(b_packed, ir.Constant(I32, k // 4)), k % 4, b_signed)
+            total = builder.add(total, builder.mul(a_k, b_k))
         result = total if repeat == 1 else builder.insert_element(result, total, ir.Constant(I32, r))
     builder.ret(result)
 
@@ -222,3 +261,62 @@ def test_systolic_layouts_and_tiling_match_numpy(device, T, M, n_tiles, K):
     want = c.astype(np.float64) + a64 @ b64
     run_with_emulated_unit(gemm_tile(T, M, N, K, E), device, [a, b, c])
     np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5)
+
+
+# --- i8 / u8 inputs, i32 accumulate -----------------------------------------------------------
+
+def int_operands(rng, A, B, M, N, K):
+    def draw(T, shape):
+        lo, hi = (-128, 128) if T == i8 else (0, 256)
+        return rng.integers(lo, hi, shape).astype(T.np_dtype)
+    a, b = draw(A, (M, K)), draw(B, (K, N))
+    c = rng.integers(-10**6, 10**6, (M, N)).astype(np.int32)
+    return a, b, c, c + a.astype(np.int64) @ b.astype(np.int64)
+
+
+@pytest.mark.parametrize("interpret", [False, True], ids=["device", "interpreter"])
+@pytest.mark.parametrize("A,B", [(i8, i8), (u8, i8), (i8, u8), (u8, u8)], ids=str)
+@pytest.mark.parametrize("M,N,K,simd", [(8, 16, 32, 16), (3, 12, 7, 8)])
+def test_integer_dpas_matches_numpy(interpret, A, B, M, N, K, simd):
+    a, b, c, want = int_operands(np.random.default_rng(M + N + K), A, B, M, N, K)
+    gemm_tile(A, M, N, K, simd, interpret, TB=B)[1](a, b, c)
+    np.testing.assert_array_equal(c, want)
+
+
+@pytest.mark.parametrize("device", ["pvc", "dg2"])
+@pytest.mark.parametrize("A,B", [(i8, i8), (u8, i8), (i8, u8), (u8, u8)], ids=str)
+@pytest.mark.parametrize("M,n_tiles,K", [(8, 1, 32), (3, 2, 64)])
+def test_integer_systolic_layouts_match_numpy(device, A, B, M, n_tiles, K):
+    E = EXEC_SIZE[device]
+    a, b, c, want = int_operands(np.random.default_rng(M * K), A, B, M, n_tiles * E, K)
+    run_with_emulated_unit(gemm_tile(A, M, n_tiles * E, K, E, TB=B), device, [a, b, c])
+    np.testing.assert_array_equal(c, want)
+
+
+@needs_ocloc
+@pytest.mark.parametrize("device", ["pvc", "dg2"])
+@pytest.mark.parametrize("A,B", [(i8, i8), (u8, u8), (u8, i8)], ids=str)
+def test_integer_dpas_is_dpas_on_the_unit(device, A, B):
+    E = EXEC_SIZE[device]
+    ck = gemm_tile(A, 8, E, 32, E, TB=B).compile(target="spirv", device=device)
+    assert ck.stats["dpas"] == 1 and ck.stats["external_calls"] == 0 and ck.stats["spill_bytes"] == 0
+    ck = gemm_tile(A, 3, 2 * E, 64, E, TB=B).compile(target="spirv", device=device)
+    assert ck.stats["dpas"] == 4 and ck.stats["external_calls"] == 0
+
+
+def test_integer_dpas_k_must_be_a_multiple_of_32_on_pvc():
+    with pytest.raises(CompileError, match=r"M=8, N=16, K=16 \(i8\) does not map.*K a multiple of 32"):
+        _lower(gemm_tile(i8, 8, 16, 16, 16), "pvc")
+
+
+def test_integer_dpas_is_not_yet_on_vector_compute():
+    with pytest.raises(CompileError, match="cm.dpas with i8/u8 inputs is not supported on spirv-vc yet"):
+        gemm_tile(i8, 8, 16, 32, 16).compile(target="spirv-vc")
+
+
+def test_integer_dpas_needs_an_i32_accumulator():
+    def wrong(a: cm.ptr[i8], c: cm.ptr[f32]):
+        cm.store(c, 0, cm.dpas(cm.load(c, 0, (8, 16), 16), cm.load(a, 0, (8, 32), 32),
+                               cm.load(a, 0, (32, 16), 16)), 16)
+    with pytest.raises(CompileError, match=r"with i8/u8 inputs the accumulator must be matrix\[i32, M, N\]"):
+        cm.kernel(simd=16)(wrong).compile()

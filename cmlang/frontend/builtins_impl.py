@@ -328,10 +328,15 @@ def dpas(em, acc, a, b):
         if not (is_register(x) and x.type.is_matrix):
             raise em.error(f"cm.dpas: {what} must be a matrix, got {describe(x)}")
     ta, tb, tc = a.type, b.type, acc.type
-    if tc.elem != f32:
+    integer = ta.elem.name in ("i8", "u8") and tb.elem.name in ("i8", "u8")
+    if integer:
+        if tc.elem != i32:
+            raise em.error(f"cm.dpas: with i8/u8 inputs the accumulator must be matrix[i32, M, N], got {tc}")
+    elif tc.elem != f32:
         raise em.error(f"cm.dpas: the accumulator must be matrix[f32, M, N], got {tc}")
-    if ta.elem != tb.elem or ta.elem.name not in ("f16", "bf16", "f32"):
-        raise em.error(f"cm.dpas: a and b need one element type of f16, bf16, f32; got {ta} and {tb}")
+    elif ta.elem != tb.elem or ta.elem.name not in ("f16", "bf16", "f32"):
+        raise em.error(f"cm.dpas: a and b need one element type of f16, bf16, f32 (or each of i8, u8); "
+                       f"got {ta} and {tb}")
     (m, k), (k2, n) = ta.shape, tb.shape
     if k != k2 or tc.shape != (m, n):
         raise em.error(f"cm.dpas: shapes do not match: acc {tc}, a {ta}, b {tb} "

@@ -100,7 +100,8 @@ _op("reduce", "region", "(src) -> `kind` in add mul min max and or over the elem
     "gives a scalar; on a matrix axis=0 reduces each column (vector of C), axis=1 each row "
     "(vector of R).", ["kind", "axis"])
 _op("dpas", "region", "(acc, a, b) -> acc + a @ b with acc: matrix<f32, M, N>, a: matrix<T, M, K>, "
-    "b: matrix<T, K, N>; products and sums in f32.")
+    "b: matrix<T, K, N>; products and sums in f32. Integer form: acc: matrix<i32, M, N>, a and b each i8 "
+    "or u8; exact products summed in i32 (wrapping).")
 
 # --- memory -----------------------------------------------------------------------
 _op("load", "memory", "(p, off) -> vector<T, n>: element i is p[off + i].", has_side_effects=False)

@@ -345,11 +345,12 @@ def _reduce(op):
 
 def _dpas(op):
     acc, a, b = _types(op.operands)
-    ok = (all(is_register(t) and t.is_matrix for t in (acc, a, b)) and acc.elem.name == "f32"
-          and a.elem == b.elem and a.elem.name in ("f16", "bf16", "f32")
+    floats = acc.elem.name == "f32" and a.elem == b.elem and a.elem.name in ("f16", "bf16", "f32")
+    ints = acc.elem.name == "i32" and a.elem.name in ("i8", "u8") and b.elem.name in ("i8", "u8")
+    ok = (all(is_register(t) and t.is_matrix for t in (acc, a, b)) and (floats or ints)
           and a.shape[0] == acc.shape[0] and b.shape[1] == acc.shape[1] and a.shape[1] == b.shape[0])
     _require(op, ok, "needs acc: matrix<f32, M, N>, a: matrix<T, M, K>, b: matrix<T, K, N> with T in "
-                     f"f16 bf16 f32, got {_fmt((acc, a, b))}")
+                     f"f16 bf16 f32 (or i32 acc with a, b each i8 or u8), got {_fmt((acc, a, b))}")
     _result_is(op, acc)
 
 
