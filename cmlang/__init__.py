@@ -26,11 +26,13 @@ from .errors import CompileError, LaunchError, KernelRuntimeError  # noqa: E402,
 from .language import *  # noqa: E402,F401,F403  (the builtins: cm.load, cm.exp, ...)
 from .language import func  # noqa: E402,F401
 from .kernel import kernel, Kernel, CompiledKernel  # noqa: E402,F401
+from . import limits  # noqa: E402,F401  (the budgets; see docs/api.md "Errors")
+from .autotuning import autotune, AutotuneWarning  # noqa: E402,F401
 from .runtime.launch_config import group  # noqa: E402,F401  (k[grid, cm.group(...)])
 from .runtime import (  # noqa: E402,F401
     devices, set_device, get_device, synchronize, to_device, DeviceArray,
 )
-from .runtime.package import load_package  # noqa: E402,F401  (precompiled .cmpkg packages)
+from .runtime.package import load_package, PackageError  # noqa: E402,F401  (.cmpkg packages)
 from .package import build_package  # noqa: E402,F401
 
 __version__ = "0.1.0"

@@ -40,7 +40,6 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 import textwrap
 import time
 import types
@@ -48,185 +47,15 @@ import types
 from . import reads
 from .kernel import CompiledKernel
 from .runtime.profiles import get_profile
-
-ENTRY_MAGIC = b"CMLANG-CACHE-ENTRY\n"
-ENTRY_VERSION = 2            # bump when the layout of entries or keys changes
-ENTRY_SUFFIX = ".entry"
-LLVM_IR_SUFFIX = ".llvm-ir"    # beside a kernel entry: its LLVM IR, loaded on demand
-KERNELS = "kernels"
-DEVICE_BINARIES = "device-binaries"
-NATIVE_BINARIES = "native-binaries"   # Intel GPU binaries built by ocloc (cmlang.codegen.intel_gpu)
-STORES = (KERNELS, DEVICE_BINARIES, NATIVE_BINARIES)
-DISABLE_ENV = "CMLANG_CACHE"
-DIR_ENV = "CMLANG_CACHE_DIR"
-MAX_MB_ENV = "CMLANG_CACHE_MAX_MB"
-DEFAULT_MAX_MB = 2048
-
-
-class CorruptEntry(Exception):
-    """An entry file that does not parse or whose checksum does not match."""
-
-
-# ---------------------------------------------------------------------------
-# Where, and whether
-
-def enabled() -> bool:
-    return os.environ.get(DISABLE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
-
-
-def cache_root() -> str:
-    """cmlang's cache folder (shared with the OpenCL vendors folder of runtime/icd.py)."""
-    explicit = os.environ.get(DIR_ENV)
-    if explicit:
-        return explicit
-    import platformdirs
-    return platformdirs.user_cache_dir("cmlang")
-
-
-def max_bytes() -> int:
-    """The size the stores are kept under (``CMLANG_CACHE_MAX_MB``, MiB)."""
-    raw = os.environ.get(MAX_MB_ENV, "")
-    try:
-        mb = float(raw) if raw.strip() else DEFAULT_MAX_MB
-    except ValueError:
-        raise ValueError(f"{MAX_MB_ENV}={raw!r} is not a number of MiB") from None
-    return int(mb * 2**20)
-
-
-def store_dir(store: str) -> str:
-    return os.path.join(cache_root(), store)
-
-
-def entry_path(store: str, key: str) -> str:
-    return os.path.join(store_dir(store), key + ENTRY_SUFFIX)
-
-
-# ---------------------------------------------------------------------------
-# Entries: magic, JSON header, body
-
-def pack_entry(sections: dict) -> bytes:
-    """``{name: bytes}`` -> the bytes of an entry file."""
-    body = b"".join(sections.values())
-    header = {"version": ENTRY_VERSION,
-              "sections": [[name, len(data)] for name, data in sections.items()],
-              "sha256": hashlib.sha256(body).hexdigest()}
-    return ENTRY_MAGIC + json.dumps(header).encode() + b"\n" + body
-
-
-def unpack_entry(blob: bytes) -> dict:
-    """The inverse of ``pack_entry``; CorruptEntry when anything is off."""
-    if not blob.startswith(ENTRY_MAGIC):
-        raise CorruptEntry("bad magic")
-    header_end = blob.find(b"\n", len(ENTRY_MAGIC))
-    if header_end < 0:
-        raise CorruptEntry("no header")
-    try:
-        header = json.loads(blob[len(ENTRY_MAGIC):header_end])
-        version, sections, checksum = header["version"], header["sections"], header["sha256"]
-    except (ValueError, KeyError, TypeError):
-        raise CorruptEntry("unreadable header") from None
-    if version != ENTRY_VERSION:
-        raise CorruptEntry(f"entry version {version}")
-    body = memoryview(blob)[header_end + 1:]
-    if hashlib.sha256(body).hexdigest() != checksum:
-        raise CorruptEntry("checksum mismatch")
-    out, offset = {}, 0
-    for name, size in sections:
-        out[name] = bytes(body[offset:offset + size])
-        offset += size
-    if offset != len(body):
-        raise CorruptEntry("section sizes do not add up")
-    return out
-
-
-def read_entry(path: str):
-    """The sections of the entry at ``path``; None if missing.  A corrupt entry is
-    removed (and None returned) so that the caller rebuilds it."""
-    try:
-        with open(path, "rb") as f:
-            blob = f.read()
-    except OSError:
-        return None
-    try:
-        sections = unpack_entry(blob)
-    except CorruptEntry:
-        _remove(path)
-        return None
-    try:
-        os.utime(path)          # used now: the eviction order is least recently used first
-    except OSError:
-        pass                    # a read-only cache still serves hits
-    return sections
-
-
-def write_entry(path: str, sections: dict) -> bool:
-    """Write an entry atomically; False (and nothing written) when the disk refuses.
-    Then evict the least recently used entries if the stores are over ``max_bytes()``."""
-    try:
-        write_atomically(path, pack_entry(sections))
-    except OSError:
-        return False  # a read-only or full cache disk must not break compilation
-    evict(max_bytes(), keep=path)
-    return True
-
-
-def evict(limit: int, keep: str | None = None) -> int:
-    """If the stores hold more than ``limit`` bytes, delete least recently used entries
-    (a kernel entry with its LLVM IR side file) down to 90% of it, never the one at
-    ``keep``; returns how many went.  Safe against other processes doing the same."""
-    units = {}                                   # stem path -> [size, last use]
-    for store in STORES:
-        try:
-            files = list(os.scandir(store_dir(store)))
-        except OSError:
-            continue
-        for f in files:
-            if not f.name.endswith((ENTRY_SUFFIX, LLVM_IR_SUFFIX)):
-                continue
-            try:
-                st = f.stat()
-            except OSError:
-                continue                          # evicted meanwhile by another process
-            unit = units.setdefault(os.path.splitext(f.path)[0], [0, 0.0])
-            unit[0] += st.st_size
-            if f.name.endswith(ENTRY_SUFFIX):
-                unit[1] = st.st_mtime             # a lone side file keeps 0: oldest
-    total = sum(size for size, _ in units.values())
-    if total <= limit:
-        return 0
-    kept = os.path.splitext(keep)[0] if keep else None
-    removed = 0
-    for stem, (size, _) in sorted(units.items(), key=lambda item: item[1][1]):
-        if total <= 0.9 * limit:
-            break
-        if stem == kept:
-            continue
-        _remove(stem + ENTRY_SUFFIX)              # the entry first: an entry implies its side file
-        _remove(stem + LLVM_IR_SUFFIX)
-        total -= size
-        removed += 1
-    return removed
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
-    except BaseException:
-        _remove(tmp)
-        raise
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass  # gone already (another process), or not ours to remove
-
+# The folder, the entry format, eviction and the driver-binary store are the runtime's
+# (a launch reuses driver binaries without the compiler); re-exported for the compiler's
+# kernel store and the command line.
+from .runtime.disk_store import (  # noqa: F401
+    ENTRY_MAGIC, ENTRY_VERSION, ENTRY_SUFFIX, LLVM_IR_SUFFIX, KERNELS, DEVICE_BINARIES,
+    NATIVE_BINARIES, STORES, DISABLE_ENV, DIR_ENV, MAX_MB_ENV, DEFAULT_MAX_MB, CorruptEntry,
+    enabled, cache_root, max_bytes, store_dir, entry_path, pack_entry, unpack_entry, read_entry,
+    write_entry, evict, write_atomically, build_device_kernel, _remove, _warn_once,
+)
 
 # ---------------------------------------------------------------------------
 # Fingerprints of the toolchain (computed once per process)
@@ -261,7 +90,7 @@ def _compiler_roots(cmlang):
 # Parts of the cmlang package that do not change what the compiler emits; everything
 # else (a new module included) counts as compiler source.
 _NOT_COMPILER_DIRS = {"__pycache__", "runtime", "examples"}
-_NOT_COMPILER_FILES = {"bench.py", "cli.py", "package.py", "isa_report.py", "intel_gpu.py"}
+_NOT_COMPILER_FILES = {"bench.py", "cli.py", "package.py", "isa_report.py", "intel_gpu.py", "autotuning.py"}
 
 
 def _source_files(root):
@@ -372,14 +201,16 @@ def load_compiled(kernel, key: str, target: str, constexprs: dict):
     if sections is None:
         return None
     from cmlang.runtime.package import binary_from_json
+    from cmlang.runtime.spirv_check import ModuleMismatch, check_module
     try:
         if not reads.still_valid(json.loads(sections["reads"]), kernel.fn, constexprs):
             return None         # stale: compiled again and stored over it
         manifest = json.loads(sections["manifest"])
         binary = binary_from_json(manifest["binary"], sections["spirv"])
+        check_module(binary)    # the record and the SPIR-V agree (simd, entry point)
         return CachedCompiledKernel(kernel, binary, sections["ir"].decode(),
                                     llvm_ir_path(key), target)
-    except (KeyError, ValueError, TypeError):
+    except (KeyError, ValueError, TypeError, ModuleMismatch):
         _remove(entry_path(KERNELS, key))  # valid checksum, wrong content: an old layout
         return None
 
@@ -454,68 +285,6 @@ class CachedCompiledKernel(CompiledKernel):
 
     def __repr__(self):
         return f"<cmlang compiled kernel {self.binary.name} target={self.target} (disk cache)>"
-
-
-# ---------------------------------------------------------------------------
-# Driver binaries: skip the driver's SPIR-V compile on later runs
-
-def _quiet_build(cl, program, device):
-    import warnings
-    with warnings.catch_warnings():  # the driver's chatter on success is noise
-        warnings.simplefilter("ignore", cl.CompilerWarning)
-        return program.build(devices=[device.cl_device])
-
-
-def build_device_kernel(device, spirv: bytes, name: str, options: str = "", fallback=None):
-    """``device.build_kernel(spirv, name)``, reusing the driver's binary from disk.
-
-    OpenCL devices only (others build as usual).  The key covers the SPIR-V, the
-    device and its driver version, so a driver update rebuilds; a binary the driver
-    refuses is deleted and rebuilt from SPIR-V.  ``fallback(spirv, name)`` builds
-    without the store (default ``device.build_kernel``): used for other backends
-    and to report a failed build with the driver's log.
-    """
-    fallback = fallback or device.build_kernel
-    if options or not enabled() or getattr(device, "backend", None) != "opencl" \
-            or not hasattr(device, "cl_device"):
-        return fallback(spirv, name, options)   # builds with options (vISA modules) skip the store
-    import pyopencl as cl
-    path = entry_path(DEVICE_BINARIES, _device_binary_key(device, spirv))
-    sections = read_entry(path)
-    if sections is not None:
-        try:
-            program = cl.Program(device.context, [device.cl_device], [sections["binary"]])
-            return cl.Kernel(_quiet_build(cl, program, device), name)
-        except (cl.Error, KeyError, RuntimeError):
-            _remove(path)
-    try:
-        program = _quiet_build(cl, cl.Program(device.context, spirv), device)
-        kernel = cl.Kernel(program, name)
-    except cl.Error:
-        return fallback(spirv, name)  # its LaunchError carries the build log
-    device.check_vectorized(program, spirv, name)
-    binaries = program.get_info(cl.program_info.BINARIES)
-    if binaries and binaries[0]:
-        write_entry(path, {"binary": bytes(binaries[0])})
-    return kernel
-
-
-def _device_binary_key(device, spirv: bytes) -> str:
-    cl_device = device.cl_device
-    identity = "\0".join([_device_identity(cl_device), hashlib.sha256(spirv).hexdigest()])
-    return hashlib.sha256(identity.encode()).hexdigest()
-
-
-_identities: dict = {}
-
-
-def _device_identity(cl_device) -> str:
-    ident = _identities.get(cl_device.int_ptr)
-    if ident is None:
-        ident = _identities[cl_device.int_ptr] = "\0".join(
-            [str(ENTRY_VERSION), cl_device.platform.name, cl_device.platform.version,
-             cl_device.name, cl_device.version, cl_device.driver_version])
-    return ident
 
 
 # ---------------------------------------------------------------------------

@@ -31,3 +31,40 @@ class LaunchError(Exception):
 
 class KernelRuntimeError(Exception):
     """An error raised while a kernel runs in the interpreter (names thread and line)."""
+
+
+# ---------------------------------------------------------------------------
+# Tracebacks that end at the user's call
+
+FULL_TRACEBACK_ENV = "CMLANG_FULL_TRACEBACK"
+USER_ERRORS = (CompileError, LaunchError, KernelRuntimeError)
+
+
+def full_tracebacks() -> bool:
+    import os
+    return os.environ.get(FULL_TRACEBACK_ENV, "") not in ("", "0")
+
+
+def trimmed(error: BaseException) -> BaseException:
+    """``error`` without the compiler's frames: raise the result ``from None`` at the
+    public entry point and the traceback shows the user's frames and that one line.
+    ``CMLANG_FULL_TRACEBACK=1`` keeps everything (for reporting compiler bugs)."""
+    if full_tracebacks():
+        return error
+    error.__cause__ = None
+    error.__suppress_context__ = True
+    return error.with_traceback(None)
+
+
+def public(fn):
+    """Decorator for the public entry points that are not on a launch's hot path:
+    cmlang's own errors leave them with the compiler-internal frames trimmed."""
+    import functools
+
+    @functools.wraps(fn)
+    def entry(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as e:
+            raise trimmed(e)  # noqa: B904  (trimmed() decides what chains)
+    return entry

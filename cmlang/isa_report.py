@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .autotuning import in_tuning
 from .runtime.profiles import device_choice
 
 STATS_COLUMNS = ("instructions", "spill_bytes", "grf", "dpas", "block2d", "messages")
@@ -70,7 +71,7 @@ def recording():
 
     def specialization(self, key=(), target="spirv", *rest):
         ident = (self.fn, self.simd, key)
-        if ident not in seen:
+        if ident not in seen and not in_tuning():     # an autotuner's trials are not the program
             seen.add(ident)
             found.append((self, key))
         return original(self, key, target, *rest)

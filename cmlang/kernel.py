@@ -10,12 +10,15 @@ compiles it on a miss (front end -> IR passes -> codegen), and hands the resulti
 from __future__ import annotations
 
 import builtins
+import contextlib
 import inspect
 import os
 from dataclasses import dataclass
 
-from .errors import CompileError, LaunchError
+from . import limits
+from .errors import CompileError, LaunchError, USER_ERRORS, public, trimmed
 from .runtime import launch_config
+from .runtime.binary import constexpr_key
 from .runtime.launcher import Launched, launch as _runtime_launch
 from .types import ScalarType, PtrType, SCALAR_TYPES, constexpr, i32, f32, bool_
 from .targets import check_target_name, target_names
@@ -52,8 +55,13 @@ class CompiledKernel:
     def __getitem__(self, config):
         grid, group = launch_config.parse(config, self.binary.name)
         binder = launch_config.Binder(self.binary.name, [p.name for p in self.binary.params])
-        return lambda *args, **kwargs: _launch_binary(self.binary, grid, group,
-                                                      binder.bind(args, kwargs))
+
+        def launch(*args, **kwargs):
+            try:
+                return _launch_binary(self.binary, grid, group, binder.bind(args, kwargs))
+            except USER_ERRORS as e:
+                raise trimmed(e)  # noqa: B904
+        return launch
 
     # What Intel's GPU compiler made of it: set by ``compile(..., device=...)``
     # (a cmlang.codegen.intel_gpu.NativeBuild; a class attribute, not a dataclass field).
@@ -82,18 +90,29 @@ class CompiledKernel:
 
 
 class Kernel:
+    @public
     def __init__(self, fn, simd=16, interpret=False, grf=128):
-        if simd not in (8, 16, 32):
-            raise CompileError(f"simd must be 8, 16 or 32, got {simd!r}")
-        if grf not in (128, 256):
-            raise CompileError(f"grf must be 128 or 256 (registers per hardware thread), got {grf!r}")
+        if not callable(fn) or not hasattr(fn, "__code__"):
+            raise CompileError(f"@cm.kernel decorates a Python function, got {fn!r}")
+        # Decoration-time errors point at the def line.
+        if type(simd) is not int or simd not in (8, 16, 32):
+            raise CompileError(f"{fn.__name__}: simd must be the int 8, 16 or 32, got {simd!r}",
+                               def_location(fn))
+        if type(grf) is not int or grf not in (128, 256):
+            raise CompileError(f"{fn.__name__}: grf must be 128 or 256 (registers per hardware thread), "
+                               f"got {grf!r}", def_location(fn))
         self.fn = fn
         self.simd = simd
         self.grf = grf            # 256: the large register file mode (profiles with large_grf)
         self.interpret = interpret
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
-        self.params = _read_params(fn)                     # [(name, type or constexpr)]
+        try:
+            self.params = _read_params(fn)                 # [(name, type or constexpr)]
+        except CompileError as e:
+            if e.loc is not None:
+                raise
+            raise CompileError(e.message, def_location(fn)) from None
         self.runtime_params = [(n, t) for n, t in self.params if t is not constexpr]
         self._constexpr_positions = [i for i, (_, t) in enumerate(self.params) if t is constexpr]
         self._specializations = {}                 # (constexpr values, target, profile) -> CompiledKernel
@@ -117,7 +136,7 @@ class Kernel:
             names = ", ".join(n for n, _ in self.params)
             raise LaunchError(f"{self.__name__}() takes {len(self.params)} arguments ({names}), "
                               f"got {len(args)}")
-        key = tuple(_constexpr_key(args[i]) for i in self._constexpr_positions)
+        key = tuple(constexpr_key(args[i]) for i in self._constexpr_positions)
         if not self._constexpr_positions:
             return key, args
         runtime = [a for i, a in enumerate(args) if i not in self._constexpr_positions]
@@ -133,11 +152,23 @@ class Kernel:
         if fn is None:
             from .frontend import compile_to_ir
             from .passes.pipeline import run_pipeline
-            fn = compile_to_ir(self.fn, dict(self.runtime_params), self._constexpr_dict(key), self.simd,
-                               name=self.__name__)
-            run_pipeline(fn)
+            with self._compiling():
+                fn = compile_to_ir(self.fn, dict(self.runtime_params), self._constexpr_dict(key),
+                                   self.simd, name=self.__name__)
+                run_pipeline(fn)
             self._ir_cache[key] = fn
         return fn
+
+    @contextlib.contextmanager
+    def _compiling(self):
+        """Front end, passes and codegen: deep recursion allowed up to the nesting budget,
+        and a RecursionError past it becomes a CompileError at the kernel's def line."""
+        try:
+            with limits.compiler_recursion():
+                yield
+        except RecursionError:
+            raise CompileError(limits.recursion_message(f"kernel '{self.__name__}'"),
+                               def_location(self.fn)) from None
 
     def specialization(self, key=(), target="spirv", profile=DEFAULT_PROFILE) -> CompiledKernel:
         profile = get_profile(profile)
@@ -157,14 +188,16 @@ class Kernel:
                 return ck
         from cmlang.codegen import compile_function
         fn = self.ir_function(key)
-        result = _with_register_file(compile_function(fn, target=target, profile=profile),
-                                     self.grf, profile, self.__name__)
+        with self._compiling():
+            result = _with_register_file(compile_function(fn, target=target, profile=profile),
+                                         self.grf, profile, self.__name__)
         ck = CompiledKernel(self, fn, make_binary(fn, result, profile.name), result.llvm_ir, target,
                             profile.name)
         if disk_key is not None:
             cache.store_compiled(disk_key, ck)
         return ck
 
+    @public
     def compile(self, *args_or_types, target="spirv", device=None, **constexprs) -> CompiledKernel:
         """Compile one specialization: give launch arguments (or types) in order,
         or only the constexpr values by name.  ``device`` names a device: a profile
@@ -179,7 +212,7 @@ class Kernel:
             missing = [n for n in names if n not in constexprs]
             if missing:
                 raise CompileError(f"{self.__name__}: constexpr parameter(s) {', '.join(missing)} need a value")
-            key = tuple(_constexpr_key(constexprs[n]) for n in names)
+            key = tuple(constexpr_key(constexprs[n]) for n in names)
         if device is None:
             return self.specialization(key, target, _current_profile())
         profile, native_device = device_choice(device)
@@ -187,6 +220,7 @@ class Kernel:
         return ck if native_device is None else _with_native_build(ck, native_device, getattr(self, "grf", 128))
 
     # --- launch -----------------------------------------------------------------
+    @public
     def launch(self, grid, /, *args, group=None, **kwargs):
         """``k.launch(grid, *args, group=cm.group(...), **kwargs)``: ``k[grid, cm.group(...)](...)``
         spelled as a call (``group`` is a ``cm.group``, an int or a tuple of ints)."""
@@ -219,9 +253,12 @@ class _BoundLaunch:
 
     def __call__(self, *args, **kwargs):
         kernel = self.kernel
-        if kwargs:  # positional arguments alone are counted by _split_args
-            args = kernel._binder.bind(args, kwargs)
-        return kernel._launch(self.grid, self.group, args)
+        try:
+            if kwargs:  # positional arguments alone are counted by _split_args
+                args = kernel._binder.bind(args, kwargs)
+            return kernel._launch(self.grid, self.group, args)
+        except USER_ERRORS as e:
+            raise trimmed(e)  # noqa: B904  (the compiler's frames are not the user's)
 
 
 def _current_profile():
@@ -244,11 +281,14 @@ def make_binary(fn, codegen_result, profile=""):
         params.append(Param(name, value.type, writes=bool(use and use.writes),
                             min_elems=use.min_elems if use else 0))
     group_features = uses_groups(fn)
+    slm_bytes = sum(op.attrs["n"] * op.results[0].type.elem.nbytes
+                    for op in fn.walk() if op.opcode == "slm")
     if codegen_result is None:
-        return KernelBinary(fn.name, b"", fn.simd, tuple(params), group_features)
+        return KernelBinary(fn.name, b"", fn.simd, tuple(params), group_features, slm_bytes=slm_bytes)
     return KernelBinary(codegen_result.kernel_name, codegen_result.spirv, fn.simd, tuple(params),
                         group_features, tuple(codegen_result.extensions), codegen_result.target,
-                        codegen_result.lanes_per_thread, codegen_result.build_options, profile)
+                        codegen_result.lanes_per_thread, codegen_result.build_options, profile,
+                        slm_bytes)
 
 
 def _with_register_file(result, grf, profile, name):
@@ -279,6 +319,22 @@ def _launch_binary(binary, grid, group, args):
     return _runtime_launch(binary, grid, group, args)
 
 
+def def_location(fn):
+    """The place of ``fn``'s ``def`` line (decorators skipped), for decoration-time errors."""
+    import linecache
+    from .ir.core import Location
+    code = fn.__code__
+    line = code.co_firstlineno
+    for offset in range(64):    # past the decorators, which may span lines
+        text = linecache.getline(code.co_filename, line + offset)
+        stripped = text.lstrip()
+        if stripped.startswith(("def ", "async def ")):
+            return Location(code.co_filename, line + offset, len(text) - len(stripped))
+        if not text:
+            break
+    return Location(code.co_filename, line, 0)
+
+
 def _read_params(fn):
     sig = inspect.signature(fn)
     params = []
@@ -306,15 +362,6 @@ def _read_params(fn):
     return params
 
 
-def _constexpr_key(value):
-    """A hashable key for a constexpr value that also tells 1 from 1.0 from True."""
-    if isinstance(value, (list, tuple)):
-        return ("tuple", tuple(_constexpr_key(v) for v in value))
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        value = value.item()
-    return (type(value).__name__, value)
-
-
 def _constexpr_value(key):
     kind, value = key
     if kind == "tuple":
@@ -326,5 +373,5 @@ def kernel(fn=None, *, simd=16, interpret=False, grf=128):
     """Decorator: ``@cm.kernel`` or ``@cm.kernel(simd=16, interpret=False, grf=128)``
     (``grf=256``: the large register file mode, where the device has it)."""
     if fn is None:
-        return lambda f: Kernel(f, simd=simd, interpret=interpret, grf=grf)
+        return public(lambda f: Kernel(f, simd=simd, interpret=interpret, grf=grf))
     return Kernel(fn, simd=simd, interpret=interpret, grf=grf)

@@ -24,6 +24,7 @@ import zipfile
 from .errors import CompileError
 from .kernel import Kernel, TARGETS
 from .runtime.package import (CONSTEXPR, FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME,
+                              MANIFEST_SHA_NAME, manifest_checksum,
                               binary_to_json, constexpr_key, constexpr_to_json)
 from .types import constexpr
 
@@ -45,7 +46,7 @@ def build_package(path, specs, target="spirv", progress=None, devices=()) -> str
         payloads[payload_name] = bytes(ck.binary.spirv)
         record = _record(kernel, constexprs, spec_target, ck.binary, payload_name)
         if devices:
-            record["native"] = _native_payloads(kernel, ck, devices, index, payloads)
+            record["native"] = _native_payloads(kernel, constexprs, ck, devices, index, payloads)
         records.append(record)
     _check_unambiguous(records)
     import cmlang
@@ -118,13 +119,14 @@ def _record(kernel, constexprs, spec_target, binary, payload_name):
     }
 
 
-def _native_payloads(kernel, ck, devices, index, payloads) -> list:
-    """Build ``ck`` for each Intel GPU; store the binaries, return their manifest entries."""
-    from cmlang.codegen.intel_gpu import build_native
+def _native_payloads(kernel, constexprs, ck, devices, index, payloads) -> list:
+    """Build the specialization ``ck`` for each Intel GPU, from the SPIR-V of that GPU's
+    device profile (the package's SPIR-V is the building device's, which may carry another
+    device's workarounds; the kernel's launch contract is the same); store the binaries,
+    return their manifest entries."""
     entries = []
     for device in devices:
-        build = build_native(ck.binary.spirv, ck.binary.name, device, ck.target,
-                             getattr(kernel, "grf", 128))
+        build = kernel.compile(target=ck.target, device=device, **constexprs).native_build
         name = f"native/{index:04d}-{_safe(kernel.__name__)}.{_safe(device)}.bin"
         payloads[name] = build.binary
         entries.append({"device": device, "payload": name, "options": list(build.options),
@@ -168,7 +170,9 @@ def _write_zip(path, manifest, payloads):
     os.close(fd)
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr(MANIFEST_NAME, json.dumps(manifest, indent=1))
+            manifest_bytes = json.dumps(manifest, indent=1).encode()
+            zf.writestr(MANIFEST_NAME, manifest_bytes)
+            zf.writestr(MANIFEST_SHA_NAME, manifest_checksum(manifest_bytes))
             for name, data in payloads.items():
                 zf.writestr(name, data)
         os.chmod(tmp, 0o666 & ~_umask())  # a file to ship: not mkstemp's private 0600

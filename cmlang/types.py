@@ -11,6 +11,9 @@ import math
 
 import numpy as np
 
+from .errors import CompileError
+from .limits import REGISTER_ELEMENTS
+
 
 @dataclass(frozen=True)
 class ScalarType:
@@ -111,6 +114,9 @@ class VectorType:
     def __post_init__(self):
         if len(self.shape) not in (1, 2) or any((not isinstance(d, int)) or d <= 0 for d in self.shape):
             raise TypeError(f"bad register shape {self.shape}")
+        if math.prod(self.shape) > REGISTER_ELEMENTS.value:
+            raise CompileError(REGISTER_ELEMENTS.exceeded(
+                math.prod(self.shape), f"register {self}"))
 
     @property
     def size(self):
@@ -167,10 +173,49 @@ def with_elem(t, elem):
 # ---------------------------------------------------------------------------
 # The user-facing spellings: vector[f32, 16], matrix[f32, 8, 16], ptr[f32], constexpr.
 
+class TypeSpellingError(CompileError, TypeError):
+    """``cm.vector[...]`` / ``cm.matrix[...]`` / ``cm.ptr[...]`` spelled wrong, at the line
+    that spells it (also a TypeError, as Python's own subscript errors are)."""
+
+
+def _spelling_error(message):
+    """A TypeSpellingError at the first frame outside cmlang: the user's annotation or
+    module line (inside a kernel body the front end puts the node's place instead)."""
+    import os
+    import sys
+    from .ir.core import Location
+    here = os.path.dirname(os.path.abspath(__file__))
+    frame = sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here + os.sep):
+        frame = frame.f_back
+    loc = Location(frame.f_code.co_filename, frame.f_lineno, 0) if frame is not None else None
+    return TypeSpellingError(message, loc)
+
+
+def _sizes(spelling, key, count):
+    """``key`` of ``spelling`` (e.g. ``cm.vector[T, N]``) as (element type, sizes)."""
+    key = key if isinstance(key, tuple) else (key,)
+    if len(key) != count + 1:
+        raise _spelling_error(f"{spelling} takes an element type and {count} size"
+                              f"{'s' if count > 1 else ''}, got {len(key)} item(s): {key!r}")
+    sizes = key[1:]
+    for n in sizes:
+        if type(n) is not int and not (hasattr(n, "__index__") and not isinstance(n, bool)
+                                       and type(n).__module__ == "numpy"):
+            raise _spelling_error(f"{spelling}: sizes must be ints, got {n!r}")
+        if int(n) <= 0:
+            raise _spelling_error(f"{spelling}: sizes must be positive, got {int(n)}")
+    try:
+        elem = _scalar(key[0])
+    except TypeError as e:
+        raise _spelling_error(f"{spelling}: {e}") from None
+    return elem, tuple(int(n) for n in sizes)
+
+
 class _VectorSpelling:
     def __getitem__(self, key):
-        elem, n = key
-        return VectorType(_scalar(elem), (int(n),))
+        elem, shape = _sizes("cm.vector[T, N]", key, 1)
+        return VectorType(elem, shape)
 
     def __repr__(self):
         return "cmlang.vector"
@@ -178,8 +223,8 @@ class _VectorSpelling:
 
 class _MatrixSpelling:
     def __getitem__(self, key):
-        elem, r, c = key
-        return VectorType(_scalar(elem), (int(r), int(c)))
+        elem, shape = _sizes("cm.matrix[T, ROWS, COLS]", key, 2)
+        return VectorType(elem, shape)
 
     def __repr__(self):
         return "cmlang.matrix"
@@ -187,7 +232,10 @@ class _MatrixSpelling:
 
 class _PtrSpelling:
     def __getitem__(self, elem):
-        return PtrType(_scalar(elem))
+        try:
+            return PtrType(_scalar(elem))
+        except TypeError as e:
+            raise _spelling_error(f"cm.ptr[T]: {e}") from None
 
     def __repr__(self):
         return "cmlang.ptr"

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from . import scalar_ops as so
+from . import elementwise as so
 from .layout import Reg, slot_count
 from .llvm_builtins import I32, I64, value_type
 

@@ -21,8 +21,9 @@ class StructuredControlFlow:
     """Mixin: ``lower_kernel_body``, ``lower_block``, ``lower_op`` (dispatch to ``op_<opcode>``)
     and the ops that own blocks, ``op_for``, ``op_while`` and ``op_if``.
 
-    The class mixing this in provides ``self.fn`` (the IR function), ``self.values`` (IR value
-    -> lowered value), ``self.b`` (the ``ir.IRBuilder`` at the current position),
+    The class mixing this in provides ``self.fn`` (the IR function), ``self.profile`` (the
+    device profile), ``self.values`` (IR value -> lowered value), ``self.b`` (the
+    ``ir.IRBuilder`` at the current position),
     ``self.kernel`` (the ``ir.Function`` being built), the ``op_*`` methods (including
     ``op_binary``, ``op_unary`` and ``op_id`` for those op families) and these hooks:
 
@@ -37,16 +38,19 @@ class StructuredControlFlow:
         Adds ``value`` (shaped like ``phi_value``) as the incoming value from ``block`` to
         every phi inside ``phi_value``.
     ``_visibly_uniform(value)`` (optional; the default returns ``value``)
-        A ``for`` loop's scalar bound or step, or a ``while`` condition computed with a
-        scalar min/max/abs, in a form the target's compiler can see is the same in every
-        lane. Scalars are uniform by the execution model, but a compiler that vectorizes
-        across lanes cannot always prove it, and then runs the whole loop under a lane
-        mask. A ``while`` condition that does not change inside the loop goes through it
-        too: the hook's value must be one the optimizer cannot hoist out of the loop, so
-        the loop keeps its exit (LLVM turns ``while c:`` with an invariant ``c`` into a
-        loop with no exit at all, and the CPU runtime's vectorizer gives up on a kernel
-        holding one; see ``simt.py``). (Other while conditions are left alone: a
-        convergent call in the loop header stops LLVM from rotating the loop.)
+        Called only where the device profile asks for it, the CPU runtime's workaround
+        ``profile.cpu.broadcast_loop_bounds``: a ``for`` loop's scalar bound or step, or a
+        ``while`` condition computed with a scalar min/max/abs, in a form the target's
+        compiler can see is the same in every lane. Scalars are uniform by the execution
+        model, but the CPU runtime's vectorizer cannot always prove it, and then runs the
+        whole loop under a lane mask. A ``while`` condition that does not change inside
+        the loop goes through it too: the hook's value must be one the optimizer cannot
+        hoist out of the loop, so the loop keeps its exit (LLVM turns ``while c:`` with an
+        invariant ``c`` into a loop with no exit at all, and the CPU runtime's vectorizer
+        gives up on a kernel holding one; see ``simt.py``). A loop with no exit is correct
+        code elsewhere (an Intel GPU compiler takes it), so other profiles get none of
+        this. (Other while conditions are left alone: a convergent call in the loop header
+        stops LLVM from rotating the loop.)
     """
 
     def lower_kernel_body(self):
@@ -129,7 +133,8 @@ class StructuredControlFlow:
     def op_for(self, op):
         b = self.b
         lo, hi, step, *init = self.operands(op)
-        lo, hi, step = (self._visibly_uniform(v) for v in (lo, hi, step))
+        if self.profile.cpu.broadcast_loop_bounds:
+            lo, hi, step = (self._visibly_uniform(v) for v in (lo, hi, step))
         pre, header, body_bb, exit_bb = self._enter_loop("for.header", "for.body", "for.exit")
         iv = b.phi(lo.type)
         carried = self._phis_like(init)
@@ -190,7 +195,8 @@ class StructuredControlFlow:
         self._add_incoming(carried, init, pre)
         cond_op = self.lower_block(before, carried)
         c, *passed = self.operands(cond_op)
-        if _computes_scalar_min_max_abs(before) or _is_loop_invariant(cond_op.operands[0], op):
+        if self.profile.cpu.broadcast_loop_bounds and (
+                _computes_scalar_min_max_abs(before) or _is_loop_invariant(cond_op.operands[0], op)):
             c = self._visibly_uniform(c)
         b.cbranch(c, body_bb, exit_bb)
         b.position_at_end(body_bb)

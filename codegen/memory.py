@@ -3,7 +3,8 @@
 Block accesses (``load``/``store``/``load2d``/``store2d``) give lane l of slot k the
 element ``k*simd + l``: contiguous per-lane accesses, which the OpenCL CPU runtime turns
 into vector loads and stores, or sub-group block reads/writes where Intel GPUs allow them
-(32-bit elements, start provably aligned: ``known_multiple``). Partial last slots clamp
+(32-bit elements, and 16-bit ones except on the CPU runtime: ``no_16bit_block_io``; start
+provably aligned: ``known_multiple``). Partial last slots clamp
 their loads and guard their stores; gathers, scatters and atomics branch around the lanes
 that must not touch memory. A scalar store needs no guard: the value and offset are
 uniform, so every lane writes the same element with the same value.
@@ -24,7 +25,7 @@ from cmlang.errors import CompileError
 from cmlang.ir.core import Value
 from cmlang.passes import known_multiple
 from cmlang.types import ScalarType, VectorType
-from . import scalar_ops as so
+from . import elementwise as ew
 from .layout import Reg, slot_count
 from .llvm_builtins import I64, GLOBAL, LOCAL, ptr_type, value_type, memory_type
 
@@ -52,25 +53,30 @@ class MemoryLowering:
         return self._to_i64(self.get(value), value.type)
 
     def _block_io_ok(self, p, elem, offset_multiple, write):
-        """Sub-group block reads/writes: global memory, 32-bit elements, aligned start.
+        """Sub-group block reads/writes: global memory, 32- or 16-bit elements, aligned start.
 
         cl_intel_subgroups: the pointer must be 4-byte aligned for reads and 16-byte
-        aligned for writes (buffers themselves are at least that aligned). 16-bit
-        (ushort) block IO is legal on Intel GPUs but not used: the Intel OpenCL CPU
-        runtime was seen to miscompile a ushort block read that feeds a ushort block
-        write. (Re-checked later: 1-D and 2-D copies of f16/u16/i16/bf16 at simd 8/16/32
-        came out right, and the CPU gains nothing from it: hgemm ran the same.)
+        aligned for writes (buffers themselves are at least that aligned); 16-bit
+        (ushort) elements are cl_intel_subgroups_short, held to the same byte alignment.
+
+        CPU runtime workaround (``profile.cpu.no_16bit_block_io``): 16-bit block IO is
+        not used there. The Intel OpenCL CPU runtime was seen to miscompile a ushort block
+        read that feeds a ushort block write. (Re-checked later: 1-D and 2-D copies of
+        f16/u16/i16/bf16 at simd 8/16/32 came out right, and the CPU gains nothing from
+        it: hgemm ran the same.)
         """
-        if not USE_BLOCK_IO or p.type.addrspace != GLOBAL or elem.is_bool or elem.nbytes != 4:
+        if not USE_BLOCK_IO or p.type.addrspace != GLOBAL or elem.is_bool:
             return False
-        return (offset_multiple * 4) % (16 if write else 4) == 0
+        if elem.nbytes != 4 and (elem.nbytes != 2 or self.profile.cpu.no_16bit_block_io):
+            return False
+        return (offset_multiple * elem.nbytes) % (16 if write else 4) == 0
 
     def _load_elem(self, p, elem, index64):
         mty = memory_type(elem)
-        return so.from_memory(self.b, elem, self.b.load(self._elem_ptr(p, elem, index64), typ=mty))
+        return ew.from_memory(self.b, elem, self.b.load(self._elem_ptr(p, elem, index64), typ=mty))
 
     def _store_elem(self, p, elem, index64, v):
-        self.b.store(so.to_memory(self.b, elem, v), self._elem_ptr(p, elem, index64))
+        self.b.store(ew.to_memory(self.b, elem, v), self._elem_ptr(p, elem, index64))
 
     def _block_read(self, p, elem, start64):
         mty = memory_type(elem)
@@ -78,10 +84,10 @@ class MemoryLowering:
         raw = self.bi.block_read(self.b, self._elem_ptr(p, elem, start64), ity)
         if mty != ity:
             raw = self.b.bitcast(raw, mty)
-        return so.from_memory(self.b, elem, raw)
+        return ew.from_memory(self.b, elem, raw)
 
     def _block_write(self, p, elem, start64, v):
-        mv = so.to_memory(self.b, elem, v)
+        mv = ew.to_memory(self.b, elem, v)
         ity = ir.IntType(elem.nbytes * 8)
         if mv.type != ity:
             mv = self.b.bitcast(mv, ity)

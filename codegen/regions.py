@@ -14,22 +14,24 @@ from llvmlite import ir
 from cmlang.errors import CompileError
 from cmlang.ir.ops import OPS
 from cmlang.types import ScalarType, VectorType, bool_
-from . import scalar_ops as so
+from . import elementwise as ew
 from .layout import Reg, gather_slot, gather_slot_dynamic, permute, select_lanes, slot_count, element_lanes
 from .llvm_builtins import I32, I64, FLOAT
 from .memory import RowsInMemory
-from .systolic import systolic_candidate, uses_systolic
+from .systolic import uses_systolic
 
-# A dpas with at least this many slot FMAs (M * K * N/simd) whose b operand comes straight
-# from a 2-D load is lowered as a loop over k that reads b's row k where it is used: the
-# unrolled form repeats its body K times (flash attention at d=128: 8k FMAs per tile,
-# most of the kernel's code and of the driver's build time).
+# CPU runtime workaround (``profile.cpu.dpas_loop_fmas``, 256 on the cpu profile, 0 = off
+# elsewhere): a dpas with at least that many slot FMAs (M * K * N/simd) whose b operand
+# comes straight from a 2-D load is lowered as a loop over k that reads b's row k where it
+# is used: the unrolled form repeats its body K times (flash attention at d=128: 8k FMAs
+# per tile, most of the kernel's code and of the CPU driver's build time), and picks from
+# registers that the CPU driver spills. On a GPU a dpas reads its operands from registers,
+# so other profiles keep the operands loaded and the FMAs unrolled.
 #
 # Not done: a loop over the rows of a and acc for dpas with b in registers (the Lightning
 # state update, 32k FMAs). It needs acc in a per-lane array indexed at run time, and the
 # CPU driver lays such arrays out lane by lane (LLVM's i8 GEPs defeat its SoA layout):
 # every access became a gather and the kernel ran 1.8x slower.
-DPAS_LOOP_FMAS = 256
 
 
 class RegionLowering:
@@ -40,12 +42,12 @@ class RegionLowering:
         if src_t.elem.bits * src_t.size != dst_t.elem.bits * dst_t.size:
             raise CompileError(f"bitcast from {src_t} to {dst_t} changes the bit size")
         if isinstance(src_t, ScalarType) and isinstance(dst_t, ScalarType):
-            return so.from_bits(self.b, dst_t, so.to_bits(self.b, src_t, a))
+            return ew.from_bits(self.b, dst_t, ew.to_bits(self.b, src_t, a))
         src = self.as_reg(a, src_t)
         n_out = dst_t.size
-        bits = [so.to_bits(self.b, src.elem, s) for s in src.slots]
+        bits = [ew.to_bits(self.b, src.elem, s) for s in src.slots]
         out = self._rebits(bits, src.elem.bits, dst_t.elem.bits, n_out)
-        slots = [so.from_bits(self.b, dst_t.elem, s) for s in out]
+        slots = [ew.from_bits(self.b, dst_t.elem, s) for s in out]
         if isinstance(dst_t, ScalarType):
             return self.uniform_from_lane0(slots[0])
         return Reg(dst_t, slots)
@@ -205,7 +207,7 @@ class RegionLowering:
         raise CompileError(f"bad reduce axis {axis!r}")
 
     def _combine(self, kind, elem, x, y):
-        return so.binary(self.b, self.bi, kind, elem, x, y)
+        return ew.binary(self.b, self.math, kind, elem, x, y)
 
     def _tree(self, kind, elem, values):
         values = list(values)
@@ -219,7 +221,7 @@ class RegionLowering:
             return list(slots)
         last = len(slots) - 1
         valid = self.lanes.valid_mask(n, last)
-        return slots[:last] + [self.b.select(valid, slots[last], so.identity(kind, elem))]
+        return slots[:last] + [self.b.select(valid, slots[last], ew.identity(kind, elem))]
 
     def _reduce_all(self, slots, n, kind, elem):
         """Scalar reduction of a register's n elements."""
@@ -254,7 +256,7 @@ class RegionLowering:
             r = self.bi.group_reduce(b, kind, b.fpext(x, FLOAT), True)
             return b.fptrunc(r, ty)
         r = self.bi.group_reduce(b, kind, x, elem.is_signed)
-        return so.round_bf16(b, r) if elem.name == "bf16" and kind == "add" else r
+        return ew.round_bf16(b, r) if elem.name == "bf16" and kind == "add" else r
 
     def _group_reduce_ignoring_nan(self, x, kind, elem):
         """Float min/max across lanes with ops.py's rule (a NaN operand is ignored): the
@@ -393,22 +395,24 @@ class RegionLowering:
 
 # --- planning ------------------------------------------------------------------------------------
 
-def dpas_as_loop(op, simd: int, profile=None) -> bool:
-    """Whether a dpas is big enough to be lowered as a loop over k (when b is in memory);
-    never one for the systolic unit, which takes its operands in registers."""
-    if systolic_candidate(profile, op) or op.results[0].type.elem.is_int:
+def dpas_as_loop(op, simd: int, loop_fmas: int) -> bool:
+    """Whether a dpas is big enough to be lowered as a loop over k (when b is in memory):
+    at least ``loop_fmas`` slot FMAs (the profile's ``cpu.dpas_loop_fmas``; 0: never);
+    never an integer one (multiply-adds in registers, systolic.py)."""
+    if op.results[0].type.elem.is_int:
         return False
     M, N = op.results[0].type.shape
     K = op.operands[1].type.shape[1]
-    return N % simd == 0 and K > 1 and M * K * (N // simd) >= DPAS_LOOP_FMAS
+    return loop_fmas > 0 and N % simd == 0 and K > 1 and M * K * (N // simd) >= loop_fmas
 
 
-def rows_left_in_memory(fn, simd: int, profile=None) -> set:
-    """The ``load2d`` ops to leave in memory: the b operand of a dpas lowered as a loop,
-    used nowhere else, in the same block with no memory write between load and dpas
-    (so reading the rows later reads the same values); and, where b is left so, the a
-    operand under the same conditions (then each a[m, k] is one uniform load instead of
-    a pick from registers, which on a CPU spills: a stack load per select)."""
+def rows_left_in_memory(fn, simd: int, loop_fmas: int) -> set:
+    """The ``load2d`` ops to leave in memory (none where ``loop_fmas`` is 0, as on every
+    GPU profile): the b operand of a dpas lowered as a loop, used nowhere else, in the
+    same block with no memory write between load and dpas (so reading the rows later
+    reads the same values); and, where b is left so, the a operand under the same
+    conditions (then each a[m, k] is one uniform load instead of a pick from registers,
+    which on a CPU spills: a stack load per select)."""
     uses = Counter(v for op in fn.walk() for v in op.operands)
     found = set()
     for block in _blocks(fn.body):
@@ -423,7 +427,7 @@ def rows_left_in_memory(fn, simd: int, profile=None) -> set:
             return load
 
         for i, op in enumerate(block.ops):
-            if op.opcode != "dpas" or not dpas_as_loop(op, simd, profile):
+            if op.opcode != "dpas" or not dpas_as_loop(op, simd, loop_fmas):
                 continue
             b_load = unchanged_load(op.operands[2], i)
             if b_load is not None:

@@ -14,8 +14,9 @@ the other ops (mixins). How each op maps onto sub-group operations:
 ==========================================  ================================================
 op / case                                   lowering
 ==========================================  ================================================
-element-wise, const, splat, convert         per slot, no lane communication (constants:
-                                            lane formulas or an addrspace(2) table)
+element-wise, const, splat, convert         per slot (``elementwise.py``), no lane
+                                            communication (constants: lane formulas or an
+                                            addrspace(2) table)
 rdregion / wrregion / iselect (static)      ``layout.permute``: moves, broadcasts, shuffles
 rdregion / wrregion / iselect (dynamic)     shuffle by idx % simd per source slot + select
 bitcast between element sizes               static permutation + per-lane shifts
@@ -29,11 +30,13 @@ reduce axis=0/1, C divides simd             lane-local + ``shuffle_xor`` butterf
 dpas, f16/bf16, profile with a systolic      Intel sub-group matrix builtins (``systolic.py``)
 unit
 dpas, N % simd == 0                         a[m,k] broadcast + one fma per slot of b's row
-dpas, >= 256 slot FMAs, b a 2-D load        a loop over k that loads b's row k where it is
-                                            used (no K-fold unrolled body); a a 2-D load
-                                            too: a[m,k] is one uniform scalar load
-load / store, full slots                    sub-group block read/write (32-bit, aligned),
-                                            else per-lane contiguous access
+dpas, >= 256 slot FMAs, b a 2-D load        cpu profile (``cpu.dpas_loop_fmas``): a loop over
+                                            k that loads b's row k where it is used (no
+                                            K-fold unrolled body); a a 2-D load too: a[m,k]
+                                            is one uniform scalar load
+load / store, full slots                    sub-group block read/write (32-bit; 16-bit too
+                                            except on the cpu profile: ``no_16bit_block_io``;
+                                            aligned), else per-lane contiguous access
 load / store, partial slot                  clamped index / store under ``lane < rem``
 store of a scalar                           every lane stores the same value (no branch)
 block_load2d/store2d (cm.load_2d ...)       per-lane bounds-checked accesses; PVC: 2-D block
@@ -42,14 +45,17 @@ load2d / store2d, gather / scatter          per-lane addresses (masked lanes bra
 atomic                                      per-lane ``atomicrmw`` / ``cmpxchg``; scalar
                                             offset: lane 0 only, result broadcast
 barrier / fence                             ``barrier(CLK_LOCAL|GLOBAL)`` / OpMemoryBarrier
-for with a computed bound or step,          bound/step (condition) ``sub_group_broadcast``
-while with a scalar min/max/abs condition   from lane 0 (visibly uniform to the CPU vectorizer)
-while whose condition the loop cannot       condition ``sub_group_broadcast`` from lane 0 in
-change                                      the header: the loop keeps its exit (workaround:
-                                            the CPU runtime's vectorizer gives up on a kernel
-                                            with an exit-less loop and runs it one work-item
-                                            per sub-group)
-thread_id(0), local_id(0)                   get_*_id(0) of lane 0 (broadcast) / simd
+for with a computed bound or step,          cpu profile (``cpu.broadcast_loop_bounds``):
+while with a scalar min/max/abs condition   bound/step (condition) ``sub_group_broadcast``
+                                            from lane 0 (visibly uniform to the CPU vectorizer)
+while whose condition the loop cannot       cpu profile (``cpu.broadcast_loop_bounds``):
+change                                      condition ``sub_group_broadcast`` from lane 0 in
+                                            the header: the loop keeps its exit (the CPU
+                                            runtime's vectorizer gives up on a kernel with an
+                                            exit-less loop and runs it one work-item per
+                                            sub-group)
+thread_id(0), local_id(0)                   get_*_id(0) / simd (cpu profile,
+                                            ``cpu.uniform_ids_from_lane0``: of lane 0)
 ==========================================  ================================================
 """
 from __future__ import annotations
@@ -60,7 +66,7 @@ from cmlang.errors import CompileError
 from cmlang.ir.core import Function, Value
 from cmlang.passes import induction_loops
 from cmlang.types import PtrType, ScalarType, VectorType
-from . import scalar_ops as so
+from . import elementwise as ew
 from .layout import Lanes, Reg, select_lanes, slot_count, element_lanes, fit_affine
 from .memory import MemoryLowering
 from .control_flow import StructuredControlFlow
@@ -92,6 +98,7 @@ class KernelLowering(RegionLowering, SystolicLowering, Block2DLowering, MemoryLo
         self.module.triple = TRIPLE
         self.module.data_layout = data_layout
         self.bi = Builtins(self.module)
+        self.math = ew.OpenCLMath(self.bi, self.profile)   # element-wise math (elementwise.py)
         self.values = {}          # cmlang Value -> lowered value
         self._slm_count = 0
         self._string_count = 0
@@ -99,8 +106,9 @@ class KernelLowering(RegionLowering, SystolicLowering, Block2DLowering, MemoryLo
         self._ids = {}            # (id op, dim) -> i32 computed in the entry block
         # for-loop induction variables -> their loop (for the alignment of offsets)
         self.iv_loops = induction_loops(fn)
-        # 2-D loads that a dpas reads row by row inside its k loop (regions.py)
-        self.rows_left_in_memory = rows_left_in_memory(fn, self.simd, self.profile)
+        # 2-D loads that a dpas reads row by row inside its k loop (regions.py; the CPU
+        # runtime's workaround profile.cpu.dpas_loop_fmas, none on other profiles)
+        self.rows_left_in_memory = rows_left_in_memory(fn, self.simd, self.profile.cpu.dpas_loop_fmas)
 
     # ------------------------------------------------------------------ kernel skeleton
     def run(self) -> str:
@@ -122,7 +130,7 @@ class KernelLowering(RegionLowering, SystolicLowering, Block2DLowering, MemoryLo
         for name, param, arg in zip(fn.param_names, fn.params, kernel.args):
             arg.name = name
             t = param.type
-            self.values[param] = arg if isinstance(t, PtrType) else so.from_memory(prologue, t, arg)
+            self.values[param] = arg if isinstance(t, PtrType) else ew.from_memory(prologue, t, arg)
         self.b = ir.IRBuilder(body)
         self.lower_kernel_body()
         return str(self.module)
@@ -188,7 +196,7 @@ class KernelLowering(RegionLowering, SystolicLowering, Block2DLowering, MemoryLo
         t = op.result.type
         value = op.attrs["value"]
         if isinstance(t, ScalarType):
-            return so.const(t, value)
+            return ew.const(t, value)
         values = list(value) if isinstance(value, (tuple, list)) else [value] * t.size
         if len(values) != t.size:
             raise CompileError(f"constant has {len(values)} values for {t}")
@@ -198,7 +206,7 @@ class KernelLowering(RegionLowering, SystolicLowering, Block2DLowering, MemoryLo
         lane_values = element_lanes(self.lanes, k, len(values), lambda e: values[e])
         known = [v for v in lane_values if v is not None]
         if all(v == known[0] for v in known):
-            return so.const(elem, known[0])
+            return ew.const(elem, known[0])
         if elem.is_bool:
             return self.lanes.mask([None if v is None else bool(v) for v in lane_values])
         if all(float(v).is_integer() and abs(v) < 2 ** 24 for v in known):
@@ -211,7 +219,7 @@ class KernelLowering(RegionLowering, SystolicLowering, Block2DLowering, MemoryLo
     def _i32_to(self, elem, v):
         ty = value_type(elem)
         if elem.is_float:
-            return so.finish(self.b, elem, self.b.sitofp(v, ty))
+            return ew.finish(self.b, elem, self.b.sitofp(v, ty))
         if ty.width < 32:
             return self.b.trunc(v, ty)
         if ty.width > 32:
@@ -235,14 +243,14 @@ class KernelLowering(RegionLowering, SystolicLowering, Block2DLowering, MemoryLo
         b = self.b
         idx = b.add(self.lanes.id64, ir.Constant(I64, k * self.simd))
         p = b.gep(table, [ir.Constant(I64, 0), idx], inbounds=True, source_etype=table.value_type)
-        return so.from_memory(b, elem, b.load(p, typ=mty))
+        return ew.from_memory(b, elem, b.load(p, typ=mty))
 
     def _memory_const(self, elem, v):
         if elem.name == "bf16":
-            return ir.Constant(memory_type(elem), so.bf16_bits_host(float(v)))
+            return ir.Constant(memory_type(elem), ew.bf16_bits_host(float(v)))
         if elem.is_bool:
             return ir.Constant(I8, int(bool(v)))
-        return so.const(elem, v)
+        return ew.const(elem, v)
 
     def op_splat(self, op):
         t = op.result.type
@@ -271,22 +279,22 @@ class KernelLowering(RegionLowering, SystolicLowering, Block2DLowering, MemoryLo
         t = op.result.type
         elem = t.elem
         a, c = self.operands(op)
-        return self.map_slots(t, lambda x, y: so.binary(self.b, self.bi, op.opcode, elem, x, y), a, c)
+        return self.map_slots(t, lambda x, y: ew.binary(self.b, self.math, op.opcode, elem, x, y), a, c)
 
     def op_unary(self, op):
         t = op.result.type
         (a,) = self.operands(op)
-        return self.map_slots(t, lambda x: so.unary(self.b, self.bi, op.opcode, t.elem, x), a)
+        return self.map_slots(t, lambda x: ew.unary(self.b, self.math, op.opcode, t.elem, x), a)
 
     def op_fma(self, op):
         t = op.result.type
-        return self.map_slots(t, lambda x, y, z: so.fma(self.b, self.bi, t.elem, x, y, z), *self.operands(op))
+        return self.map_slots(t, lambda x, y, z: ew.fma(self.b, self.math, t.elem, x, y, z), *self.operands(op))
 
     def op_cmp(self, op):
         t = op.result.type
         elem = op.operands[0].type.elem
         pred = op.attrs["pred"]
-        return self.map_slots(t, lambda x, y: so.compare(self.b, pred, elem, x, y), *self.operands(op))
+        return self.map_slots(t, lambda x, y: ew.compare(self.b, pred, elem, x, y), *self.operands(op))
 
     def op_select(self, op):
         t = op.result.type
@@ -298,7 +306,7 @@ class KernelLowering(RegionLowering, SystolicLowering, Block2DLowering, MemoryLo
         src = op.operands[0].type.elem
         sat = bool(op.attrs.get("sat", False))
         (a,) = self.operands(op)
-        return self.map_slots(t, lambda x: so.convert(self.b, self.bi, src, t.elem, x, sat), a)
+        return self.map_slots(t, lambda x: ew.convert(self.b, self.math, src, t.elem, x, sat), a)
 
     # ------------------------------------------------------------------ ids
     def op_id(self, op):
@@ -310,14 +318,16 @@ class KernelLowering(RegionLowering, SystolicLowering, Block2DLowering, MemoryLo
         query = {"thread_id": "get_global_id", "local_id": "get_local_id", "group_id": "get_group_id",
                  "group_count": "get_num_groups", "local_size": "get_local_size"}[kind]
         # Ids are computed once, in the entry block: they are uniform and loop-invariant.
-        # Dimension 0 of the global/local id differs between lanes; taking it from lane 0
-        # makes the CM-thread id visibly uniform, so the OpenCL CPU vectorizer keeps the
-        # addresses derived from it scalar (contiguous vector accesses, not scatters).
+        # Dimension 0 of the global/local id differs between lanes, but not once divided
+        # by simd (a sub-group is simd consecutive work-items of dimension 0).
+        # CPU runtime workaround (profile.cpu.uniform_ids_from_lane0): taking the id from
+        # lane 0 makes the CM-thread id visibly uniform, so the OpenCL CPU vectorizer keeps
+        # the addresses derived from it scalar (contiguous vector accesses, not scatters).
         key = (kind, d)
         if key not in self._ids:
             pb = self.prologue
             v = pb.trunc(bi.work_item_query(pb, query, d), I32)
-            if d == 0 and kind in ("thread_id", "local_id"):
+            if d == 0 and kind in ("thread_id", "local_id") and self.profile.cpu.uniform_ids_from_lane0:
                 v = bi.broadcast(pb, v, 0)
             if d == 0 and kind in ("thread_id", "local_id", "local_size"):
                 v = pb.lshr(v, ir.Constant(I32, self.lanes.log2))
@@ -333,14 +343,16 @@ class KernelLowering(RegionLowering, SystolicLowering, Block2DLowering, MemoryLo
         return self.b.phi(template.type)
 
     def _visibly_uniform(self, x):
-        """A loop bound or step (or a while condition made with a scalar min/max/abs)
-        taken from lane 0. A scalar computed through an OpenCL builtin looks per-lane to
-        the CPU runtime's vectorizer (LLVM's smin/umin/abs/minnum become OpenCL
-        ``min``/``abs``/``fmin``, also where the optimizer forms them from a user's ``if``
-        clamp), which then runs the whole loop under a lane mask, about 2x slower; a
-        broadcast's result is uniform to it. Constants and kernel arguments already are.
-        (Other while conditions are left alone: a convergent call in the loop header
-        stops LLVM from rotating the loop and computing its trip count.)"""
+        """A loop bound or step (or a while condition made with a scalar min/max/abs, or
+        one the loop cannot change) taken from lane 0: the CPU runtime's
+        ``profile.cpu.broadcast_loop_bounds`` (control_flow.py calls this only then). A
+        scalar computed through an OpenCL builtin looks per-lane to the CPU runtime's
+        vectorizer (LLVM's smin/umin/abs/minnum become OpenCL ``min``/``abs``/``fmin``,
+        also where the optimizer forms them from a user's ``if`` clamp), which then runs
+        the whole loop under a lane mask, about 2x slower; a broadcast's result is uniform
+        to it. Constants and kernel arguments already are. (Other while conditions are
+        left alone: a convergent call in the loop header stops LLVM from rotating the loop
+        and computing its trip count.)"""
         if isinstance(x, (ir.Constant, ir.Argument)):
             return x
         return self.uniform_from_lane0(x)

@@ -34,8 +34,9 @@ from __future__ import annotations
 from llvmlite import ir
 
 from cmlang.errors import CompileError
-from . import scalar_ops as so
+from . import elementwise as so
 from .layout import Reg, permute, slot_count
+from .memory import RowsInMemory
 from .llvm_builtins import I32, FLOAT
 
 I16 = ir.IntType(16)
@@ -128,6 +129,8 @@ class SystolicLowering:
     ``uses_systolic`` holds."""
 
     def dpas_systolic(self, op, acc, a, bm):
+        # Operands a profile's CPU workaround left in memory (dpas_loop_fmas) are read here.
+        a, bm = (self._in_registers(x) for x in (a, bm))
         b, simd = self.b, self.simd
         M, N = acc.type.shape
         K = a.type.shape[1]
@@ -158,6 +161,12 @@ class SystolicLowering:
                                                    b.extract_element(tile, ir.Constant(I32, r)))
             m0 += rows
         return Reg(acc.type, out)
+
+    def _in_registers(self, x):
+        if not isinstance(x, RowsInMemory):
+            return x
+        rows = x.type.shape[0]
+        return Reg(x.type, [s for r in range(rows) for s in self.load_row(x, ir.Constant(I32, r))])
 
     def _matrix_builtin(self, a_elem, b_elem, repeat, acc_type):
         name = builtin_name(a_elem.name, self.simd, repeat, b_elem.name)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
+from . import elementwise as ew
 from .llvm_builtins import I32, I64, memory_type
 
 
@@ -54,13 +55,13 @@ class VCBlock2DLowering:
             raw = self._slm_gather(ptr, addrs, n, inside)
         else:
             raw = self._svm_gather(addrs, n, memory_type(ptr.elem), inside)
-        return self.from_memory(self.b, ptr.elem, raw)
+        return ew.from_memory(self.b, ptr.elem, raw)
 
     def op_block_store2d(self, op):
         ptr = self.get(op.operands[0])
         t = op.operands[6].type
         n = t.size
-        v = self.to_memory(ptr.elem, self.get(op.operands[6]))
+        v = ew.to_memory(self.b, ptr.elem, self.get(op.operands[6]))
         index, inside = self._block_lanes(op, t.shape, False)
         addrs = self._block_addresses(ptr, index, n)
         if ptr.space == "local":

@@ -28,7 +28,19 @@ class KernelBinary:
     lanes_per_thread: int = 0    # work-items per CM thread (0: simd, the SIMT mapping)
     build_options: str = ""      # what the driver's build needs (e.g. -vc-codegen)
     profile: str = ""            # the device profile it was compiled for ("": unknown)
+    slm_bytes: int = 0           # shared local memory per group (cm.slm), checked at launch
 
     @property
     def lanes(self) -> int:
         return self.lanes_per_thread or self.simd
+
+
+def constexpr_key(value):
+    """The hashable key of a constexpr value, the one rule for kernels and packages alike:
+    tells 1 from 1.0 from True; numpy scalars count as their Python value; tuples and lists
+    by their items."""
+    if isinstance(value, (list, tuple)):
+        return ("tuple", tuple(constexpr_key(v) for v in value))
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        value = value.item()
+    return (type(value).__name__, value)

@@ -33,7 +33,7 @@ import numpy as np
 
 from cmlang.errors import LaunchError
 
-from .device import Device
+from .backend import Device
 
 PROFILED_IN_ORDER = ["in_order", "enable_profiling"]
 # Async launches kept alive before the completed ones are dropped from the front.
@@ -80,6 +80,7 @@ class DpctlDevice(Device):
             # Intel's do (PoCL does not).
             il_version="SPIR-V" if sycl_backend == "level_zero" or is_intel else "",
             max_work_group_size=sycl_device.max_work_group_size,
+            local_mem_size=getattr(sycl_device, "local_mem_size", 0),
         )
         self.sycl_device = sycl_device
         self.sycl_backend = sycl_backend
@@ -136,8 +137,8 @@ class DpctlDevice(Device):
     def _opencl_twin(self):
         if self.sycl_backend != "opencl":
             return None
-        from .device import backend_devices
-        for device in backend_devices("opencl"):
+        from .opencl_backend import opencl_devices
+        for device in opencl_devices():
             if device.name == self.name and device.platform == self.platform:
                 return device
         return None

@@ -13,6 +13,10 @@ folder under the user cache dir, holding
 so every runtime the machine had stays visible, and point ``OCL_ICD_VENDORS`` at it.
 That must happen before pyopencl or dpctl first enumerates platforms: the loader reads
 the variable once.  ``import cmlang`` does it; ``CMLANG_NO_ICD_REGISTER=1`` opts out.
+
+Every ``.icd`` file names a library the loader will load into the process, so the folder
+is rebuilt on every start (a child process too) to hold exactly the files above: an
+``.icd`` that anything else put there is removed before any loader reads the folder.
 """
 from __future__ import annotations
 
@@ -26,9 +30,11 @@ ICD_NAME = "intel-cpu-cmlang.icd"
 LIB_NAME = "libintelocl.so"
 SYSTEM_VENDORS_DIR = "/etc/OpenCL/vendors"
 OPT_OUT_ENV = "CMLANG_NO_ICD_REGISTER"
+# The user's own OCL_ICD_VENDORS, kept for child processes (whose OCL_ICD_VENDORS is ours).
+USER_SOURCE_ENV = "CMLANG_USER_OCL_ICD_VENDORS"
 
-_COPY_PREFIXES = ("system-", "user-")
 _done: str | None = None  # the folder this process registered (fast path)
+problem: str | None = None  # why registering failed, for the "no device" message
 
 
 def register_intel_cpu_runtime() -> str | None:
@@ -37,7 +43,7 @@ def register_intel_cpu_runtime() -> str | None:
     Returns None when opted out, when the library is not installed, or when no
     cache folder can be written.  Idempotent and cheap on repeated calls.
     """
-    global _done
+    global _done, problem
     if os.environ.get(OPT_OUT_ENV, "") not in ("", "0"):
         return None
     if _done is not None and os.environ.get("OCL_ICD_VENDORS") == _done:
@@ -45,19 +51,28 @@ def register_intel_cpu_runtime() -> str | None:
     lib = find_intel_cpu_runtime()
     if lib is None:
         return None
-    inherited = _inherited_folder(lib)
-    if inherited is not None:  # a parent process registered already: keep its folder
-        _done = inherited
-        return inherited
-    user_source = _user_vendors_source()
+    if _inherited_folder(lib) is not None:
+        # A parent process registered: the same folder, rebuilt here as well (its user
+        # source comes down in USER_SOURCE_ENV).
+        user_source = os.environ.get(USER_SOURCE_ENV) or None
+        if os.path.abspath(vendors_folder(user_source)) != os.path.abspath(os.environ["OCL_ICD_VENDORS"]):
+            user_source = None  # a stale record: the plain folder
+    else:
+        user_source = _user_vendors_source()
     folder = vendors_folder(user_source)
     try:
         sync_vendors_folder(folder, _wanted_icds(lib, user_source))
     except OSError as exc:
         import warnings
-        warnings.warn(f"cmlang: cannot register the Intel OpenCL CPU runtime in {folder}: {exc}")
+        problem = (f"cmlang could not register the Intel OpenCL CPU runtime in {folder} ({exc}); "
+                   "set CMLANG_CACHE_DIR to a folder you can write")
+        warnings.warn(problem)
         return None
     os.environ["OCL_ICD_VENDORS"] = folder
+    if user_source is not None:
+        os.environ[USER_SOURCE_ENV] = user_source
+    else:
+        os.environ.pop(USER_SOURCE_ENV, None)
     _done = folder
     return folder
 
@@ -72,12 +87,9 @@ def find_intel_cpu_runtime() -> str | None:
 
 
 def cache_dir() -> str:
-    """cmlang's cache folder: ``CMLANG_CACHE_DIR`` or the platform's user cache dir."""
-    explicit = os.environ.get("CMLANG_CACHE_DIR")
-    if explicit:
-        return explicit
-    import platformdirs
-    return platformdirs.user_cache_dir("cmlang")
+    """cmlang's cache folder (one definition: ``disk_store.cache_root``)."""
+    from .disk_store import cache_root
+    return cache_root()
 
 
 def vendors_folder(user_source: str | None = None) -> str:
@@ -90,22 +102,27 @@ def vendors_folder(user_source: str | None = None) -> str:
 
 
 def sync_vendors_folder(folder: str, wanted: dict) -> None:
-    """Make ``folder`` hold exactly ``wanted`` ({file name: content}) among our files.
+    """Make ``folder`` hold exactly ``wanted`` ({file name: content}) among its ``.icd``s.
 
     Only files that differ are rewritten, each through a temporary file and
-    ``os.replace``, so concurrent processes never see a half-written ``.icd``.
+    ``os.replace``, so concurrent processes never see a half-written ``.icd``.  Any other
+    ``.icd`` (a copy of one that has since disappeared, or one put there by something
+    else) is removed: the loader would load the library it names.
     """
-    os.makedirs(folder, exist_ok=True)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
     for name, content in wanted.items():
         path = os.path.join(folder, name)
-        if _read(path) != content:
+        if os.path.islink(path) or _read(path) != content:
             _write_atomically(path, content)
-    for name in os.listdir(folder):  # copies of ICDs that have since disappeared
-        if name.startswith(_COPY_PREFIXES) and name.endswith(".icd") and name not in wanted:
+    for name in os.listdir(folder):
+        if name.endswith(".icd") and name not in wanted:
             try:
                 os.remove(os.path.join(folder, name))
             except FileNotFoundError:
                 pass  # another process removed it first
+            except IsADirectoryError:
+                import shutil
+                shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------

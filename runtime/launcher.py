@@ -19,14 +19,17 @@ path is then a loop over those converters plus the enqueue.
 from __future__ import annotations
 
 import hashlib
+import math
 import weakref
 
 import numpy as np
 
+from cmlang import limits
 from cmlang.errors import LaunchError
 from cmlang.types import PtrType, bf16, f32
 
 from . import interop, launch_config, profiling
+from .disk_store import build_device_kernel   # the driver's own binary from disk
 from .arrays import DeviceArray
 from .device import Device, get_device, resolve_device
 
@@ -219,7 +222,6 @@ class _Plan:
         key = (device, self.sha, self.name)
         kernel = _kernels.get(key)
         if kernel is None:
-            from cmlang.cache import build_device_kernel  # the driver's own binary from disk
             while len(_kernels) >= SHARED_KERNELS_KEPT:
                 del _kernels[next(iter(_kernels))]
             kernel = _kernels[key] = build_device_kernel(device, self.spirv, self.name,
@@ -563,6 +565,7 @@ def float_to_bf16_bits(value) -> int:
 
 def _ndrange(binary, grid, group, device):
     grid = _dims(binary.name, "grid", grid)
+    _check_budgets(binary, grid, device)
     if group is None:
         group = (1,) * len(grid)
         if not binary.uses_groups:
@@ -583,6 +586,22 @@ def _ndrange(binary, grid, group, device):
         raise LaunchError(f"{binary.name}(): group {group} is {work_items} work-items (simd "
                           f"{simd}), more than {device.spec} allows ({device.max_work_group_size})")
     return (grid[0] * simd,) + grid[1:], local_size
+
+
+def _check_budgets(binary, grid, device):
+    """A grid past the thread budget or the size a launch can express, and SLM past the
+    device's local memory, are LaunchErrors before the driver sees them."""
+    threads = math.prod(grid)
+    if threads > limits.GRID_THREADS.value:
+        raise LaunchError(f"{binary.name}(): grid {grid}: " + limits.GRID_THREADS.exceeded(threads, "the grid has"))
+    work_items = grid[0] * lanes_per_cm_thread(binary)
+    if work_items >= 2**63:  # OpenCL's size_t (and the kernel's 64-bit ids)
+        raise LaunchError(f"{binary.name}(): grid {grid} is {work_items} work-items in dimension 0, "
+                          "more than a launch can express (2**63)")
+    slm, limit = binary.slm_bytes, getattr(device, "local_mem_size", 0)
+    if limit and slm > limit:
+        raise LaunchError(f"{binary.name}(): the kernel's shared local memory (cm.slm) is {slm} bytes "
+                          f"per group, more than {device.spec} has ({limit} bytes)")
 
 
 def _auto_group(grid0, simd, device):

@@ -11,10 +11,16 @@ also holds, per specialization, the native binaries Intel's offline compiler mad
 device of that name the loader builds the kernel from its native binary (OpenCL
 ``clCreateProgramWithBinary``), anywhere else from the SPIR-V.
 
-Loading reads JSON and bytes only -- no pickle, no imports, nothing from the package
-is executed -- and needs neither the compiler front end nor llvmlite: this module
-imports only the runtime, ``cmlang.types`` and ``cmlang.errors``.  ``cmlang.package``
-writes packages.
+Loading reads JSON and bytes only -- no pickle, no imports, no Python from the package
+runs at load time -- and needs neither the compiler front end nor llvmlite: this module
+imports only the runtime, ``cmlang.types``, ``cmlang.limits`` and ``cmlang.errors``.
+``cmlang.package`` writes packages.
+
+Trust: a package's kernels are machine code once the driver builds them, and run with the
+full rights of the process; load only packages you trust.  The checks here (the sha256 of
+the manifest and of every payload, a well-formed manifest within its size budgets, a
+``simd`` that agrees with the SPIR-V's sub-group size) catch damage and mistakes, not an
+author who means harm.
 """
 from __future__ import annotations
 
@@ -23,15 +29,18 @@ import json
 
 import numpy as np
 
+from cmlang import limits
 from cmlang.errors import LaunchError
 from cmlang.types import PtrType, ScalarType, parse_type
 
 from . import launch_config
-from .binary import KernelBinary, Param
+from .binary import KernelBinary, Param, constexpr_key
 
 FORMAT_NAME = "cmlang-package"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+MANIFEST_SHA_NAME = "manifest.sha256"   # hex sha256 of the manifest's bytes
+SIMD_WIDTHS = (1, 8, 16, 32)   # @cm.kernel's widths, and 1 for hand-written one-lane code
 CONSTEXPR = "constexpr"  # the "type" of a constexpr parameter in a manifest signature
 
 
@@ -52,6 +61,7 @@ def binary_to_json(binary: KernelBinary) -> dict:
         "lanes_per_thread": binary.lanes,
         "build_options": binary.build_options,
         "profile": binary.profile,
+        "slm_bytes": binary.slm_bytes,
         "params": [{"name": p.name, "type": str(p.type), "writes": bool(p.writes),
                     "min_elems": int(p.min_elems)} for p in binary.params],
     }
@@ -69,7 +79,7 @@ def binary_from_json(data: dict, spirv: bytes) -> KernelBinary:
                         str(data.get("target", "spirv-vc" if legacy_vc else "spirv")),
                         int(data.get("lanes_per_thread", 1 if legacy_vc else 0)),
                         str(data.get("build_options", "-vc-codegen" if legacy_vc else "")),
-                        str(data.get("profile", "")))
+                        str(data.get("profile", "")), int(data.get("slm_bytes", 0)))
 
 
 # ---------------------------------------------------------------------------
@@ -97,16 +107,6 @@ def constexpr_from_json(data):
             return parse_type(data["type"])
         raise ValueError(f"unknown constexpr encoding {data!r}")
     return data
-
-
-def constexpr_key(value):
-    """Like ``cmlang.kernel._constexpr_key``: tells 1 from 1.0 from True; numpy
-    scalars count as their Python value."""
-    if isinstance(value, (list, tuple)):
-        return ("tuple", tuple(constexpr_key(v) for v in value))
-    if hasattr(value, "item") and callable(value.item):
-        value = value.item()
-    return (type(value).__name__, value)
 
 
 # ---------------------------------------------------------------------------
@@ -286,9 +286,13 @@ class _BoundPackageLaunch:
         self.kernel, self.grid, self.group = kernel, grid, group
 
     def __call__(self, *args, **kwargs):
-        if kwargs:
-            args = self.kernel._binder.bind(args, kwargs)
-        return self.kernel._launch(self.grid, self.group, args)
+        from cmlang.errors import USER_ERRORS, trimmed
+        try:
+            if kwargs:
+                args = self.kernel._binder.bind(args, kwargs)
+            return self.kernel._launch(self.grid, self.group, args)
+        except USER_ERRORS as e:
+            raise trimmed(e)  # noqa: B904  (the runtime's frames are not the user's)
 
 
 def _describe_arg(a):
@@ -332,31 +336,62 @@ class Package:
         return "\n".join(s.describe() for k in self.kernels.values() for s in k.specializations)
 
 
+def manifest_checksum(manifest_bytes: bytes) -> bytes:
+    """The content of ``manifest.sha256`` for a manifest's bytes."""
+    return hashlib.sha256(manifest_bytes).hexdigest().encode() + b"\n"
+
+
 def load_package(path) -> Package:
-    """Open a ``.cmpkg``; checks the format version and every payload's sha256."""
+    """Open a ``.cmpkg``; checks the format version, the manifest's and every payload's
+    sha256, the manifest's shape and the size budgets (``cmlang.limits``)."""
+    from cmlang.errors import public
+    return public(_load_package)(path)
+
+
+def _load_package(path) -> Package:
     import zipfile
     path = str(path)
     try:
         with zipfile.ZipFile(path) as zf:
             manifest = _read_manifest(zf, path)
-            specs = [_read_specialization(zf, path, record) for record in manifest["kernels"]]
+            kernels = manifest.get("kernels")
+            if not isinstance(kernels, list) or not kernels:
+                raise PackageError(f"{path}: damaged manifest: 'kernels' must be a non-empty list")
+            specs = [_read_specialization(zf, path, record, i) for i, record in enumerate(kernels)]
     except FileNotFoundError:
         raise PackageError(f"no such package: {path}") from None
-    except zipfile.BadZipFile:
-        raise PackageError(f"{path} is not a cmlang package (not a zip file)") from None
+    except IsADirectoryError:
+        raise PackageError(f"{path} is a folder, not a cmlang package") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, OSError) as e:
+        raise PackageError(f"{path} is not a cmlang package or is damaged ({e})") from None
     by_name = {}
     for spec in specs:
         by_name.setdefault(spec.name, []).append(spec)
     return Package(path, manifest, {name: PackageKernel(name, s) for name, s in by_name.items()})
 
 
+def _read_member(zf, path, name, limit):
+    """A zip member's bytes, refused before inflating if it would pass ``limit``."""
+    info = zf.getinfo(name)             # KeyError: no such member
+    if info.file_size > limit.value:
+        raise PackageError(f"{path}: {name}: " + limit.exceeded(info.file_size, "the member has"))
+    return zf.read(info)
+
+
 def _read_manifest(zf, path):
     try:
-        manifest = json.loads(zf.read(MANIFEST_NAME))
+        raw = _read_member(zf, path, MANIFEST_NAME, limits.PACKAGE_MANIFEST_BYTES)
     except KeyError:
         raise PackageError(f"{path} is not a cmlang package (no {MANIFEST_NAME})") from None
+    try:
+        manifest = json.loads(raw)
+    except RecursionError:
+        raise PackageError(f"{path}: the manifest is nested too deeply to read") from None
     except ValueError as e:
         raise PackageError(f"{path}: the manifest is not valid JSON ({e})") from None
+    depth = _json_depth(manifest)
+    if depth > limits.PACKAGE_MANIFEST_DEPTH.value:
+        raise PackageError(f"{path}: " + limits.PACKAGE_MANIFEST_DEPTH.exceeded(depth, "the manifest has"))
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise PackageError(f"{path} is not a cmlang package (manifest format "
                            f"{manifest.get('format') if isinstance(manifest, dict) else None!r})")
@@ -365,35 +400,128 @@ def _read_manifest(zf, path):
         raise PackageError(f"{path} has package format version {version!r}; this cmlang reads "
                            f"version {FORMAT_VERSION} (the package was written by cmlang "
                            f"{manifest.get('cmlang_version', '?')})")
+    try:
+        checksum = _read_member(zf, path, MANIFEST_SHA_NAME, limits.PACKAGE_MANIFEST_BYTES)
+    except KeyError:
+        raise PackageError(f"{path} has no {MANIFEST_SHA_NAME}: the package was modified or "
+                           "written by an older cmlang; build it again") from None
+    if checksum.strip() != manifest_checksum(raw).strip():
+        raise PackageError(f"{path}: the manifest does not match its sha256 in {MANIFEST_SHA_NAME}: "
+                           "the package was modified or damaged")
     return manifest
 
 
-def _read_specialization(zf, path, record):
+def _json_depth(value) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (iteratively)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _read_specialization(zf, path, record, index):
+    where = f"{path}: manifest entry {index}"
+    if not isinstance(record, dict):
+        raise PackageError(f"{where} is not an object")
+    name = record.get("name")
+    where += f" (kernel {name!r})"
+    for key in ("name", "payload", "sha256", "entry"):
+        if not isinstance(record.get(key), str) or not record[key]:
+            raise PackageError(f"{where}: '{key}' must be a non-empty string, got {record.get(key)!r}")
     try:
-        name, payload_name, sha = record["name"], record["payload"], record["sha256"]
-        payload = zf.read(payload_name)
-    except KeyError as e:
-        raise PackageError(f"{path}: damaged manifest or missing payload ({e})") from None
-    if hashlib.sha256(payload).hexdigest() != sha:
-        raise PackageError(f"{path}: the payload {payload_name} of kernel '{name}' does not match "
+        payload = _read_member(zf, path, record["payload"], limits.PACKAGE_PAYLOAD_BYTES)
+    except KeyError:
+        raise PackageError(f"{where}: the payload {record['payload']} is missing") from None
+    if hashlib.sha256(payload).hexdigest() != record["sha256"]:
+        raise PackageError(f"{path}: the payload {record['payload']} of kernel '{name}' does not match "
                            f"its sha256 in the manifest: the package was modified or damaged")
     try:
+        _check_record_shape(record)
         signature = [(p["name"], p["type"] if p["type"] == CONSTEXPR else parse_type(p["type"]))
                      for p in record["signature"]]
         constexprs = {k: constexpr_from_json(v) for k, v in record["constexprs"].items()}
         binary = binary_from_json(record, payload)
-        natives = {n["device"]: _read_payload(zf, path, name, n["payload"], n["sha256"])
-                   for n in record.get("native", ())}
-    except (KeyError, ValueError, TypeError) as e:
-        raise PackageError(f"{path}: damaged manifest entry for kernel '{name}' ({e})") from None
-    return Specialization(name, signature, constexprs, record.get("target", "spirv"), binary, natives)
+        _check_agreement(signature, constexprs, binary)
+        natives = _read_natives(zf, path, where, record)
+    except PackageError:
+        raise
+    except (KeyError, ValueError, TypeError, AttributeError, LaunchError) as e:
+        message = e.args[0] if isinstance(e, LaunchError) else f"{type(e).__name__}: {e}"
+        raise PackageError(f"{where}: damaged manifest entry ({message})") from None
+    return Specialization(name, signature, constexprs, record["target"], binary, natives)
 
 
-def _read_payload(zf, path, name, payload_name, sha):
-    payload = zf.read(payload_name)
+def _read_natives(zf, path, where, record):
+    """{ocloc device name: native binary} of one specialization, each payload within
+    its budget and matching its sha256."""
+    natives = record.get("native", [])
+    if not isinstance(natives, list):
+        raise TypeError(f"'native' must be a list, got {natives!r}")
+    found = {}
+    for n in natives:
+        if not (isinstance(n, dict) and all(isinstance(n.get(k), str) and n[k]
+                                            for k in ("device", "payload", "sha256"))):
+            raise TypeError("a native entry must be {'device': str, 'payload': str, 'sha256': str}, "
+                            f"got {n!r}")
+        found[n["device"]] = _read_payload(zf, path, where, n["payload"], n["sha256"])
+    return found
+
+
+# What each manifest field must hold (checked before anything reads it).
+_RECORD_FIELDS = {"signature": list, "constexprs": dict, "target": str, "simd": int,
+                  "uses_groups": bool, "extensions": list, "lanes_per_thread": int,
+                  "build_options": str, "params": list}
+
+
+def _check_record_shape(record):
+    for key, kind in _RECORD_FIELDS.items():
+        value = record.get(key)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise TypeError(f"'{key}' must be a {kind.__name__}, got {value!r}")
+    if record["simd"] not in SIMD_WIDTHS:
+        raise ValueError(f"simd must be one of {SIMD_WIDTHS}, got {record['simd']!r}")
+    if record["lanes_per_thread"] not in (0,) + SIMD_WIDTHS:
+        raise ValueError(f"lanes_per_thread {record['lanes_per_thread']!r} is not 0, 1 or a simd width")
+    if not all(isinstance(e, str) for e in record["extensions"]):
+        raise TypeError(f"'extensions' must be strings, got {record['extensions']!r}")
+    for p in record["signature"]:
+        if not (isinstance(p, dict) and isinstance(p.get("name"), str) and isinstance(p.get("type"), str)):
+            raise TypeError(f"a signature entry must be {{'name': str, 'type': str}}, got {p!r}")
+    for p in record["params"]:
+        if not (isinstance(p, dict) and isinstance(p.get("name"), str) and isinstance(p.get("type"), str)
+                and isinstance(p.get("writes"), bool) and type(p.get("min_elems")) is int
+                and p["min_elems"] >= 0):
+            raise TypeError("a params entry must be {'name': str, 'type': str, 'writes': bool, "
+                            f"'min_elems': int >= 0}}, got {p!r}")
+
+
+def _check_agreement(signature, constexprs, binary):
+    """The manifest's parts must agree with each other and with the SPIR-V."""
+    runtime = [(n, t) for n, t in signature if t != CONSTEXPR]
+    params = [(p.name, p.type) for p in binary.params]
+    if runtime != params:
+        raise ValueError(f"the signature's run-time parameters {runtime} differ from the launch "
+                         f"contract's {params}")
+    missing = [n for n, t in signature if t == CONSTEXPR and n not in constexprs]
+    if missing or len(constexprs) != len(signature) - len(runtime):
+        raise ValueError(f"constexprs {sorted(constexprs)} do not match the signature's constexpr "
+                         "parameters")
+    from .spirv_check import check_module
+    check_module(binary)
+
+
+
+def _read_payload(zf, path, where, payload_name, sha):
+    try:
+        payload = _read_member(zf, path, payload_name, limits.PACKAGE_PAYLOAD_BYTES)
+    except KeyError:
+        raise PackageError(f"{where}: the payload {payload_name} is missing") from None
     if hashlib.sha256(payload).hexdigest() != sha:
-        raise PackageError(f"{path}: the payload {payload_name} of kernel '{name}' does not match "
-                           f"its sha256 in the manifest: the package was modified or damaged")
+        raise PackageError(f"{where}: the payload {payload_name} does not match its sha256 in "
+                           "the manifest: the package was modified or damaged")
     return payload
 
 

@@ -1224,10 +1224,11 @@ def edge_values(elem):
 
 
 def beyond_values(elem):
-    """Python numbers just and far beyond ``elem``'s range (source spellings)."""
+    """Python numbers just and far beyond ``elem``'s range (source spellings).  An integer
+    type takes either reading of its bits (``-1`` for u32, ``0xFFFF`` for i16), so the
+    range is -2**(bits-1) .. 2**bits - 1."""
     if elem.is_int:
-        info = np.iinfo(elem.np_dtype)
-        return [str(int(info.max) + 1), str(int(info.min) - 1), "2**64 + 5", "-2**70", "10**30"]
+        return [str(2 ** elem.bits), str(-2 ** (elem.bits - 1) - 1), "2**64 + 5", "-2**70", "10**30"]
     if elem == f16:
         return ["70000.0", "-1e5", "65536.0"]
     return ["1e39", "-3.5e38", "1e300"]

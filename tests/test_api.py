@@ -170,7 +170,7 @@ def k_matrix_regions(x: P, out: P, T: cm.constexpr):
     cm.store(out, o + 8, m.column(3))                       # column (6 elements)
     cm.store(out, o + 14, m[0:6:2, 1:8:3].format(T))        # 3 x 3 region, flattened
     cm.store(out, o + 23, m.select(2, 1, 4, 2, 4, 0))       # CM select<2,1,4,2>(4, 0)
-    t = m.row(5)
+    t = m.row(5).copy()                                     # a register of its own, not a view of m
     t[0:4] = m[2, 4:8]
     cm.store(out, o + 31, t)
     cm.store(out, o + 39, m[3, 7])

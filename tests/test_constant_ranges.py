@@ -255,3 +255,24 @@ def test_launch_keeps_boundary_and_infinite_scalars(mode):
     assert y.tolist() == [3.4028234663852886e38, 65504.0, -math.inf, float(-2**31)]
     k[1](y, math.inf, -65504.0, 1.0, 2**31 - 1)
     assert y.tolist() == [math.inf, -65504.0, 1.0, float(np.float32(2**31 - 1))]
+
+
+def test_errors_name_the_file_of_the_kernel_even_when_a_twin_elsewhere_failed_first(tmp_path):
+    """Code objects of the same text at the same line compare equal across files: the front
+    end's source cache must still report each kernel's own file (found by the differential
+    test, whose generated kernels repeat)."""
+    import importlib.util
+    paths = []
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        path = tmp_path / folder / "twin.py"
+        path.write_text("import cmlang as cm\n\n\ndef k(p: cm.ptr[cm.i16]):\n"
+                        "    v = cm.full(cm.vector[cm.i16, 16], 65536)\n    cm.store(p, 0, v)\n")
+        paths.append(str(path))
+    for path in paths:
+        spec = importlib.util.spec_from_file_location(f"twin_{len(path)}_{path[-12]}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        with pytest.raises(cm.CompileError) as info:
+            cm.kernel(module.k).compile()
+        assert f"{path}:5:" in str(info.value)

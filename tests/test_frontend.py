@@ -414,9 +414,9 @@ def k_index_oob(x):
     w = m[4]
 
 
-def k_runtime_slice(x, n):
+def k_runtime_slice(x, n, m):
     v = cm.load(x, 0, 16)
-    w = v[n:n + 4]
+    w = v[n:n + m]
 
 
 def test_region_errors():
@@ -424,8 +424,9 @@ def test_region_errors():
     assert_error_at(err, k_region_oob, "v[8:24]", "region [8:24:1] out of bounds for vector<f32, 16>")
     err = error(k_index_oob, x=PF)
     assert_error_at(err, k_index_oob, "m[4]", "index 4 out of bounds for matrix<f32, 4, 4>")
-    err = error(k_runtime_slice, x=PF, n=i32)
-    assert_error_at(err, k_runtime_slice, "v[n:n + 4]", "compile-time", ".select(size, stride, offset)")
+    err = error(k_runtime_slice, x=PF, n=i32, m=i32)
+    assert_error_at(err, k_runtime_slice, "n:n + m", "a slice with a run-time start needs the stop written "
+                    "as start + n with n a compile-time integer")
 
 
 def k_region_writes(x, i, s):
@@ -821,8 +822,10 @@ def k_mask_condition(x):
 def test_if_errors():
     assert_error_at(error(k_one_branch_var, x=PF, n=i32), k_one_branch_var, "y)",
                     "variable 'y' is defined in only one branch of the if at line")
-    assert_error_at(error(k_branch_type_mismatch, x=PF, n=i32), k_branch_type_mismatch, "if n > 0",
-                    "variable 'v' has type vector<f16, 8> on one path and vector<f32, 8> on the other")
+    # a name with different types on the two paths is an error only where it is read after the if
+    assert_error_at(error(k_branch_type_mismatch, x=PF, n=i32), k_branch_type_mismatch, "v)",
+                    "variable 'v' has type vector<f16, 8> on one path and vector<f32, 8> on the other "
+                    "(the if at line")
     assert_error_at(error(k_mask_condition, x=PF), k_mask_condition, "v > 0",
                     "the condition is a vector<bool, 8> mask; use mask.any() or mask.all()")
 

@@ -1,7 +1,7 @@
 """Reductions over registers whose size is not a multiple of the lanes (or of a power of
 two) agree on every path: the SIMT device code, the interpreter (the reference semantics)
 and the spirv-vc lowering run by tests/vc_emulator.py. Both code generators pad with the
-neutral elements of one table (codegen.scalar_ops.identity_value); min/max ignore NaN
+neutral elements of one table (codegen.elementwise.identity_value); min/max ignore NaN
 elements, so an all-NaN register gives NaN, never the padding's infinity.
 """
 import importlib.util

@@ -36,11 +36,12 @@ from typing import Optional
 
 from .. import language as lang
 from ..errors import CompileError
+from .. import limits
 from ..ir import Block, Value
 from ..types import ScalarType, VectorType, bool_
 from . import operators as ops
 from . import typing_rules as tr
-from .values import Undefined, is_constexpr, is_weak, is_numeric, is_register, describe, same_constant
+from .values import Undefined, View, is_constexpr, is_weak, is_numeric, is_register, describe, same_constant
 
 MAX_UNROLL = 1 << 16
 _MISSING = object()
@@ -227,7 +228,8 @@ class ControlFlowMixin:
             if node.value is not None:
                 raise self.error("a kernel cannot return a value; store results to memory", node.value)
             return Returned(None)
-        return Returned(self.expr(node.value) if node.value is not None else None)
+        value = self.expr(node.value) if node.value is not None else None
+        return Returned(self.with_references(value, self.frame.env))
 
     def _if_with_return(self, node, rest):
         """An if whose branches may return: the rest of the list goes into both branches
@@ -235,10 +237,13 @@ class ControlFlowMixin:
         cond = self.condition(node.test)
         if not isinstance(cond, Value):
             return self.compile_stmts((node.body if cond else node.orelse) + rest)
-        then_block, _, then_ret = self._branch(lambda: self.compile_stmts(node.body + rest))
-        else_block, _, else_ret = self._branch(lambda: self.compile_stmts(node.orelse + rest))
-        a = then_ret.value if then_ret else None
-        b = else_ret.value if else_ret else None
+        then_block, then_env, then_ret = self._branch(lambda: self.compile_stmts(node.body + rest))
+        else_block, else_env, else_ret = self._branch(lambda: self.compile_stmts(node.orelse + rest))
+        # a path that ends without a return returns None (and the reference parameters)
+        with self.builder.at(then_block):
+            a = then_ret.value if then_ret else self.with_references(None, then_env)
+        with self.builder.at(else_block):
+            b = else_ret.value if else_ret else self.with_references(None, else_env)
         plan = self._plan(f"the return value of '{self.frame.name}'", a, b)
         op = self._build_if(cond, then_block, else_block, [(plan, a)], [(plan, b)])
         return Returned(self._rebuild(plan, iter(op.results)))
@@ -285,6 +290,8 @@ class ControlFlowMixin:
                     changed.append(name)
         after = dict(before)
         merged = []
+        line = self.loc(node).line
+        view_names = set()     # names bound to views of different regions on the two paths
         for name in changed:
             a, b = then_env.get(name, _MISSING), else_env.get(name, _MISSING)
             if then_left:
@@ -296,17 +303,40 @@ class ControlFlowMixin:
                 after[name] = undefined
             elif a is _MISSING or b is _MISSING:
                 after[name] = Undefined(f"is defined in only one branch of the if at line "
-                                        f"{self.loc(node).line}; define it before the if or in both branches")
+                                        f"{line}; define it before the if or in both branches")
+            elif isinstance(a, View) and a.same(b):
+                after[name] = a
             else:
-                merged.append((name, self._plan(f"variable '{name}'", a, b), a, b))
+                if isinstance(a, View) or isinstance(b, View):
+                    # views of different regions: the name holds the register it reads
+                    view_names.add(name)
+                    a, b = self._read_in(then_block, then_env, a), self._read_in(else_block, else_env, b)
+                try:
+                    plan = self._plan(f"variable '{name}'", a, b)
+                except CompileError as e:
+                    # different types on the two paths: an error only if the name is read after
+                    after[name] = Undefined(f"{e.message.removeprefix(f'variable {name!r} ')} (the if "
+                                            f"at line {line}); convert it so that both agree")
+                    continue
+                merged.append((name, plan, a, b))
         op = self._build_if(cond, then_block, else_block,
                             [(plan, a) for _, plan, a, _ in merged], [(plan, b) for _, plan, _, b in merged])
         results = iter(op.results)
         self.frame.env = after
         for name, plan, _, _ in merged:
             self.bind(name, self._rebuild(plan, results))
+            if name in view_names:
+                self.frame.merged_views[name] = (f"it is a view of different registers or regions on the "
+                                                 f"two paths of the if at line {line}")
         if then_left and else_left:
             after[self._flags().left] = True     # the rest of the statement list is unreachable
+
+    def _read_in(self, block, env, value):
+        """``value`` as a register at the end of ``block`` (a view is read from ``env``)."""
+        if not isinstance(value, View):
+            return value
+        with self.builder.at(block):
+            return self.read_view(value, env, tag=False)
 
     def _build_if(self, cond, then_block, else_block, then_values, else_values):
         """Ends both blocks with yields of the joined values and creates the if op."""
@@ -404,24 +434,39 @@ class ControlFlowMixin:
         """``for x in cm.static_range(n)`` / a tuple: the body once per item, x compile-time.
         After a compile-time break the unrolling stops; after a run-time one the later copies
         of the body run under ``if not broke``."""
-        if len(items) > MAX_UNROLL:
-            raise self.error(f"the loop has {len(items)} iterations, too many to unroll", node.iter)
+        count = _iterations(items)
+        if count > MAX_UNROLL:
+            raise self.error(f"the loop has {count} iterations, too many to unroll (at most "
+                             f"{MAX_UNROLL}; use range() for a run-time loop)", node.iter)
         flags = self._loop_flags(node.body)
         self.frame.loop_depth += 1
         try:
-            for item in items:
+            for done, item in enumerate(items):
                 broke = self.frame.env.get(flags.broke, False)
                 if broke is True:
                     break
                 iteration = functools.partial(self._unrolled_iteration, node, item, flags)
+                before = self.builder.created
                 if isinstance(broke, Value):
                     self._unless(broke, iteration, node)
                 else:
                     iteration()
+                if done == 0:
+                    self._check_unrolled_size(node, count, self.builder.created - before)
         finally:
             self.frame.loop_depth -= 1
             for name in flags.names():
                 self.frame.env.pop(name, None)
+
+    def _check_unrolled_size(self, node, count, per_iteration):
+        """After the first copy of the body: fail now, not minutes later, when all the
+        copies would pass the IR size budget."""
+        builder = self.builder
+        expected = builder.created + per_iteration * (count - 1)
+        if expected > builder.max_ops:
+            raise self.error(limits.IR_OPS.exceeded(
+                expected, f"unrolling this loop ({count} iterations of about {per_iteration} "
+                          "operations) would give the kernel"), node.iter)
 
     def _unrolled_iteration(self, node, item, flags):
         self.frame.env.update(flags.fresh())
@@ -570,6 +615,12 @@ class ControlFlowMixin:
         env = self.frame.env
         names, inits, frozen = [], [], []
         assigned = set(assigned_names(body))
+        rebound = self.rebound_names(ast.Module(body=list(body), type_ignores=[]))
+        for name, value in list(env.items()):
+            if isinstance(value, View) and (name in rebound or value.root in rebound):
+                # a view the body rebinds, or of a variable it rebinds: from here on the name
+                # holds the register it reads (as after a rebinding outside a loop)
+                env[name] = self.read_view(value, tag=False)
         for name in [n for n in env if n in assigned]:   # in the order the variables appeared
             value = env.get(name, _MISSING)
             if name in exclude or value is _MISSING or isinstance(value, Undefined):
@@ -595,12 +646,25 @@ class ControlFlowMixin:
         try:
             with self.builder.at(block):
                 self.compile_stmts(body)
+                for name in bindings:       # a carried name the body bound to a view yields its register
+                    if isinstance(self.frame.env.get(name), View):
+                        self.frame.env[name] = self.read_view(self.frame.env[name], tag=False)
             return self.frame.env
         finally:
             self.frame.env = saved
             self.frame.loop_depth -= 1
 
     def _settle(self, node, names, inits, build):
+        """``_settle_types`` with the carried names of weak initial values marked: their type
+        is the loop's to find, so ``s += x`` in the body does not convert back to a guess."""
+        saved = self.frame.weak_carried
+        self.frame.weak_carried = saved | {n for n, v in zip(names, inits) if is_weak(v)}
+        try:
+            return self._settle_types(node, names, inits, build)
+        finally:
+            self.frame.weak_carried = saved
+
+    def _settle_types(self, node, names, inits, build):
         """Builds the loop body until the carried variables' types agree with what it yields.
 
         ``build(names, types, weak)`` compiles the body with block arguments of ``types``; it
@@ -611,8 +675,16 @@ class ControlFlowMixin:
         names, inits = list(names), list(inits)
         types = self._guess_types(names, inits, build)
         mismatch = None
-        for _ in range(2 * len(names) + 2):
+        rounds = 0
+        while rounds < 2 * len(names) + 2:
+            rounds += 1
             blocks, env_end, args = build(names, types, None)
+            written = self._written_through(names, env_end, args)
+            if written:     # variables the body wrote through a view or a func's reference
+                names += written
+                inits += [self.frame.env[n] for n in written]
+                types += [self.frame.env[n].type for n in written]
+                continue
             unchanged = [k for k, n in enumerate(names) if is_weak(inits[k])
                          and (env_end[n] is args[k] or same_constant(env_end[n], inits[k]))]
             if unchanged:
@@ -631,6 +703,15 @@ class ControlFlowMixin:
                         self._type_changes(node, *mismatch)
             types = [new if is_weak(init) else old for old, new, init in zip(types, new_types, inits)]
         self._type_changes(node, *mismatch)
+
+    def _written_through(self, names, env_end, args):
+        """Registers of variables from before the loop that its body changed without assigning
+        the name (through a view, or as a @cm.func's reference argument)."""
+        before = self.frame.env
+        carried_args = set(map(id, args))
+        return [n for n, v in before.items()
+                if n not in names and is_register(v) and n in env_end and env_end[n] is not v
+                and id(env_end[n]) not in carried_args and ":" not in n]
 
     def _guess_types(self, names, inits, build):
         """First guess of the carried types: a trial build with the weak initial values left
@@ -701,3 +782,12 @@ class ControlFlowMixin:
         for name, result in zip(names, results):
             if name not in flags.names():
                 self.bind(name, result)
+
+
+def _iterations(items) -> int:
+    """len(items), also for ranges longer than a C ssize_t (``cm.static_range(2**63)``)."""
+    if isinstance(items, range):
+        step = items.step
+        span = (items.stop - items.start) if step > 0 else (items.start - items.stop)
+        return max(0, (span + abs(step) - 1) // abs(step))
+    return len(items)

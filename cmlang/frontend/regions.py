@@ -11,9 +11,14 @@ Matrix ``m: matrix[T, R, C]`` (row-major; strides count elements):
     m[a:b, j]     a column: rdregion [vsize=rows, vstride=C, hsize=1, hstride=1] -> vector
     m[i, a:b]     part of a row -> vector
 Run-time indices become the dynamic offset operand (i32), e.g. m[i] -> offset i*C.
-Slice bounds must be compile-time (else use ``v.select(size, stride, offset)``).
+A slice may start at a run-time ``i`` when its length is a compile-time constant:
+``v[i:i + 8]``, ``v[i:i + 16:2]``, ``m[r, c:c + 8]`` (CM ``select<8, 1>(i)``): the front end
+reads such a slice as a ``DynamicSlice`` and ``i`` becomes the dynamic offset.
 The same regions on the left of ``=`` write: ``v[2:10:2] = w`` -> wrregion, ``v[3] = x``
 -> insert; the variable is rebound to the new register (SSA).
+
+A region read is a *view* (numpy's rule): ``visitor`` remembers which variable and regions a
+read came from (``values.View``) and turns writes through it into writes of the variable.
 
 Register methods (``v.select(...)``, ``v.astype(T)``, ...) are the functions in METHODS.
 """
@@ -45,6 +50,14 @@ class Region:
     def indices(self):
         return [self.offset + r * self.vstride + c * self.hstride
                 for r in range(self.vsize) for c in range(self.hsize)]
+
+
+@dataclass(frozen=True)
+class DynamicSlice:
+    """``i:i + n:step`` with a run-time start ``i`` (i32) and ``count`` elements."""
+    start: Value
+    count: int
+    step: int = 1
 
 
 @dataclass
@@ -84,11 +97,32 @@ def write_region(em, base: Value, region: Region, value):
         operands = [base, s] + ([region.dyn] if region.dyn is not None else [])
         return em.op("insert", operands, t, index=region.offset)
     target = VectorType(t.elem, region.shape)
+    value = reshaped(em, value, target.shape)
     if isinstance(value, Value) and isinstance(value.type, VectorType) and value.type.shape != target.shape:
         raise em.error(f"cannot assign a {value.type} to a region of {t} of type {target}")
     src = em.coerce(value, target)
     operands = [base, src] + ([region.dyn] if region.dyn is not None else [])
     return em.op("wrregion", operands, t, **region.attrs())
+
+
+def _squeezed(shape):
+    return tuple(n for n in shape if n != 1) or (1,)
+
+
+def reshaped(em, value, shape):
+    """A register whose shape differs from ``shape`` only in dimensions of 1 (a 1 x N matrix
+    region for an N-vector, as CM allows), reshaped; anything else unchanged."""
+    if not (isinstance(value, Value) and isinstance(value.type, VectorType)) or value.type.shape == tuple(shape):
+        return value
+    if _squeezed(value.type.shape) != _squeezed(tuple(shape)):
+        return value
+    return whole(em, value, VectorType(value.type.elem, tuple(shape)))
+
+
+def whole(em, value: Value, t=None) -> Value:
+    """A new register holding all of ``value``'s elements in order (as type ``t``, a reshape)."""
+    n = value.type.size
+    return em.op("rdregion", [value], t or value.type, offset=0, vsize=1, vstride=0, hsize=n, hstride=1)
 
 
 def subscript_region(em, base: Value, key) -> Region:
@@ -97,13 +131,16 @@ def subscript_region(em, base: Value, key) -> Region:
         if isinstance(t, ScalarType):
             raise em.error(f"a {t} scalar cannot be subscripted")
         raise em.error(f"cannot index {t} directly; use cm.load/cm.store or cm.gather/cm.scatter")
+    if key is Ellipsis:         # v[...]: all of it
+        rows, cols = t.shape if t.is_matrix else (1, t.size)
+        return Region(0, rows, cols, cols, 1, shape=tuple(t.shape))
     if not t.is_matrix:
         if isinstance(key, tuple):
             raise em.error(f"{t} takes one index, got {len(key)}")
         p = _pick(em, key, t.size, t, 0)
         if p.count is None:
             return Region(p.start, dyn=p.dyn)
-        return Region(p.start, 1, 0, p.count, p.step, shape=(p.count,))
+        return Region(p.start, 1, 0, p.count, p.step, shape=(p.count,), dyn=p.dyn)
     rows, cols = t.shape
     keys = key if isinstance(key, tuple) else (key, slice(None, None, None))
     if len(keys) != 2:
@@ -122,6 +159,11 @@ def subscript_region(em, base: Value, key) -> Region:
 
 def _pick(em, key, extent, t, dim) -> _Pick:
     where = f" (dimension {dim} has {extent})" if t.is_matrix else ""
+    if isinstance(key, DynamicSlice):
+        last = (key.count - 1) * key.step
+        if last >= extent:
+            raise em.error(f"a region of {key.count} elements {key.step} apart does not fit {t}{where}")
+        return _Pick(0, key.count, key.step, dyn=key.start)
     if isinstance(key, slice):
         return _slice_pick(em, key, extent, t, where)
     if isinstance(key, int) and not isinstance(key, bool):
@@ -137,8 +179,8 @@ def _pick(em, key, extent, t, dim) -> _Pick:
 def _slice_pick(em, key: slice, extent, t, where) -> _Pick:
     parts = (key.start, key.stop, key.step)
     if not all(x is None or (isinstance(x, int) and not isinstance(x, bool)) for x in parts):
-        raise em.error("slice bounds of a register must be compile-time integers; for a run-time "
-                       "offset use v.select(size, stride, offset)")
+        raise em.error("slice bounds of a register must be compile-time integers, or a run-time "
+                       "start with a compile-time length: v[i:i + 8], v[i:i + 16:2]")
     step = 1 if key.step is None else key.step
     if step == 0:
         raise em.error("slice step cannot be zero")
@@ -172,9 +214,16 @@ def check_region(em, region: Region, t, text):
 # --- register methods: v.select(...), v.astype(T), ... --------------------------------------
 
 def call_method(em, value: Value, name: str, args, kwargs):
+    """``value.name(*args)`` -> (result, step): ``step`` is the region (or the ``format`` type)
+    that makes the result a view of ``value``, None for a method whose result is new."""
     fn = METHODS[name]
     bound = bind_arguments(fn, f"{value.type}.{name}()", args, kwargs, em.error, skip=2)
-    return fn(em, value, *bound)
+    result = fn(em, value, *bound)
+    return result if isinstance(result, tuple) else (result, None)
+
+
+def _view(em, v, region):
+    return read_region(em, v, region), region
 
 
 def _const_int(em, x, what, positive=False):
@@ -209,7 +258,7 @@ def m_select(em, v, *args):
         offset, dyn = _offset_parts(em, args[2] if len(args) > 2 else 0, "select offset")
         region = Region(offset, 1, 0, size, stride, shape=(size,), dyn=dyn)
         check_region(em, region, t, f"select({size}, {stride}, {offset})")
-        return read_region(em, v, region)
+        return _view(em, v, region)
     if not 4 <= len(args) <= 6:
         raise em.error(f"{t}.select() expects 4 to 6 arguments (vsize, vstride, hsize, hstride, i, j), "
                        f"got {len(args)}")
@@ -228,7 +277,7 @@ def m_select(em, v, *args):
         if not (0 <= i and rows_used < t.shape[0] and min(cols_used) >= 0 and max(cols_used) < cols):
             raise em.error(f"region select({vsize}, {vstride}, {hsize}, {hstride}, {i}, {j}) "
                            f"out of bounds for {t}")
-    return read_region(em, v, region)
+    return _view(em, v, region)
 
 
 def m_replicate(em, v, rep, vstride=0, width=None, hstride=1, offset=0):
@@ -270,14 +319,14 @@ def m_row(em, v, i):
     t = _register(em, v, "row")
     if not t.is_matrix:
         raise em.error(f"row() needs a matrix, got {t}")
-    return read(em, v, (i, slice(None, None, None)))
+    return _view(em, v, subscript_region(em, v, (i, slice(None, None, None))))
 
 
 def m_column(em, v, j):
     t = _register(em, v, "column")
     if not t.is_matrix:
         raise em.error(f"column() needs a matrix, got {t}")
-    return read(em, v, (slice(None, None, None), j))
+    return _view(em, v, subscript_region(em, v, (slice(None, None, None), j)))
 
 
 def m_astype(em, v, elem):
@@ -307,7 +356,13 @@ def m_format(em, v, elem, rows=None, cols=None):
         raise em.error(f"cannot format {t} ({bits} bits) as {target} ({target.size * elem.bits} bits)")
     if target == t:
         return v
-    return em.op("bitcast", [v], target)
+    return em.op("bitcast", [v], target), target
+
+
+def m_copy(em, v):
+    """An independent register with the same elements (not a view of ``v``)."""
+    _register(em, v, "copy")
+    return whole(em, v)
 
 
 def _reduce_bool(em, v, kind):
@@ -329,6 +384,7 @@ def m_all(em, v):
 METHODS = {
     "select": m_select, "replicate": m_replicate, "iselect": m_iselect, "row": m_row,
     "column": m_column, "astype": m_astype, "format": m_format, "any": m_any, "all": m_all,
+    "copy": m_copy,
 }
 
 

@@ -27,11 +27,14 @@ _CACHE = {}
 
 
 def function_source(pyfn) -> FunctionSource:
-    """Parses ``pyfn``'s source once (cached per code object)."""
+    """Parses ``pyfn``'s source once (cached per code object and file: code objects compare
+    equal across files when their text and first line are the same, and the locations of
+    one must never be reported for the other)."""
     code = pyfn.__code__
-    src = _CACHE.get(code)
+    key = (code.co_filename, code)
+    src = _CACHE.get(key)
     if src is None:
-        src = _CACHE[code] = _parse(pyfn)
+        src = _CACHE[key] = _parse(pyfn)
     return src
 
 

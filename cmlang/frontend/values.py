@@ -25,9 +25,11 @@ class Undefined:
 
 @dataclass(frozen=True)
 class RegisterMethod:
-    """``v.select`` before it is called: the register and the method name."""
+    """``v.select`` before it is called: the register, the method name, and the view the
+    register was read through (None: not a variable's register)."""
     value: Value
     name: str
+    view: object = None
 
 
 def is_weak(x) -> bool:
@@ -57,6 +59,8 @@ def describe(x) -> str:
     """How a value is named in error messages: its IR type or its kind of constant."""
     if isinstance(x, Value):
         return str(x.type)
+    if isinstance(x, View):
+        return f"view of '{x.root}'"
     if isinstance(x, bool):
         return "bool constant"
     if isinstance(x, int):
@@ -114,3 +118,33 @@ def bind_arguments(fn, display: str, args, kwargs, error, skip: int = 1):
         v = bound.arguments[p.name]
         values.extend(v if p.kind is p.VAR_POSITIONAL else [v])
     return values
+
+
+@dataclass(frozen=True, eq=False)
+class View:
+    """A name bound to part of another variable's register (a numpy slice, a CM
+    ``vector_ref``): ``root`` is a variable of the same function holding a register, ``steps``
+    the regions (``regions.Region``) and reinterpretations (a ``VectorType`` for
+    ``format``) from it to the view. Reading the name re-reads the root; writing through it
+    writes the root (see ``FunctionCompiler.write_view``)."""
+    root: str
+    frame: object
+    steps: tuple = ()
+
+    def then(self, step) -> "View":
+        return View(self.root, self.frame, self.steps + (step,))
+
+    def same(self, other) -> bool:
+        """The same region of the same variable (run-time offsets: the same values)."""
+        return (isinstance(other, View) and other.root == self.root and other.frame is self.frame
+                and len(other.steps) == len(self.steps)
+                and all(_same_step(a, b) for a, b in zip(self.steps, other.steps)))
+
+
+def _same_step(a, b):
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, VectorType):
+        return a == b
+    return (a.offset, a.vsize, a.vstride, a.hsize, a.hstride, a.shape) == \
+        (b.offset, b.vsize, b.vstride, b.hsize, b.hstride, b.shape) and a.dyn is b.dyn

@@ -23,15 +23,18 @@ import numpy as np
 from .. import language as lang
 from .. import reads as recorded
 from ..errors import CompileError
+from .. import limits
 from ..ir import Builder, Value, Function
 from ..types import ScalarType, VectorType, PtrType, scalar_from_numpy, constexpr as CONSTEXPR
+from ..types import TypeSpellingError
 from . import operators as ops
 from . import regions
 from . import builtins_impl
 from .control_flow import ControlFlowMixin
+from .views import ViewsMixin
 from .emit import Emitter
 from .source import FunctionSource, function_source
-from .values import (Undefined, RegisterMethod, is_constexpr, is_weak, is_numeric, is_register,
+from .values import (Undefined, RegisterMethod, View, is_constexpr, is_weak, is_numeric, is_register,
                      describe)
 
 UNSUPPORTED_EXPRS = {
@@ -61,6 +64,9 @@ class Frame:
     path: tuple | None = None           # how the function was reached (reads.py), None: unknown
     env: dict = field(default_factory=dict)   # local variables
     loop_depth: int = 0                 # enclosing loops (returns are not allowed inside)
+    ref_params: tuple = ()              # register parameters passed by reference (views.py)
+    merged_views: dict = field(default_factory=dict)  # name -> why it cannot be written through
+    weak_carried: frozenset = frozenset()   # loop-carried names whose type the loop still infers
 
     @property
     def name(self):
@@ -72,7 +78,7 @@ def _closure(pyfn):
     return dict(zip(pyfn.__code__.co_freevars, cells))
 
 
-class FunctionCompiler(ControlFlowMixin):
+class FunctionCompiler(ControlFlowMixin, ViewsMixin):
     def __init__(self, function: Function, pyfn):
         self.function = function
         self.builder = Builder(function.body)
@@ -80,9 +86,11 @@ class FunctionCompiler(ControlFlowMixin):
         src = function_source(pyfn)
         self.frame = Frame(src, pyfn.__globals__, _closure(pyfn), is_kernel=True, path=recorded.KERNEL_ROOT)
         self.inlining = [pyfn.__code__]     # the call chain, to reject recursion
+        self.depth = 0                      # statements and expressions being compiled, nested
         # Every Python value the compile reads from outside the kernel (the disk cache
         # re-checks them before it serves this kernel again).
         self.reads = recorded.ReadRecord()
+        self._init_views()
 
     # --- entry -------------------------------------------------------------------
     def compile_kernel(self, constexprs: dict):
@@ -117,6 +125,26 @@ class FunctionCompiler(ControlFlowMixin):
         finally:
             self.builder.loc = saved
 
+    @contextlib.contextmanager
+    def nested(self, node):
+        """One level deeper into the source: counts nesting against its budget, and turns
+        Python's own errors from evaluating ``node`` (a number too large for a float, an
+        operator Python refuses, a count too large for an index) into CompileErrors at
+        ``node``; CompileErrors raised without a place get this one."""
+        self.depth += 1
+        try:
+            if self.depth > limits.NESTING.value:
+                raise self.error(limits.NESTING.exceeded(self.depth, "the kernel"), node)
+            yield
+        except CompileError as e:
+            if e.loc is not None and not isinstance(e, TypeSpellingError):
+                raise
+            raise CompileError(e.message, self.loc(node)) from e
+        except (ArithmeticError, TypeError, ValueError, IndexError, KeyError) as e:
+            raise self.error(f"{type(e).__name__}: {e}", node) from e
+        finally:
+            self.depth -= 1
+
     # --- names ----------------------------------------------------------------------
     def lookup(self, name, node):
         env = self.frame.env
@@ -124,6 +152,10 @@ class FunctionCompiler(ControlFlowMixin):
             value = env[name]
             if isinstance(value, Undefined):
                 raise self.error(f"variable '{name}' {value.reason}", node)
+            if isinstance(value, View):
+                return self.read_view(value)
+            if is_register(value):
+                self._last_root = (value, name)
             return value
         if name in self.frame.closure:
             try:
@@ -157,13 +189,11 @@ class FunctionCompiler(ControlFlowMixin):
         return obj
 
     def bind(self, name, value):
-        if isinstance(value, Value) and not value.hint:
-            value.hint = name
-        self.frame.env[name] = value
+        self.bind_value(name, value)
 
     # --- statements ---------------------------------------------------------------------
     def stmt(self, node):
-        with self.at_node(node):
+        with self.at_node(node), self.nested(node):
             method = getattr(self, "stmt_" + type(node).__name__, None)
             if method is None:
                 what = UNSUPPORTED_STMTS.get(type(node).__name__, type(node).__name__)
@@ -198,17 +228,31 @@ class FunctionCompiler(ControlFlowMixin):
             raise self.unsupported(f"operator {type(node.op).__name__}", node)
         target = node.target
         if isinstance(target, ast.Name):
-            current = self.lookup(target.id, target)
-            self.bind(target.id, ops.binary(self.em, opname, current, self.expr(node.value)))
+            name = target.id
+            current = self.lookup(name, target)
+            new = ops.binary(self.em, opname, current, self.expr(node.value))
+            bound = self.frame.env.get(name)
+            if isinstance(bound, View) or is_register(bound):
+                # in place, as numpy and CM: the register (and every view of it) changes, and
+                # the result converts back to its element type
+                with self.at_node(target):
+                    self.write_view(self.target_view(target), new)
+            elif isinstance(current, Value) and isinstance(new, Value) and new.type != current.type \
+                    and name not in self.frame.weak_carried:
+                self.bind(name, self.em.convert(new, current.type))   # C: back to the variable's type
+            else:
+                self.bind(name, new)
         elif isinstance(target, ast.Subscript):
-            name, base = self.subscript_base(target)
+            view = self.target_view(target.value)
             key = self.subscript_key(target.slice)
             rhs = self.expr(node.value)
             with self.at_node(target):
-                current = regions.read(self.em, base, key)
+                region = regions.subscript_region(self.em, self.read_view(view, tag=False), key)
+                current = regions.read_region(self.em, self.read_view(view, tag=False), region)
             new = ops.binary(self.em, opname, current, rhs)
             with self.at_node(target):
-                self.bind(name, regions.write(self.em, base, key, new))
+                self.write_view(view.then(region) if region.shape is not None else view, new,
+                                None if region.shape is not None else key)
         else:
             raise self.unsupported("augmented assignment to an attribute", node)
 
@@ -226,7 +270,7 @@ class FunctionCompiler(ControlFlowMixin):
     def assign(self, target, value):
         """Binds ``value`` to an assignment target (name, tuple, subscript)."""
         if isinstance(target, ast.Name):
-            self.bind(target.id, value)
+            self.rebind(target.id, value)
         elif isinstance(target, (ast.Tuple, ast.List)):
             if any(isinstance(e, ast.Starred) for e in target.elts):
                 raise self.unsupported("starred assignment", target)
@@ -237,42 +281,33 @@ class FunctionCompiler(ControlFlowMixin):
             for t, v in zip(target.elts, value):
                 self.assign(t, v)
         elif isinstance(target, ast.Subscript):
-            name, base = self.subscript_base(target)
+            view = self.target_view(target.value)
             key = self.subscript_key(target.slice)
             with self.at_node(target):
-                self.bind(name, regions.write(self.em, base, key, value))
+                self.write_view(view, value, key)
         elif isinstance(target, ast.Attribute):
             raise self.unsupported("assignment to an attribute", target)
         else:
             raise self.unsupported(f"assignment to {type(target).__name__}", target)
 
-    def subscript_base(self, target):
-        """The variable a subscript assignment rebinds, and its register."""
-        if not isinstance(target.value, ast.Name):
-            raise self.unsupported("assignment to a nested subscript (assign to a variable's region)",
-                                   target)
-        name = target.value.id
-        base = self.lookup(name, target.value)
-        if not is_register(base):
-            if isinstance(base, tuple):
-                raise self.error(f"'{name}' is a tuple; tuples cannot be changed", target)
-            raise self.error(f"cannot assign to a region of {describe(base)} '{name}'", target)
-        return name, base
-
     # --- expressions ----------------------------------------------------------------------
     def expr(self, node):
-        with self.at_node(node):
+        self._last_root = None
+        with self.at_node(node), self.nested(node):
             method = getattr(self, "expr_" + type(node).__name__, None)
             if method is None:
                 what = UNSUPPORTED_EXPRS.get(type(node).__name__, type(node).__name__)
                 raise self.unsupported(what, node)
-            return method(node)
+            value = method(node)
+        if not isinstance(node, ast.Name):
+            self._last_root = None      # only a name itself is its variable (cm.abs(v) may return v)
+        return value
 
     def expr_Constant(self, node):
         v = node.value
         if isinstance(v, str):
             raise self.unsupported("string outside print()", node)
-        if v is None or isinstance(v, (bool, int, float)):
+        if v is None or v is Ellipsis or isinstance(v, (bool, int, float)):
             return v
         raise self.unsupported(f"{type(v).__name__} constant", node)
 
@@ -288,7 +323,11 @@ class FunctionCompiler(ControlFlowMixin):
         base = self.expr(node.value)
         name = node.attr
         if isinstance(base, Value):
-            return regions.attribute(self.em, base, name)
+            view = self.view_of(base)
+            attr = regions.attribute(self.em, base, name)
+            if isinstance(attr, RegisterMethod):
+                return RegisterMethod(attr.value, attr.name, view)
+            return attr
         if isinstance(base, pytypes.ModuleType):
             if not hasattr(base, name):
                 raise self.error(f"module '{base.__name__}' has no attribute '{name}'", node)
@@ -300,13 +339,18 @@ class FunctionCompiler(ControlFlowMixin):
 
     def expr_Subscript(self, node):
         base = self.expr(node.value)
+        view = self.view_of(base)
         key = self.subscript_key(node.slice)
         if isinstance(base, Value):
-            return regions.read(self.em, base, key)
+            region = regions.subscript_region(self.em, base, key)
+            value = regions.read_region(self.em, base, region)
+            return self.as_view(value, view, region if region.shape is not None else None)
         if not is_constexpr(key):
             raise self.error(f"a {describe(base)} needs a compile-time index", node)
         try:
             item = base[key]
+        except TypeSpellingError as e:   # cm.vector[...] spelled wrong: its own message
+            raise self.error(e.message, node) from None
         except (IndexError, KeyError, TypeError, ValueError) as e:
             raise self.error(f"cannot index {describe(base)} with {key!r}: {e}", node) from None
         path = self.reads.path_of(base)
@@ -318,11 +362,37 @@ class FunctionCompiler(ControlFlowMixin):
         """An index: numbers, run-time values, Python slices (of those) and tuples of them."""
         if isinstance(node, ast.Slice):
             with self.at_node(node):
-                parts = [None if p is None else self.expr(p) for p in (node.lower, node.upper, node.step)]
+                lower = None if node.lower is None else self.expr(node.lower)
+                if isinstance(lower, Value):
+                    return self.dynamic_slice(node, lower)
+                parts = [lower] + [None if p is None else self.expr(p) for p in (node.upper, node.step)]
             return slice(*parts)
         if isinstance(node, ast.Tuple):
             return tuple(self.subscript_key(e) for e in node.elts)
         return self.expr(node)
+
+    def dynamic_slice(self, node, start):
+        """``i:i + n[:step]`` with a run-time ``i``: the region of ``len(range(0, n, step))``
+        elements at offset ``i`` (n and step compile-time)."""
+        upper = node.upper
+        length = None
+        if isinstance(upper, ast.BinOp) and isinstance(upper.op, ast.Add):
+            lower_text = ast.dump(node.lower)
+            if ast.dump(upper.left) == lower_text:
+                length = self.expr(upper.right)
+            elif ast.dump(upper.right) == lower_text:
+                length = self.expr(upper.left)
+        step = 1 if node.step is None else self.expr(node.step)
+        if not (isinstance(length, int) and not isinstance(length, bool)):
+            raise self.error("a slice with a run-time start needs the stop written as start + n with n a "
+                             "compile-time integer, e.g. v[i:i + 8] or v[i:i + 16:2]", node)
+        if not (isinstance(step, int) and not isinstance(step, bool) and step > 0):
+            raise self.error(f"the step of a slice with a run-time start must be a positive compile-time "
+                             f"integer, got {describe(step)}", node)
+        count = len(range(0, length, step))
+        if count == 0:
+            raise self.error(f"empty region of a slice with a run-time start (length {length})", node)
+        return regions.DynamicSlice(self.em.int_index(start, "a slice start"), count, step)
 
     def expr_BinOp(self, node):
         opname = ops.BINOPS.get(type(node.op))
@@ -390,23 +460,28 @@ class FunctionCompiler(ControlFlowMixin):
         if callee is lang.static_range or callee is builtins.range:
             name = "cm.static_range" if callee is lang.static_range else "range"
             raise self.error(f"{name}() can only be used as the iterable of a for loop", node)
-        args = []
+        args, arg_views = [], {}
         for a in node.args:
             if isinstance(a, ast.Starred):
                 raise self.unsupported("starred arguments (*args)", a)
             args.append(self.expr(a))
+            arg_views[len(args) - 1] = self.view_of(args[-1])
         kwargs = {}
         for kw in node.keywords:
             if kw.arg is None:
                 raise self.unsupported("keyword argument unpacking (**kwargs)", kw.value)
             kwargs[kw.arg] = self.expr(kw.value)
-        return self.call(callee, args, kwargs, node)
+            arg_views[kw.arg] = self.view_of(kwargs[kw.arg])
+        return self.call(callee, args, kwargs, node, arg_views)
 
-    def call(self, callee, args, kwargs, node):
+    def call(self, callee, args, kwargs, node, arg_views=None):
         if isinstance(callee, lang.DeviceFunction):
-            return self.inline(callee, args, kwargs, node)
+            return self.inline(callee, args, kwargs, node, arg_views or {})
         if isinstance(callee, RegisterMethod):
-            return regions.call_method(self.em, callee.value, callee.name, args, kwargs)
+            value, step = regions.call_method(self.em, callee.value, callee.name, args, kwargs)
+            if step is None and value is callee.value and callee.view is not None and callee.view.steps:
+                self.views[id(value)] = (value, callee.view)     # format(T) of a T register: itself
+            return self.as_view(value, callee.view, step)
         if isinstance(callee, type) and issubclass(callee, np.generic):   # np.float32(x)
             try:
                 callee = scalar_from_numpy(callee)
@@ -482,7 +557,7 @@ class FunctionCompiler(ControlFlowMixin):
             return self.em.convert(value, t, sat=True)
 
     # --- @cm.func inlining ---------------------------------------------------------------
-    def inline(self, dfn, args, kwargs, node):
+    def inline(self, dfn, args, kwargs, node, arg_views):
         """Compiles the body of a @cm.func in place, with its own names and locations."""
         pyfn = dfn.fn
         name = pyfn.__name__
@@ -499,6 +574,14 @@ class FunctionCompiler(ControlFlowMixin):
         except TypeError as e:
             raise self.error(f"cm.func '{name}': {e}", node) from None
         bound.apply_defaults()
+        positional = list(sig.parameters)
+        rebound = self.rebound_names(function_source(pyfn).tree)
+        references = {}     # parameter -> the caller's variable or view it refers to
+        for pname, value in bound.arguments.items():
+            where = pname if pname in kwargs else (positional.index(pname) if pname in positional else None)
+            view = arg_views.get(where)
+            if view is not None and pname not in rebound and is_register(value):
+                references[pname] = (view, value)
         callee = Frame(function_source(pyfn), pyfn.__globals__, _closure(pyfn), is_kernel=False,
                        path=self.reads.path_of(dfn))
         call_loc = self.builder.loc
@@ -518,8 +601,14 @@ class FunctionCompiler(ControlFlowMixin):
                     t = self.annotation(ann)
                     self.builder.loc = call_loc     # conversions belong to the call site
                     value = self.convert_to_annotation(value, t, f"argument '{pname}' of cm.func '{name}'")
+                if pname in references and references[pname][1] is not value:
+                    del references[pname]           # converted: a new register, not a reference
                 self.bind(pname, value)
+            callee.ref_params = tuple(references)
             returned = self.compile_stmts(callee.source.tree.body)
+            result = returned.value if returned is not None else self.with_references(None, callee.env)
+            if references:
+                result, finals = result
         except CompileError as e:
             if e.loc is None or e.loc.file != callee.source.file or call_loc is None \
                     or "(in cm.func" in e.message:
@@ -528,7 +617,14 @@ class FunctionCompiler(ControlFlowMixin):
         finally:
             self.frame = caller
             self.inlining.pop()
-        return returned.value if returned is not None else None
+        if references:
+            saved = self.builder.loc
+            self.builder.loc = call_loc
+            for (view, initial), final in zip(references.values(), finals):
+                if final is not initial:
+                    self.write_view(view, final)
+            self.builder.loc = saved
+        return result
 
     def annotation(self, node):
         """The compile-time value of an annotation (also a string one, from
@@ -555,7 +651,7 @@ class FunctionCompiler(ControlFlowMixin):
                 raise em.error(f"{what} must be a {t} scalar, got {describe(value)}")
             return em.coerce(value, t)
         if isinstance(t, VectorType):
-            return em.coerce(value, t, what=what)
+            return em.coerce(regions.reshaped(em, value, t.shape), t, what=what)
         if isinstance(t, PtrType):
             if not (isinstance(value, Value) and isinstance(value.type, PtrType) and value.type.elem == t.elem):
                 raise em.error(f"{what} must be a {t}, got {describe(value)}")

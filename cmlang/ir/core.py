@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..limits import IR_OPS
+
 
 @dataclass(frozen=True)
 class Location:
@@ -114,8 +116,14 @@ class Builder:
     def __init__(self, block: Block):
         self.block = block
         self.loc = None
+        self.created = 0                    # ops made, held to limits.IR_OPS
+        self.max_ops = IR_OPS.value
 
     def create(self, opcode, operands=(), result_types=(), attrs=None, blocks=(), loc=None) -> Op:
+        self.created += 1
+        if self.created > self.max_ops:
+            from ..errors import CompileError
+            raise CompileError(IR_OPS.exceeded(self.created, "the kernel"), loc or self.loc)
         op = Op(opcode, operands, result_types, attrs, blocks, loc or self.loc)
         self.block.ops.append(op)
         return op

@@ -3,12 +3,15 @@
 The grammar is ``ir.lark`` (LALR). The parse tree is turned into IR by a small
 recursive walk that keeps a scope of visible value names, so a use of a value that
 is not defined before it (in its block or an enclosing one) is reported right away.
-Every problem is a ``ValueError`` whose message starts with ``line:col:``.
+Every problem is an ``IRSyntaxError`` (a ``CompileError`` and a ``ValueError``) whose
+message starts with ``line:col:``; texts past ``CMLANG_MAX_IR_TEXT_BYTES`` or nested past
+``CMLANG_MAX_NESTING`` are refused the same way.
 The parser reads what the printer writes, valid or not: run ``verify_function``
 for the type rules.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -16,6 +19,8 @@ import os
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedInput
 
+from .. import limits
+from ..errors import CompileError
 from ..types import SCALAR_TYPES, VectorType, PtrType
 from .core import Function, Block, Op, Location
 from .ops import OPS
@@ -29,12 +34,22 @@ def _lark() -> Lark:
                      parser="lalr", maybe_placeholders=True)
 
 
+class IRSyntaxError(CompileError, ValueError):
+    """IR text that does not read back; the message starts with ``line:col:``."""
+
+
 def parse_function(text: str) -> Function:
+    if len(text) > limits.IR_TEXT_BYTES.value:
+        raise IRSyntaxError(limits.IR_TEXT_BYTES.exceeded(len(text), "the IR text"))
     try:
         tree = _lark().parse(text)
     except UnexpectedInput as e:
-        raise ValueError(f"{e.line}:{e.column}: {_describe(e)}\n{e.get_context(text).rstrip()}") from None
-    return _Reader().function(tree.children[0])
+        raise IRSyntaxError(f"{e.line}:{e.column}: {_describe(e)}\n{e.get_context(text).rstrip()}") from None
+    try:
+        with limits.compiler_recursion():
+            return _Reader().function(tree.children[0])
+    except RecursionError:
+        raise IRSyntaxError(limits.recursion_message("the IR text")) from None
 
 
 def _describe(e: UnexpectedInput) -> str:
@@ -49,8 +64,22 @@ def _describe(e: UnexpectedInput) -> str:
 
 def _error(token, message):
     if isinstance(token, Token) and token.line is not None:
-        return ValueError(f"{token.line}:{token.column}: {message}")
-    return ValueError(message)
+        return IRSyntaxError(f"{token.line}:{token.column}: {message}")
+    return IRSyntaxError(message)
+
+
+@contextlib.contextmanager
+def _at(token):
+    """Errors from reading the text at ``token`` (a number too long for Python, a bad
+    string escape, a register over its budget) as IRSyntaxErrors at its line:col."""
+    try:
+        yield
+    except IRSyntaxError:
+        raise
+    except CompileError as e:
+        raise _error(token, e.message) from None
+    except (ValueError, TypeError, ArithmeticError) as e:
+        raise _error(token, f"{type(e).__name__}: {e}") from None
 
 
 def _hint(name: str) -> str:
@@ -65,6 +94,7 @@ def _hint(name: str) -> str:
 class _Reader:
     def __init__(self):
         self.scopes = [{}]   # innermost last: value name -> Value
+        self.max_depth = limits.NESTING.value
 
     # --- names ---------------------------------------------------------------
     def lookup(self, token: Token):
@@ -84,13 +114,15 @@ class _Reader:
         name, *rest = tree.children
         params = [c for c in rest[:-1] if isinstance(c, Tree) and c.data == "typed_value"]
         attrs = [c for c in rest[:-1] if isinstance(c, Tree) and c.data == "attr"]
-        body = Block([self.type(p.children[1]) for p in params])
+        with _at(name):
+            body = Block([self.type(p.children[1]) for p in params])
         for p, arg in zip(params, body.args):
             self.bind(p.children[0], arg)
         fn = Function(name.value[1:], body, [a.hint for a in body.args])
         for attr in attrs:
             key, value = attr.children
-            self.function_attr(fn, key, self.value(value))
+            with _at(key):
+                self.function_attr(fn, key, self.value(value))
         self.block_ops(rest[-1], body)
         return fn
 
@@ -109,7 +141,10 @@ class _Reader:
         """A nested block in a fresh scope (its names are not visible after it)."""
         args_tree = tree.children[0]
         typed = [c for c in args_tree.children if c is not None] if args_tree is not None else []
-        block = Block([self.type(t.children[1]) for t in typed])
+        if len(self.scopes) > self.max_depth:
+            raise _error(_first_token(tree), limits.NESTING.exceeded(len(self.scopes), "the IR text"))
+        with _at(_first_token(tree)):
+            block = Block([self.type(t.children[1]) for t in typed])
         self.scopes.append({})
         try:
             for t, arg in zip(typed, block.args):
@@ -128,11 +163,12 @@ class _Reader:
         if opcode.value not in OPS:
             raise _error(opcode, f"unknown opcode {opcode.value!r}")
         result_vals = results.children if results is not None else []
-        op = Op(opcode.value,
-                operands=[self.lookup(t) for t in operands.children] if operands is not None else [],
-                result_types=[self.type(r.children[1]) for r in result_vals],
-                attrs=self.attrs(attr_list),
-                loc=self.loc(loc) if loc is not None else None)
+        with _at(opcode):
+            op = Op(opcode.value,
+                    operands=[self.lookup(t) for t in operands.children] if operands is not None else [],
+                    result_types=[self.type(r.children[1]) for r in result_vals],
+                    attrs=self.attrs(attr_list),
+                    loc=self.loc(loc) if loc is not None else None)
         if regions is not None:
             op.blocks = self.regions(opcode.value, regions)
         # Results become visible after the op's own blocks (they cannot use them).
@@ -194,6 +230,12 @@ class _Reader:
         if any(d <= 0 for d in dims):
             raise _error(args[1], f"register dimensions must be positive, got {dims}")
         return VectorType(elem, dims)
+
+
+def _first_token(tree):
+    """The first token under ``tree`` (for the line:col of a block), or None."""
+    tokens = tree.scan_values(lambda v: isinstance(v, Token))
+    return next(iter(tokens), None)
 
 
 def _scalar(token: Token):

@@ -47,7 +47,7 @@ def scan_sums(sums: cm.ptr[i32], count: i32, ROW: cm.constexpr, LOG_ROW: cm.cons
     carry = 0
     for c in range(0, count, ROW):
         v = cm.load(sums, c, ROW)
-        inclusive = scan_row(v, ROW, LOG_ROW) + carry
+        inclusive = scan_row(v.copy(), ROW, LOG_ROW) + carry     # scan_row scans in place
         cm.store(sums, c, inclusive - v)
         carry = inclusive[ROW - 1]
 
