@@ -154,6 +154,7 @@ def kernel_key(kernel, constexpr_key, target: str, profile="cpu"):
         "constexprs": repr(constexpr_key),
         "params": [[name, str(t)] for name, t in kernel.params],
         "simd": kernel.simd,
+        "grf": getattr(kernel, "grf", 128),
         "target": target,
         # Everything the code generator may read about the device (cmlang.runtime.profiles).
         "profile": [get_profile(profile).name, get_profile(profile).key()],

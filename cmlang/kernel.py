@@ -91,15 +91,19 @@ class CompiledKernel:
 
 class Kernel:
     @public
-    def __init__(self, fn, simd=16, interpret=False):
+    def __init__(self, fn, simd=16, interpret=False, grf=128):
         if not callable(fn) or not hasattr(fn, "__code__"):
             raise CompileError(f"@cm.kernel decorates a Python function, got {fn!r}")
         # Decoration-time errors point at the def line.
         if type(simd) is not int or simd not in (8, 16, 32):
             raise CompileError(f"{fn.__name__}: simd must be the int 8, 16 or 32, got {simd!r}",
                                def_location(fn))
+        if type(grf) is not int or grf not in (128, 256):
+            raise CompileError(f"{fn.__name__}: grf must be 128 or 256 (registers per hardware thread), "
+                               f"got {grf!r}", def_location(fn))
         self.fn = fn
         self.simd = simd
+        self.grf = grf            # 256: the large register file mode (profiles with large_grf)
         self.interpret = interpret
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
@@ -185,7 +189,8 @@ class Kernel:
         from cmlang.codegen import compile_function
         fn = self.ir_function(key)
         with self._compiling():
-            result = compile_function(fn, target=target, profile=profile)
+            result = _with_register_file(compile_function(fn, target=target, profile=profile),
+                                         self.grf, profile, self.__name__)
         ck = CompiledKernel(self, fn, make_binary(fn, result, profile.name), result.llvm_ir, target,
                             profile.name)
         if disk_key is not None:
@@ -286,6 +291,21 @@ def make_binary(fn, codegen_result, profile=""):
                         slm_bytes)
 
 
+def _with_register_file(result, grf, profile, name):
+    """The large register file mode: the driver's build of the binary asks for it where the
+    profile has it; an Intel GPU profile without it refuses (the CPU and generic profiles,
+    which name no hardware, ignore it)."""
+    if grf == 128 or (not profile.large_grf and profile.native_device is None):
+        return result
+    if not profile.large_grf:
+        raise CompileError(f"kernel '{name}': grf=256 (the large register file) is not available on "
+                           f"{profile.name} ({profile.description}); it has {profile.grf_count} registers")
+    import dataclasses
+    from cmlang.codegen.intel_gpu import GRF_OPTIONS
+    options = " ".join((result.build_options,) + GRF_OPTIONS[256]).strip()
+    return dataclasses.replace(result, build_options=options)
+
+
 def _with_native_build(ck, device, grf):
     """A copy of ``ck`` carrying IGC's build for ``device`` (specializations stay device-free)."""
     import copy
@@ -349,8 +369,9 @@ def _constexpr_value(key):
     return value
 
 
-def kernel(fn=None, *, simd=16, interpret=False):
-    """Decorator: ``@cm.kernel`` or ``@cm.kernel(simd=16, interpret=False)``."""
+def kernel(fn=None, *, simd=16, interpret=False, grf=128):
+    """Decorator: ``@cm.kernel`` or ``@cm.kernel(simd=16, interpret=False, grf=128)``
+    (``grf=256``: the large register file mode, where the device has it)."""
     if fn is None:
-        return public(lambda f: Kernel(f, simd=simd, interpret=interpret))
-    return Kernel(fn, simd=simd, interpret=interpret)
+        return public(lambda f: Kernel(f, simd=simd, interpret=interpret, grf=grf))
+    return Kernel(fn, simd=simd, interpret=interpret, grf=grf)

@@ -96,13 +96,22 @@ _builtin("max", "max(a, b, ...): element-wise maximum (floats: a NaN loses to a 
 _builtin("fma", "fma(a, b, c): a * b + c element-wise, rounded once.")
 _builtin("pow", "pow(a, b): a ** b element-wise on floats (integers are converted to f32).")
 _builtin("dpas", "dpas(acc, a, b): acc + a @ b with acc: matrix[f32, M, N], a: matrix[T, M, K], "
-         "b: matrix[T, K, N], T in f16 bf16 f32; products and sums in f32.")
+         "b: matrix[T, K, N], T in f16 bf16 f32; products and sums in f32. With a, b each i8 or u8: "
+         "acc: matrix[i32, M, N], sums in i32.")
 
 # --- memory -------------------------------------------------------------------------
 _builtin("load", "load(p, offset, n) -> vector[T, n]: p[offset : offset + n]. "
          "load(p, offset, (r, c), pitch) -> matrix[T, r, c]: rows `pitch` elements apart.")
 _builtin("store", "store(p, offset, v): p[offset + i] = v[i]. store(p, offset, m, pitch): 2-D store of "
          "a matrix with rows `pitch` elements apart.")
+_builtin("load_2d", "load_2d(p, (rows, cols), x, y, width, height, pitch, transpose=False) -> "
+         "matrix[T, rows, cols]: the block at column x, row y of a surface of width x height elements "
+         "with rows pitch elements apart; elements outside the surface read 0. transpose=True: "
+         "matrix[T, cols, rows], the block transposed. On PVC a 2-D block message.")
+_builtin("store_2d", "store_2d(p, m, x, y, width, height, pitch): writes matrix m as the block at column "
+         "x, row y of the surface (see load_2d); elements outside the surface are not written.")
+_builtin("prefetch_2d", "prefetch_2d(p, (rows, cols), x, y, width, height, pitch): a hint that the block "
+         "will be read (see load_2d); no effect on values.")
 _builtin("gather", "gather(p, offsets, mask=None): r[i] = p[offsets[i]] where mask (else 0).")
 _builtin("scatter", "scatter(p, offsets, v, mask=None): p[offsets[i]] = v[i] where mask.")
 for _kind in ("add", "sub", "min", "max", "xchg", "and", "or", "xor"):

@@ -18,6 +18,7 @@ from . import elementwise as ew
 from .layout import Reg, gather_slot, gather_slot_dynamic, permute, select_lanes, slot_count, element_lanes
 from .llvm_builtins import I32, I64, FLOAT
 from .memory import RowsInMemory
+from .systolic import uses_systolic
 
 # CPU runtime workaround (``profile.cpu.dpas_loop_fmas``, 256 on the cpu profile, 0 = off
 # elsewhere): a dpas with at least that many slot FMAs (M * K * N/simd) whose b operand
@@ -309,6 +310,10 @@ class RegionLowering:
     # ------------------------------------------------------------------ dpas
     def op_dpas(self, op):
         acc, a, bm = self.operands(op)
+        if uses_systolic(self.profile, op, self.simd):      # the XMX unit: systolic.py
+            return self.dpas_systolic(op, acc, a, bm)
+        if acc.elem.is_int:                                  # i8/u8 in software: systolic.py
+            return self.dpas_integer_software(acc, a, bm)
         M, N = acc.type.shape
         K = a.type.shape[1]
         simd, b = self.simd, self.b
@@ -392,7 +397,10 @@ class RegionLowering:
 
 def dpas_as_loop(op, simd: int, loop_fmas: int) -> bool:
     """Whether a dpas is big enough to be lowered as a loop over k (when b is in memory):
-    at least ``loop_fmas`` slot FMAs (the profile's ``cpu.dpas_loop_fmas``; 0: never)."""
+    at least ``loop_fmas`` slot FMAs (the profile's ``cpu.dpas_loop_fmas``; 0: never);
+    never an integer one (multiply-adds in registers, systolic.py)."""
+    if op.results[0].type.elem.is_int:
+        return False
     M, N = op.results[0].type.shape
     K = op.operands[1].type.shape[1]
     return loop_fmas > 0 and N % simd == 0 and K > 1 and M * K * (N // simd) >= loop_fmas

@@ -27,6 +27,8 @@ reduce (all)                                lane-local tree over slots, then
                                             or a ``shuffle_xor`` butterfly (mul/and/or)
 reduce axis=0, C % simd == 0                lane-local only
 reduce axis=0/1, C divides simd             lane-local + ``shuffle_xor`` butterfly (segments)
+dpas, f16/bf16, profile with a systolic      Intel sub-group matrix builtins (``systolic.py``)
+unit
 dpas, N % simd == 0                         a[m,k] broadcast + one fma per slot of b's row
 dpas, >= 256 slot FMAs, b a 2-D load        cpu profile (``cpu.dpas_loop_fmas``): a loop over
                                             k that loads b's row k where it is used (no
@@ -37,6 +39,8 @@ load / store, full slots                    sub-group block read/write (32-bit; 
                                             aligned), else per-lane contiguous access
 load / store, partial slot                  clamped index / store under ``lane < rem``
 store of a scalar                           every lane stores the same value (no branch)
+block_load2d/store2d (cm.load_2d ...)       per-lane bounds-checked accesses; PVC: 2-D block
+                                            read messages (``block2d.py``)
 load2d / store2d, gather / scatter          per-lane addresses (masked lanes branch around)
 atomic                                      per-lane ``atomicrmw`` / ``cmpxchg``; scalar
                                             offset: lane 0 only, result broadcast
@@ -67,6 +71,8 @@ from .layout import Lanes, Reg, select_lanes, slot_count, element_lanes, fit_aff
 from .memory import MemoryLowering
 from .control_flow import StructuredControlFlow
 from .regions import RegionLowering, rows_left_in_memory
+from .systolic import SystolicLowering
+from .block2d import Block2DLowering
 from .llvm_builtins import (I8, I32, I64, VOID, GLOBAL, CONSTANT, Builtins, ptr_type, value_type,
                             memory_type)
 
@@ -79,7 +85,8 @@ def lower_function(fn: Function, data_layout: str = "", profile=None) -> str:
     return KernelLowering(fn, data_layout, profile).run()
 
 
-class KernelLowering(RegionLowering, MemoryLowering, StructuredControlFlow):
+class KernelLowering(RegionLowering, SystolicLowering, Block2DLowering, MemoryLowering,
+                     StructuredControlFlow):
     def __init__(self, fn: Function, data_layout: str = "", profile=None):
         from cmlang.runtime.profiles import get_profile, DEFAULT_PROFILE
         self.profile = get_profile(profile or DEFAULT_PROFILE)

@@ -17,8 +17,9 @@ class SimtTarget(Target):
         return simt.lower_function(fn, spirv.data_layout(), profile)
 
     def emit(self, llvm_ir, profile, opt_level=2):
-        from . import spirv
-        return spirv.llvm_to_spirv(llvm_ir, opt_level)
+        from . import block2d, spirv, systolic
+        allowed = systolic.allowed_imports(profile) | block2d.allowed_imports(profile)
+        return spirv.llvm_to_spirv(llvm_ir, opt_level, allowed)
 
     def validate(self, binary):
         from . import spirv

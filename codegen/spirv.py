@@ -77,8 +77,9 @@ def _optimize(module, tm, opt_level: int):
     pb.getModulePassManager().run(module, pb)
 
 
-def llvm_to_spirv(llvm_ir: str, opt_level: int = 2):
-    """(optimized LLVM IR text, SPIR-V bytes) of a module; raises CompileError on imports."""
+def llvm_to_spirv(llvm_ir: str, opt_level: int = 2, allowed_imports=frozenset()):
+    """(optimized LLVM IR text, SPIR-V bytes) of a module; raises CompileError on imports
+    other than ``allowed_imports`` (builtins the device's compiler resolves)."""
     with _lock:
         _target_machine()            # targets and options are set up in this process
         try:
@@ -86,7 +87,7 @@ def llvm_to_spirv(llvm_ir: str, opt_level: int = 2):
         except OSError:          # fork refused (memory limits): compile here instead
             result = None
         optimized, spirv = result or _compile(llvm_ir, opt_level)
-    check_imports(spirv)
+    check_imports(spirv, allowed_imports)
     return optimized, spirv
 
 
@@ -183,8 +184,8 @@ def extensions(spirv: bytes) -> tuple:
     return tuple(_string(ops)[0] for opcode, ops in _instructions(spirv) if opcode == _OP_EXTENSION)
 
 
-def check_imports(spirv: bytes) -> None:
-    names = imported_functions(spirv)
+def check_imports(spirv: bytes, allowed=frozenset()) -> None:
+    names = [n for n in imported_functions(spirv) if n not in allowed]
     if names:
         raise CompileError(
             "the SPIR-V backend did not recognise the builtin(s) " + ", ".join(names)

@@ -47,6 +47,7 @@ load / store (global)                 ``llvm.genx.svm.block.ld.unaligned`` / ``s
                                       16..128-byte pieces where aligned, ``svm.gather`` /
                                       ``svm.scatter`` (8/16 lanes, predicated) for the rest
 load2d / store2d                      one contiguous access per row
+block_load2d / block_store2d          predicated svm gathers / scatters (``vc_block2d.py``)
 gather / scatter (global)             ``llvm.genx.svm.gather`` / ``llvm.genx.svm.scatter``
 atomic (global)                       ``llvm.genx.svm.atomic.*`` (<= 8 lanes); float add/sub: a
                                       ``svm.atomic.cmpxchg`` retry loop
@@ -74,6 +75,7 @@ from .control_flow import StructuredControlFlow
 from .vc_intrinsics import Genx, size_of, undef
 from .vc_memory import Pointer, VCMemoryLowering
 from .vc_regions import VCRegionLowering
+from .vc_block2d import VCBlock2DLowering
 
 TRIPLE = "spir64-unknown-unknown"
 DATA_LAYOUT = "e-i64:64-v16:16-v24:32-v32:32-v48:64-v96:128-v192:256-v256:256-v512:512-v1024:1024-n8:16:32:64"
@@ -195,7 +197,7 @@ class GenxMath(ew.TargetMath):
 
 # --- the lowering -------------------------------------------------------------------------
 
-class VCLowering(VCRegionLowering, VCMemoryLowering, StructuredControlFlow):
+class VCLowering(VCRegionLowering, VCMemoryLowering, VCBlock2DLowering, StructuredControlFlow):
     def __init__(self, fn: Function, profile=None):
         from cmlang.runtime.profiles import get_profile, DEFAULT_PROFILE
         self.fn = fn

@@ -266,6 +266,8 @@ class VCRegionLowering:
         acc, a, bm = self.operands(op)
         (m, k), n = a_t.shape, b_t.shape[1]
         elem = a_t.elem
+        if acc_t.elem.is_int:
+            self.unsupported("cm.dpas with i8/u8 inputs")
         exec_size = self._dpas_exec_size()
         if exec_size and elem.name in DPAS_PRECISION and n % exec_size == 0 and k % (2 * DPAS_DEPTH) == 0:
             return self._dpas_systolic(acc, a, bm, m, k, n, elem)

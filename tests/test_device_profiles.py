@@ -73,6 +73,15 @@ def gemm_tile(a: cm.ptr[f16], b: cm.ptr[f16], c: cm.ptr[f32], K: cm.constexpr, N
     cm.store(c, 0, acc, N)
 
 
+# f32 inputs: dpas stays FMA code on every profile (f16 goes to pvc's systolic unit,
+# tests/test_systolic.py), so the CPU workaround's k loop is what differs between profiles.
+@cm.kernel(simd=16)
+def gemm_tile_f32(a: cm.ptr[f32], b: cm.ptr[f32], c: cm.ptr[f32], K: cm.constexpr, N: cm.constexpr):
+    acc = cm.zeros(matrix[f32, 8, N])
+    acc = cm.dpas(acc, cm.load(a, 0, (8, K), K), cm.load(b, 0, (K, N), N))
+    cm.store(c, 0, acc, N)
+
+
 def ir_of(kernel, device, **constexprs):
     return kernel.compile(device=device, **constexprs).llvm_ir
 
@@ -173,14 +182,14 @@ def test_dpas_loop_only_on_the_cpu_profile():
     """8x16x32 at simd 16 is 256 slot FMAs: the cpu profile loops over k reading b's rows
     and a's elements from memory; pvc keeps both in registers (a[m, k] broadcast from its
     slot: 128 broadcasts, no loop)."""
-    cpu, pvc = ir_of(gemm_tile, "cpu", K=16, N=32), ir_of(gemm_tile, "pvc", K=16, N=32)
+    cpu, pvc = ir_of(gemm_tile_f32, "cpu", K=16, N=32), ir_of(gemm_tile_f32, "pvc", K=16, N=32)
     assert re.search(r"^loop[\w.]*:", cpu, re.M) and ANY_BROADCAST not in cpu, cpu
     assert not re.search(r"^loop[\w.]*:", pvc, re.M), pvc
     assert pvc.count("call spir_func float @_Z19sub_group_broadcastfj(") == 8 * 16, pvc
-    a = RNG.standard_normal((8, 16)).astype(np.float16)
-    b = RNG.standard_normal((16, 32)).astype(np.float16)
+    a = RNG.standard_normal((8, 16)).astype(np.float32)
+    b = RNG.standard_normal((16, 32)).astype(np.float32)
     for profile in ("cpu", "pvc"):
-        *_, c = run_binary(gemm_tile, profile, 1, (a, b, np.zeros((8, 32), np.float32)), K=16, N=32)
+        *_, c = run_binary(gemm_tile_f32, profile, 1, (a, b, np.zeros((8, 32), np.float32)), K=16, N=32)
         np.testing.assert_allclose(c, a.astype(np.float64) @ b.astype(np.float64), rtol=1e-5, atol=1e-5,
                                    err_msg=profile)
 

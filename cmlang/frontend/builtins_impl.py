@@ -328,10 +328,15 @@ def dpas(em, acc, a, b):
         if not (is_register(x) and x.type.is_matrix):
             raise em.error(f"cm.dpas: {what} must be a matrix, got {describe(x)}")
     ta, tb, tc = a.type, b.type, acc.type
-    if tc.elem != f32:
+    integer = ta.elem.name in ("i8", "u8") and tb.elem.name in ("i8", "u8")
+    if integer:
+        if tc.elem != i32:
+            raise em.error(f"cm.dpas: with i8/u8 inputs the accumulator must be matrix[i32, M, N], got {tc}")
+    elif tc.elem != f32:
         raise em.error(f"cm.dpas: the accumulator must be matrix[f32, M, N], got {tc}")
-    if ta.elem != tb.elem or ta.elem.name not in ("f16", "bf16", "f32"):
-        raise em.error(f"cm.dpas: a and b need one element type of f16, bf16, f32; got {ta} and {tb}")
+    elif ta.elem != tb.elem or ta.elem.name not in ("f16", "bf16", "f32"):
+        raise em.error(f"cm.dpas: a and b need one element type of f16, bf16, f32 (or each of i8, u8); "
+                       f"got {ta} and {tb}")
     (m, k), (k2, n) = ta.shape, tb.shape
     if k != k2 or tc.shape != (m, n):
         raise em.error(f"cm.dpas: shapes do not match: acc {tc}, a {ta}, b {tb} "
@@ -430,6 +435,58 @@ def store(em, p, offset, value, pitch=None):
         raise em.error(f"cm.store with a pitch stores a matrix, got {v.type}")
     pitch = em.convert(em.memory_offset(pitch, "cm.store: the pitch"), off.type)
     em.effect("store2d", [p, off, pitch, v])
+    return None
+
+
+def _surface(em, who, x, y, width, height, pitch):
+    """The i32 operands (x, y, width, height, pitch) of a 2-D block access."""
+    out = []
+    for value, what in ((x, "x"), (y, "y"), (width, "the width"), (height, "the height"), (pitch, "the pitch")):
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not -2**31 <= value < 2**31:
+                raise em.error(f"{who}: {what} must fit in i32, got {value}")
+            out.append(em.const(i32, value))
+        elif isinstance(value, Value) and isinstance(value.type, ScalarType) and value.type.is_int:
+            out.append(em.convert(value, i32))
+        else:
+            raise em.error(f"{who}: {what} must be an integer scalar, got {describe(value)}")
+    return out
+
+
+def _block_shape(em, shape, who):
+    if not (isinstance(shape, tuple) and len(shape) == 2):
+        raise em.error(f"{who}: the block shape must be (rows, cols), got {describe(shape)}")
+    return (_const_int(em, shape[0], f"{who}: the number of rows", lo=1),
+            _const_int(em, shape[1], f"{who}: the number of columns", lo=1))
+
+
+@implements(lang.load_2d)
+def load_2d(em, p, shape, x, y, width, height, pitch, transpose=False):
+    t = _pointer(em, p, "cm.load_2d")
+    rows, cols = _block_shape(em, shape, "cm.load_2d")
+    if not isinstance(transpose, bool):
+        raise em.error(f"cm.load_2d: transpose must be True or False, got {describe(transpose)}")
+    result = VectorType(t.elem, (cols, rows) if transpose else (rows, cols))
+    return em.op("block_load2d", [p, *_surface(em, "cm.load_2d", x, y, width, height, pitch)], result,
+                 transpose=int(transpose))
+
+
+@implements(lang.store_2d)
+def store_2d(em, p, m, x, y, width, height, pitch):
+    t = _pointer(em, p, "cm.store_2d")
+    if not (is_register(m) and m.type.is_matrix):
+        raise em.error(f"cm.store_2d stores a matrix, got {describe(m)}")
+    v = _stored(em, m, with_elem(m.type, t.elem), "cm.store_2d")
+    em.effect("block_store2d", [p, *_surface(em, "cm.store_2d", x, y, width, height, pitch), v])
+    return None
+
+
+@implements(lang.prefetch_2d)
+def prefetch_2d(em, p, shape, x, y, width, height, pitch):
+    _pointer(em, p, "cm.prefetch_2d")
+    rows, cols = _block_shape(em, shape, "cm.prefetch_2d")
+    em.effect("block_prefetch2d", [p, *_surface(em, "cm.prefetch_2d", x, y, width, height, pitch)],
+              rows=rows, cols=cols)
     return None
 
 

@@ -100,7 +100,8 @@ _op("reduce", "region", "(src) -> `kind` in add mul min max and or over the elem
     "gives a scalar; on a matrix axis=0 reduces each column (vector of C), axis=1 each row "
     "(vector of R).", ["kind", "axis"])
 _op("dpas", "region", "(acc, a, b) -> acc + a @ b with acc: matrix<f32, M, N>, a: matrix<T, M, K>, "
-    "b: matrix<T, K, N>; products and sums in f32.")
+    "b: matrix<T, K, N>; products and sums in f32. Integer form: acc: matrix<i32, M, N>, a and b each i8 "
+    "or u8; exact products summed in i32 (wrapping).")
 
 # --- memory -----------------------------------------------------------------------
 _op("load", "memory", "(p, off) -> vector<T, n>: element i is p[off + i].", has_side_effects=False)
@@ -109,6 +110,18 @@ _op("store", "memory", "(p, off, v): p[off + i] = v[i] for every element (a scal
 _op("load2d", "memory", "(p, off, pitch) -> matrix<T, r, c>: element (i, j) is p[off + i*pitch + j].")
 _op("store2d", "memory", "(p, off, pitch, m): p[off + i*pitch + j] = m[i, j]; where rows overlap "
     "(pitch < c) the later element in row-major order wins.", has_side_effects=True)
+_SURFACE = ("a block of the surface `width` x `height` elements with rows `pitch` elements "
+            "apart (x, y, width, height, pitch: i32 scalars; x, y may be negative)")
+_op("block_load2d", "memory", "(p, x, y, width, height, pitch) -> matrix<T, r, c>: " + _SURFACE + ": "
+    "element (i, j) is p[(y + i)*pitch + x + j] where 0 <= x + j < width and 0 <= y + i < height, "
+    "else 0 (no access). transpose=1: the block read is c rows of r elements and element (i, j) is "
+    "the block's (j, i).", ["transpose"])
+_op("block_store2d", "memory", "(p, x, y, width, height, pitch, m): p[(y + i)*pitch + x + j] = m[i, j] "
+    "where 0 <= x + j < width and 0 <= y + i < height; elements outside the surface are not "
+    "written.", has_side_effects=True)
+_op("block_prefetch2d", "memory", "(p, x, y, width, height, pitch): a hint that the `rows` x `cols` "
+    "block at (x, y) of the surface will be read; no effect on any value.", ["rows", "cols"],
+    has_side_effects=True)
 _op("gather", "memory", "(p, offs[, mask]) -> register of offs' shape: r[i] = p[offs[i]] where mask "
     "(else 0, no access).")
 _op("scatter", "memory", "(p, offs, v[, mask]): p[offs[i]] = v[i] where mask; when two elements hit one "

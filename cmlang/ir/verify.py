@@ -27,6 +27,7 @@ ARITY = {
     "rdregion": ((1, 2), 1), "wrregion": ((2, 3), 1), "extract": ((1, 2), 1),
     "insert": ((2, 3), 1), "iselect": (2, 1), "reduce": (1, 1), "dpas": (3, 1),
     "load": (2, 1), "store": (3, 0), "load2d": (3, 1), "store2d": (4, 0),
+    "block_load2d": (6, 1), "block_store2d": (7, 0), "block_prefetch2d": (6, 0),
     "gather": ((2, 3), 1), "scatter": ((3, 4), 0), "atomic": ((3, 4), (0, 1)),
     "slm": (0, 1), "barrier": (0, 0), "fence": (0, 0),
     **{name: (0, 1) for name in IDS},
@@ -344,11 +345,12 @@ def _reduce(op):
 
 def _dpas(op):
     acc, a, b = _types(op.operands)
-    ok = (all(is_register(t) and t.is_matrix for t in (acc, a, b)) and acc.elem.name == "f32"
-          and a.elem == b.elem and a.elem.name in ("f16", "bf16", "f32")
+    floats = acc.elem.name == "f32" and a.elem == b.elem and a.elem.name in ("f16", "bf16", "f32")
+    ints = acc.elem.name == "i32" and a.elem.name in ("i8", "u8") and b.elem.name in ("i8", "u8")
+    ok = (all(is_register(t) and t.is_matrix for t in (acc, a, b)) and (floats or ints)
           and a.shape[0] == acc.shape[0] and b.shape[1] == acc.shape[1] and a.shape[1] == b.shape[0])
     _require(op, ok, "needs acc: matrix<f32, M, N>, a: matrix<T, M, K>, b: matrix<T, K, N> with T in "
-                     f"f16 bf16 f32, got {_fmt((acc, a, b))}")
+                     f"f16 bf16 f32 (or i32 acc with a, b each i8 or u8), got {_fmt((acc, a, b))}")
     _result_is(op, acc)
 
 
@@ -392,6 +394,33 @@ def _store2d(op):
     _require_int_scalar(op, op.operands[2], "the pitch")
     _require(op, is_register(m) and m.is_matrix, f"stored value must be a matrix, got {m}")
     _elem_matches(op, p, m, "stored value")
+
+
+def _surface(op):
+    for value, what in zip(op.operands[1:6], ("x", "y", "the width", "the height", "the pitch")):
+        _require(op, value.type == i32, f"{what} of a 2-D block must be an i32 scalar, got {value.type}")
+
+
+def _block_load2d(op):
+    p, r = _pointer(op), op.results[0].type
+    _surface(op)
+    _require(op, is_register(r) and r.is_matrix, f"result must be a matrix, got {r}")
+    _require(op, op.attrs.get("transpose") in (0, 1), "transpose must be 0 or 1")
+    _elem_matches(op, p, r, "result")
+
+
+def _block_store2d(op):
+    p, m = _pointer(op), op.operands[6].type
+    _surface(op)
+    _require(op, is_register(m) and m.is_matrix, f"stored value must be a matrix, got {m}")
+    _elem_matches(op, p, m, "stored value")
+
+
+def _block_prefetch2d(op):
+    _pointer(op)
+    _surface(op)
+    for k in ("rows", "cols"):
+        _require(op, isinstance(op.attrs.get(k), int) and op.attrs[k] >= 1, f"{k} must be an int >= 1")
 
 
 def _offsets_and_mask(op, offs, mask, allow_scalar=False):
@@ -494,6 +523,7 @@ TYPE_RULES = {
     "rdregion": _rdregion, "wrregion": _wrregion, "extract": _extract, "insert": _insert,
     "iselect": _iselect, "reduce": _reduce, "dpas": _dpas,
     "load": _load, "store": _store, "load2d": _load2d, "store2d": _store2d,
+    "block_load2d": _block_load2d, "block_store2d": _block_store2d, "block_prefetch2d": _block_prefetch2d,
     "gather": _gather, "scatter": _scatter, "atomic": _atomic, "slm": _slm,
     "barrier": _nothing, "fence": _nothing,
     **{name: _id for name in IDS},

@@ -1,7 +1,7 @@
 """Which pointer parameters a kernel writes, and how long their buffers must at least be.
 
 For each ``ptr`` parameter: ``writes`` is true when the parameter value itself is the
-pointer of a store/store2d/scatter/atomic anywhere in the kernel (the launcher copies
+pointer of a store/store2d/block_store2d/scatter/atomic anywhere in the kernel (the launcher copies
 only written arrays back). ``min_elems`` is the largest ``constant offset + extent``
 over accesses whose offsets are ``const`` ops (nothing else is followed), so the
 launcher can reject a buffer that a constant-offset access would overrun.
@@ -19,7 +19,7 @@ from ..ir.core import Function, Op
 from ..ir.printer import print_function
 from ..types import PtrType
 
-WRITERS = {"store", "store2d", "scatter", "atomic"}
+WRITERS = {"store", "store2d", "block_store2d", "scatter", "atomic"}
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,46 @@ def make_store2d(op):
     return store2d
 
 
+def _block_indices(shape, x, y, width, height, pitch):
+    """Flat indices of a rows x cols block at (x, y) of a surface, and which lie inside it."""
+    rows, cols = _grid_2d(shape)
+    r, c = int(y) + rows, int(x) + cols
+    inside = ((c >= 0) & (c < int(width)) & (r >= 0) & (r < int(height))).reshape(-1)
+    return (r * int(pitch) + c).reshape(-1), inside
+
+
+def make_block_load2d(op):
+    shape = op.results[0].type.shape
+    transpose = bool(op.attrs.get("transpose"))
+    block = shape[::-1] if transpose else shape
+
+    def block_load2d(p, x, y, width, height, pitch):
+        idx, inside = _block_indices(block, x, y, width, height, pitch)
+        check_indices(p, "2-D block load from", idx, inside)
+        values = p.read(idx[inside])
+        out = np.zeros(idx.shape, values.dtype)
+        out[inside] = values
+        out = out.reshape(block)
+        return np.ascontiguousarray(out.T) if transpose else out
+    return block_load2d
+
+
+def make_block_store2d(op):
+    shape = op.operands[6].type.shape
+
+    def block_store2d(p, x, y, width, height, pitch, m):
+        idx, inside = _block_indices(shape, x, y, width, height, pitch)
+        check_indices(p, "2-D block store to", idx, inside)
+        _write_last_wins(p, idx[inside], np.ravel(m)[inside])
+    return block_store2d
+
+
+def make_block_prefetch2d(op):
+    def block_prefetch2d(p, x, y, width, height, pitch):
+        return None
+    return block_prefetch2d
+
+
 def make_gather(op):
     shape = op.results[0].type.shape
     dtype = value_dtype(op.results[0].type)
@@ -223,5 +263,7 @@ def make_atomic(op):
 
 MEMORY_SEMANTICS = {
     "load": make_load, "store": make_store, "load2d": make_load2d, "store2d": make_store2d,
+    "block_load2d": make_block_load2d, "block_store2d": make_block_store2d,
+    "block_prefetch2d": make_block_prefetch2d,
     "gather": make_gather, "scatter": make_scatter, "atomic": make_atomic,
 }

@@ -380,6 +380,12 @@ def make_reduce(op):
 
 
 def make_dpas(op):
+    if op.results[0].type.elem.is_int:
+        def integer_dpas(acc, a, b):
+            total = acc.astype(np.int64) + np.matmul(a.astype(np.int64), b.astype(np.int64))
+            return ((total + 2**31) % 2**32 - 2**31).astype(np.int32)    # i32 wraps
+        return integer_dpas
+
     def dpas(acc, a, b):
         product = np.matmul(a.astype(np.float32), b.astype(np.float32))
         return (acc.astype(np.float32) + product).astype(np.float32)
