@@ -40,7 +40,7 @@ edges of their types' ranges, all-NaN vectors, and one output array passed to tw
 parameters (the same memory: writes through either must land).
 
 Backends: every kernel runs in the interpreter (the reference) and on the default device
-(SIMT SPIR-V); every ``CMLANG_DIFF_VC_EVERY``-th kernel (default 2; 1 for all) is also
+(SIMT SPIR-V); every ``CMLANG_DIFF_VC_EVERY``-th kernel (default 4; 1 for all) is also
 lowered for spirv-vc and run on the host emulator (``tests/vc_emulator.py``) in a forked
 child, beside the device launch. Each kernel also comes with a second kernel that turns a
 Python number beyond its type's range into a typed value: that must be a CompileError
@@ -323,7 +323,7 @@ def load_kernel(case, source, path):
 # (tests/vc_emulator.py; only where the translator wheel is installed).
 HAVE_VC = importlib.util.find_spec("dpcpp_llvm_spirv") is not None
 BACKENDS = ("device", "spirv-vc") if HAVE_VC else ("device",)
-VC_EVERY = int(os.environ.get("CMLANG_DIFF_VC_EVERY", "2"))   # emulate every n-th kernel on spirv-vc
+VC_EVERY = int(os.environ.get("CMLANG_DIFF_VC_EVERY", "4"))   # emulate every n-th kernel on spirv-vc
 
 
 def runs_on_vc(case):
