@@ -420,3 +420,24 @@ def test_device_and_configs_enter_the_disk_key():
             k._disk_key((2,), sources, cpu), _tuned_double(configs=(FAST, SLOW))._disk_key((1,), sources, cpu)}
     assert len(keys) == 4
     assert k._disk_key((1,), sources, cpu) == _tuned_double()._disk_key((1,), sources, cpu)
+
+
+@cm.autotune(configs=[{"N": 16}, {"N": 64}, {"N": 4096}], key=["n"])
+@cm.kernel(simd=16)
+def _scale_rows(x: cm.ptr[f32], n: i32, N: cm.constexpr):
+    base = cm.thread_id(0) * N
+    cm.store(x, base, cm.load(x, base, N) * 2.0)
+
+
+@pytest.mark.skipif(not __import__("shutil").which(os.environ.get("CMLANG_OCLOC", "ocloc")),
+                    reason="needs Intel's offline compiler (apt-get install intel-opencl-icd; CI installs it)")
+def test_ranking_for_pvc_with_intel_compilers_real_stats():
+    """End to end on a compile-only profile: IGC builds each config for PVC; the 4096-element
+    register spills (ranked last although it has the fewest instructions per CM thread of
+    work), and of the others the one with fewer instructions for the whole grid wins."""
+    x = np.ones(8192, np.float32)
+    _scale_rows[lambda c: (8192 // c["N"],)].tune(x, 8192, device="pvc")
+    assert _scale_rows.best == {"N": 64} and _scale_rows.how == "ranked"
+    stats = {row.config["N"]: row.stats for row in _scale_rows.table}
+    assert stats[4096]["spill_bytes"] > 0 and stats[16]["spill_bytes"] == stats[64]["spill_bytes"] == 0
+    assert np.all(x == 1.0)        # ranking compiles, it launches nothing
