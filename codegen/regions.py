@@ -20,13 +20,12 @@ from .llvm_builtins import I32, I64, FLOAT
 from .memory import RowsInMemory
 from .systolic import uses_systolic
 
-# CPU runtime workaround (``profile.cpu.dpas_loop_fmas``, 256 on the cpu profile, 0 = off
-# elsewhere): a dpas with at least that many slot FMAs (M * K * N/simd) whose b operand
-# comes straight from a 2-D load is lowered as a loop over k that reads b's row k where it
-# is used: the unrolled form repeats its body K times (flash attention at d=128: 8k FMAs
-# per tile, most of the kernel's code and of the CPU driver's build time), and picks from
-# registers that the CPU driver spills. On a GPU a dpas reads its operands from registers,
-# so other profiles keep the operands loaded and the FMAs unrolled.
+# The profile's ``dpas_loop_fmas`` (256 on every profile, 0 = off): a dpas computed with
+# FMAs of at least that many slot FMAs (M * K * N/simd) whose b operand comes straight from a
+# 2-D load is lowered as a loop over k that reads b's row k where it is used: the unrolled
+# form repeats its body K times (flash attention at d=128: 8k FMAs per tile, most of the
+# kernel's code and of the driver's build time) and picks from registers, which spill on the
+# CPU runtime and, as IGC's spill counts show, on Intel GPUs too.
 #
 # Not done: a loop over the rows of a and acc for dpas with b in registers (the Lightning
 # state update, 32k FMAs). It needs acc in a per-lane array indexed at run time, and the
@@ -397,7 +396,7 @@ class RegionLowering:
 
 def dpas_as_loop(op, simd: int, loop_fmas: int) -> bool:
     """Whether a dpas is big enough to be lowered as a loop over k (when b is in memory):
-    at least ``loop_fmas`` slot FMAs (the profile's ``cpu.dpas_loop_fmas``; 0: never);
+    at least ``loop_fmas`` slot FMAs (the profile's ``dpas_loop_fmas``; 0: never);
     never an integer one (multiply-adds in registers, systolic.py)."""
     if op.results[0].type.elem.is_int:
         return False
@@ -407,8 +406,7 @@ def dpas_as_loop(op, simd: int, loop_fmas: int) -> bool:
 
 
 def rows_left_in_memory(fn, simd: int, loop_fmas: int) -> set:
-    """The ``load2d`` ops to leave in memory (none where ``loop_fmas`` is 0, as on every
-    GPU profile): the b operand of a dpas lowered as a loop, used nowhere else, in the
+    """The ``load2d`` ops to leave in memory (none where ``loop_fmas`` is 0): the b operand of a dpas lowered as a loop, used nowhere else, in the
     same block with no memory write between load and dpas (so reading the rows later
     reads the same values); and, where b is left so, the a operand under the same
     conditions (then each a[m, k] is one uniform load instead of a pick from registers,

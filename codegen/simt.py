@@ -30,7 +30,7 @@ reduce axis=0/1, C divides simd             lane-local + ``shuffle_xor`` butterf
 dpas, f16/bf16, profile with a systolic      Intel sub-group matrix builtins (``systolic.py``)
 unit
 dpas, N % simd == 0                         a[m,k] broadcast + one fma per slot of b's row
-dpas, >= 256 slot FMAs, b a 2-D load        cpu profile (``cpu.dpas_loop_fmas``): a loop over
+dpas, >= 256 slot FMAs, b a 2-D load        the profile's ``dpas_loop_fmas``: a loop over
                                             k that loads b's row k where it is used (no
                                             K-fold unrolled body); a a 2-D load too: a[m,k]
                                             is one uniform scalar load
@@ -106,9 +106,9 @@ class KernelLowering(RegionLowering, SystolicLowering, Block2DLowering, MemoryLo
         self._ids = {}            # (id op, dim) -> i32 computed in the entry block
         # for-loop induction variables -> their loop (for the alignment of offsets)
         self.iv_loops = induction_loops(fn)
-        # 2-D loads that a dpas reads row by row inside its k loop (regions.py; the CPU
-        # runtime's workaround profile.cpu.dpas_loop_fmas, none on other profiles)
-        self.rows_left_in_memory = rows_left_in_memory(fn, self.simd, self.profile.cpu.dpas_loop_fmas)
+        # 2-D loads that a dpas reads row by row inside its k loop (regions.py; the
+        # profile's dpas_loop_fmas)
+        self.rows_left_in_memory = rows_left_in_memory(fn, self.simd, self.profile.dpas_loop_fmas)
 
     # ------------------------------------------------------------------ kernel skeleton
     def run(self) -> str:

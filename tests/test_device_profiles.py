@@ -98,10 +98,10 @@ def test_only_the_cpu_profile_has_cpu_runtime_workarounds():
     cpu = PROFILES["cpu"].cpu
     assert (cpu.uniform_ids_from_lane0, cpu.broadcast_loop_bounds, cpu.no_16bit_block_io,
             cpu.saturate_with_compares, cpu.guard_int_division) == (True,) * 5
-    assert cpu.dpas_loop_fmas == 256
     for name in ("pvc", "dg2", "tgllp", "generic"):
         assert PROFILES[name].cpu == CpuRuntimeWorkarounds(), name
-        assert PROFILES[name].cpu.dpas_loop_fmas == 0, name
+    # the dpas k-loop is every profile's (it keeps FMA-computed products out of registers)
+    assert {p.dpas_loop_fmas for p in PROFILES.values()} == {256}
 
 
 # --- uniform_ids_from_lane0 ----------------------------------------------------------------------
@@ -178,14 +178,21 @@ def test_16bit_block_io_only_off_on_the_cpu_profile(elem, dtype):
 
 # --- dpas_loop_fmas ------------------------------------------------------------------------------
 
-def test_dpas_loop_only_on_the_cpu_profile():
-    """8x16x32 at simd 16 is 256 slot FMAs: the cpu profile loops over k reading b's rows
-    and a's elements from memory; pvc keeps both in registers (a[m, k] broadcast from its
-    slot: 128 broadcasts, no loop)."""
+def test_dpas_k_loop_on_every_profile_and_threshold_zero_turns_it_off():
+    """8x16x32 f32 at simd 16 is 256 slot FMAs: on the cpu and the pvc profile alike the
+    dpas loops over k, reading b's rows and a's elements from memory (f32 products have no
+    systolic unit; in registers they spill on GPUs too).  With the threshold at 0 the
+    operands stay in registers (a[m, k] broadcast from its slot: 128 broadcasts, no loop)."""
+    import dataclasses
+    from cmlang.codegen import compile_function
     cpu, pvc = ir_of(gemm_tile_f32, "cpu", K=16, N=32), ir_of(gemm_tile_f32, "pvc", K=16, N=32)
-    assert re.search(r"^loop[\w.]*:", cpu, re.M) and ANY_BROADCAST not in cpu, cpu
-    assert not re.search(r"^loop[\w.]*:", pvc, re.M), pvc
-    assert pvc.count("call spir_func float @_Z19sub_group_broadcastfj(") == 8 * 16, pvc
+    for text in (cpu, pvc):
+        assert re.search(r"^loop[\w.]*:", text, re.M) and ANY_BROADCAST not in text, text
+    unrolled_profile = dataclasses.replace(PROFILES["pvc"], dpas_loop_fmas=0)
+    fn = gemm_tile_f32.compile(K=16, N=32, device="cpu").function
+    unrolled = compile_function(fn, "spirv", profile=unrolled_profile).llvm_ir
+    assert not re.search(r"^loop[\w.]*:", unrolled, re.M)
+    assert unrolled.count("call spir_func float @_Z19sub_group_broadcastfj(") == 8 * 16, unrolled
     a = RNG.standard_normal((8, 16)).astype(np.float32)
     b = RNG.standard_normal((16, 32)).astype(np.float32)
     for profile in ("cpu", "pvc"):
