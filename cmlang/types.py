@@ -84,6 +84,9 @@ f64 = ScalarType("f64", "f", 64)
 bool_ = ScalarType("bool", "b", 1)
 
 SCALAR_TYPES = {t.name: t for t in (i8, i16, i32, i64, u8, u16, u32, u64, f16, bf16, f32, f64, bool_)}
+# The largest finite value of each floating-point type (constant range checks, saturation).
+FLOAT_MAX = {"f16": 65504.0, "bf16": float.fromhex("0x1.fep127"),
+             "f32": float(np.finfo(np.float32).max), "f64": float(np.finfo(np.float64).max)}
 
 _NP_DTYPES = {
     "i8": np.int8, "i16": np.int16, "i32": np.int32, "i64": np.int64,

@@ -25,7 +25,7 @@ import numpy as np
 from llvmlite import ir
 
 from cmlang.errors import CompileError
-from cmlang.types import ScalarType
+from cmlang.types import FLOAT_MAX, ScalarType
 from .llvm_builtins import I1, I8, I16, I32, FLOAT, Builtins, value_type
 
 
@@ -338,7 +338,6 @@ def int_range(t: ScalarType):
     return 0, (1 << t.bits) - 1
 
 
-_FLOAT_MAX = {"f16": 65504.0, "bf16": 3.3895313892515355e38, "f32": 3.4028234663852886e38}
 
 
 def convert(b: ir.IRBuilder, m: TargetMath, src: ScalarType, dst: ScalarType, x, sat: bool = False):
@@ -359,8 +358,8 @@ def convert(b: ir.IRBuilder, m: TargetMath, src: ScalarType, dst: ScalarType, x,
         v = b.sitofp(x, dty) if src.is_signed else b.uitofp(x, dty)
     else:                     # float -> float
         v = _float_resize(b, x, dty)
-    if sat and dst.name in _FLOAT_MAX:
-        v = _clamp_float(b, m, v, _FLOAT_MAX[dst.name])
+    if sat and dst.name != "f64":      # saturate to the narrower type's finite range
+        v = _clamp_float(b, m, v, FLOAT_MAX[dst.name])
     return finish(b, dst, v)
 
 

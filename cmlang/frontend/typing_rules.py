@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from ..types import ScalarType, i32, i64, u64, f16, bf16, f32, f64, bool_
+from ..types import FLOAT_MAX, ScalarType, i32, i64, u64, f16, bf16, f32, f64, bool_
 
 
 def promote_int(t: ScalarType) -> ScalarType:
@@ -153,8 +153,6 @@ def is_lossless(src: ScalarType, dst: ScalarType) -> bool:
     return not src.is_signed and dst.bits > src.bits
 
 
-_FLOAT_MAX = {f16: 65504.0, bf16: float.fromhex("0x1.fep127"),     # the largest finite values
-              f32: float(np.finfo(np.float32).max), f64: float(np.finfo(np.float64).max)}
 
 
 def _round_bf16(x: float) -> float:
@@ -201,7 +199,7 @@ def cast_constant(value, t: ScalarType):
             else:
                 rounded = float(np.array(x, dtype=np.float16 if t == f16 else np.float32))
         if math.isinf(rounded) and not (isinstance(value, float) and math.isinf(value)):
-            biggest = _FLOAT_MAX[t]
+            biggest = FLOAT_MAX[t.name]
             raise ConstantRangeError(
                 f"constant {value} does not fit in {t}: finite constants for {t} must lie within "
                 f"+-{biggest:.6g} (it would become infinity; write math.inf if that is meant)")
