@@ -64,6 +64,11 @@ def _builtin(name, doc):
 _builtin("static_range", "static_range([start,] stop[, step]): `for i in cm.static_range(n)` unrolls the "
          "loop at compile time; `i` is a compile-time int in every copy of the body.")
 
+_builtin("simd", "simd(mask): only as the condition of `if`/`elif`/`while`: SIMD control flow (CM "
+         "SIMD_IF / SIMD_DO_WHILE). The body runs for the lanes where the mask is true: writes of "
+         "registers with as many elements as the mask, and memory accesses of that width, happen only "
+         "in active lanes; `break`/`continue` in `while cm.simd(...)` act per lane.")
+
 # --- register construction and conversion -------------------------------------------
 _builtin("zeros", "zeros(type): a register (or scalar) of `type` filled with 0.")
 _builtin("full", "full(type, value): a register of `type` with every element `value` (run-time scalars "

@@ -403,6 +403,69 @@ def _mask(em, mask, shape, who):
     return [m]
 
 
+@implements(lang.simd)
+def simd(em, mask):
+    raise em.error("cm.simd(mask) can only be the whole condition of an if, elif or while")
+
+
+def _lane_offsets(em, off, rows, cols, pitch=None):
+    """The element offsets of a load/store of rows x cols elements at ``off`` (rows ``pitch``
+    apart), as a vector: how a predicated (SIMD control flow) load/store addresses memory."""
+    n = rows * cols
+    t = VectorType(off.type, (n,))
+    offs = em.op("add", [em.splat(off, t), em.const(t, tuple(i % cols for i in range(n)))], t)
+    if rows > 1:
+        row_starts = em.op("mul", [em.const(t, tuple(i // cols for i in range(n))), em.splat(pitch, t)], t)
+        offs = em.op("add", [offs, row_starts], t)
+    return offs
+
+
+def _flat(em, v):
+    if not v.type.is_matrix:
+        return v
+    n = v.type.size
+    return em.op("rdregion", [v], VectorType(v.type.elem, (n,)), offset=0, vsize=1, vstride=0, hsize=n, hstride=1)
+
+
+def _predicated_load(em, p, off, shape, pitch, lanes):
+    """A load under SIMD control flow: a gather of the active lanes (the others read 0)."""
+    rows, cols = shape if len(shape) == 2 else (1, shape[0])
+    t = VectorType(p.type.elem, shape)
+    v = em.op("gather", [p, _lane_offsets(em, off, rows, cols, pitch), lanes], VectorType(t.elem, (rows * cols,)))
+    if t.is_matrix:
+        v = em.op("rdregion", [v], t, offset=0, vsize=1, vstride=0, hsize=rows * cols, hstride=1)
+    return v
+
+
+def _predicated_store(em, p, off, v, pitch, lanes):
+    """A store under SIMD control flow: a scatter of the active lanes."""
+    rows, cols = v.type.shape if v.type.is_matrix else (1, v.type.size)
+    em.effect("scatter", [p, _lane_offsets(em, off, rows, cols, pitch), _flat(em, v), lanes])
+
+
+def _simd_mask_and(em, mask_operands, shape):
+    """The mask operands of a gather/scatter of ``shape`` with SIMD control flow's active lanes
+    and-ed in (when it has as many lanes as the access has elements)."""
+    n = 1
+    for d in shape:
+        n *= d
+    lanes = em.simd_lanes(n)
+    if lanes is None:
+        return mask_operands
+    want = VectorType(bool_, tuple(shape))
+    if lanes.type != want:
+        lanes = em.op("rdregion", [lanes], want, offset=0, vsize=1, vstride=0, hsize=n, hstride=1)
+    if not mask_operands:
+        return [lanes]
+    return [em.op("and", [mask_operands[0], lanes], want)]
+
+
+def _no_simd(em, n, who):
+    if em.simd_lanes(n) is not None:
+        raise em.error(f"{who} of {n} elements under SIMD control flow of {n} lanes is not supported "
+                       "yet (it would not be predicated); move it out of the cm.simd block")
+
+
 @implements(lang.load)
 def load(em, p, offset, shape, pitch=None):
     t = _pointer(em, p, "cm.load")
@@ -414,10 +477,16 @@ def load(em, p, offset, shape, pitch=None):
         c = _const_int(em, shape[1], "the number of columns", lo=1)
         pitch = em.memory_offset(pitch, "cm.load: the pitch")
         pitch = em.convert(pitch, off.type)
+        lanes = em.simd_lanes(r * c)
+        if lanes is not None:
+            return _predicated_load(em, p, off, (r, c), pitch, lanes)
         return em.op("load2d", [p, off, pitch], VectorType(t.elem, (r, c)))
     n = _const_int(em, shape, "the number of elements", lo=1)
     if pitch is not None:
         raise em.error("cm.load: a pitch needs a (rows, cols) shape")
+    lanes = em.simd_lanes(n)
+    if lanes is not None:
+        return _predicated_load(em, p, off, (n,), None, lanes)
     return em.op("load", [p, off], VectorType(t.elem, (n,)))
 
 
@@ -428,12 +497,19 @@ def store(em, p, offset, value, pitch=None):
     # A register stores all its elements, a scalar one element.
     target = with_elem(value.type, t.elem) if is_register(value) else t.elem
     v = _stored(em, value, target, "cm.store")
+    lanes = em.simd_lanes(v.type.size) if isinstance(v.type, VectorType) else None
     if pitch is None:
-        em.effect("store", [p, off, v])
+        if lanes is not None:
+            _predicated_store(em, p, off, v, None, lanes)
+        else:
+            em.effect("store", [p, off, v])
         return None
     if not (isinstance(v.type, VectorType) and v.type.is_matrix):
         raise em.error(f"cm.store with a pitch stores a matrix, got {v.type}")
     pitch = em.convert(em.memory_offset(pitch, "cm.store: the pitch"), off.type)
+    if lanes is not None:
+        _predicated_store(em, p, off, v, pitch, lanes)
+        return None
     em.effect("store2d", [p, off, pitch, v])
     return None
 
@@ -467,6 +543,7 @@ def load_2d(em, p, shape, x, y, width, height, pitch, transpose=False):
     if not isinstance(transpose, bool):
         raise em.error(f"cm.load_2d: transpose must be True or False, got {describe(transpose)}")
     result = VectorType(t.elem, (cols, rows) if transpose else (rows, cols))
+    _no_simd(em, result.size, "cm.load_2d")
     return em.op("block_load2d", [p, *_surface(em, "cm.load_2d", x, y, width, height, pitch)], result,
                  transpose=int(transpose))
 
@@ -477,6 +554,7 @@ def store_2d(em, p, m, x, y, width, height, pitch):
     if not (is_register(m) and m.type.is_matrix):
         raise em.error(f"cm.store_2d stores a matrix, got {describe(m)}")
     v = _stored(em, m, with_elem(m.type, t.elem), "cm.store_2d")
+    _no_simd(em, v.type.size, "cm.store_2d")
     em.effect("block_store2d", [p, *_surface(em, "cm.store_2d", x, y, width, height, pitch), v])
     return None
 
@@ -494,7 +572,7 @@ def prefetch_2d(em, p, shape, x, y, width, height, pitch):
 def gather(em, p, offsets, mask=None):
     t = _pointer(em, p, "cm.gather")
     offs = _offsets(em, offsets, "cm.gather")
-    m = _mask(em, mask, offs.type.shape, "cm.gather")
+    m = _simd_mask_and(em, _mask(em, mask, offs.type.shape, "cm.gather"), offs.type.shape)
     return em.op("gather", [p, offs, *m], VectorType(t.elem, offs.type.shape))
 
 
@@ -503,7 +581,7 @@ def scatter(em, p, offsets, values, mask=None):
     t = _pointer(em, p, "cm.scatter")
     offs = _offsets(em, offsets, "cm.scatter")
     v = _stored(em, values, VectorType(t.elem, offs.type.shape), "cm.scatter")
-    m = _mask(em, mask, offs.type.shape, "cm.scatter")
+    m = _simd_mask_and(em, _mask(em, mask, offs.type.shape, "cm.scatter"), offs.type.shape)
     em.effect("scatter", [p, offs, v, *m])
     return None
 
@@ -516,6 +594,8 @@ def _atomic(kind):
         offs = _offsets(em, offsets, who, allow_scalar=True)
         vt = with_elem(offs.type, t.elem)
         v = _stored(em, value, vt, who)
+        if isinstance(vt, VectorType):
+            _no_simd(em, vt.size, who)
         return em.op("atomic", [p, offs, v], vt, kind=kind)
     return impl
 
@@ -531,6 +611,8 @@ def atomic_cmpxchg(em, p, offsets, expected, desired):
     offs = _offsets(em, offsets, who, allow_scalar=True)
     vt = with_elem(offs.type, t.elem)
     e, d = _stored(em, expected, vt, who), _stored(em, desired, vt, who)
+    if isinstance(vt, VectorType):
+        _no_simd(em, vt.size, who)
     return em.op("atomic", [p, offs, e, d], vt, kind="cmpxchg")
 
 

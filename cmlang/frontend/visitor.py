@@ -32,6 +32,7 @@ from . import regions
 from . import builtins_impl
 from .control_flow import ControlFlowMixin
 from .views import ViewsMixin
+from .simd import SimdMixin
 from .emit import Emitter
 from .source import FunctionSource, function_source
 from .values import (Undefined, RegisterMethod, View, is_constexpr, is_weak, is_numeric, is_register,
@@ -78,7 +79,7 @@ def _closure(pyfn):
     return dict(zip(pyfn.__code__.co_freevars, cells))
 
 
-class FunctionCompiler(ControlFlowMixin, ViewsMixin):
+class FunctionCompiler(ControlFlowMixin, ViewsMixin, SimdMixin):
     def __init__(self, function: Function, pyfn):
         self.function = function
         self.builder = Builder(function.body)
@@ -91,6 +92,7 @@ class FunctionCompiler(ControlFlowMixin, ViewsMixin):
         # re-checks them before it serves this kernel again).
         self.reads = recorded.ReadRecord()
         self._init_views()
+        self._init_simd()
 
     # --- entry -------------------------------------------------------------------
     def compile_kernel(self, constexprs: dict):
@@ -270,7 +272,7 @@ class FunctionCompiler(ControlFlowMixin, ViewsMixin):
     def assign(self, target, value):
         """Binds ``value`` to an assignment target (name, tuple, subscript)."""
         if isinstance(target, ast.Name):
-            self.rebind(target.id, value)
+            self.rebind(target.id, self.simd_assign(target.id, value))
         elif isinstance(target, (ast.Tuple, ast.List)):
             if any(isinstance(e, ast.Starred) for e in target.elts):
                 raise self.unsupported("starred assignment", target)
