@@ -87,6 +87,36 @@ def test_if_elif_else_writes_registers_of_the_mask_width_in_active_lanes(mode, r
                                       err_msg=f"CM thread {t}")
 
 
+@cm.func
+def bump(a):
+    a += 100                                      # a reference: the caller's register changes
+
+
+def k_assign_numbers(x: cm.ptr[i32], out: cm.ptr[i32], W: cm.constexpr):
+    t = cm.thread_id(0)
+    v = cm.load(x, t * W, W)
+    r = v.copy()
+    q = cm.zeros(vector[i32, W])
+    if cm.simd(v > 0):
+        r = 0                                     # a number: broadcast into the active lanes
+        bump(q)
+    else:
+        r = v[0] * 3                              # a scalar: the same
+    cm.store(out, t * 2 * W, r)
+    cm.store(out, t * 2 * W + W, q)
+
+
+@pytest.mark.parametrize("W", [8, 16, 32])
+def test_numbers_scalars_and_func_references_are_written_in_active_lanes(mode, rng, W):
+    x = rng.integers(-9, 9, THREADS * W).astype(np.int32)
+    out = np.zeros(THREADS * 2 * W, np.int32)
+    kernel(k_assign_numbers)[THREADS](x, out, W)
+    for t in range(THREADS):
+        v = x[t * W:(t + 1) * W]
+        want = np.concatenate([np.where(v > 0, 0, v[0] * 3), np.where(v > 0, 100, 0)])
+        np.testing.assert_array_equal(out[t * 2 * W:(t + 1) * 2 * W], want, err_msg=f"CM thread {t}")
+
+
 # --- nested ifs, masked memory ----------------------------------------------------------------------
 
 def k_nested_memory(x: cm.ptr[f32], idx: cm.ptr[i32], out: cm.ptr[f32], W: cm.constexpr, N: i32):
@@ -152,6 +182,32 @@ def test_a_predicated_load_and_store_touch_no_element_past_the_end(mode, W):
     out = np.zeros(n, np.int32)
     kernel(k_store_edge)[3](x, out, n, W)
     np.testing.assert_array_equal(out, x + 1)
+
+
+def k_atomics(x: cm.ptr[i32], counts: cm.ptr[i32], sums: cm.ptr[f32], olds: cm.ptr[i32], W: cm.constexpr):
+    t = cm.thread_id(0)
+    v = cm.load(x, t * W, W)
+    lane = cm.iota(i32, W) + t * W
+    outside = cm.full(vector[i32, W], -1_000_000)       # an access there would fault
+    old = cm.full(vector[i32, W], -7)
+    if cm.simd(v > 0):
+        old = cm.atomic_add(counts, cm.merge(lane, outside, v > 0), v)
+        cm.atomic_add(sums, cm.merge(lane, outside, v > 0), v.astype(f32) * 0.5)
+    else:
+        old = cm.atomic_cmpxchg(counts, cm.merge(lane, outside, v <= 0), 100, v) + 1000
+    cm.store(olds, t * W, old)
+
+
+@pytest.mark.parametrize("W", [8, 16, 32])
+def test_atomics_are_predicated(mode, rng, W):
+    x = rng.integers(-9, 9, THREADS * W).astype(np.int32)
+    counts = np.full(THREADS * W, 100, np.int32)
+    sums = np.full(THREADS * W, 1.0, np.float32)
+    olds = np.zeros(THREADS * W, np.int32)
+    kernel(k_atomics)[THREADS](x, counts, sums, olds, W)
+    np.testing.assert_array_equal(counts, np.where(x > 0, 100 + x, x))
+    np.testing.assert_array_equal(sums, np.where(x > 0, 1.0 + x * 0.5, 1.0).astype(np.float32))
+    np.testing.assert_array_equal(olds, np.where(x > 0, 100, 1100))
 
 
 # --- while cm.simd: per-lane break and continue, nested ifs, scalars ----------------------------------
@@ -320,6 +376,10 @@ def vc_cases():
                      np.zeros(9 * n, np.int32), 16),
         "nested_memory": (k_nested_memory, THREADS, r.integers(-20, 20, n).astype(np.float32), idx,
                           np.zeros(2 * n, np.float32), 16, n),
+        "assign_numbers": (k_assign_numbers, THREADS, r.integers(-9, 9, n).astype(np.int32),
+                           np.zeros(2 * n, np.int32), 16),
+        "atomics": (k_atomics, THREADS, r.integers(-9, 9, n).astype(np.int32), np.full(n, 100, np.int32),
+                    np.ones(n, np.float32), np.zeros(n, np.int32), 16),
         "store_edge": (k_store_edge, 3, np.arange(35, dtype=np.int32), np.zeros(35, np.int32), 35, 16),
         "while": (k_while, THREADS, r.integers(-20, 60, n).astype(np.int32), np.zeros(4 * n, np.int32), 40, 16),
         "nested_loops": (k_nested_loops, THREADS, r.integers(-2, 10, n).astype(np.int32),
@@ -375,7 +435,7 @@ def e_type(x):
     cm.store(x, 0, y)
 
 
-def e_uniform_break(x, n):
+def e_lane_exit_of_uniform_loop(x, n):
     v = cm.load(x, 0, 16)
     for i in range(n):
         if cm.simd(v > i):
@@ -384,17 +444,17 @@ def e_uniform_break(x, n):
     cm.store(x, 0, v)
 
 
-def e_return(x):
+def e_kernel_exit(x):
     v = cm.load(x, 0, 16)
     if cm.simd(v > 0):
         return
     cm.store(x, 0, v)
 
 
-def e_atomic(x):
+def e_block_load(x):
     v = cm.load(x, 0, 16)
     if cm.simd(v > 0):
-        cm.atomic_add(x, cm.iota(i32, 16), 1)
+        v = cm.load_2d(x, (2, 8), 0, 0, 8, 2, 8).format(i32)
 
 
 def e_two_masks(x):
@@ -407,12 +467,12 @@ def e_two_masks(x):
     (e_width, "w > 0", "cm.simd() mask of 8 lanes inside SIMD control flow of 16 lanes"),
     (e_scalar, "s > 0", "cm.simd() needs a register mask with one element per lane, got bool"),
     (e_outside, "cm.simd(", "cm.simd(mask) can only be the whole condition of an if, elif or while"),
-    (e_type, "y = v + 1", "'y' is assigned a vector<i32, 16> under cm.simd, which writes only the active "
-                          "lanes of the 16-lane mask, but it holds"),
-    (e_uniform_break, "break", "'break' under 'if cm.simd' would leave the loop in some lanes only"),
-    (e_return, "return", "return under SIMD control flow (cm.simd) is not supported"),
-    (e_atomic, "cm.atomic_add", "cm.atomic_add of 16 elements under SIMD control flow of 16 lanes is "
-                                "not supported yet"),
+    (e_type, "y = v + 1", "'y' is assigned vector<i32, 16> under cm.simd, which writes only the active "
+                          "lanes of the 16-lane mask, but it holds int constant before"),
+    (e_lane_exit_of_uniform_loop, "break", "'break' under 'if cm.simd' would leave the loop in some lanes only"),
+    (e_kernel_exit, "return", "return under SIMD control flow (cm.simd) is not supported"),
+    (e_block_load, "cm.load_2d", "cm.load_2d of 16 elements under SIMD control flow of 16 lanes is "
+                                 "not supported yet"),
     (e_two_masks, "cm.simd(", "cm.simd() takes one argument, the mask"),
 ])
 def test_errors_name_the_problem_and_the_place(fn, snippet, message):

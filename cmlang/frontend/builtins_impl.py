@@ -446,6 +446,8 @@ def _predicated_store(em, p, off, v, pitch, lanes):
 def _simd_mask_and(em, mask_operands, shape):
     """The mask operands of a gather/scatter of ``shape`` with SIMD control flow's active lanes
     and-ed in (when it has as many lanes as the access has elements)."""
+    if shape is None:
+        return mask_operands       # one element: not predicated (as a scalar store)
     n = 1
     for d in shape:
         n *= d
@@ -458,6 +460,11 @@ def _simd_mask_and(em, mask_operands, shape):
     if not mask_operands:
         return [lanes]
     return [em.op("and", [mask_operands[0], lanes], want)]
+
+
+def _shape(t):
+    """A register's shape; a scalar (one element, e.g. an atomic at a scalar offset) has none."""
+    return t.shape if isinstance(t, VectorType) else None
 
 
 def _no_simd(em, n, who):
@@ -594,9 +601,7 @@ def _atomic(kind):
         offs = _offsets(em, offsets, who, allow_scalar=True)
         vt = with_elem(offs.type, t.elem)
         v = _stored(em, value, vt, who)
-        if isinstance(vt, VectorType):
-            _no_simd(em, vt.size, who)
-        return em.op("atomic", [p, offs, v], vt, kind=kind)
+        return em.op("atomic", [p, offs, v, *_simd_mask_and(em, [], _shape(vt))], vt, kind=kind)
     return impl
 
 
@@ -611,9 +616,7 @@ def atomic_cmpxchg(em, p, offsets, expected, desired):
     offs = _offsets(em, offsets, who, allow_scalar=True)
     vt = with_elem(offs.type, t.elem)
     e, d = _stored(em, expected, vt, who), _stored(em, desired, vt, who)
-    if isinstance(vt, VectorType):
-        _no_simd(em, vt.size, who)
-    return em.op("atomic", [p, offs, e, d], vt, kind="cmpxchg")
+    return em.op("atomic", [p, offs, e, d, *_simd_mask_and(em, [], _shape(vt))], vt, kind="cmpxchg")
 
 
 @implements(lang.slm)

@@ -242,8 +242,9 @@ class ControlFlowMixin:
         """An if whose branches may return: the rest of the list goes into both branches
         (where a branch returns first, the copy there is never compiled)."""
         if self.simd_condition(node.test) is not None:
+            inner = next(n for n in ast.walk(node) if isinstance(n, ast.Return))
             raise self.error("return under SIMD control flow (cm.simd) is not supported: lanes cannot "
-                             "leave the kernel one by one", node)
+                             "leave the kernel one by one", inner)
         cond = self.condition(node.test)
         if not isinstance(cond, Value):
             return self.compile_stmts((node.body if cond else node.orelse) + rest)

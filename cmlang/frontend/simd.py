@@ -33,7 +33,7 @@ from .. import language as lang
 from ..ir import Block, Value
 from ..types import VectorType, bool_
 from . import regions
-from .values import Undefined, View, is_register, describe
+from .values import Undefined, View, is_register, is_weak, describe
 
 _MISSING = object()
 
@@ -100,21 +100,30 @@ class SimdMixin:
         return self.em.op("select", [mask, new, old], new.type)
 
     def simd_assign(self, name, value):
-        """``name = value`` under SIMD control flow: a register of the mask's width is written
-        in the active lanes only, so ``name`` must already hold a register of its type."""
+        """``name = value`` under SIMD control flow. A variable holding a register of the mask's
+        width is written in the active lanes only: the value must be a register of its type, or
+        a number or scalar (broadcast, as CM assigns a scalar to a vector). A register of the
+        mask's width assigned to a variable that held something else is an error; a new
+        variable is bound as it is (its inactive lanes are unspecified)."""
         mask = self.simd_mask()
-        if mask is None or not (is_register(value) and value.type.size == mask.type.size):
+        if mask is None:
             return value
+        width = mask.type.size
         old = self.frame.env.get(name, _MISSING)
         if old is _MISSING or isinstance(old, Undefined):
-            return value        # a new variable: its inactive lanes are unspecified
+            return value
         if isinstance(old, View):
             old = self.read_view(old, tag=False)
-        if not (is_register(old) and old.type == value.type):
-            raise self.error(f"'{name}' is assigned a {value.type} under cm.simd, which writes only the "
-                             f"active lanes of the {mask.type.size}-lane mask, but it holds "
-                             f"{describe(old)} before; give it that type first (e.g. "
-                             f"{name} = cm.zeros(...)) or convert the value")
+        old_is_lanes = is_register(old) and old.type.size == width
+        if not old_is_lanes and not (is_register(value) and value.type.size == width):
+            return value        # neither the variable nor the value has the mask's width
+        if old_is_lanes and not is_register(value) and (is_weak(value) or isinstance(value, Value)):
+            value = self.em.coerce(value, old.type)
+        if not (old_is_lanes and is_register(value) and value.type == old.type):
+            raise self.error(f"'{name}' is assigned {describe(value)} under cm.simd, which writes only "
+                             f"the active lanes of the {width}-lane mask, but it holds {describe(old)} "
+                             f"before; give it the value's type first (e.g. {name} = cm.zeros(...)), "
+                             "convert the value, or use a new name")
         return self.simd_select(mask, value, old)
 
     def simd_merge_root(self, old_root, new_root):

@@ -126,11 +126,12 @@ _op("gather", "memory", "(p, offs[, mask]) -> register of offs' shape: r[i] = p[
     "(else 0, no access).")
 _op("scatter", "memory", "(p, offs, v[, mask]): p[offs[i]] = v[i] where mask; when two elements hit one "
     "address the higher index wins.", has_side_effects=True)
-_op("atomic", "memory", "(p, offs, v[, v2]) -> old values: for each element i in order, atomically "
+_op("atomic", "memory", "(p, offs, v[, v2][, mask]) -> old values: for each element i in order, atomically "
     "old = p[offs[i]]; p[offs[i]] = old `kind` v[i] with kind in add sub min max and or xor xchg; "
     "cmpxchg stores v2[i] if old == v[i] bit for bit (a float NaN matches the same NaN, -0.0 does "
     "not match +0.0); float min/max ignore a NaN operand. A scalar offset "
-    "updates one element.",
+    "updates one element. With a mask (a bool register of offs' shape; only with register offsets), "
+    "elements where it is false have no access and give 0.",
     ["kind"], has_side_effects=True)
 _op("slm", "memory", "() -> ptr<T, local> to `n` elements of shared local memory, one allocation "
     "per group of CM threads, contents undefined until written.", ["n"])
@@ -170,6 +171,11 @@ _op("breakpoint", "debug", "(): the interpreter stops in pdb at this kernel line
 REDUCE_KINDS = ("add", "mul", "min", "max", "and", "or")
 ATOMIC_KINDS = ("add", "sub", "min", "max", "and", "or", "xor", "xchg", "cmpxchg")
 CMP_PREDS = ("eq", "ne", "lt", "le", "gt", "ge")
+
+
+def atomic_mask_index(kind):
+    """Where an atomic op's optional mask operand is: after p, offs and its one or two values."""
+    return 4 if kind == "cmpxchg" else 3
 
 
 def is_register(t):

@@ -15,7 +15,7 @@ from ..errors import CompileError
 from ..types import ScalarType, VectorType, PtrType, bool_, i32
 from .core import Function, Block, Op, Value
 from .ops import (OPS, BINARY, UNARY, FLOAT_ONLY_UNARY, IDS, REDUCE_KINDS, ATOMIC_KINDS,
-                  CMP_PREDS, is_register, is_scalar, is_ptr)
+                  CMP_PREDS, is_register, is_scalar, is_ptr, atomic_mask_index)
 
 ANY = None  # "any number of" in ARITY
 
@@ -28,7 +28,7 @@ ARITY = {
     "insert": ((2, 3), 1), "iselect": (2, 1), "reduce": (1, 1), "dpas": (3, 1),
     "load": (2, 1), "store": (3, 0), "load2d": (3, 1), "store2d": (4, 0),
     "block_load2d": (6, 1), "block_store2d": (7, 0), "block_prefetch2d": (6, 0),
-    "gather": ((2, 3), 1), "scatter": ((3, 4), 0), "atomic": ((3, 4), (0, 1)),
+    "gather": ((2, 3), 1), "scatter": ((3, 4), 0), "atomic": ((3, 5), (0, 1)),
     "slm": (0, 1), "barrier": (0, 0), "fence": (0, 0),
     **{name: (0, 1) for name in IDS},
     "for": ((3, ANY), (0, ANY)), "if": (1, (0, ANY)), "while": ((0, ANY), (0, ANY)),
@@ -449,12 +449,16 @@ def _atomic(op):
     p, offs, v = _pointer(op), op.operands[1], op.operands[2]
     kind = op.attrs["kind"]
     _require(op, kind in ATOMIC_KINDS, f"unknown kind {kind!r}")
-    _offsets_and_mask(op, offs, None, allow_scalar=True)
+    at = atomic_mask_index(kind)
+    mask = op.operands[at] if len(op.operands) > at else None
+    _require(op, mask is None or is_register(offs.type), "a masked atomic needs register offsets")
+    _offsets_and_mask(op, offs, mask, allow_scalar=True)
     want = VectorType(p.elem, offs.type.shape) if is_register(offs.type) else p.elem
     _require(op, v.type == want, f"value must be {want}, got {v.type}")
-    _require(op, (len(op.operands) == 4) == (kind == "cmpxchg"),
-             "cmpxchg takes (p, offs, expected, new); the other kinds take (p, offs, v)")
-    if len(op.operands) == 4:
+    _require(op, len(op.operands) >= at,
+             "cmpxchg takes (p, offs, expected, new); the other kinds take (p, offs, v); either may end "
+             "in a mask")
+    if kind == "cmpxchg":
         _require(op, op.operands[3].type == want, f"new value must be {want}, got {op.operands[3].type}")
     if op.results:
         _result_is(op, want)
