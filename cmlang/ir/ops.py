@@ -14,6 +14,9 @@ Conventions shared by all ops:
 - Integer arithmetic wraps (two's complement); ``div``/``rem`` on integers truncate
   toward zero like C; division by zero is undefined (the interpreter raises).
 - Memory offsets are element indices (not bytes) into the pointer's buffer.
+- SIMD control flow (``if cm.simd(mask)``, ``while cm.simd(mask)``) has no op of its own:
+  the front end lowers it to ``select`` merges, masked ``gather``/``scatter``/``atomic`` and a
+  ``while`` that carries the active lanes (``cmlang/frontend/simd.py``).
 """
 from __future__ import annotations
 
