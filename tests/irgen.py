@@ -1002,6 +1002,29 @@ class Generator:
         var = Var(name, elem, a.shape)
         return self.define_lines(var, lines, [a, b], "control.if")
 
+    def op_simd_if(self):
+        """SIMD control flow: ``if cm.simd(mask)`` / ``elif`` / ``else`` writing a register of the
+        mask's width in the active lanes, sometimes a predicated store of that width, and a
+        scalar written whatever the mask."""
+        a = self.pick(lambda u: u.elem in LOOP_TYPES and len(u.shape) == 1,
+                      lambda: self.load(self.choice(LOOP_TYPES)))
+        b = self.pick_shaped(a.shape, elems=(a.elem,))
+        mask = self.pick_mask(a.shape)
+        name = self.new_name("z")
+        lines = [f"{name} = {a.name}.copy()", f"if cm.simd({mask.name}):", f"    {name} = {a.name} - {b.name}"]
+        uses, tag = [a, b, mask], "control.simd_if"
+        if self.chance(0.5):
+            buf = self.buffer("out", a.elem)
+            seg = buf.alloc(a.size, tol=a.tol)     # the inactive lanes keep the fill
+            lines.append(f"    cm.store({buf.name}, b_{buf.name} + {seg.offset}, {b.name})")
+            tag += ".store"
+        if self.chance(0.5):
+            lines += [f"elif cm.simd({b.name} > {a.name}):", f"    {name} += {b.name}"]
+            tag += ".elif"
+        lines += ["else:", f"    {name} = cm.min({a.name}, {b.name})"]
+        var = Var(name, a.elem, a.shape)
+        return self.define_lines(var, lines, uses, tag)
+
     # --- nested loops, while, break/continue (issue 11: none of these were generated) ---
     def loop_bound(self, group_uniform=False):
         """A trip count uniform over the lanes (``group_uniform``: over the CM threads of a
@@ -1184,7 +1207,7 @@ class Generator:
            "op_bitcast": 1.5, "op_reshape": 0.7, "op_region_read": 3, "op_replicate": 1, "op_region_write": 2,
            "op_element_write": 1, "op_extract": 1, "op_shuffle": 4, "op_reduce": 3, "op_construct": 0.7,
            "op_gather": 1, "op_scatter": 1, "op_load2d": 0.7, "op_store2d": 0.7, "op_atomic": 1.2,
-           "op_loop": 0.5, "op_if": 0.5,
+           "op_loop": 0.5, "op_if": 0.5, "op_simd_if": 0.5,
            "op_nested_loop": 0.8, "op_loop_memory": 0.4, "op_slm": 0.5, "op_dpas": 0.4,
            "op_wide_narrow_float": 0.8, "op_edge_constant": 0.5}
 
