@@ -6,6 +6,7 @@ reference written lane by lane, for masks of 8, 16 and 32 lanes, and on the spir
 through the host emulator (against the interpreter)."""
 import importlib.util
 import inspect
+import shutil
 
 import numpy as np
 import pytest
@@ -38,12 +39,14 @@ def k_if_chain(x: cm.ptr[i32], out: cm.ptr[i32], W: cm.constexpr):
     m = cm.zeros(matrix[i32, 2, W // 2])          # W elements as a matrix: element i is lane i
     rows = cm.zeros(matrix[i32, 3, W])            # other width; a row write of W elements is per lane
     half = cm.zeros(vector[i32, W // 2])          # other width: written as usual
+    row0 = rows[0]                                # a view: writes through it reach rows
     s = 0                                         # scalar: written as usual
     if cm.simd(v > 10):
         r = v * 2
         acc += 1
         m += 5
         rows[1] = v
+        row0 += v
         half += 1
         s += 1
     elif cm.simd(v < -10):
@@ -71,7 +74,7 @@ def ref_if_chain(v, W):
     r = np.where(big, 2 * v, np.where(small, np.where(lane < 4, 9, v + 100), -1 + 1000))
     acc = np.where(big, 1, np.where(other, -1, np.where(lane == 3, 7, 0)))
     m = np.where(big, 5, 0)
-    rows = np.stack([np.zeros(W), np.where(big, v, 0), np.where(other, v + 1, 0)])
+    rows = np.stack([np.where(big, v, 0), np.where(big, v, 0), np.where(other, v + 1, 0)])
     half = np.ones(W // 2)             # another width: written whatever the mask
     s = 1 + 10                         # a scalar: both branches' statements ran
     return np.concatenate([r, acc, m, rows.ravel(), half, np.full(W // 2, s), np.zeros(2 * W)]).astype(np.int32)
@@ -362,6 +365,15 @@ def test_simd_while_is_one_while_op_carrying_the_active_lanes():
     assert "vector<bool, 16>" in [str(a.type) for a in loop.blocks[0].args]
     cond = loop.blocks[0].ops
     assert [op.opcode for op in cond[-2:]] == ["reduce", "condition"] and cond[-2].attrs["kind"] == "or"
+
+
+# --- Intel's GPU compiler builds it (both flavours, no spills) ----------------------------------------------
+
+@pytest.mark.skipif(shutil.which("ocloc") is None, reason="Intel's offline compiler (ocloc) is not installed")
+@pytest.mark.parametrize("target", ["spirv", "spirv-vc"])
+def test_mandelbrot_builds_for_pvc_without_spills(target):
+    ck = mandelbrot.mandelbrot_kernel.compile(target=target, device="pvc", W=16)
+    assert ck.stats["instructions"] > 0 and ck.stats["spill_bytes"] == 0
 
 
 # --- spirv-vc (host emulator against the interpreter) ------------------------------------------------------
