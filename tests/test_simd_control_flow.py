@@ -120,6 +120,26 @@ def test_numbers_scalars_and_func_references_are_written_in_active_lanes(mode, r
         np.testing.assert_array_equal(out[t * 2 * W:(t + 1) * 2 * W], want, err_msg=f"CM thread {t}")
 
 
+def k_mask_kinds(x: cm.ptr[i32], out: cm.ptr[i32], W: cm.constexpr):
+    t = cm.thread_id(0)
+    m = cm.load(x, t * W, (2, W // 2), W // 2)
+    v = cm.load(x, t * W, W)
+    if cm.simd(m > 0):                            # a matrix mask: element i (row-major) is lane i
+        v = -v
+    if cm.simd(v & 1):                            # an integer mask: nonzero lanes are active
+        v += 1000
+    cm.store(out, t * W, v)
+
+
+@pytest.mark.parametrize("W", [8, 16, 32])
+def test_matrix_and_integer_masks(mode, rng, W):
+    x = rng.integers(-9, 9, THREADS * W).astype(np.int32)
+    out = np.zeros(THREADS * W, np.int32)
+    kernel(k_mask_kinds)[THREADS](x, out, W)
+    v = np.where(x > 0, -x, x)
+    np.testing.assert_array_equal(out, np.where(v & 1, v + 1000, v))
+
+
 # --- nested ifs, masked memory ----------------------------------------------------------------------
 
 def k_nested_memory(x: cm.ptr[f32], idx: cm.ptr[i32], out: cm.ptr[f32], W: cm.constexpr, N: i32):

@@ -95,8 +95,8 @@ class ViewsMixin:
         part = None         # the current value of the written part (for SIMD control flow)
         if key is not None:
             steps.append(regions.subscript_region(self.em, parents[-1], key))
-            if steps[-1].shape is not None:
-                part = regions.read_region(self.em, parents[-1], steps[-1]) if self.simd_stack else None
+            if self.simd_stack and steps[-1].shape is not None:
+                part = regions.read_region(self.em, parents[-1], steps[-1])
         elif steps:
             part = parents.pop()       # the view's own value: replaced whole
         if not steps:       # the whole variable
