@@ -28,6 +28,8 @@ exp exp2 log log2 sin cos pow         ``llvm.genx.exp/log/sin/cos/pow`` (native 
                                       log scale by log2(e) / ln 2, in f32 for f16); tanh from
                                       ``genx.exp`` (an odd polynomial for |x| < 1/8); f64:
                                       CompileError
+rndd rndu rnde rndz (frc = x - rndd)  ``llvm.genx.rndd/rndu/rnde/rndz``
+cbit fbl fbh lzd                      ``llvm.genx.cbit/fbl/sfbh/ufbh/lzd``
 sqrt rsqrt inv floor ceil             OpenCL ``sqrt`` for f32, else ``llvm.genx.(ieee.)sqrt``
                                       (+ ``fdiv``), ``fdiv``,
                                       ``llvm.genx.rndd`` / ``llvm.genx.rndu``
@@ -125,6 +127,15 @@ class GenxMath(ew.TargetMath):
 
     def float_to_int_sat(self, b, x, dty, signed):
         return self.genx(b, "fptosi.sat" if signed else "fptoui.sat", dty, [x], [dty, x.type])
+
+    def round(self, b, mode, x):
+        return self.genx(b, mode, x.type, [x], [x.type])        # llvm.genx.rndd/rndu/rnde/rndz
+
+    def bit_scan(self, b, opcode, signed, x):
+        """llvm.genx.cbit / fbl / sfbh / ufbh / lzd: the vISA instructions CM's own
+        cm_cbit/cm_fbl/cm_fbh/cm_lzd become, with CM's answers for 0 built in."""
+        name = ("sfbh" if signed else "ufbh") if opcode == "fbh" else opcode
+        return self.genx(b, name, x.type, [x], [x.type, x.type])
 
     def sqrt(self, b, elem, x):
         ty = x.type

@@ -307,11 +307,45 @@ class Emulation:
     emit_ieee_sqrt = _unary("sqrt")
     emit_rndd = _unary("floor")
     emit_rndu = _unary("ceil")
+    emit_rnde = _unary("rint")            # the host's rounding mode: to nearest even
+    emit_rndz = _unary("trunc")
     emit_absf = _unary("fabs")
 
     def emit_absi(self, b, ret, args):
         t = args[0].type
         return b.call(self.intrinsic("abs", t, [t, I1], [t]), [args[0], ir.Constant(I1, 0)])
+
+    # bit scans (vc-intrinsics: cbit counts set bits, fbl/ufbh/sfbh give 0xFFFFFFFF where no
+    # bit is found, sfbh counts the bits equal to the sign bit, lzd(0) = 32)
+    def _count(self, b, name, x):
+        t = x.type
+        if name == "ctpop":
+            return b.call(self.intrinsic(name, t, [t], [t]), [x])
+        return b.call(self.intrinsic(name, t, [t, I1], [t]), [x, ir.Constant(I1, 0)])
+
+    def _none_if_zero(self, b, v, x):
+        zero = ir.Constant(x.type, [0] * lanes(x.type) if isinstance(x.type, ir.VectorType) else 0)
+        none = ir.Constant(x.type, [-1] * lanes(x.type) if isinstance(x.type, ir.VectorType) else -1)
+        return b.select(b.icmp_unsigned("==", x, zero), none, v)
+
+    def emit_cbit(self, b, ret, args):
+        return self._count(b, "ctpop", args[0])
+
+    def emit_lzd(self, b, ret, args):
+        return self._count(b, "ctlz", args[0])
+
+    def emit_fbl(self, b, ret, args):
+        return self._none_if_zero(b, self._count(b, "cttz", args[0]), args[0])
+
+    def emit_ufbh(self, b, ret, args):
+        return self._none_if_zero(b, self._count(b, "ctlz", args[0]), args[0])
+
+    def emit_sfbh(self, b, ret, args):
+        x = args[0]
+        n = lanes(x.type)
+        sign = ir.Constant(x.type, [31] * n if isinstance(x.type, ir.VectorType) else 31)
+        flipped = b.xor(x, b.ashr(x, sign))
+        return self._none_if_zero(b, self._count(b, "ctlz", flipped), flipped)
 
     def _binary(llvm_name):
         def emit(self, b, ret, args):

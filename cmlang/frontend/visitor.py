@@ -539,11 +539,19 @@ class FunctionCompiler(ControlFlowMixin, ViewsMixin):
         return _escape(str(value))
 
     def call_sat(self, node):
-        """``cm.sat(x.astype(T))`` -> convert [sat=true]."""
-        inner = node.args[0] if len(node.args) == 1 and not node.keywords else None
+        """``cm.sat(x.astype(T))`` -> convert [sat=true]; ``cm.sat(x)`` of a floating-point x ->
+        convert to its own type [sat=true], the clamp to [0.0, 1.0] of CM and ESIMD."""
+        if len(node.args) != 1 or node.keywords:
+            raise self.error("cm.sat() takes one value: a conversion such as cm.sat(v.astype(cm.u8)) "
+                             "or a floating-point value", node)
+        inner = node.args[0]
         if not (isinstance(inner, ast.Call) and isinstance(inner.func, ast.Attribute)
                 and inner.func.attr == "astype" and len(inner.args) == 1 and not inner.keywords):
-            raise self.error("cm.sat() takes a conversion, e.g. cm.sat(v.astype(cm.u8))", node)
+            value = self.expr(inner)
+            if not (isinstance(value, Value) and is_numeric(value) and value.type.elem.is_float):
+                raise self.error("cm.sat() takes a conversion, e.g. cm.sat(v.astype(cm.u8)), or a "
+                                 f"floating-point value to clamp to [0.0, 1.0]; got {describe(value)}", node)
+            return self.em.convert(value, value.type.elem, sat=True)
         with self.at_node(inner):
             value = self.expr(inner.func.value)
             t = self.expr(inner.args[0])
@@ -552,7 +560,7 @@ class FunctionCompiler(ControlFlowMixin, ViewsMixin):
                                  f"{describe(value)}", inner)
             if not isinstance(t, ScalarType):
                 raise self.error(f"astype() needs a scalar type, got {describe(t)}", inner)
-            if t == value.type.elem:
+            if t == value.type.elem and not t.is_float:
                 return value
             return self.em.convert(value, t, sat=True)
 

@@ -14,7 +14,7 @@ import numbers
 from ..errors import CompileError
 from ..types import ScalarType, VectorType, PtrType, bool_, i32
 from .core import Function, Block, Op, Value
-from .ops import (OPS, BINARY, UNARY, FLOAT_ONLY_UNARY, IDS, REDUCE_KINDS, ATOMIC_KINDS,
+from .ops import (OPS, BINARY, UNARY, FLOAT_ONLY_UNARY, BIT_UNARY, INT_ONLY_BINARY, IDS, REDUCE_KINDS, ATOMIC_KINDS,
                   CMP_PREDS, is_register, is_scalar, is_ptr)
 
 ANY = None  # "any number of" in ARITY
@@ -209,6 +209,10 @@ def _elementwise(op):
         _require(op, t.elem.is_int or t.elem.is_bool, f"needs integer or bool operands, got {t}")
     elif op.opcode in ("shl", "shr"):
         _require(op, t.elem.is_int, f"needs integer operands, got {t}")
+    elif op.opcode in BIT_UNARY:
+        _require(op, t.elem.is_int and t.elem.bits == 32, f"needs i32 or u32 operands, got {t}")
+    elif op.opcode in INT_ONLY_BINARY:
+        _require(op, t.elem.is_int and t.elem.bits <= 32, f"needs integer operands of at most 32 bits, got {t}")
 
 
 def _const(op):
