@@ -1386,7 +1386,7 @@ def test_nested_kernel_locations_account_for_indentation():
 def test_compile_to_ir_checks_its_arguments():
     with pytest.raises(CompileError, match="has no parameter 'y'"):
         compile_to_ir(k_slm, {"x": PF, "y": PF}, {}, 16)
-    with pytest.raises(CompileError, match="kernel parameter 'x' needs a scalar or pointer type"):
+    with pytest.raises(CompileError, match="kernel parameter 'x' needs a scalar, register or pointer type"):
         compile_to_ir(k_slm, {}, {}, 16)
 
 

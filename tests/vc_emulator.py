@@ -21,7 +21,7 @@ import numpy as np
 import llvmlite.binding as llvm
 from llvmlite import ir
 
-from cmlang.types import PtrType
+from cmlang.types import PtrType, VectorType
 
 I1, I8, I16, I32, I64 = (ir.IntType(w) for w in (1, 8, 16, 32, 64))
 F32 = ir.FloatType()
@@ -482,13 +482,13 @@ class HostKernel:
         address = self.engine.get_function_address(compiled.binary.name)
         params = self.function.params
         self.uses_barrier = any(op.opcode == "barrier" for op in self.function.walk())
-        self.cfunc = ctypes.CFUNCTYPE(None, *[_ctype(p.type) for p in params])(address)
+        self.cfunc = ctypes.CFUNCTYPE(None, *[c for p in params for c in _ctypes(p.type)])(address)
 
     def run(self, grid, group, args):
         grid3 = _dims(grid)
         group3 = _dims(group) if group is not None else (1, 1, 1)
         counts = tuple(g // l for g, l in zip(grid3, group3))
-        cargs = [_carg(p.type, a) for p, a in zip(self.function.params, args)]
+        cargs = [c for p, a in zip(self.function.params, args) for c in _cargs(p.type, a)]
         slm_bytes = int(re.search(r'"VCSLMSize"="(\d+)"', self.compiled.llvm_ir).group(1))
         for gz in range(counts[2]):
             for gy in range(counts[1]):
@@ -529,6 +529,17 @@ _CTYPES = {"i8": ctypes.c_int8, "i16": ctypes.c_int16, "i32": ctypes.c_int32, "i
 
 def _ctype(t):
     return ctypes.c_void_p if isinstance(t, PtrType) else _CTYPES[t.name]
+
+
+def _ctypes(t):
+    """A register parameter is one scalar argument per element (the launch ABI)."""
+    return [_ctype(t.elem)] * t.size if isinstance(t, VectorType) else [_ctype(t)]
+
+
+def _cargs(t, a):
+    if isinstance(t, VectorType):
+        return [_carg(t.elem, x) for x in np.asarray(a).reshape(-1)]
+    return [_carg(t, a)]
 
 
 def _carg(t, a):

@@ -57,9 +57,10 @@ class _Verifier:
 
     def function(self, fn: Function):
         for arg in fn.params:
-            if not (is_scalar(arg.type) or (is_ptr(arg.type) and arg.type.space == "global")):
+            if not (is_scalar(arg.type) or is_register(arg.type)
+                    or (is_ptr(arg.type) and arg.type.space == "global")):
                 raise CompileError(f"invalid IR: kernel parameter {arg.hint or '?'} has type {arg.type}; "
-                                   "parameters are scalars or global pointers")
+                                   "parameters are scalars, registers (by value) or global pointers")
         self.block(fn.body)
         last = fn.body.terminator
         if last is None or last.opcode != "return":
