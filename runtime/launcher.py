@@ -521,7 +521,7 @@ def _register_converter(where, t):
     """A sequence or numpy array of exactly the register's shape (a vector: any sequence of
     its length), passed by value; each element checked as a scalar argument of t's element
     type is."""
-    element = _scalar_converter(f"{where}: element", t.elem)
+    elements = [_scalar_converter(f"{where}: element {i}", t.elem) for i in range(t.size)]
 
     def convert(arg, device, copy_back=None):
         if isinstance(arg, (str, bytes)) or not hasattr(arg, "__len__"):
@@ -534,7 +534,7 @@ def _register_converter(where, t):
         if values.shape != t.shape:
             raise LaunchError(f"{where} takes an array of shape {t.shape}, got shape {values.shape}")
         items = tuple(element(v.item() if isinstance(v, np.generic) else v, device, None)
-                      for v in values.reshape(-1))
+                      for element, v in zip(elements, values.reshape(-1)))
         out = RegisterArgument(items)
         host = np.array(items)
         if t.elem == bf16:
