@@ -404,3 +404,37 @@ def test_register_parameters_through_a_package(tmp_path):
     pkg.linear[1](x, coeff, np.array([[1, 2, 3], [4, 5, 6]], np.int32), out)
     np.testing.assert_array_equal(out[:32], [sum(x[i:i + 9]) for i in range(32)])
     assert out[32:].tolist() == [4.0, 5.0, 6.0, 21.0]
+
+
+# --- CM's in-place member merge -------------------------------------------------------------
+
+@cm.kernel(simd=8)
+def _member_merge(x: cm.ptr[f32], out: cm.ptr[f32]):
+    v = cm.load(x, 0, 16)
+    w = cm.zeros(cm.vector[f32, 16])
+    w.merge(v, v > 0)                                   # v where v > 0, else w unchanged
+    w[0:8].merge(100.0, 0b11)                           # through a view, an integer bit mask
+    m = cm.zeros(cm.matrix[f32, 2, 8])
+    m.merge(v.format(f32, 2, 8), -v.format(f32, 2, 8), v.format(f32, 2, 8) < 0)   # x, y, mask
+    cm.store(out, 0, w)
+    cm.store(out, 16, m.format(f32))
+
+
+@pytest.mark.parametrize("where", PATHS)
+def test_member_merge_changes_the_register_in_place(where):
+    x = np.linspace(-4, 4, 16).astype(np.float32)
+    out = run(_member_merge, [x, np.zeros(32, np.float32)], where)[1]
+    want = np.where(x > 0, x, 0)
+    want[:2] = 100
+    assert out[:16].tolist() == want.tolist()
+    assert out[16:].tolist() == np.where(x < 0, x, -x).tolist()
+
+
+def test_member_merge_inside_an_expression_is_refused():
+    @cm.kernel(simd=8)
+    def bad(x: cm.ptr[f32], out: cm.ptr[f32]):
+        v = cm.load(x, 0, 8)
+        cm.store(out, 0, v.merge(v * 2, v > 0))
+    with pytest.raises(cm.CompileError, match=r"merge\(x, mask\) changes the register in place and is a "
+                                              r"statement of its own.*cm.merge\(x, y, mask\)"):
+        bad.compile(np.zeros(8, np.float32), np.zeros(8, np.float32))

@@ -206,7 +206,42 @@ class FunctionCompiler(ControlFlowMixin, ViewsMixin):
     def stmt_Expr(self, node):
         if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
             return  # a docstring or a string used as a comment
+        if self.member_merge(node.value):
+            return
         self.expr(node.value)
+
+    def member_merge(self, call) -> bool:
+        """CM's in-place member merge as a statement: ``v.merge(x, mask)`` writes ``x`` into
+        ``v`` where ``mask`` (elsewhere ``v`` keeps its value), ``v.merge(x, y, mask)`` writes
+        ``x`` where ``mask`` else ``y``; ``v`` a register variable or a view of one, ``mask``
+        a bool register or an integer bit mask (as ``cm.merge``). False: not such a call."""
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                and call.func.attr == "merge"):
+            return False
+        receiver = call.func.value
+        if isinstance(receiver, ast.Name):
+            bound = self.frame.env.get(receiver.id)
+            if not (isinstance(bound, View) or is_register(bound)):
+                return False        # cm.merge(...) and other objects' merge
+            view = self.target_view(receiver)
+        else:
+            value = self.expr(receiver)
+            if not is_register(value):
+                return False
+            view = self.view_of(value)
+            if view is None:
+                raise self.error("v.merge(...) changes v in place: v must be a register variable or "
+                                 "a view of one (use cm.merge(x, y, mask) for a new value)", call)
+        if call.keywords or len(call.args) not in (2, 3):
+            raise self.error("v.merge() takes (x, mask) or (x, y, mask)", call)
+        args = [self.expr(a) for a in call.args]
+        with self.at_node(call):
+            if len(args) == 2:
+                new = builtins_impl.merge(self.em, args[0], self.read_view(view, tag=False), args[1])
+            else:
+                new = builtins_impl.merge(self.em, *args)
+            self.write_view(view, new)
+        return True
 
     def stmt_Assign(self, node):
         value = self.expr(node.value)

@@ -6,7 +6,8 @@ example's later stages then merge).
 Each ``bitonic_exchange{1,2,4,8}`` writes the partner of every element into the other
 register through strided or formatted views (``vector_ref``/``matrix_ref``: the @cm.func's
 register arguments are references), then merges the original back where the comparison,
-flipped by the step's direction pattern, says the pair was already in order. The
+flipped by the step's direction pattern, says the pair was already in order (CM's in-place
+member ``merge`` on a ``select`` view). The
 direction patterns (CM's ``init_mask*`` uchar vectors) are 32-bit masks here, unpacked with
 ``cm.unpack_mask``.
 """
@@ -43,8 +44,8 @@ def bitonic_exchange8(A, B, flip: cm.constexpr):
         B.select(8, 1, i + 8)[:] = A.select(8, 1, i)
         B.select(8, 1, i + 16)[:] = A.select(8, 1, i + 24)
         B.select(8, 1, i + 24)[:] = A.select(8, 1, i + 16)
-        a, b = A.select(32, 1, i), B.select(32, 1, i)
-        b[:] = cm.merge(a, b, (a < b) ^ cm.unpack_mask(flip, 32))
+        B.select(32, 1, i).merge(A.select(32, 1, i), (A.select(32, 1, i) < B.select(32, 1, i))
+                                 ^ cm.unpack_mask(flip, 32))
 
 
 @cm.func
@@ -54,8 +55,8 @@ def bitonic_exchange4(A, B, flip: cm.constexpr):
         MB = B.select(32, 1, i).format(u32, 4, 8)
         MB.select(4, 1, 4, 1, 0, 0)[:] = MA.select(4, 1, 4, 1, 0, 4)
         MB.select(4, 1, 4, 1, 0, 4)[:] = MA.select(4, 1, 4, 1, 0, 0)
-        a, b = A.select(32, 1, i), B.select(32, 1, i)
-        b[:] = cm.merge(a, b, (a < b) ^ cm.unpack_mask(flip, 32))
+        B.select(32, 1, i).merge(A.select(32, 1, i), (A.select(32, 1, i) < B.select(32, 1, i))
+                                 ^ cm.unpack_mask(flip, 32))
 
 
 @cm.func
@@ -66,8 +67,8 @@ def bitonic_exchange2(A, B, flip: cm.constexpr):
         MA = A.select(32, 1, i).format(i64, 4, 4)
         MB.select(4, 1, 2, 2, 0, 0)[:] = MA.select(4, 1, 2, 2, 0, 1)
         MB.select(4, 1, 2, 2, 0, 1)[:] = MA.select(4, 1, 2, 2, 0, 0)
-        a, b = A.select(32, 1, i), B.select(32, 1, i)
-        b[:] = cm.merge(a, b, (a < b) ^ cm.unpack_mask(flip, 32))
+        B.select(32, 1, i).merge(A.select(32, 1, i), (A.select(32, 1, i) < B.select(32, 1, i))
+                                 ^ cm.unpack_mask(flip, 32))
 
 
 @cm.func
@@ -76,8 +77,7 @@ def bitonic_exchange1(A, B, flip: cm.constexpr):
         T = B.select(32, 1, i)                      # a vector_ref into B
         T.select(16, 2, 0)[:] = A.select(16, 2, i + 1)
         T.select(16, 2, 1)[:] = A.select(16, 2, i)
-        a = A.select(32, 1, i)
-        T[:] = cm.merge(a, T, (a < T) ^ cm.unpack_mask(flip, 32))
+        B.select(32, 1, i).merge(A.select(32, 1, i), (A.select(32, 1, i) < T) ^ cm.unpack_mask(flip, 32))
 
 
 @cm.kernel(simd=16)

@@ -5,7 +5,7 @@
 
 computed two pixels at a time with ``cm_dp4`` over a replicated region
 (``replicate<2, 2, 4, 1>``: [B1 G1 R1 B2 R1 B2 G2 R2]), the three results placed with
-``merge`` and an integer bit mask (0x12, 0x24, 0x48), and stored with a saturating
+member ``merge`` and an integer bit mask (0x12, 0x24, 0x48), and stored with a saturating
 conversion to bytes. ``sepia_unit`` is the ESIMD-style float version: pixels in [0, 1], the
 3 x 4 colour matrix passed as a register parameter, float saturation (``cm.sat``) clamping
 every channel to [0, 1].
@@ -39,9 +39,9 @@ def sepia(inbuf: cm.ptr[u8], outbuf: cm.ptr[u8], width: cm.i32, height: cm.i32):
         for j in cm.static_range(0, 19, 6):
             # two pixels [B1 G1 R1 B2 G2 R2] replicated to [B1 G1 R1 B2 R1 B2 G2 R2]
             pair = in_float.replicate(2, 2, 4, 1, i * 32 + j)
-            v = cm.merge(cm.dp4(b, pair), v, 0x12)     # v[1] = ob1, v[4] = ob2
-            v = cm.merge(cm.dp4(g, pair), v, 0x24)     # v[2] = og1, v[5] = og2
-            v = cm.merge(cm.dp4(r, pair), v, 0x48)     # v[3] = or1, v[6] = or2
+            v.merge(cm.dp4(b, pair), 0x12)     # v[1] = ob1, v[4] = ob2
+            v.merge(cm.dp4(g, pair), 0x24)     # v[2] = og1, v[5] = og2
+            v.merge(cm.dp4(r, pair), 0x48)     # v[3] = or1, v[6] = or2
             w = v.select(6, 1, 1)
             out.select(1, 1, 6, 1, i, j)[0] = cm.sat(w.astype(u8))
     cm.store_2d(outbuf, out.select(ROWS, 1, 24, 1), h_pos, v_pos, width, height, width)
