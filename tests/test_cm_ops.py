@@ -438,3 +438,29 @@ def test_member_merge_inside_an_expression_is_refused():
     with pytest.raises(cm.CompileError, match=r"merge\(x, mask\) changes the register in place and is a "
                                               r"statement of its own.*cm.merge\(x, y, mask\)"):
         bad.compile(np.zeros(8, np.float32), np.zeros(8, np.float32))
+
+
+# --- scalars, and register parameters of every element kind ---------------------------------
+
+@cm.kernel(simd=16)
+def _scalars_and_registers(n: u32, s: i32, f: f32, half: f16, h: cm.vector[f16, 4], b: cm.vector[cm.bool_, 3],
+                           w: cm.matrix[cm.i64, 2, 2], bf: cm.vector[cm.bf16, 2], out: cm.ptr[f32]):
+    r = cm.vector[f32, 8](cm.cbit(n), cm.fbl(n), cm.fbh(s), cm.lzd(n), cm.avg(s, 7), cm.mulhi(s, s),
+                          cm.rnde(f), cm.sat(f))
+    cm.store(out, 0, r)
+    cm.store(out, 8, h.astype(f32) * half)
+    cm.store(out, 12, b.astype(f32))
+    cm.store(out, 15, w.astype(f32).format(f32))
+    cm.store(out, 19, bf.astype(f32))
+    cm.store(out, 21, f32(cm.cbit(5) + cm.avg(3, 4)))       # compile-time operands
+
+
+@pytest.mark.parametrize("where", PATHS)
+def test_scalar_operands_and_register_parameters_of_each_element_kind(where):
+    """Also a scalar f16 kernel parameter on spirv-vc (the emulator passed half arguments in
+    the wrong registers and crashed)."""
+    out = run(_scalars_and_registers,
+              [12, -5, 2.5, 2.0, np.array([1.5, -2, 3.25, 0.5], np.float16), [True, False, True],
+               np.array([[1, -2], [2**40, 3]], np.int64), [1.5, -0.25], np.zeros(22, np.float32)], where)[-1]
+    assert out.tolist() == [2, 2, 29, 28, 1, (25 >> 32), 2, 1, 3, -4, 6.5, 1, 1, 0, 1,
+                            1, -2, 2.0**40, 3, 1.5, -0.25, 6]

@@ -455,7 +455,30 @@ def host_module(vc_ir: str):
     text = re.sub(r"^declare .*$", "", text, flags=re.M)
     text = re.sub(r'^target (triple|datalayout) = .*$', "", text, flags=re.M)
     emulation = str(emu.module)
-    return text + "\n" + "\n".join(l for l in emulation.splitlines() if not l.startswith(("target", "; Module")))
+    return (text + "\n" + "\n".join(l for l in emulation.splitlines() if not l.startswith(("target", "; Module")))
+            + _entry(text))
+
+
+ENTRY = "emu_entry"
+
+
+def _entry(text):
+    """A C-callable entry: the kernel's arguments with every ``half`` taken as its 16 bits
+    (ctypes has no half type, and the host ABI passes half in a float register), bitcast and
+    passed on."""
+    m = re.search(r'^define void @"?([\w.]+)"?\((.*?)\)', text, re.M)
+    types = [re.sub(r'\s*%"?[\w.]+"?$', "", p.strip()) for p in m.group(2).split(",") if p.strip()]
+    params, body, args = [], [], []
+    for i, t in enumerate(types):
+        if t == "half":
+            params.append(f"i16 %a{i}")
+            body.append(f"  %h{i} = bitcast i16 %a{i} to half")
+            args.append(f"half %h{i}")
+        else:
+            params.append(f"{t} %a{i}")
+            args.append(f"{t} %a{i}")
+    return (f"\ndefine void @{ENTRY}({', '.join(params)}) {{\n" + "".join(b + "\n" for b in body)
+            + f'  call void @"{m.group(1)}"({", ".join(args)})\n  ret void\n}}\n')
 
 
 class HostKernel:
@@ -479,7 +502,7 @@ class HostKernel:
         self.engine = llvm.create_mcjit_compiler(module, tm)
         self.engine.finalize_object()
         _keep.append(self.engine)
-        address = self.engine.get_function_address(compiled.binary.name)
+        address = self.engine.get_function_address(ENTRY)
         params = self.function.params
         self.uses_barrier = any(op.opcode == "barrier" for op in self.function.walk())
         self.cfunc = ctypes.CFUNCTYPE(None, *[c for p in params for c in _ctypes(p.type)])(address)
@@ -548,6 +571,11 @@ def _carg(t, a):
         return ctypes.c_void_p(a.ctypes.data)
     if t.name == "f16":
         return ctypes.c_uint16(int(np.float16(a).view(np.uint16)))
+    if t.name == "bf16" and isinstance(a, (float, np.floating)):     # a value, not its bits
+        from cmlang.codegen.elementwise import bf16_bits_host
+        return ctypes.c_uint16(bf16_bits_host(float(a)))
+    if t.name == "bool":
+        return ctypes.c_uint8(int(bool(a)))
     return _CTYPES[t.name](a)
 
 
