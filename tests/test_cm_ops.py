@@ -464,3 +464,22 @@ def test_scalar_operands_and_register_parameters_of_each_element_kind(where):
                np.array([[1, -2], [2**40, 3]], np.int64), [1.5, -0.25], np.zeros(22, np.float32)], where)[-1]
     assert out.tolist() == [2, 2, 29, 28, 1, (25 >> 32), 2, 1, 3, -4, 6.5, 1, 1, 0, 1,
                             1, -2, 2.0**40, 3, 1.5, -0.25, 6]
+
+
+def test_register_parameters_through_the_disk_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CMLANG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("CMLANG_CACHE", raising=False)
+    monkeypatch.delenv("CMLANG_INTERPRET", raising=False)
+
+    def weigh(x: cm.ptr[f32], w: cm.vector[f32, 4], out: cm.ptr[f32]):
+        cm.store(out, 0, cm.load(x, 0, 4) * w)
+    first, second = cm.kernel(simd=8)(weigh), cm.kernel(simd=8)(weigh)
+    x, out = np.arange(4, dtype=np.float32), np.zeros(4, np.float32)
+    first[1](x, [1, 2, 3, 4], out)
+    assert out.tolist() == [0, 2, 6, 12]
+    ck = second.compile(cm.ptr[f32], cm.vector[f32, 4], cm.ptr[f32])
+    from cmlang.cache import CachedCompiledKernel
+    assert isinstance(ck, CachedCompiledKernel)                      # loaded, not compiled
+    second[1](x, np.full(4, 0.5, np.float32), out)                # from the disk cache
+    assert out.tolist() == [0, 0.5, 1, 1.5]
+    assert [str(p.type) for p in ck.binary.params] == ["ptr<f32>", "vector<f32, 4>", "ptr<f32>"]
