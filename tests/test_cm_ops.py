@@ -5,6 +5,7 @@ the device (SIMT) and in the spirv-vc lowering run by tests/vc_emulator.py, with
 the CM language spec names (0 for fbl/fbh/lzd, negative values for fbh, overflow for avg and
 mulhi, .5 ties for rnde)."""
 import importlib.util
+import re
 import os
 
 import numpy as np
@@ -483,3 +484,31 @@ def test_register_parameters_through_the_disk_cache(tmp_path, monkeypatch):
     second[1](x, np.full(4, 0.5, np.float32), out)                # from the disk cache
     assert out.tolist() == [0, 0.5, 1, 1.5]
     assert [str(p.type) for p in ck.binary.params] == ["ptr<f32>", "vector<f32, 4>", "ptr<f32>"]
+
+
+# --- Intel's GPU compiler: the operations become the hardware's instructions -----------------
+
+@cm.kernel(simd=16)
+def _every_cm_op(x: cm.ptr[u32], s: cm.ptr[i32], f: cm.ptr[f32], coeff: cm.vector[f32, 9], o: cm.ptr[u32],
+                 oi: cm.ptr[i32], of: cm.ptr[f32]):
+    u, v, w = cm.load(x, 0, 16), cm.load(s, 0, 16), cm.load(f, 0, 16)
+    cm.store(o, 0, cm.cbit(u) + cm.fbl(u) + cm.fbh(u) + cm.lzd(u) + cm.avg(u, u) + cm.mulhi(u, u)
+             + cm.pack_mask(u > 3))
+    cm.store(oi, 0, cm.fbh(v) + cm.avg(v, v) + cm.mulhi(v, v))
+    cm.store(of, 0, cm.rndd(w) + cm.rndu(w) + cm.rnde(w) + cm.rndz(w) + cm.frc(w) + cm.dp4(w, w)
+             + cm.sat(w) * coeff[3] + cm.merge(w, 0.0, 0x5555))
+
+
+@pytest.mark.skipif(not __import__("cmlang.codegen.intel_gpu", fromlist=["available"]).available(),
+                    reason="Intel's offline compiler (ocloc) is not installed")
+@pytest.mark.parametrize("target", ["spirv", "spirv-vc"])
+@pytest.mark.parametrize("device", ["pvc", "dg2"])
+def test_cm_operations_build_with_intel_gpu_compiler(target, device):
+    ck = _every_cm_op.compile(cm.ptr[u32], cm.ptr[i32], cm.ptr[f32], cm.vector[f32, 9], cm.ptr[u32],
+                              cm.ptr[i32], cm.ptr[f32], target=target, device=device)
+    assert ck.stats["spill_bytes"] == 0
+    opcodes = set(re.findall(r"^\s*(?:\(\S+\)\s*)?([a-z]+)[.\s(]", ck.isa, re.M))
+    # both flavours reach the hardware's bit-scan and rounding instructions (SIMT's ctz becomes
+    # bfrev + lzd; the genx intrinsics of spirv-vc are fbl and fbh themselves)
+    want = {"cbit", "lzd", "rndd", "rnde", "rndu", "rndz"} | ({"fbl", "fbh"} if target == "spirv-vc" else set())
+    assert want <= opcodes, sorted(opcodes)
