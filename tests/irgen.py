@@ -571,6 +571,36 @@ class Generator:
         return self.define(f"cm.{fn}({a.name})", elem, a.shape, [a], f"math.{fn}",
                            tol=Tolerance("ulp", ULP_BOUND["approx"][elem]))
 
+    def op_cm(self):
+        """The CM operations: bit scans, rounding, avg / mulhi, dot products, float saturation."""
+        fn = self.weighted({"cbit": 1, "fbl": 1, "fbh": 1, "lzd": 1, "rndd": 0.5, "rndu": 0.5, "rnde": 1,
+                            "rndz": 0.5, "frc": 0.5, "avg": 1, "mulhi": 1, "dp4": 1, "dph": 0.5, "sat": 1})
+        narrow_int = lambda v: v.elem.is_int and v.elem.bits <= 32       # noqa: E731
+        if fn in ("cbit", "fbl", "fbh", "lzd"):
+            a = self.pick(narrow_int, lambda: self.load(self.choice(INT_TYPES[:-1])))
+            elem = tr.promote_int(a.elem) if fn == "fbh" else u32
+            return self.define(f"cm.{fn}({a.name})", elem, a.shape, [a], f"cm.{fn}")
+        if fn in ("avg", "mulhi"):
+            a = self.pick(narrow_int, lambda: self.load(self.choice(INT_TYPES[:-1])))
+            b = self.pick_shaped(a.shape, elems=INT_TYPES[:-1]) if self.chance(0.7) else \
+                Weak(self.choice([0, 1, 7, -1, 255, -128]) if a.elem.is_signed else self.choice([0, 1, 7, 255]))
+            elem, shape = self.result_type(a, b, "min" if fn == "avg" else "*")
+            if elem.bits > 32 or (fn == "mulhi" and elem.bits != 32):
+                return None
+            uses = [a] + ([b] if isinstance(b, Var) else [])
+            return self.define(f"cm.{fn}({a.name}, {b.name})", elem, shape, uses, f"cm.{fn}")
+        if fn in ("dp4", "dph"):
+            a = self.pick(lambda v: v.elem.is_float and v.shape != () and v.size % 4 == 0,
+                          lambda: self.load(self.choice(FLOAT_TYPES), (4 * self.rnd.randint(1, 8),)))
+            b = self.pick_shaped(a.shape, elems=(a.elem,))
+            return self.define(f"cm.{fn}({a.name}, {b.name})", a.elem, a.shape, [a, b], f"cm.{fn}")
+        if fn == "sat":
+            a = self.pick(lambda v: v.elem.is_float, lambda: self.load(self.choice(FLOAT_TYPES)))
+            return self.define(f"cm.sat({a.name})", a.elem, a.shape, [a], "cm.sat.float")
+        a = self.pick(lambda v: not v.elem.is_bool)
+        elem = a.elem if a.elem.is_float else f32
+        return self.define(f"cm.{fn}({a.name})", elem, a.shape, [a], f"cm.{fn}")
+
     def op_compare(self, a=None):
         if a is None and self.chance(0.15):
             return self.op_mask_logic()
@@ -1209,7 +1239,7 @@ class Generator:
            "op_gather": 1, "op_scatter": 1, "op_load2d": 0.7, "op_store2d": 0.7, "op_atomic": 1.2,
            "op_loop": 0.5, "op_if": 0.5, "op_simd_if": 0.5,
            "op_nested_loop": 0.8, "op_loop_memory": 0.4, "op_slm": 0.5, "op_dpas": 0.4,
-           "op_wide_narrow_float": 0.8, "op_edge_constant": 0.5}
+           "op_wide_narrow_float": 0.8, "op_edge_constant": 0.5, "op_cm": 1.5}
 
     def generate(self, n_ops, cases=1):
         """``cases`` independent sub-cases (each starts from an empty pool) in one kernel:

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import language as lang
 from ..ir import Value
-from ..types import ScalarType, VectorType, PtrType, i32, i64, f32, bool_, with_elem
+from ..types import ScalarType, VectorType, PtrType, i32, i64, u8, u16, u32, f32, bool_, with_elem
 from ..ir.ops import FLOAT_ONLY_UNARY
 from . import operators as ops
 from . import regions
@@ -138,16 +138,66 @@ def scalar_cast(em, t: ScalarType, args, kwargs):
 
 @implements(lang.merge)
 def merge(em, a, b, mask):
-    """select(mask, a, b): a where mask else b."""
+    """select(mask, a, b): a where mask else b; an integer scalar mask is a bit mask."""
     for x, what in ((a, "merge's first value"), (b, "merge's second value"), (mask, "merge's mask")):
         _numeric(em, x, what)
     shape = ops.common_shape(em, [a, b, mask], "cm.merge")
     elem = ops.common_elem(em, [a, b], promote=False)
     t = VectorType(elem, shape) if shape else elem
-    m = em.as_bool(mask) if not is_weak(mask) else em.const(bool_, bool(mask))
+    if shape and _is_int_scalar(mask):
+        m = _bits_to_mask(em, mask, shape, "cm.merge: the bit mask")
+    else:
+        m = em.as_bool(mask) if not is_weak(mask) else em.const(bool_, bool(mask))
     if shape and isinstance(m.type, ScalarType):
         m = em.splat(m, VectorType(bool_, shape))
     return em.op("select", [m, em.coerce(a, t), em.coerce(b, t)], t)
+
+
+def _is_int_scalar(x):
+    if isinstance(x, bool):
+        return False
+    if isinstance(x, int):
+        return True
+    return isinstance(x, Value) and isinstance(x.type, ScalarType) and x.type.is_int
+
+
+def _bits_to_mask(em, bits, shape, what):
+    """bool register of ``shape``: element i (row-major) is bit i of the integer ``bits``."""
+    n = int(np.prod(shape))
+    if n > 32:
+        raise em.error(f"{what}: a 32-bit mask covers at most 32 elements, the register has {n}")
+    if is_weak(bits):
+        return em.const(VectorType(bool_, shape), tuple(bool((int(bits) >> i) & 1) for i in range(n)))
+    it = VectorType(u32, shape)
+    word = em.splat(em.convert(bits, u32), it)
+    shifted = em.op("shr", [word, em.const(it, tuple(range(n)))], it)
+    return em.op("cmp", [em.op("and", [shifted, em.const(it, 1)], it), em.const(it, 0)],
+                 VectorType(bool_, shape), pred="ne")
+
+
+@implements(lang.pack_mask)
+def pack_mask(em, mask):
+    """u32 with bit i = element i of the mask: or-reduction of mask[i] << i."""
+    if is_weak(mask):
+        return int(bool(mask))
+    _numeric(em, mask, "the mask of cm.pack_mask")
+    m = em.as_bool(mask)
+    if isinstance(m.type, ScalarType):
+        return em.convert(m, u32)
+    n = m.type.size
+    if n > 32:
+        raise em.error(f"cm.pack_mask: a mask of at most 32 elements fits in u32, got {m.type}")
+    it = VectorType(u32, m.type.shape)
+    placed = em.op("shl", [em.convert(m, u32), em.const(it, tuple(range(n)))], it)
+    return em.op("reduce", [placed], u32, kind="or", axis=None)
+
+
+@implements(lang.unpack_mask)
+def unpack_mask(em, bits, n):
+    n = _const_int(em, n, "cm.unpack_mask: the number of elements", 1, 32)
+    if not _is_int_scalar(bits):
+        raise em.error(f"cm.unpack_mask: the bits must be an integer scalar, got {describe(bits)}")
+    return _bits_to_mask(em, bits, (n,), "cm.unpack_mask")
 
 
 # --- cross-lane ----------------------------------------------------------------------------
@@ -235,6 +285,8 @@ _NP_MATH = {
     "exp": np.exp, "exp2": np.exp2, "log": np.log, "log2": np.log2, "sqrt": np.sqrt,
     "rsqrt": lambda x: 1.0 / np.sqrt(x), "inv": lambda x: 1.0 / x, "sin": np.sin, "cos": np.cos,
     "tanh": np.tanh, "floor": np.floor, "ceil": np.ceil,
+    "rndd": np.floor, "rndu": np.ceil, "rnde": np.rint, "rndz": np.trunc,
+    "frc": lambda x: x - np.floor(x),
 }
 
 
@@ -256,6 +308,106 @@ def _unary_math(name):
 
 for _name in sorted(FLOAT_ONLY_UNARY):
     implements(getattr(lang, _name))(_unary_math(_name))
+
+
+# --- CM bit operations and integer arithmetic ------------------------------------------------
+
+def _int_operand(em, x, who):
+    """An integer operand of at most 32 bits as a run-time value (weak ints become i32 or u32)."""
+    if is_weak(x):
+        if isinstance(x, float):
+            raise em.error(f"{who} takes integers, got {x!r}")
+        return em.const(i32 if -2**31 <= x < 2**31 else u32, x)
+    _numeric(em, x, f"the argument of {who}")
+    elem = x.type.elem
+    if not elem.is_int or elem.bits > 32:
+        raise em.error(f"{who} takes integers of at most 32 bits, got {x.type}")
+    return x
+
+
+def _as_u32_bits(em, x):
+    """x's own bits zero-extended to u32 (i8 -1 -> 0xFF): what cbit/fbl count."""
+    elem = x.type.elem
+    if elem.is_signed:
+        x = em.op("bitcast", [x], with_elem(x.type, {8: u8, 16: u16, 32: u32}[elem.bits]))
+    return em.convert(x, u32)
+
+
+def _promoted_32(em, x):
+    """C integer promotion to i32 or u32 (what CM's dword-only fbh/lzd see)."""
+    return em.convert(x, tr.promote_int(x.type.elem))
+
+
+def _bit_scan(name, operand, result_u32):
+    def impl(em, x):
+        x = operand(em, _int_operand(em, x, f"cm.{name}"))
+        r = em.op(name, [x], x.type)
+        return em.convert(r, u32) if result_u32 else r
+    return impl
+
+
+implements(lang.cbit)(_bit_scan("cbit", _as_u32_bits, True))
+implements(lang.fbl)(_bit_scan("fbl", _as_u32_bits, True))
+implements(lang.fbh)(_bit_scan("fbh", _promoted_32, False))
+implements(lang.lzd)(_bit_scan("lzd", _promoted_32, True))
+
+
+@implements(lang.avg)
+def avg(em, a, b):
+    if is_weak(a) and is_weak(b) and not isinstance(a, float) and not isinstance(b, float):
+        return (a + b + 1) >> 1
+    (a, b), t = ops.unify(em, [_int_operand(em, a, "cm.avg") if not is_weak(a) else a,
+                               _int_operand(em, b, "cm.avg") if not is_weak(b) else b],
+                          "cm.avg", promote=False)
+    if not t.elem.is_int or t.elem.bits > 32:
+        raise em.error(f"cm.avg takes integers of at most 32 bits, got {t}")
+    return em.op("avg", [a, b], t)
+
+
+@implements(lang.mulhi)
+def mulhi(em, a, b):
+    a = _int_operand(em, a, "cm.mulhi") if not is_weak(a) else a
+    b = _int_operand(em, b, "cm.mulhi") if not is_weak(b) else b
+    (a, b), t = ops.unify(em, [a, b], "cm.mulhi")
+    if not t.elem.is_int or t.elem.bits != 32:
+        raise em.error(f"cm.mulhi takes integers of at most 32 bits, got {t}")
+    return em.op("mulhi", [a, b], t)
+
+
+def _dot(name):
+    """CM's dp2/dp3/dp4/dph: per group of 4 elements, one sum of products, replicated in it."""
+    terms = {"dp2": 2, "dp3": 3, "dp4": 4, "dph": 3}[name]
+
+    def impl(em, a, b):
+        _reg(em, a, f"the first argument of cm.{name}")
+        _numeric(em, b, f"the second argument of cm.{name}")
+        (a, b), t = ops.unify(em, [ops.float_of(em, a), ops.float_of(em, b)], f"cm.{name}")
+        if not t.elem.is_float:
+            (a, b), t = ops.unify(em, [em.convert(a, f32), em.convert(b, f32)], f"cm.{name}")
+        n = t.size
+        if n % 4:
+            raise em.error(f"cm.{name} works on groups of 4 elements: the size must be a multiple "
+                           f"of 4, got {t}")
+        g = n // 4
+        lane_t = VectorType(t.elem, (g,))
+
+        def lane(v, k):      # element k of every group of 4
+            return em.op("rdregion", [v], lane_t, offset=k, vsize=g, vstride=4, hsize=1, hstride=1)
+
+        product = em.op("mul", [a, b], t)
+        total = lane(product, 0)
+        for k in range(1, terms):
+            total = em.op("add", [total, lane(product, k)], lane_t)
+        if name == "dph":
+            total = em.op("add", [total, lane(b, 3)], lane_t)
+        flat = VectorType(t.elem, (n,))
+        spread = em.op("rdregion", [total], flat, offset=0, vsize=g, vstride=1, hsize=4, hstride=0)
+        return spread if flat == t else em.op("bitcast", [spread], t)
+    return impl
+
+
+for _name in ("dp2", "dp3", "dp4", "dph"):
+    implements(getattr(lang, _name))(_dot(_name))
 
 
 @implements(lang.abs)

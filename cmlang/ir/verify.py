@@ -14,7 +14,7 @@ import numbers
 from ..errors import CompileError
 from ..types import ScalarType, VectorType, PtrType, bool_, i32
 from .core import Function, Block, Op, Value
-from .ops import (OPS, BINARY, UNARY, FLOAT_ONLY_UNARY, IDS, REDUCE_KINDS, ATOMIC_KINDS,
+from .ops import (OPS, BINARY, UNARY, FLOAT_ONLY_UNARY, BIT_UNARY, INT_ONLY_BINARY, IDS, REDUCE_KINDS, ATOMIC_KINDS,
                   CMP_PREDS, is_register, is_scalar, is_ptr, atomic_mask_index)
 
 ANY = None  # "any number of" in ARITY
@@ -57,9 +57,10 @@ class _Verifier:
 
     def function(self, fn: Function):
         for arg in fn.params:
-            if not (is_scalar(arg.type) or (is_ptr(arg.type) and arg.type.space == "global")):
+            if not (is_scalar(arg.type) or is_register(arg.type)
+                    or (is_ptr(arg.type) and arg.type.space == "global")):
                 raise CompileError(f"invalid IR: kernel parameter {arg.hint or '?'} has type {arg.type}; "
-                                   "parameters are scalars or global pointers")
+                                   "parameters are scalars, registers (by value) or global pointers")
         self.block(fn.body)
         last = fn.body.terminator
         if last is None or last.opcode != "return":
@@ -209,6 +210,10 @@ def _elementwise(op):
         _require(op, t.elem.is_int or t.elem.is_bool, f"needs integer or bool operands, got {t}")
     elif op.opcode in ("shl", "shr"):
         _require(op, t.elem.is_int, f"needs integer operands, got {t}")
+    elif op.opcode in BIT_UNARY:
+        _require(op, t.elem.is_int and t.elem.bits == 32, f"needs i32 or u32 operands, got {t}")
+    elif op.opcode in INT_ONLY_BINARY:
+        _require(op, t.elem.is_int and t.elem.bits <= 32, f"needs integer operands of at most 32 bits, got {t}")
 
 
 def _const(op):

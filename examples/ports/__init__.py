@@ -1,2 +1,2 @@
-"""Programs written for Intel's C-for-Metal (CM) and SYCL ESIMD, ported to cmlang line by line
-with the constructs a CM programmer uses (own code; the originals were read for the idea only)."""
+"""CM / ESIMD programs ported line by line to cmlang (see README.md for the constructs each
+needed and docs/porting.md for the general table)."""
