@@ -44,6 +44,11 @@ class VCRegionLowering:
             return b.icmp_unsigned("!=", wide, constant(wide.type, 0))
         if lanes_of(src.type) == 1:
             return self.splat(src, n_out)
+        if stride < 0 or vstride < 0:
+            mirrored = self._mirrored(n_out, vstride, width, stride, offset)
+            start, order = mirrored
+            wide = self.rdregion(src, n_out, abs(vstride), width, abs(stride), start, dyn)
+            return self._permuted(wide, order)
         ret = ir.VectorType(elem, n_out) if n_out > 1 else elem
         off = self._byte_offset(elem, offset, dyn)
         name = "rdregionf" if is_float_ty(elem) else "rdregioni"
@@ -63,11 +68,32 @@ class VCRegionLowering:
                                  b.zext(src, ir.VectorType(I8, m) if m > 1 else I8),
                                  vstride, width, stride, offset, dyn)
             return b.icmp_unsigned("!=", wide, constant(wide.type, 0))
+        if stride < 0 or vstride < 0:
+            start, order = self._mirrored(lanes_of(src.type), vstride, width, stride, offset)
+            return self.wrregion(dst, self._permuted(src, order), abs(vstride), width, abs(stride),
+                                 start, dyn)
         off = self._byte_offset(elem, offset, dyn)
         name = "wrregionf" if is_float_ty(elem) else "wrregioni"
         return self.genx(b, name, dst.type, [dst, src, ir.Constant(I32, vstride), ir.Constant(I32, width),
                                              ir.Constant(I32, stride), off, undef(I32), ir.Constant(I1, 1)],
                          [dst.type, src.type, off.type, I1])
+
+    @staticmethod
+    def _mirrored(n, vstride, width, stride, offset):
+        """A region with a negative stride as the same elements read with positive strides
+        (the hardware's region strides are unsigned): the mirrored region's first element
+        and, for each element of the asked-for region, its place in the mirrored one."""
+        rows = max(n // width, 1)
+        start = offset + (rows - 1) * vstride * (vstride < 0) + (width - 1) * stride * (stride < 0)
+        order = [(rows - 1 - r if vstride < 0 else r) * width + (width - 1 - c if stride < 0 else c)
+                 for r in range(rows) for c in range(width)]
+        return start, order
+
+    def _permuted(self, v, order):
+        """Elements of v in ``order`` (a constant permutation, its own inverse here)."""
+        if lanes_of(v.type) == 1 or order == sorted(order):
+            return v
+        return self.b.shuffle_vector(v, undef(v.type), ir.Constant(ir.VectorType(I32, len(order)), order))
 
     def _byte_offset(self, elem, offset, dyn):
         size = byte_size(elem)
