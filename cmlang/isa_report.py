@@ -235,7 +235,7 @@ def run_command(args) -> int:
           f"{len(specs)} specializations launched at size {args.size}:")
     print(format_grid(rows) if args.grid else format_table(rows))
     print(summary(rows, seconds))
-    for note in notes:
+    for note in dict.fromkeys(notes):      # each device's run reports the same skips
         print(note)
     if args.json:
         write_json(rows, args.json)

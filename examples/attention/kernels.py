@@ -213,18 +213,33 @@ def lightning_intra(q: cm.ptr[f32], kt: cm.ptr[f32], decay_mask: cm.ptr[f32], po
         cm.store(ktw, (h * D + r0) * padded + c0, rows, padded)
 
 
+@cm.func
+def scan_output(o, qp, state, powers, intra, chunk_row: i32, c0: i32, i0: i32, n: i32, hq: i32, pw: i32,
+                hd: i32, e0: i32, h: i32, scale: f32, D: cm.constexpr, M: cm.constexpr, NT: cm.constexpr):
+    """Rows i0..i0+M-1 of O_n = s [P V + diag(lambda^(i+1)) Q H], given their intra part."""
+    inter = cm.dpas(cm.zeros(matrix[f32, M, NT]), cm.load(qp, chunk_row * D, (M, D), D),
+                    cm.load(state, hd, (D, NT), D))
+    out = intra + scale_rows(inter, cm.load(powers, pw + i0 + 1, M), M)
+    store_rows(o, out * scale, c0 + i0, n, hq * D, h * D + e0, M)
+
+
 @cm.kernel(simd=16)
 def lightning_scan(qp: cm.ptr[f32], vp: cm.ptr[f32], p: cm.ptr[f32], ktw: cm.ptr[f32], powers: cm.ptr[f32],
                    state: cm.ptr[f32], o: cm.ptr[f32], n: i32, hq: i32, group: i32, padded: i32,
                    n_chunks: i32, scale: f32,
-                   D: cm.constexpr, C: cm.constexpr, M: cm.constexpr, NT: cm.constexpr):
+                   D: cm.constexpr, C: cm.constexpr, M: cm.constexpr, NT: cm.constexpr, KS: cm.constexpr):
     """The chunk scan: a CM thread owns NT columns of one head's state H [D, D], kept in
     ``state`` itself (updated in place, chunk by chunk).  Per chunk n (length L):
     O_n = s [P_n V_n + diag(lambda^(i+1)) Q_n H] and H <- lambda^L H + ktw_n V_n.
     Every operand is loaded right before the dpas that uses it, from the packed, padded
     arrays (rows D floats apart: the user's [N, H, d] rows are H*d apart, 4 KiB at
     H*d = 1024, and such a tile's rows all fall in one set of the CPU's L1 cache), so the
-    products stream from memory into M x NT accumulators and nothing big stays live."""
+    products stream from memory into M x NT accumulators and nothing big stays live.
+
+    P is lower triangular: rows i0..i0+M-1 have nothing past key i0+M-1.  KS = 0 unrolls
+    the chunk's row tiles, each product as wide as its triangle row (the CPU runtime's
+    fastest form); KS > 0 walks the row tiles and their keys in loops, KS keys per dpas
+    (on Intel GPUs the unrolled form spills registers)."""
     e0 = cm.thread_id(0) * NT
     h = cm.thread_id(1)
     g = h // group
@@ -233,15 +248,22 @@ def lightning_scan(qp: cm.ptr[f32], vp: cm.ptr[f32], p: cm.ptr[f32], ktw: cm.ptr
     for chunk in range(n_chunks):
         c0 = chunk * C
         v_at = (g * padded + c0) * D + e0
-        for i0 in cm.static_range(0, C, M):     # rows past the chunk's end are not stored
-            # P is lower triangular: rows i0..i0+M-1 have nothing past key i0+M-1
-            intra = cm.dpas(cm.zeros(matrix[f32, M, NT]),
-                            cm.load(p, ((h * n_chunks + chunk) * C + i0) * C, (M, i0 + M), C),
-                            cm.load(vp, v_at, (i0 + M, NT), D))
-            inter = cm.dpas(cm.zeros(matrix[f32, M, NT]), cm.load(qp, (h * padded + c0 + i0) * D, (M, D), D),
-                            cm.load(state, hd, (D, NT), D))
-            out = intra + scale_rows(inter, cm.load(powers, pw + i0 + 1, M), M)
-            store_rows(o, out * scale, c0 + i0, n, hq * D, h * D + e0, M)
+        p_at = (h * n_chunks + chunk) * C * C
+        q_row = h * padded + c0
+        if KS == 0:
+            for i0 in cm.static_range(0, C, M):     # rows past the chunk's end are not stored
+                intra = cm.dpas(cm.zeros(matrix[f32, M, NT]), cm.load(p, p_at + i0 * C, (M, i0 + M), C),
+                                cm.load(vp, v_at, (i0 + M, NT), D))
+                scan_output(o, qp, state, powers, intra, q_row + i0, c0, i0, n, hq, pw, hd, e0, h, scale,
+                            D, M, NT)
+        else:
+            for i0 in range(0, C, M):
+                intra = cm.zeros(matrix[f32, M, NT])
+                for k0 in range(0, i0 + M, KS):
+                    intra = cm.dpas(intra, cm.load(p, p_at + i0 * C + k0, (M, KS), C),
+                                    cm.load(vp, v_at + k0 * D, (KS, NT), D))
+                scan_output(o, qp, state, powers, intra, q_row + i0, c0, i0, n, hq, pw, hd, e0, h, scale,
+                            D, M, NT)
         decay = cm.load(powers, pw + cm.min(C, n - c0), 1)[0]
         for r0 in range(0, D, M):
             rows = cm.dpas(cm.load(state, hd + r0 * D, (M, NT), D) * decay,
