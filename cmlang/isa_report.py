@@ -1,8 +1,11 @@
 """``cmlang isa``: what Intel's GPU compiler makes of every kernel the benchmarks launch.
 
 The specializations are not listed by hand: each benchmark workload's cmlang
-implementations run once at the chosen size (``quick`` by default) while every
-specialization they ask for is recorded (kernel, constexpr values, simd).  Each is then
+implementations run once per device at the chosen size (``quick`` by default), with
+``CMLANG_AUTOTUNE_DEVICE`` naming that device's profile, while every specialization they ask
+for is recorded (kernel, constexpr values, simd): tile shapes chosen per device (by
+``cm.autotune``, ranked by Intel's compiler, or by host code reading
+``cmlang.autotuning.tuning_profile()``) are the ones built for it.  Each is then
 compiled to SPIR-V for every target asked for and built by ``ocloc`` for every device
 (cmlang.codegen.intel_gpu; the ocloc runs go in parallel, each a process of its own).
 One row per (specialization, target, device): IGC's instruction count, spill bytes,
@@ -31,6 +34,7 @@ class Specialization:
     kernel: object          # cmlang Kernel
     key: tuple              # its constexpr key (Kernel._split_args)
     workload: str
+    device: str | None = None   # the device it was chosen for (None: every device)
 
     @property
     def name(self) -> str:
@@ -83,9 +87,10 @@ def recording():
         Kernel.specialization = original
 
 
-def launched_specializations(names=(), size="quick", report=print) -> list:
+def launched_specializations(names=(), size="quick", report=print, for_device=None) -> list:
     """Every specialization the cmlang implementations of the named benchmarks (all
-    when none) launch at ``size``; one run of each on the current device."""
+    when none) launch at ``size``; one run of each on the current device, with the tile
+    shapes chosen for ``for_device`` (an ocloc device name) when given."""
     from . import bench as harness
     from .runtime import get_device
     device = get_device()
@@ -96,7 +101,7 @@ def launched_specializations(names=(), size="quick", report=print) -> list:
         for impl, setup in b.implementations.items():
             if not impl.startswith("cmlang"):
                 continue
-            with recording() as found:
+            with recording() as found, _choosing_for(for_device):
                 try:
                     setup(inputs, device).run()
                 except harness.Skip as exc:
@@ -105,8 +110,26 @@ def launched_specializations(names=(), size="quick", report=print) -> list:
                 ident = (kernel.fn, kernel.simd, key)
                 if ident not in seen:
                     seen.add(ident)
-                    out.append(Specialization(kernel, key, b.name))
+                    out.append(Specialization(kernel, key, b.name, for_device))
     return out
+
+
+@contextlib.contextmanager
+def _choosing_for(device):
+    """Tile shapes chosen for ``device``'s profile while the block runs (None: unchanged)."""
+    if device is None:
+        yield
+        return
+    from .autotuning import DEVICE_ENV
+    before = os.environ.get(DEVICE_ENV)
+    os.environ[DEVICE_ENV] = device_choice(device)[0].name
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[DEVICE_ENV]
+        else:
+            os.environ[DEVICE_ENV] = before
 
 
 def build_rows(specs, devices, targets, progress=True, workers=None) -> list:
@@ -116,7 +139,8 @@ def build_rows(specs, devices, targets, progress=True, workers=None) -> list:
     from .codegen.intel_gpu import build_native, find_ocloc
     from .errors import CompileError
     find_ocloc()                          # no compiler: one clear error, before any work
-    jobs = [(spec, target, device) for spec in specs for target in targets for device in devices]
+    jobs = [(spec, target, device) for spec in specs for target in targets for device in devices
+            if spec.device in (None, device)]
     bar = _progress_bar(len(jobs), progress)
     rows = [Row(spec.name, _jsonable(spec.constexprs()), spec.argument_types(), target, device,
                 spec.workload) for spec, target, device in jobs]
@@ -182,7 +206,9 @@ def format_grid(rows) -> str:
     """A markdown table with one line per specialization (with the benchmark that first
     launched it) and a column per (target, device): "instructions / spill bytes", plus
     GRF, dpas and 2-D block counts where they are not 128, 0 and 0."""
-    columns = list(dict.fromkeys((r.target, r.device) for r in rows))
+    present = {(r.target, r.device) for r in rows}      # targets, then devices, in the order asked
+    columns = [(t, d) for t in dict.fromkeys(r.target for r in rows)
+               for d in dict.fromkeys(r.device for r in rows) if (t, d) in present]
     lines, cells = {}, {}
     for r in rows:
         ident = (r.kernel, json.dumps(r.constexprs), tuple(r.argument_types))
@@ -228,11 +254,13 @@ def run_command(args) -> int:
     targets = _split_list(args.target)
     start = time.perf_counter()
     notes = []
-    specs = launched_specializations(args.names, args.size, report=notes.append)
+    specs = [spec for device in devices
+             for spec in launched_specializations(args.names, args.size, notes.append, device)]
     rows = build_rows(specs, devices, targets, progress=not args.quiet, workers=args.jobs)
     seconds = time.perf_counter() - start
     print(f"Intel GPU code ({describe_compiler(compiler_version())}), "
-          f"{len(specs)} specializations launched at size {args.size}:")
+          f"{len({(s.kernel.fn, s.kernel.simd, s.key) for s in specs})} specializations launched at "
+          f"size {args.size}:")
     print(format_grid(rows) if args.grid else format_table(rows))
     print(summary(rows, seconds))
     for note in dict.fromkeys(notes):      # each device's run reports the same skips

@@ -95,3 +95,17 @@ def test_the_gpu_scan_tiles_compute_lightning_attention(rng, monkeypatch, device
 @pytest.fixture
 def rng():
     return np.random.default_rng(16)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@needs_ocloc
+def test_the_gpu_infllm_tiles_compute_infllmv2(rng, monkeypatch, device):
+    """The GPU score and attend tiles (query rows read where they lie, GR heads per CM
+    thread) run on the CPU device: same selection and output as the reference."""
+    monkeypatch.setenv("CMLANG_AUTOTUNE_DEVICE", device)
+    n, hq, hkv, d = 301, 8, 1, 64         # rows not a multiple of the score tile; G = 8
+    q, k, v = (rng.standard_normal((n, h, d)).astype(np.float32) for h in (hq, hkv, hkv))
+    params = dict(block=64, l1=32, s1=16, l2=128, s2=64, init_blocks=1, local_blocks=1, topk=3)
+    assert (att.infllmv2_select(q, k, **params) == att.infllmv2_select_reference(q, k, **params)).all()
+    got, want = att.infllmv2_attention(q, k, v, **params), att.infllmv2_attention_reference(q, k, v, **params)
+    assert float(np.abs(got - want).max()) / max(1.0, float(np.abs(want).max())) < 2e-5

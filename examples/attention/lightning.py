@@ -30,8 +30,9 @@ def scan_tile(d: int, heads: int, chunk: int) -> tuple:
 
 # The scan's tiles on Intel GPUs (KS > 0: row tiles and keys in loops; the CPU's unrolled
 # rows spill registers there), chosen per device by cm.autotune: ranked by IGC's stats.  Each
-# config needs C % 16 == 0 and D % 64 == 0; other shapes, and the CPU, use scan_tile.  Every
-# config here builds without spills in both flavours on its device at d=64, chunk 64.
+# config needs C % 16 == 0 and D % 64 == 0; other shapes, and the CPU, use scan_tile.  At
+# d=64, chunk 64 every config here builds without spills in SIMT on its device, and PVC's in
+# vector compute too (DG2's vector-compute builds spill at any tile: not a tile problem).
 SCAN_CONFIGS = {
     "pvc": [dict(M=8, NT=16, KS=8), dict(M=8, NT=16, KS=8, grf=256)],
     "dg2": [dict(M=8, NT=16, KS=8, simd=8), dict(M=4, NT=32, KS=4, simd=8)],
