@@ -37,10 +37,16 @@ SCORE_CONFIGS = {
     "default": [dict(M=8, JT=16, simd=8)],
 }
 ATTEND_CONFIGS = {                  # GR query heads of the G of a token per CM thread
-    "pvc": [dict(GR=8, KB=64), dict(GR=4, KB=64)],
+    "pvc": [dict(GR=8, KB=64), dict(GR=4, KB=64), dict(GR=8, KB=16, grf=256)],
     "dg2": [dict(GR=4, KB=64, simd=8), dict(GR=8, KB=64, simd=8)],
     "default": [dict(GR=4, KB=64, simd=8)],
 }
+LSE_CONFIGS = {
+    "pvc": [dict(M=ROWS, JT=LSE_TILE)],
+    "dg2": [dict(M=ROWS // 2, JT=LSE_TILE), dict(M=ROWS, JT=LSE_TILE, simd=8)],
+    "default": [dict(M=ROWS // 2, JT=LSE_TILE)],
+}
+lse_gpu = cm.autotune(configs=LSE_CONFIGS, key=["D"])(kernels.infllm_lse)
 block_scores_gpu = cm.autotune(configs=SCORE_CONFIGS, key=["D", "R", "O"])(kernels.infllm_block_scores)
 attend_gpu = cm.autotune(configs=ATTEND_CONFIGS, key=["D", "G"])(kernels.infllm_attend)
 
@@ -99,8 +105,11 @@ def _select_and_attend(q, k, v, pos0, p, want_output=True):
     padded2 = round_up(max((last - p["l2"] + 1) // p["s2"] + 1, 1), LSE_TILE)
     k2t, n2 = _compressed(kd, n, hkv, d, p["l2"], p["s2"], padded2)
     lse = empty((hq, rows_padded))
-    kernels.infllm_lse[(rows_padded // ROWS, hq)](qd, k2t, lse, rows, pos0, hq, group, n2, padded2, rows_padded,
-                                                   p["l2"], p["s2"], qscale, d, ROWS, LSE_TILE)
+    lse_args = (qd, k2t, lse, rows, pos0, hq, group, n2, padded2, rows_padded, p["l2"], p["s2"], qscale)
+    if _on_gpu():
+        lse_gpu[lambda c: (rows_padded // c["M"], hq)](*lse_args, D=d)
+    else:
+        kernels.infllm_lse[(rows_padded // ROWS, hq)](*lse_args, d, ROWS, LSE_TILE)
     score_pitch = round_up(padded1 // r, SELECT_CHUNK)
     scores = empty((hkv, rows_padded, score_pitch))
     score_args = (qd, k1t, lse, scores, rows, pos0, hq, group, n1, padded1, rows_padded, score_pitch,
