@@ -11,6 +11,10 @@ leaves out, and the grid may be a function of the chosen config (as in Triton)::
 
 Over a host function that launches kernels, each config is keyword arguments of the call.
 
+The configs may differ per device: ``configs`` is then a dict from device profile names
+to lists (``{"cpu": [...], "pvc": [...], "default": [...]}``); a device whose profile is
+not named tries the ``"default"`` list.  Every list names the same parameters.
+
 The first call per value of the ``key`` arguments (for an array: its shape and dtype)
 chooses a config and remembers it, in this process and in the disk cache (store
 ``autotune`` beside the compiled kernels), keyed by the device, the sources of the kernels,
@@ -86,6 +90,13 @@ def in_tuning() -> bool:
     return getattr(_tuning, "depth", 0) > 0
 
 
+def tuning_profile():
+    """The device profile configs are chosen for now: ``CMLANG_AUTOTUNE_DEVICE`` when set (a
+    compile-only profile, ranked by Intel's compiler), else the device launches run on.  Host
+    code whose tile shapes differ per device reads it to pick the same device's shapes."""
+    return get_profile(os.environ.get(DEVICE_ENV, "").strip() or _current_profile())
+
+
 class AutotuneWarning(UserWarning):
     """A config was skipped (it failed to compile, to run, or the result check)."""
 
@@ -95,15 +106,17 @@ def autotune(configs, key=(), *, check=None, work=None, restore=None, budget=Non
     """Decorator over a ``@cm.kernel`` or a host function that launches kernels.
 
     ``configs``: dicts of constexpr values (and ``simd``/``grf``) for a kernel, of keyword
-    arguments for a function; ``key``: names of the arguments whose values pick a choice;
+    arguments for a function, or a dict from device profile names (and ``"default"``) to
+    such lists, the configs tried on that device; ``key``: names of the arguments whose values pick a choice;
     ``check(args, result)``: False or a message rejects a config (``args``: the call's
     arguments after the run, ``result``: the function's return value, None for a kernel);
     ``work(config)``: useful work of one CM thread, for ranking by compiler stats;
     ``restore``: names of the arguments a host function writes (default: every array
     argument); ``budget``: seconds of tuning per key; ``warmup``/``repeat``: untimed and
     timed runs per config."""
-    options = _Options(_normalize_configs(configs), tuple(key), check, work, restore,
-                       budget, max(0, int(warmup)), max(1, int(repeat)))
+    by_profile = _normalize_configs(configs)
+    options = _Options(next(iter(by_profile.values())), tuple(key), check, work, restore,
+                       budget, max(0, int(warmup)), max(1, int(repeat)), by_profile)
 
     def wrap(target):
         if isinstance(target, Kernel):
@@ -126,6 +139,7 @@ class _Options:
     budget: object
     warmup: int
     repeat: int
+    by_profile: dict        # device profile name (or "default") -> configs
 
 
 @dataclass
@@ -162,47 +176,56 @@ class _Tuned:
     def __init__(self, name, options):
         self.__name__ = name
         self.options = options
-        self.configs = options.configs
+        self.configs = options.configs     # the first list given (the only one, mostly)
         self._choices = {}                  # (profile name, key values) -> Choice
         self.best = None
         self.timed = False
         self.how = None
         self.table = []
 
+    def configs_for(self, profile_name) -> tuple:
+        """The configs tried on a device of this profile."""
+        by_profile = self.options.by_profile
+        configs = by_profile.get(profile_name, by_profile.get("default"))
+        if configs is None:
+            raise LaunchError(f"{self.__name__}: cm.autotune has no configs for device profile "
+                              f"'{profile_name}' (it has {', '.join(by_profile)}; add a \"default\" list)")
+        return configs
+
     def _select(self, key_values, profile_name, measure, rank, identity):
         """The Choice for ``key_values`` on ``profile_name``: remembered, read from disk,
-        or made now by ``measure()`` (timed) / ``rank()`` (compiler stats).
+        or made now by ``measure(configs)`` (timed) / ``rank(configs)`` (compiler stats).
         ``identity()``: (sources, device) for the disk key, only asked for on a miss."""
         memo = (profile_name, key_values)
         choice = self._choices.get(memo)
         if choice is None:
-            choice = self._decide(key_values, measure, rank, identity)
+            choice = self._decide(key_values, self.configs_for(profile_name), measure, rank, identity)
             self._choices[memo] = choice
         self.best, self.how, self.table = dict(choice.config), choice.how, choice.table
         self.timed = choice.how == "timed"
         return choice
 
-    def _decide(self, key_values, measure, rank, identity):
+    def _decide(self, key_values, configs, measure, rank, identity):
         if not enabled():
-            return Choice(0, self.configs[0], "first")
+            return Choice(0, configs[0], "first")
         if measure is None and rank is None:        # interpreted: nothing to time
-            return Choice(0, self.configs[0], "first")
-        disk_key = self._disk_key(key_values, *identity())
-        cached = _load_choice(disk_key, self.configs)
+            return Choice(0, configs[0], "first")
+        disk_key = self._disk_key(key_values, *identity(), configs=configs)
+        cached = _load_choice(disk_key, configs)
         if cached is not None:
             if log_enabled():
                 print(format_table(self.__name__, key_values, cached), file=sys.stderr)
             return cached
         with tuning():
-            rows, partial = (measure() if measure is not None else rank())
-        choice = self._pick(rows, ranked=measure is None, partial=partial)
+            rows, partial = (measure(configs) if measure is not None else rank(configs))
+        choice = self._pick(rows, configs, ranked=measure is None, partial=partial)
         if not partial:     # cut short by the budget: a later process (compiled configs in
             _store_choice(disk_key, choice, self.__name__)   # the cache by then) tries again
         if log_enabled():
             print(format_table(self.__name__, key_values, choice), file=sys.stderr)
         return choice
 
-    def _pick(self, rows, ranked, partial):
+    def _pick(self, rows, configs, ranked, partial):
         usable = [r for r in rows if r.status == "ok"]
         if not usable:
             reasons = "; ".join(f"{r.config}: {r.status}" for r in rows)
@@ -211,15 +234,15 @@ class _Tuned:
             best = min(usable, key=lambda r: rank_key(r.stats, r.score))
         else:
             best = min(usable, key=lambda r: r.seconds)
-        return Choice(best.index, self.configs[best.index], "ranked" if ranked else "timed",
+        return Choice(best.index, configs[best.index], "ranked" if ranked else "timed",
                       rows, partial)
 
-    def _disk_key(self, key_values, sources, device_identity):
+    def _disk_key(self, key_values, sources, device_identity, configs=None):
         from . import cache
         if not cache.enabled() or sources is None:
             return None
         parts = {"store": STORE, "name": self.__name__, "sources": sources,
-                 "configs": [sorted(c.items()) for c in self.configs], "key": list(self.options.key),
+                 "configs": [sorted(c.items()) for c in configs or self.configs], "key": list(self.options.key),
                  "key_values": repr(key_values), "device": device_identity, **cache.toolchain()}
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=repr).encode()).hexdigest()
 
@@ -232,15 +255,15 @@ class _Tuned:
         except ValueError:
             raise ValueError(f"{BUDGET_ENV}={raw!r} is not a number of seconds") from None
 
-    def _tune(self, attempt, what, start=None):
-        """Run ``attempt(index, config) -> Row`` over the configs within the budget
+    def _tune(self, attempt, what, configs, start=None):
+        """Run ``attempt(index, config) -> Row`` over ``configs`` within the budget
         (counted from ``start``, default now)."""
         budget, start = self._budget(), start if start is not None else time.perf_counter()
         rows, partial = [], False
         from tqdm import tqdm
-        with tqdm(total=len(self.configs), desc=f"{what} {self.__name__}", unit="config",
+        with tqdm(total=len(configs), desc=f"{what} {self.__name__}", unit="config",
                   file=sys.stderr, leave=False, disable=None) as progress:
-            for index, config in enumerate(self.configs):
+            for index, config in enumerate(configs):
                 if any(r.status == "ok" for r in rows) and time.perf_counter() - start > budget:
                     partial = True
                     rows.append(Row(index, config, status="not tried (budget)"))
@@ -272,7 +295,7 @@ class _Tuned:
                 raise _Rejected(f"check failed{': ' + verdict if isinstance(verdict, str) else ''}")
         return result, launched.launches
 
-    def _measure(self, make_run, args, restore, start):
+    def _measure(self, make_run, args, restore, configs, start):
         """Rows of timed configs.  Each config is first run once and checked, and warmed
         up; then the configs that passed are timed round-robin (one run of each in turn,
         ``repeat`` rounds, fewer once the budget is spent), so that load elsewhere on the
@@ -292,7 +315,7 @@ class _Tuned:
             runs[index] = run
             return Row(index, config, seconds=math.inf)
 
-        rows, partial = self._tune(prepare, "timing", start)
+        rows, partial = self._tune(prepare, "timing", configs, start)
         from .runtime.profiling import profile
         times = {index: [] for index in runs}
         for round_ in range(self.options.repeat):
@@ -382,18 +405,18 @@ class AutotunedKernel(_Tuned):
         """The Choice for these launch arguments (tuning on a miss)."""
         key_values = _key_values(self.options.key, self.launch_params, args)
         here = _current_profile()
-        target_profile = get_profile(device or os.environ.get(DEVICE_ENV) or here)
+        target_profile = get_profile(device) if device else tuning_profile()
         runs_here = target_profile.name == here.name
         interpreted = self.kernel.interpret or os.environ.get("CMLANG_INTERPRET", "") not in ("", "0")
         measure = rank = None
         if runs_here and not interpreted:
-            measure = lambda: self._measure_all(grid, group, args)       # noqa: E731
+            measure = lambda configs: self._measure_all(grid, group, args, configs)   # noqa: E731
         elif not runs_here:
             if not target_profile.native_device:
                 raise LaunchError(f"{self.__name__}: cannot tune for device profile "
                                   f"'{target_profile.name}': it is not the device launches run on "
                                   f"and Intel's compiler has no build for it")
-            rank = lambda: self._rank_all(grid, args, target_profile)   # noqa: E731
+            rank = lambda configs: self._rank_all(grid, args, target_profile, configs)   # noqa: E731
         return self._select(key_values, target_profile.name, measure, rank,
                             lambda: (_kernel_sources(self.kernel), _device_identity(target_profile, runs_here)))
 
@@ -419,20 +442,20 @@ class AutotunedKernel(_Tuned):
         return variant
 
     # --- timing on the device ---------------------------------------------------------
-    def _measure_all(self, grid, group, args):
+    def _measure_all(self, grid, group, args, configs):
         start = time.perf_counter()         # compiling counts against the budget too
-        restore = _Snapshot(self._written_args(args))
+        restore = _Snapshot(self._written_args(args, configs))
         try:
             return self._measure(lambda c: lambda: self._launch_config(c, grid, group, args),
-                                 args, restore, start)
+                                 args, restore, configs, start)
         finally:
             restore()       # the caller's launch starts from its own inputs
 
-    def _written_args(self, args):
+    def _written_args(self, args, configs):
         """The array arguments some config's kernel writes (from the compiler's buffer
         analysis; a config that does not compile writes nothing)."""
         written = set()
-        for config in self.configs:
+        for config in configs:
             try:
                 binary = self._specialization(config, args).binary
             except Exception:  # noqa: BLE001 - reported when the config is timed
@@ -446,7 +469,7 @@ class AutotunedKernel(_Tuned):
         return variant.specialization(key, target, profile or _current_profile())
 
     # --- ranking by Intel's compiler -----------------------------------------------------
-    def _rank_all(self, grid, args, profile, target="spirv"):
+    def _rank_all(self, grid, args, profile, configs, target="spirv"):
         def attempt(index, config):
             try:
                 stats = native_stats(self._variant(config), self._full_args(config, args),
@@ -455,7 +478,7 @@ class AutotunedKernel(_Tuned):
                 raise _Rejected(f"{type(exc).__name__}: {_first_line(exc)}") from None
             return Row(index, config, stats=dict(stats),
                        score=instructions_per_work(stats, config, self.options.work, grid))
-        return self._tune(attempt, f"ranking for {profile.name}")
+        return self._tune(attempt, f"ranking for {profile.name}", configs)
 
 
 class _TunedLaunch:
@@ -517,17 +540,17 @@ class AutotunedFunction(_Tuned):
                           f"device it runs on, not for {DEVICE_ENV}={elsewhere}; first config taken",
                           AutotuneWarning, stacklevel=3)
         elif os.environ.get("CMLANG_INTERPRET", "") in ("", "0"):
-            measure = lambda: self._measure_all(args, kwargs, named)     # noqa: E731
+            measure = lambda configs: self._measure_all(args, kwargs, named, configs)  # noqa: E731
         return self._select(key_values, profile.name, measure, None,
                             lambda: (_function_sources(self.fn), _device_identity(profile, True)))
 
-    def _measure_all(self, args, kwargs, named):
+    def _measure_all(self, args, kwargs, named, configs):
         names = self.options.restore
         arrays = [v for n, v in named.items() if names is None or n in names]
         restore = _Snapshot([a for a in arrays if _is_array(a)])
         try:
             return self._measure(lambda c: lambda: self.fn(*args, **kwargs, **c), args, restore,
-                                 time.perf_counter())
+                                 configs, time.perf_counter())
         finally:
             restore()
 
@@ -827,16 +850,39 @@ def format_table(name, key_values, choice) -> str:
     return "\n".join(lines)
 
 
-def _normalize_configs(configs):
+def _normalize_configs(configs) -> dict:
+    """{device profile name or "default": tuple of config dicts}; a plain list is the default."""
+    if isinstance(configs, dict):
+        if not configs:
+            raise CompileError("cm.autotune needs at least one config")
+        from .runtime.profiles import PROFILES
+        unknown = [name for name in configs if name not in PROFILES and name != "default"]
+        if unknown:
+            raise CompileError(f"cm.autotune: configs for {', '.join(map(repr, unknown))}: not a device "
+                               f"profile (profiles: {', '.join(PROFILES)}, or \"default\")")
+        by_profile = {name: _config_list(listed, f" for '{name}'") for name, listed in configs.items()}
+    else:
+        by_profile = {"default": _config_list(configs, "")}
+    lists = list(by_profile.values())
+    for listed in lists[1:]:
+        if _tuned_names(listed[0]) != _tuned_names(lists[0][0]):
+            raise CompileError(f"cm.autotune: every config must name the same parameters; "
+                               f"{_tuned_names(listed[0])} differs from {_tuned_names(lists[0][0])}")
+    return by_profile
+
+
+def _tuned_names(config):             # kernel options may be left to the kernel's own
+    return sorted(set(config) - set(KERNEL_OPTIONS))
+
+
+def _config_list(configs, where) -> tuple:
     configs = tuple(dict(c) for c in (configs or ()))
     if not configs:
-        raise CompileError("cm.autotune needs at least one config")
-    def tuned(config):                  # kernel options may be left to the kernel's own
-        return sorted(set(config) - set(KERNEL_OPTIONS))
+        raise CompileError(f"cm.autotune needs at least one config{where}")
     for c in configs[1:]:
-        if tuned(c) != tuned(configs[0]):
+        if _tuned_names(c) != _tuned_names(configs[0]):
             raise CompileError(f"cm.autotune: every config must name the same parameters; "
-                               f"{tuned(c)} differs from {tuned(configs[0])}")
+                               f"{_tuned_names(c)} differs from {_tuned_names(configs[0])}")
     for c in configs:
         if "simd" in c and c["simd"] not in (8, 16, 32):
             raise CompileError(f"cm.autotune: simd must be 8, 16 or 32, got {c['simd']!r} in {c}")

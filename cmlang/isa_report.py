@@ -55,6 +55,7 @@ class Row:
     target: str
     device: str
     workload: str
+    simd: int = 16
     instructions: int | None = None
     spill_bytes: int | None = None
     grf: int | None = None
@@ -143,7 +144,7 @@ def build_rows(specs, devices, targets, progress=True, workers=None) -> list:
             if spec.device in (None, device)]
     bar = _progress_bar(len(jobs), progress)
     rows = [Row(spec.name, _jsonable(spec.constexprs()), spec.argument_types(), target, device,
-                spec.workload) for spec, target, device in jobs]
+                spec.workload, spec.kernel.simd) for spec, target, device in jobs]
 
     def build(index, spirv, name):
         spec, target, device = jobs[index]
@@ -190,7 +191,7 @@ def format_table(rows) -> str:
               "spill bytes", "GRF", "dpas", "2-D block")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        constexprs = ", ".join(f"{k}={v}" for k, v in r.constexprs.items()) or "-"
+        constexprs = _describe_options(r)
         args = ", ".join(r.argument_types)
         if r.error:
             cells = (r.kernel, constexprs, args, r.target, r.device,
@@ -202,14 +203,22 @@ def format_table(rows) -> str:
     return "\n".join(lines)
 
 
+def _describe_options(row) -> str:
+    """The constexpr values, and the sub-group size where it is not the usual 16."""
+    parts = [f"{k}={v}" for k, v in row.constexprs.items()] + ([f"simd={row.simd}"] if row.simd != 16 else [])
+    return ", ".join(parts) or "-"
+
+
 def format_grid(rows) -> str:
     """A markdown table with one line per specialization (with the benchmark that first
     launched it) and a column per (target, device): "instructions / spill bytes", plus
     GRF, dpas and 2-D block counts where they are not 128, 0 and 0."""
-    columns = list(dict.fromkeys((r.target, r.device) for r in rows))
+    present = {(r.target, r.device) for r in rows}      # targets, then devices, in the order asked
+    columns = [(t, d) for t in dict.fromkeys(r.target for r in rows)
+               for d in dict.fromkeys(r.device for r in rows) if (t, d) in present]
     lines, cells = {}, {}
     for r in rows:
-        ident = (r.kernel, json.dumps(r.constexprs), tuple(r.argument_types))
+        ident = (r.kernel, json.dumps(r.constexprs), tuple(r.argument_types), r.simd)
         lines.setdefault(ident, r)
         if r.error:
             text = "rejected"
@@ -222,7 +231,7 @@ def format_grid(rows) -> str:
     header = ["workload", "kernel", "constexprs"] + [f"{t} {d}" for t, d in columns]
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for ident, r in lines.items():
-        constexprs = ", ".join(f"{k}={v}" for k, v in r.constexprs.items()) or "-"
+        constexprs = _describe_options(r)
         out.append("| " + " | ".join([r.workload, r.kernel, constexprs] + [cells.get((ident, t, d), "")
                                                                  for t, d in columns]) + " |")
     return "\n".join(out)
@@ -261,7 +270,7 @@ def run_command(args) -> int:
           f"size {args.size}:")
     print(format_grid(rows) if args.grid else format_table(rows))
     print(summary(rows, seconds))
-    for note in notes:
+    for note in dict.fromkeys(notes):      # each device's run reports the same skips
         print(note)
     if args.json:
         write_json(rows, args.json)

@@ -14,6 +14,9 @@ import math
 
 import numpy as np
 
+import cmlang as cm
+from cmlang.autotuning import tuning_profile
+
 from . import kernels
 from .checks import check_qkv, check_infllm_params, check_token, check_heads, float_array
 from .layout import F32, empty, pack_kv, round_up, softmax_scale, to_device, zeros
@@ -24,6 +27,32 @@ ROWS = 8            # query rows per CM thread in the score kernels
 SCORE_TILE = 64     # first-level compressed keys per tile (the N of the score dpas)
 LSE_TILE = 16       # second-level compressed keys per tile
 SELECT_CHUNK = 16   # blocks compared per step of the top-k search
+
+# Tiles on Intel GPUs, chosen per device by cm.autotune (ranked by IGC's stats); the CPU keeps
+# ROWS x SCORE_TILE score tiles and attends all G heads of a token per CM thread.  DG2 has half
+# PVC's register file: its sub-group of 8 lanes halves the registers a tile takes.
+SCORE_CONFIGS = {
+    "pvc": [dict(M=8, JT=16), dict(M=4, JT=16)],
+    "dg2": [dict(M=8, JT=16, simd=8), dict(M=4, JT=16, simd=8)],
+    "default": [dict(M=8, JT=16, simd=8)],
+}
+ATTEND_CONFIGS = {                  # GR query heads of the G of a token per CM thread
+    "pvc": [dict(GR=8, KB=64), dict(GR=4, KB=64), dict(GR=8, KB=16, grf=256)],
+    "dg2": [dict(GR=4, KB=64, simd=8), dict(GR=8, KB=64, simd=8)],
+    "default": [dict(GR=4, KB=64, simd=8)],
+}
+LSE_CONFIGS = {
+    "pvc": [dict(M=ROWS, JT=LSE_TILE)],
+    "dg2": [dict(M=ROWS // 2, JT=LSE_TILE), dict(M=ROWS, JT=LSE_TILE, simd=8)],
+    "default": [dict(M=ROWS // 2, JT=LSE_TILE)],
+}
+lse_gpu = cm.autotune(configs=LSE_CONFIGS, key=["D"])(kernels.infllm_lse)
+block_scores_gpu = cm.autotune(configs=SCORE_CONFIGS, key=["D", "R", "O"])(kernels.infllm_block_scores)
+attend_gpu = cm.autotune(configs=ATTEND_CONFIGS, key=["D", "G"])(kernels.infllm_attend)
+
+
+def _on_gpu():
+    return tuning_profile().name != "cpu"
 
 
 def geometry(p: dict) -> tuple[int, int]:
@@ -62,11 +91,13 @@ def _select_and_attend(q, k, v, pos0, p, want_output=True):
     block = p["block"]
     keys = math.gcd(block, 64)
     qscale = softmax_scale(d)
+    rows_padded = round_up(rows, ROWS)
+    if rows_padded != rows:        # the score kernel reads whole tiles of query rows
+        q = np.concatenate([q, np.zeros((rows_padded - rows, hq, d), q.dtype)])
     qd, kd = to_device(q), to_device(k)
     padded = round_up(n, math.lcm(block, keys, 16))        # whole blocks of keys
     kt, vp = pack_kv(kd, to_device(v), padded)
     n_blocks = -(-n // block)
-    rows_padded = round_up(rows, ROWS)
     # The score kernels run to the last (padding) row of their tile: cover its windows.
     last = pos0 + rows_padded - 1
     padded1 = round_up(r * (last // block + 1), SCORE_TILE)
@@ -74,21 +105,30 @@ def _select_and_attend(q, k, v, pos0, p, want_output=True):
     padded2 = round_up(max((last - p["l2"] + 1) // p["s2"] + 1, 1), LSE_TILE)
     k2t, n2 = _compressed(kd, n, hkv, d, p["l2"], p["s2"], padded2)
     lse = empty((hq, rows_padded))
-    kernels.infllm_lse[(rows_padded // ROWS, hq)](qd, k2t, lse, rows, pos0, hq, group, n2, padded2, rows_padded,
-                                                   p["l2"], p["s2"], qscale, d, ROWS, LSE_TILE)
+    lse_args = (qd, k2t, lse, rows, pos0, hq, group, n2, padded2, rows_padded, p["l2"], p["s2"], qscale)
+    if _on_gpu():
+        lse_gpu[lambda c: (rows_padded // c["M"], hq)](*lse_args, D=d)
+    else:
+        kernels.infllm_lse[(rows_padded // ROWS, hq)](*lse_args, d, ROWS, LSE_TILE)
     score_pitch = round_up(padded1 // r, SELECT_CHUNK)
     scores = empty((hkv, rows_padded, score_pitch))
-    kernels.infllm_block_scores[(rows_padded // ROWS, hkv)](
-        qd, k1t, lse, scores, rows, pos0, hq, group, n1, padded1, rows_padded, score_pitch, rows_padded,
-        block, p["l1"], p["s1"], qscale, d, ROWS, SCORE_TILE, r, o_tail)
+    score_args = (qd, k1t, lse, scores, rows, pos0, hq, group, n1, padded1, rows_padded, score_pitch,
+                  rows_padded, block, p["l1"], p["s1"], qscale)
+    if _on_gpu() and r <= 8:      # the GPU tiles hold at least two blocks' windows (JT = 16)
+        block_scores_gpu[lambda c: (rows_padded // c["M"], hkv)](*score_args, D=d, R=r, O=o_tail)
+    else:
+        kernels.infllm_block_scores[(rows_padded // ROWS, hkv)](*score_args, d, ROWS, SCORE_TILE, r, o_tail)
     selected = empty((rows, hkv, p["topk"]), np.int32)
     kernels.infllm_select[(rows, hkv)](scores, selected, pos0, hkv, rows_padded, score_pitch, n_blocks, block,
                                        p["init_blocks"], p["local_blocks"], p["topk"], SELECT_CHUNK)
     if not want_output:
         return None, selected.numpy()
-    o = empty(q.shape)
-    kernels.infllm_attend[(rows, hkv)](qd, kt, vp, selected, o, pos0, hq, hkv, padded, block, p["topk"],
-                                       qscale, d, group, keys)
+    o = empty((rows, hq, d))
+    attend_args = (qd, kt, vp, selected, o, pos0, hq, hkv, padded, block, p["topk"], qscale)
+    if _on_gpu() and group % 8 == 0 and block % 64 == 0:
+        attend_gpu[lambda c: (rows, hkv * (group // c["GR"]))](*attend_args, D=d, G=group)
+    else:
+        kernels.infllm_attend[(rows, hkv)](*attend_args, d, group, keys, group)
     return o.numpy(), selected
 
 

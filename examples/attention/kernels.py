@@ -213,18 +213,33 @@ def lightning_intra(q: cm.ptr[f32], kt: cm.ptr[f32], decay_mask: cm.ptr[f32], po
         cm.store(ktw, (h * D + r0) * padded + c0, rows, padded)
 
 
+@cm.func
+def scan_output(o, qp, state, powers, intra, chunk_row: i32, c0: i32, i0: i32, n: i32, hq: i32, pw: i32,
+                hd: i32, e0: i32, h: i32, scale: f32, D: cm.constexpr, M: cm.constexpr, NT: cm.constexpr):
+    """Rows i0..i0+M-1 of O_n = s [P V + diag(lambda^(i+1)) Q H], given their intra part."""
+    inter = cm.dpas(cm.zeros(matrix[f32, M, NT]), cm.load(qp, chunk_row * D, (M, D), D),
+                    cm.load(state, hd, (D, NT), D))
+    out = intra + scale_rows(inter, cm.load(powers, pw + i0 + 1, M), M)
+    store_rows(o, out * scale, c0 + i0, n, hq * D, h * D + e0, M)
+
+
 @cm.kernel(simd=16)
 def lightning_scan(qp: cm.ptr[f32], vp: cm.ptr[f32], p: cm.ptr[f32], ktw: cm.ptr[f32], powers: cm.ptr[f32],
                    state: cm.ptr[f32], o: cm.ptr[f32], n: i32, hq: i32, group: i32, padded: i32,
                    n_chunks: i32, scale: f32,
-                   D: cm.constexpr, C: cm.constexpr, M: cm.constexpr, NT: cm.constexpr):
+                   D: cm.constexpr, C: cm.constexpr, M: cm.constexpr, NT: cm.constexpr, KS: cm.constexpr):
     """The chunk scan: a CM thread owns NT columns of one head's state H [D, D], kept in
     ``state`` itself (updated in place, chunk by chunk).  Per chunk n (length L):
     O_n = s [P_n V_n + diag(lambda^(i+1)) Q_n H] and H <- lambda^L H + ktw_n V_n.
     Every operand is loaded right before the dpas that uses it, from the packed, padded
     arrays (rows D floats apart: the user's [N, H, d] rows are H*d apart, 4 KiB at
     H*d = 1024, and such a tile's rows all fall in one set of the CPU's L1 cache), so the
-    products stream from memory into M x NT accumulators and nothing big stays live."""
+    products stream from memory into M x NT accumulators and nothing big stays live.
+
+    P is lower triangular: rows i0..i0+M-1 have nothing past key i0+M-1.  KS = 0 unrolls
+    the chunk's row tiles, each product as wide as its triangle row (the CPU runtime's
+    fastest form); KS > 0 walks the row tiles and their keys in loops, KS keys per dpas
+    (on Intel GPUs the unrolled form spills registers)."""
     e0 = cm.thread_id(0) * NT
     h = cm.thread_id(1)
     g = h // group
@@ -233,15 +248,22 @@ def lightning_scan(qp: cm.ptr[f32], vp: cm.ptr[f32], p: cm.ptr[f32], ktw: cm.ptr
     for chunk in range(n_chunks):
         c0 = chunk * C
         v_at = (g * padded + c0) * D + e0
-        for i0 in cm.static_range(0, C, M):     # rows past the chunk's end are not stored
-            # P is lower triangular: rows i0..i0+M-1 have nothing past key i0+M-1
-            intra = cm.dpas(cm.zeros(matrix[f32, M, NT]),
-                            cm.load(p, ((h * n_chunks + chunk) * C + i0) * C, (M, i0 + M), C),
-                            cm.load(vp, v_at, (i0 + M, NT), D))
-            inter = cm.dpas(cm.zeros(matrix[f32, M, NT]), cm.load(qp, (h * padded + c0 + i0) * D, (M, D), D),
-                            cm.load(state, hd, (D, NT), D))
-            out = intra + scale_rows(inter, cm.load(powers, pw + i0 + 1, M), M)
-            store_rows(o, out * scale, c0 + i0, n, hq * D, h * D + e0, M)
+        p_at = (h * n_chunks + chunk) * C * C
+        q_row = h * padded + c0
+        if KS == 0:
+            for i0 in cm.static_range(0, C, M):     # rows past the chunk's end are not stored
+                intra = cm.dpas(cm.zeros(matrix[f32, M, NT]), cm.load(p, p_at + i0 * C, (M, i0 + M), C),
+                                cm.load(vp, v_at, (i0 + M, NT), D))
+                scan_output(o, qp, state, powers, intra, q_row + i0, c0, i0, n, hq, pw, hd, e0, h, scale,
+                            D, M, NT)
+        else:
+            for i0 in range(0, C, M):
+                intra = cm.zeros(matrix[f32, M, NT])
+                for k0 in range(0, i0 + M, KS):
+                    intra = cm.dpas(intra, cm.load(p, p_at + i0 * C + k0, (M, KS), C),
+                                    cm.load(vp, v_at + k0 * D, (KS, NT), D))
+                scan_output(o, qp, state, powers, intra, q_row + i0, c0, i0, n, hq, pw, hd, e0, h, scale,
+                            D, M, NT)
         decay = cm.load(powers, pw + cm.min(C, n - c0), 1)[0]
         for r0 in range(0, D, M):
             rows = cm.dpas(cm.load(state, hd + r0 * D, (M, NT), D) * decay,
@@ -301,7 +323,9 @@ def infllm_block_scores(q: cm.ptr[f32], k1t: cm.ptr[f32], lse: cm.ptr[f32], scor
     """Block scores of M query rows for KV head g.  S(t, j) = sum over the group's heads of
     exp2(z - lse) for visible j (0 for invisible j, -inf past the last window); the score of
     block b is the max of S over the windows overlapping it: its own R = block/s1 windows and
-    the last O = l1/s1 - 1 windows of block b-1.  Writes blocks 0..(last row's block)."""
+    the last O = l1/s1 - 1 windows of block b-1.  Writes blocks 0..(last row's block).
+    q has whole tiles of M rows (the host pads it): the z = q K1 dpas reads both operands
+    where they lie, and z is scaled after (a q tile kept in registers spills on GPUs)."""
     r0 = cm.thread_id(0) * M
     g = cm.thread_id(1)
     j_end = ((pos0 + r0 + M - 1) // block + 1) * R     # windows of the blocks up to the last row's
@@ -312,8 +336,8 @@ def infllm_block_scores(q: cm.ptr[f32], k1t: cm.ptr[f32], lse: cm.ptr[f32], scor
         total = cm.zeros(matrix[f32, M, JT])
         for i in range(group):
             h = g * group + i
-            qt = load_rows(q, r0, rows, hq * D, h * D, qscale, M, D)
-            z = matmul_chunked(cm.zeros(matrix[f32, M, JT]), qt, k1t, g * D * padded1 + j0, padded1, D, JT)
+            z = cm.dpas(cm.zeros(matrix[f32, M, JT]), cm.load(q, r0 * hq * D + h * D, (M, D), hq * D),
+                        cm.load(k1t, g * D * padded1 + j0, (D, JT), padded1)) * qscale
             lse_h = cm.load(lse, h * lse_pitch + r0, M)
             for r in cm.static_range(M):
                 total[r] = total[r] + cm.merge(cm.exp2(z[r] - lse_h[r]), 0.0, ends <= pos0 + r0 + r)
@@ -376,28 +400,30 @@ def infllm_select(scores: cm.ptr[f32], selected: cm.ptr[i32], pos0: i32, hkv: i3
 @cm.kernel(simd=16)
 def infllm_attend(q: cm.ptr[f32], kt: cm.ptr[f32], vp: cm.ptr[f32], selected: cm.ptr[i32], o: cm.ptr[f32],
                   pos0: i32, hq: i32, hkv: i32, padded: i32, block: i32, topk: i32, qscale: f32,
-                  D: cm.constexpr, G: cm.constexpr, KB: cm.constexpr):
-    """Block-sparse attention of one token's G query heads (one KV head's group: they share
-    the selection, so they are the M rows of every dpas) over its selected blocks."""
+                  D: cm.constexpr, G: cm.constexpr, KB: cm.constexpr, GR: cm.constexpr):
+    """Block-sparse attention of GR of one token's G query heads (one KV head's group: they
+    share the selection, so they are the rows of every dpas) over its selected blocks; a CM
+    thread per (token, GR heads).  The S = q Kt dpas reads both operands where they lie
+    (a q tile kept in registers spills on GPUs) and S is scaled after."""
     r = cm.thread_id(0)
-    g = cm.thread_id(1)
+    g = cm.thread_id(1) // (G // GR)
+    base = (r * hq + g * G + cm.thread_id(1) % (G // GR) * GR) * D
     t = pos0 + r
-    base = (r * hq + g * G) * D
-    qt = cm.load(q, base, (G, D), D) * qscale
-    m = cm.full(vector[f32, G], NEG_INF)
-    l = cm.zeros(vector[f32, G])
-    acc = cm.zeros(matrix[f32, G, D])
+    m = cm.full(vector[f32, GR], NEG_INF)
+    l = cm.zeros(vector[f32, GR])
+    acc = cm.zeros(matrix[f32, GR, D])
     for i in range(topk):
         b = cm.load(selected, (r * hkv + g) * topk + i, 1)[0]
         if b >= 0:
             for j0 in range(b * block, b * block + block, KB):     # keys past t are masked
-                s = matmul_chunked(cm.zeros(matrix[f32, G, KB]), qt, kt, g * D * padded + j0, padded, D, KB)
+                s = cm.dpas(cm.zeros(matrix[f32, GR, KB]), cm.load(q, base, (GR, D), D),
+                            cm.load(kt, g * D * padded + j0, (D, KB), padded)) * qscale
                 keys = cm.iota(i32, KB) + j0
-                for row in cm.static_range(G):
+                for row in cm.static_range(GR):
                     s[row] = cm.merge(s[row], NEG_INF, keys <= t)
-                p, m, l, alpha = softmax_step(s, m, l, G)
-                acc = matmul_chunked(scale_rows(acc, alpha, G), p, vp, (g * padded + j0) * D, D, KB, D)
-    cm.store(o, base, scale_rows(acc, 1.0 / l, G), D)
+                p, m, l, alpha = softmax_step(s, m, l, GR)
+                acc = matmul_chunked(scale_rows(acc, alpha, GR), p, vp, (g * padded + j0) * D, D, KB, D)
+    cm.store(o, base, scale_rows(acc, 1.0 / l, GR), D)
 
 
 # --------------------------------------------------------------------------- RoPE / RMSNorm

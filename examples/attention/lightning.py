@@ -6,6 +6,9 @@ import math
 
 import numpy as np
 
+import cmlang as cm
+from cmlang.autotuning import tuning_profile
+
 from . import kernels
 from .checks import check_qkv, check_slopes, check_state, check_token, check_heads, check_positive_int
 from .layout import F32, column_tile, empty, pack_kv, round_up, to_device
@@ -23,6 +26,24 @@ def scan_tile(d: int, heads: int, chunk: int) -> tuple:
     else:
         width = next(w for w in (128, 64, 32, 16) if d % w == 0 and (d // w * heads >= 8 or w == 16))
     return math.gcd(chunk, max(1, 256 // width)), width
+
+
+# The scan's tiles on Intel GPUs (KS > 0: row tiles and keys in loops; the CPU's unrolled
+# rows spill registers there), chosen per device by cm.autotune: ranked by IGC's stats.  Each
+# config needs C % 16 == 0 and D % 64 == 0; other shapes, and the CPU, use scan_tile.  At
+# d=64, chunk 64 every config here builds without spills in SIMT on its device, and PVC's in
+# vector compute too (DG2's vector-compute builds spill at any tile: not a tile problem).
+SCAN_CONFIGS = {
+    "pvc": [dict(M=8, NT=16, KS=8), dict(M=8, NT=16, KS=8, grf=256)],
+    "dg2": [dict(M=8, NT=16, KS=8, simd=8), dict(M=4, NT=32, KS=4, simd=8)],
+    "default": [dict(M=8, NT=16, KS=8, simd=8)],
+}
+lightning_scan_gpu = cm.autotune(configs=SCAN_CONFIGS, key=["D", "C"])(kernels.lightning_scan)
+
+
+def scan_on_gpu_tiles(d: int, chunk: int) -> bool:
+    """Whether the scan takes the GPU configs (a GPU profile and shapes they fit)."""
+    return tuning_profile().name != "cpu" and chunk % 16 == 0 and d % 64 == 0
 
 
 def decay_powers(slopes: np.ndarray, chunk: int) -> np.ndarray:
@@ -61,9 +82,12 @@ def lightning_attention(q, k, v, slopes=None, state=None, chunk=64):
     kernels.lightning_intra[(n_chunks, hq)](qd, kt, to_device(decay_mask(slopes, chunk)), powers, p, qp, ktw,
                                                   n, hq, group, padded, n_chunks, d, chunk, rows)
     state_d, o = to_device(state), empty(q.shape)
-    scan_rows, width = scan_tile(d, hq, chunk)
-    kernels.lightning_scan[(d // width, hq)](qp, vp, p, ktw, powers, state_d, o, n, hq, group, padded,
-                                                   n_chunks, 1.0 / math.sqrt(d), d, chunk, scan_rows, width)
+    scan_args = (qp, vp, p, ktw, powers, state_d, o, n, hq, group, padded, n_chunks, 1.0 / math.sqrt(d))
+    if scan_on_gpu_tiles(d, chunk):
+        lightning_scan_gpu[lambda c: (d // c["NT"], hq)](*scan_args, D=d, C=chunk)
+    else:
+        scan_rows, width = scan_tile(d, hq, chunk)
+        kernels.lightning_scan[(d // width, hq)](*scan_args, d, chunk, scan_rows, width, 0)
     return o.numpy(), state_d.numpy()
 
 
