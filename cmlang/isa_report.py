@@ -40,7 +40,7 @@ class Specialization:
         return self.kernel._constexpr_dict(self.key)
 
     def argument_types(self) -> list:
-        return [str(t) for _, t in self.kernel.runtime_params]
+        return [str(t) for _, t in self.kernel.param_types(self.key)]
 
 
 @dataclass

@@ -38,14 +38,14 @@ TOKENS = 16               # tokens per CM thread of the pack kernels (one 16 x 1
 
 
 @cm.func
-def transpose_keys(k, kt, t0: i32, g: i32, n: i32, hkv: i32, padded: i32, D: cm.constexpr):
+def transpose_keys(k, kt, t0: i32, g: i32, n: i32, hkv: i32, padded: i32, D: cm.constexpr, T: cm.constexpr):
     """kt[g, :, t0:t0+TOKENS] = k[t0:t0+TOKENS, g, :]^T, zero for tokens >= n.  With all
     tokens valid: 16 x 16 tiles loaded by rows and transposed in registers (column moves);
     otherwise one masked gather per row of kt (about 1.4x slower)."""
     if t0 + TOKENS <= n and D % 16 == 0:
         for c0 in cm.static_range(0, D, 16):
             tile = cm.load(k, (t0 * hkv + g) * D + c0, (TOKENS, 16), hkv * D)
-            columns = cm.zeros(matrix[f32, 16, TOKENS])
+            columns = cm.zeros(matrix[T, 16, TOKENS])
             for c in cm.static_range(16):
                 columns[c] = tile.column(c)
             cm.store(kt, (g * D + c0) * padded + t0, columns, padded)
@@ -57,19 +57,20 @@ def transpose_keys(k, kt, t0: i32, g: i32, n: i32, hkv: i32, padded: i32, D: cm.
 
 
 @cm.kernel(simd=16)
-def pack_keys(k: cm.ptr[f32], kt: cm.ptr[f32], n: i32, hkv: i32, padded: i32, D: cm.constexpr):
-    """kt[g, :, t] = k[t, g, :] for TOKENS tokens, zeros for n <= t < padded."""
-    transpose_keys(k, kt, cm.thread_id(0) * TOKENS, cm.thread_id(1), n, hkv, padded, D)
+def pack_keys(k: cm.ptr[T], kt: cm.ptr[T], n: i32, hkv: i32, padded: i32, D: cm.constexpr, T: cm.constexpr):
+    """kt[g, :, t] = k[t, g, :] for TOKENS tokens, zeros for n <= t < padded (T: the
+    element type, f32, f16 or bf16, kept: packing moves bits)."""
+    transpose_keys(k, kt, cm.thread_id(0) * TOKENS, cm.thread_id(1), n, hkv, padded, D, T)
 
 
 @cm.kernel(simd=16)
-def pack_values(v: cm.ptr[f32], vp: cm.ptr[f32], n: i32, hkv: i32, padded: i32, D: cm.constexpr):
+def pack_values(v: cm.ptr[T], vp: cm.ptr[T], n: i32, hkv: i32, padded: i32, D: cm.constexpr, T: cm.constexpr):
     """vp[g, t, :] = v[t, g, :] for TOKENS tokens, zeros for n <= t < padded.  (Apart from
     pack_keys: one kernel writing both ran at half the speed of the two.)"""
     t0 = cm.thread_id(0) * TOKENS
     g = cm.thread_id(1)
     for r in cm.static_range(TOKENS):
-        row = cm.zeros(vector[f32, D])
+        row = cm.zeros(vector[T, D])
         if t0 + r < n:
             row = cm.load(v, ((t0 + r) * hkv + g) * D, D)
         cm.store(vp, (g * padded + t0 + r) * D, row)
@@ -95,7 +96,7 @@ def load_rows(p, first: i32, count: i32, pitch: i32, offset: i32, scale: f32, M:
     tile = cm.zeros(matrix[f32, M, D])
     for r in cm.static_range(M):
         if first + r < count:
-            tile[r] = cm.load(p, (first + r) * pitch + offset, D) * scale
+            tile[r] = cm.load(p, (first + r) * pitch + offset, D).astype(f32) * scale
     return tile
 
 
@@ -119,10 +120,11 @@ def scale_rows(tile, factors, M: cm.constexpr):
 def matmul_chunked(acc, a, b_ptr, b_offset: i32, b_pitch: i32, K: cm.constexpr, N: cm.constexpr):
     """acc + a @ B where a is matrix[f32, M, K] in registers and B [K, N] is in memory
     (rows b_pitch apart): one dpas per K_CHUNK rows of B (all K when K_CHUNK does not divide
-    it), each slice loaded where it is used."""
+    it), each slice loaded where it is used.  The dpas multiplies in B's element type: a
+    bf16/f16 B takes a rounded to it (the systolic unit's inputs), f32 in f32."""
     KC = K_CHUNK if K % K_CHUNK == 0 else K
     for k in cm.static_range(0, K, KC):
-        acc = cm.dpas(acc, a[:, k:k + KC], cm.load(b_ptr, b_offset + k * b_pitch, (KC, N), b_pitch))
+        acc = cm.dpas(acc, a[:, k:k + KC].astype(b_ptr.dtype), cm.load(b_ptr, b_offset + k * b_pitch, (KC, N), b_pitch))
     return acc
 
 
@@ -142,22 +144,28 @@ def softmax_step(s, m, l, M: cm.constexpr):
 # --------------------------------------------------------------------------- dense
 
 @cm.kernel(simd=16)
-def pack_queries(q: cm.ptr[f32], qs: cm.ptr[f32], n: i32, hq: i32, padded: i32, scale: f32, D: cm.constexpr):
+def pack_queries(q: cm.ptr[T], qs: cm.ptr[T], n: i32, hq: i32, padded: i32, scale: f32, D: cm.constexpr,
+                 T: cm.constexpr):
     """qs[h, t, :] = q[t, h, :] * scale for TOKENS tokens, zero for n <= t < padded: the query
-    rows of a head as one block, so a dpas can read its left operand where it lies."""
+    rows of a head as one block, so a dpas can read its left operand where it lies.  Scaled
+    in f32, stored in T (one more rounding of a bf16/f16 query)."""
     t0 = cm.thread_id(0) * TOKENS
     h = cm.thread_id(1)
     rows = load_rows(q, t0, n, hq * D, h * D, scale, TOKENS, D)
-    cm.store(qs, (h * padded + t0) * D, rows, D)
+    cm.store(qs, (h * padded + t0) * D, rows.astype(T), D)
 
 
 @cm.kernel(simd=16)
-def flash_attention(qs: cm.ptr[f32], kt: cm.ptr[f32], vp: cm.ptr[f32], o: cm.ptr[f32], n: i32, hq: i32,
+def flash_attention(qs: cm.ptr[T], kt: cm.ptr[T], vp: cm.ptr[T], o: cm.ptr[O], n: i32, hq: i32,
                     group: i32, padded: i32,
-                    D: cm.constexpr, M: cm.constexpr, KB: cm.constexpr, CAUSAL: cm.constexpr):
+                    D: cm.constexpr, M: cm.constexpr, KB: cm.constexpr, CAUSAL: cm.constexpr,
+                    T: cm.constexpr, O: cm.constexpr):
     """Flash attention: a CM thread owns M query rows of one head; K/V tiles of KB keys.
     qs holds the queries pre-scaled (pack_queries); the S = Q K^T dpas reads both of its
-    operands from memory (Q is not kept in registers: picking its elements there spills)."""
+    operands from memory (Q is not kept in registers: picking its elements there spills).
+    T: the element type of the packed Q, K, V (f32, f16 or bf16: the dpas input type, so
+    bf16/f16 products go to the systolic unit); softmax state and accumulator are f32;
+    O: the output's element type."""
     t0 = cm.thread_id(0) * M
     h = cm.thread_id(1)
     g = h // group
@@ -178,7 +186,7 @@ def flash_attention(qs: cm.ptr[f32], kt: cm.ptr[f32], vp: cm.ptr[f32], o: cm.ptr
                 s[r] = cm.merge(s[r], NEG_INF, keys < n)
         p, m, l, alpha = softmax_step(s, m, l, M)
         acc = matmul_chunked(scale_rows(acc, alpha, M), p, vp, (g * padded + j0) * D, D, KB, D)
-    store_rows(o, scale_rows(acc, 1.0 / l, M), t0, n, hq * D, h * D, M)
+    store_rows(o, scale_rows(acc, 1.0 / l, M).astype(O), t0, n, hq * D, h * D, M)
 
 
 # --------------------------------------------------------------------------- Lightning
@@ -403,33 +411,35 @@ def infllm_attend(q: cm.ptr[f32], kt: cm.ptr[f32], vp: cm.ptr[f32], selected: cm
 # --------------------------------------------------------------------------- RoPE / RMSNorm
 
 @cm.kernel(simd=16)
-def rope_kernel(x: cm.ptr[f32], cos_t: cm.ptr[f32], sin_t: cm.ptr[f32], out: cm.ptr[f32],
-                HEADS: cm.constexpr, HALF: cm.constexpr, HB: cm.constexpr):
+def rope_kernel(x: cm.ptr[T], cos_t: cm.ptr[f32], sin_t: cm.ptr[f32], out: cm.ptr[O],
+                HEADS: cm.constexpr, HALF: cm.constexpr, HB: cm.constexpr, T: cm.constexpr, O: cm.constexpr):
     """NeoX rotation of every head of token t: [x1 c - x2 s, x2 c + x1 s], HB heads (rows of
-    2*HALF) per 2-D block load and store (HB divides HEADS)."""
+    2*HALF) per 2-D block load and store (HB divides HEADS).  x of element type T, computed
+    in f32, out of type O."""
     t = cm.thread_id(0)
     c = cm.load(cos_t, t * HALF, HALF)
     s = cm.load(sin_t, t * HALF, HALF)
     for h0 in cm.static_range(0, HEADS, HB):
         at = (t * HEADS + h0) * 2 * HALF
-        rows = cm.load(x, at, (HB, 2 * HALF), 2 * HALF)
+        rows = cm.load(x, at, (HB, 2 * HALF), 2 * HALF).astype(f32)
         rotated = cm.zeros(matrix[f32, HB, 2 * HALF])
         for h in cm.static_range(HB):
             x1 = rows[h, 0:HALF]
             x2 = rows[h, HALF:2 * HALF]
             rotated[h, 0:HALF] = x1 * c - x2 * s
             rotated[h, HALF:2 * HALF] = x2 * c + x1 * s
-        cm.store(out, at, rotated, 2 * HALF)
+        cm.store(out, at, rotated.astype(O), 2 * HALF)
 
 
 @cm.kernel(simd=16)
-def rmsnorm_kernel(x: cm.ptr[f32], weight: cm.ptr[f32], out: cm.ptr[f32], n_rows: i32, eps: f32,
-                   D: cm.constexpr, ROWS: cm.constexpr):
-    """out = x / sqrt(mean(x^2) + eps) * weight, ROWS rows of D per CM thread."""
+def rmsnorm_kernel(x: cm.ptr[T], weight: cm.ptr[f32], out: cm.ptr[O], n_rows: i32, eps: f32,
+                   D: cm.constexpr, ROWS: cm.constexpr, T: cm.constexpr, O: cm.constexpr):
+    """out = x / sqrt(mean(x^2) + eps) * weight, ROWS rows of D per CM thread; x of element
+    type T, computed in f32, out of type O."""
     r0 = cm.thread_id(0) * ROWS
     w = cm.load(weight, 0, D)
     for i in cm.static_range(ROWS):
         if r0 + i < n_rows:
-            row = cm.load(x, (r0 + i) * D, D)
+            row = cm.load(x, (r0 + i) * D, D).astype(f32)
             inv = cm.rsqrt(cm.reduce_sum(row * row) * (1.0 / D) + eps)
-            cm.store(out, (r0 + i) * D, row * inv * w)
+            cm.store(out, (r0 + i) * D, (row * inv * w).astype(O))

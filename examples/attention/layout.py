@@ -1,16 +1,56 @@
 """Host helpers shared by the cmlang paths: device arrays, padding, packing K and V."""
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
+import cmlang as cm
+from cmlang.types import ScalarType
 import cmlang.runtime as rt
 
 from . import kernels
 
 F32 = np.float32
 LOG2E = 1.4426950408889634
+
+# Element types of the kernels' inputs and outputs.  On the host a bf16 array is a numpy
+# array of ml_dtypes' bfloat16 (numpy has no bf16 of its own); on the device its bits.
+ELEMENT_TYPES = {"float32": cm.f32, "float16": cm.f16, "bfloat16": cm.bf16}
+
+
+def host_dtype(t) -> np.dtype:
+    """The numpy dtype of cmlang element type t (f32, f16, bf16) on the host."""
+    if t == cm.bf16:
+        import ml_dtypes          # present wherever a bf16 array came in
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(t.np_dtype)
+
+
+def element_type(*arrays):
+    """The element type the kernels compute on for these inputs: f16 or bf16 when all of
+    them have it, f32 otherwise (f64 inputs are rounded to f32, as before)."""
+    names = {getattr(getattr(a, "dtype", None), "name", None) for a in arrays}
+    if len(names) == 1 and (name := names.pop()) in ("float16", "bfloat16"):
+        return ELEMENT_TYPES[name]
+    return cm.f32
+
+
+def output_type(out_dtype, default):
+    """The element type of a result: ``out_dtype`` (a numpy dtype, its name, or cm.f32/f16/
+    bf16) or, when None, ``default`` (the inputs' type)."""
+    if out_dtype is None:
+        return default
+    if out_dtype in (cm.f32, cm.f16, cm.bf16):
+        return out_dtype
+    try:
+        name = np.dtype(out_dtype).name
+    except TypeError:
+        name = str(out_dtype)
+    if name not in ELEMENT_TYPES:
+        raise ValueError(f"out_dtype must be float32, float16 or bfloat16, got {out_dtype!r}")
+    return ELEMENT_TYPES[name]
 
 
 def round_up(x: int, multiple: int) -> int:
@@ -22,7 +62,8 @@ def to_device(x):
 
 
 def empty(shape, dtype=F32):
-    return rt.empty(shape, dtype)
+    """A device array; dtype a numpy dtype or a cmlang element type (bf16: ml_dtypes' bfloat16)."""
+    return rt.empty(shape, host_dtype(dtype) if isinstance(dtype, ScalarType) else dtype)
 
 
 def zeros(shape, dtype=F32):
@@ -34,14 +75,15 @@ def softmax_scale(d: int) -> float:
     return LOG2E / math.sqrt(d)
 
 
-def pack_kv(k, v, padded: int):
-    """K as kt [Hkv, d, padded] (transposed) and V as vp [Hkv, padded, d], zero past N."""
+def pack_kv(k, v, padded: int, t=cm.f32):
+    """K as kt [Hkv, d, padded] (transposed) and V as vp [Hkv, padded, d], zero past N, in
+    element type t (that of k and v)."""
     n, hkv, d = k.shape
-    kt, vp = empty((hkv, d, padded)), empty((hkv, padded, d))
+    kt, vp = empty((hkv, d, padded), t), empty((hkv, padded, d), t)
     assert padded % kernels.TOKENS == 0
     grid = (padded // kernels.TOKENS, hkv)
-    kernels.pack_keys[grid](to_device(k), kt, n, hkv, padded, d)
-    kernels.pack_values[grid](to_device(v), vp, n, hkv, padded, d)
+    kernels.pack_keys[grid](to_device(k), kt, n, hkv, padded, d, t)
+    kernels.pack_values[grid](to_device(v), vp, n, hkv, padded, d, t)
     return kt, vp
 
 
@@ -51,3 +93,19 @@ def column_tile(d: int) -> int:
         if d % width == 0:
             return width
     return d
+
+
+@functools.lru_cache(maxsize=None)
+def _at_simd(kernel, simd: int):
+    return cm.kernel(kernel.fn, simd=simd, grf=kernel.grf)
+
+
+def for_systolic_unit(kernel, t):
+    """``kernel`` at the sub-group size at which the current device's systolic unit
+    multiplies element type t (8 on DG2 for f16/bf16), else as declared: the same source,
+    one Kernel per simd."""
+    from cmlang.runtime.profiles import profile_for_device
+    unit = profile_for_device(rt.get_device()).systolic
+    if unit is None or t.name not in unit.types or unit.exec_size == kernel.simd:
+        return kernel
+    return _at_simd(kernel, unit.exec_size)
