@@ -5,28 +5,56 @@ import numpy as np
 
 from . import kernels
 from .checks import check_qkv, check_positive_int
-from .layout import element_type, empty, for_systolic_unit, host_dtype, output_type, pack_kv, round_up, softmax_scale, to_device
+from .layout import (current_profile, element_type, empty, for_systolic_unit, host_dtype, output_type, pack_kv,
+                     packed_type, round_up, softmax_scale, to_device)
 from .reference import dense_attention_reference  # noqa: F401  (beside the kernel, as documented)
 
 
-def dense_attention(q, k, v, causal=True, *, out_dtype=None, rows=4, keys=64):
+# The flash kernel's tile per device profile where its systolic unit multiplies the input
+# type (bf16/f16 on PVC and DG2): query rows M, keys KB, the d-slice KD of Q K^T and the
+# V columns VN of P V per dpas; chosen so that IGC builds the kernel with 0 spill bytes at
+# d = 128 (`cmlang isa attn-dense-bf16 --device pvc,dg2`).  Elsewhere (the CPU runtime, f32):
+# M = 4, KB = 64 and whole-d products, streamed from memory (see the README).
+SYSTOLIC_TILES = {"pvc": dict(M=4, KB=32, KD=16, VN=64), "dg2": dict(M=2, KB=16, KD=16, VN=16)}
+
+
+def flash_tile(d: int, t, rows=None, keys=None) -> dict:
+    """The flash kernel's tile constexprs for head dim d and element type t on the current
+    device (rows/keys: the caller's M and KB instead of the profile's)."""
+    profile = current_profile()
+    unit = profile.systolic
+    tile = dict(M=4, KB=64, KD=d, VN=d)
+    if unit is not None and t.name in unit.types and profile.name in SYSTOLIC_TILES:
+        tile = dict(SYSTOLIC_TILES[profile.name])
+    if rows is not None:
+        tile["M"] = check_positive_int(rows, "rows")
+    if keys is not None:
+        tile["KB"] = check_positive_int(keys, "keys")
+    return tile
+
+
+def dense_attention(q, k, v, causal=True, *, out_dtype=None, rows=None, keys=None):
     """o[t, h] = softmax_{j <= t}(q[t, h] . k[j, h // G] / sqrt(d)) @ v[., h // G]  (all j
     when not causal).  q [N, Hq, d], k and v [N, Hkv, d]; returns [N, Hq, d] of ``out_dtype``
     (default: the inputs' float16/bfloat16, else float32).  bf16/f16 inputs stay bf16/f16 in
-    the packed Q, K, V (the dpas inputs); softmax and accumulation are f32.
-    ``rows`` query rows and ``keys`` keys make one tile of a CM thread."""
+    the packed Q, K, V (the dpas inputs) where the device's systolic unit multiplies them,
+    f32 elsewhere (packed_type); softmax and accumulation are f32.
+    ``rows`` query rows and ``keys`` keys make one tile of a CM thread (default: flash_tile)."""
     t = element_type(q, k, v)
     q, k, v, group = check_qkv(q, k, v, host_dtype(t))
     out = output_type(out_dtype, t)
-    rows, keys = check_positive_int(rows, "rows"), check_positive_int(keys, "keys")
     n, hq, d = q.shape
+    tile = flash_tile(d, t, rows, keys)
+    rows, keys = tile["M"], tile["KB"]
     if n == 0:
         return np.zeros(q.shape, host_dtype(out))
     padded = round_up(round_up(round_up(n, rows), keys), 16)   # causal tiles run to the row tile's end
-    kt, vp = pack_kv(k, v, padded, t)
-    qs, o = empty((hq, padded, d), t), empty(q.shape, out)
-    kernels.pack_queries[(padded // kernels.TOKENS, hq)](to_device(q), qs, n, hq, padded, softmax_scale(d), d, t)
-    flash = for_systolic_unit(kernels.flash_attention, t)
-    flash[(-(-n // rows), hq)](qs, kt, vp, o, n, hq, group, padded, d, rows, keys, bool(causal), t, out)
+    p = packed_type(t)
+    kt, vp = pack_kv(k, v, padded, t, p)
+    qs, o = empty((hq, padded, d), p), empty(q.shape, out)
+    kernels.pack_queries[(padded // kernels.TOKENS, hq)](to_device(q), qs, n, hq, padded, softmax_scale(d), d, t, p)
+    flash = for_systolic_unit(kernels.flash_attention, p)
+    flash[(-(-n // rows), hq)](qs, kt, vp, o, n, hq, group, padded, d, rows, keys, tile["KD"], tile["VN"],
+                               bool(causal), p, out)
     return o.numpy()
 

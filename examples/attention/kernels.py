@@ -38,14 +38,14 @@ TOKENS = 16               # tokens per CM thread of the pack kernels (one 16 x 1
 
 
 @cm.func
-def transpose_keys(k, kt, t0: i32, g: i32, n: i32, hkv: i32, padded: i32, D: cm.constexpr, T: cm.constexpr):
+def transpose_keys(k, kt, t0: i32, g: i32, n: i32, hkv: i32, padded: i32, D: cm.constexpr, P: cm.constexpr):
     """kt[g, :, t0:t0+TOKENS] = k[t0:t0+TOKENS, g, :]^T, zero for tokens >= n.  With all
     tokens valid: 16 x 16 tiles loaded by rows and transposed in registers (column moves);
     otherwise one masked gather per row of kt (about 1.4x slower)."""
     if t0 + TOKENS <= n and D % 16 == 0:
         for c0 in cm.static_range(0, D, 16):
             tile = cm.load(k, (t0 * hkv + g) * D + c0, (TOKENS, 16), hkv * D)
-            columns = cm.zeros(matrix[T, 16, TOKENS])
+            columns = cm.zeros(matrix[P, 16, TOKENS])
             for c in cm.static_range(16):
                 columns[c] = tile.column(c)
             cm.store(kt, (g * D + c0) * padded + t0, columns, padded)
@@ -53,26 +53,29 @@ def transpose_keys(k, kt, t0: i32, g: i32, n: i32, hkv: i32, padded: i32, D: cm.
         tokens = cm.iota(i32, TOKENS) + t0
         rows = (tokens * hkv + g) * D
         for c in cm.static_range(D):
-            cm.store(kt, (g * D + c) * padded + t0, cm.gather(k, rows + c, tokens < n))
+            cm.store(kt, (g * D + c) * padded + t0, cm.gather(k, rows + c, tokens < n).astype(P))
 
 
 @cm.kernel(simd=16)
-def pack_keys(k: cm.ptr[T], kt: cm.ptr[T], n: i32, hkv: i32, padded: i32, D: cm.constexpr, T: cm.constexpr):
-    """kt[g, :, t] = k[t, g, :] for TOKENS tokens, zeros for n <= t < padded (T: the
-    element type, f32, f16 or bf16, kept: packing moves bits)."""
-    transpose_keys(k, kt, cm.thread_id(0) * TOKENS, cm.thread_id(1), n, hkv, padded, D, T)
+def pack_keys(k: cm.ptr[T], kt: cm.ptr[P], n: i32, hkv: i32, padded: i32, D: cm.constexpr, T: cm.constexpr,
+              P: cm.constexpr):
+    """kt[g, :, t] = k[t, g, :] for TOKENS tokens, zeros for n <= t < padded.  T: the input's
+    element type (f32, f16, bf16); P: the packed one (T, or f32 where the device has no
+    systolic unit for T: the CPU runtime multiplies f32 fastest)."""
+    transpose_keys(k, kt, cm.thread_id(0) * TOKENS, cm.thread_id(1), n, hkv, padded, D, P)
 
 
 @cm.kernel(simd=16)
-def pack_values(v: cm.ptr[T], vp: cm.ptr[T], n: i32, hkv: i32, padded: i32, D: cm.constexpr, T: cm.constexpr):
+def pack_values(v: cm.ptr[T], vp: cm.ptr[P], n: i32, hkv: i32, padded: i32, D: cm.constexpr, T: cm.constexpr,
+                P: cm.constexpr):
     """vp[g, t, :] = v[t, g, :] for TOKENS tokens, zeros for n <= t < padded.  (Apart from
     pack_keys: one kernel writing both ran at half the speed of the two.)"""
     t0 = cm.thread_id(0) * TOKENS
     g = cm.thread_id(1)
     for r in cm.static_range(TOKENS):
-        row = cm.zeros(vector[T, D])
+        row = cm.zeros(vector[P, D])
         if t0 + r < n:
-            row = cm.load(v, ((t0 + r) * hkv + g) * D, D)
+            row = cm.load(v, ((t0 + r) * hkv + g) * D, D).astype(P)
         cm.store(vp, (g * padded + t0 + r) * D, row)
 
 
@@ -117,6 +120,20 @@ def scale_rows(tile, factors, M: cm.constexpr):
 
 
 @cm.func
+def matmul_tiles(acc, a, b_ptr, b_offset: i32, b_pitch: i32, K: cm.constexpr, N: cm.constexpr,
+                 NC: cm.constexpr):
+    """matmul_chunked in column tiles of NC (dividing N): acc[:, n0:n0+NC] + a @ B[:, n0:n0+NC],
+    so that one K_CHUNK x NC slice of B is live at a time (a systolic dpas reads it from
+    registers; NC = N is matmul_chunked)."""
+    KC = K_CHUNK if K % K_CHUNK == 0 else K
+    for n0 in cm.static_range(0, N, NC):
+        for k in cm.static_range(0, K, KC):
+            acc[:, n0:n0 + NC] = cm.dpas(acc[:, n0:n0 + NC], a[:, k:k + KC].astype(b_ptr.dtype),
+                                         cm.load(b_ptr, b_offset + k * b_pitch + n0, (KC, NC), b_pitch))
+    return acc
+
+
+@cm.func
 def matmul_chunked(acc, a, b_ptr, b_offset: i32, b_pitch: i32, K: cm.constexpr, N: cm.constexpr):
     """acc + a @ B where a is matrix[f32, M, K] in registers and B [K, N] is in memory
     (rows b_pitch apart): one dpas per K_CHUNK rows of B (all K when K_CHUNK does not divide
@@ -144,26 +161,29 @@ def softmax_step(s, m, l, M: cm.constexpr):
 # --------------------------------------------------------------------------- dense
 
 @cm.kernel(simd=16)
-def pack_queries(q: cm.ptr[T], qs: cm.ptr[T], n: i32, hq: i32, padded: i32, scale: f32, D: cm.constexpr,
-                 T: cm.constexpr):
+def pack_queries(q: cm.ptr[T], qs: cm.ptr[P], n: i32, hq: i32, padded: i32, scale: f32, D: cm.constexpr,
+                 T: cm.constexpr, P: cm.constexpr):
     """qs[h, t, :] = q[t, h, :] * scale for TOKENS tokens, zero for n <= t < padded: the query
     rows of a head as one block, so a dpas can read its left operand where it lies.  Scaled
-    in f32, stored in T (one more rounding of a bf16/f16 query)."""
+    in f32, stored in P (as pack_keys; one more rounding of a bf16/f16 query)."""
     t0 = cm.thread_id(0) * TOKENS
     h = cm.thread_id(1)
     rows = load_rows(q, t0, n, hq * D, h * D, scale, TOKENS, D)
-    cm.store(qs, (h * padded + t0) * D, rows.astype(T), D)
+    cm.store(qs, (h * padded + t0) * D, rows.astype(P), D)
 
 
 @cm.kernel(simd=16)
 def flash_attention(qs: cm.ptr[T], kt: cm.ptr[T], vp: cm.ptr[T], o: cm.ptr[O], n: i32, hq: i32,
                     group: i32, padded: i32,
-                    D: cm.constexpr, M: cm.constexpr, KB: cm.constexpr, CAUSAL: cm.constexpr,
-                    T: cm.constexpr, O: cm.constexpr):
+                    D: cm.constexpr, M: cm.constexpr, KB: cm.constexpr, KD: cm.constexpr, VN: cm.constexpr,
+                    CAUSAL: cm.constexpr, T: cm.constexpr, O: cm.constexpr):
     """Flash attention: a CM thread owns M query rows of one head; K/V tiles of KB keys.
     qs holds the queries pre-scaled (pack_queries); the S = Q K^T dpas reads both of its
-    operands from memory (Q is not kept in registers: picking its elements there spills).
-    T: the element type of the packed Q, K, V (f32, f16 or bf16: the dpas input type, so
+    operands from memory (Q is not kept in registers: picking its elements there spills),
+    as one product over all of d (KD = D: the CPU runtime streams it as one loop) or in
+    KD-wide slices of d (KD = 16 for the systolic unit, whose operands are registers: a
+    whole 128 x 64 key tile would not fit the register file); likewise P V in VN-column
+    tiles of V (VN = D on the CPU).  T: the element type of the packed Q, K, V (f32, f16 or bf16: the dpas input type, so
     bf16/f16 products go to the systolic unit); softmax state and accumulator are f32;
     O: the output's element type."""
     t0 = cm.thread_id(0) * M
@@ -176,8 +196,10 @@ def flash_attention(qs: cm.ptr[T], kt: cm.ptr[T], vp: cm.ptr[T], o: cm.ptr[O], n
     if CAUSAL:
         end = t0 + M              # keys past n are zero padding, masked like the future
     for j0 in range(0, end, KB):
-        s = cm.dpas(cm.zeros(matrix[f32, M, KB]), cm.load(qs, (h * padded + t0) * D, (M, D), D),
-                    cm.load(kt, g * D * padded + j0, (D, KB), padded))
+        s = cm.zeros(matrix[f32, M, KB])
+        for d0 in cm.static_range(0, D, KD):
+            s = cm.dpas(s, cm.load(qs, (h * padded + t0) * D + d0, (M, KD), D),
+                        cm.load(kt, (g * D + d0) * padded + j0, (KD, KB), padded))
         keys = cm.iota(i32, KB) + j0
         for r in cm.static_range(M):
             if CAUSAL:
@@ -185,7 +207,7 @@ def flash_attention(qs: cm.ptr[T], kt: cm.ptr[T], vp: cm.ptr[T], o: cm.ptr[O], n
             else:
                 s[r] = cm.merge(s[r], NEG_INF, keys < n)
         p, m, l, alpha = softmax_step(s, m, l, M)
-        acc = matmul_chunked(scale_rows(acc, alpha, M), p, vp, (g * padded + j0) * D, D, KB, D)
+        acc = matmul_tiles(scale_rows(acc, alpha, M), p, vp, (g * padded + j0) * D, D, KB, D, VN)
     store_rows(o, scale_rows(acc, 1.0 / l, M).astype(O), t0, n, hq * D, h * D, M)
 
 

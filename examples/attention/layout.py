@@ -75,16 +75,30 @@ def softmax_scale(d: int) -> float:
     return LOG2E / math.sqrt(d)
 
 
-def pack_kv(k, v, padded: int, t=cm.f32):
-    """K as kt [Hkv, d, padded] (transposed) and V as vp [Hkv, padded, d], zero past N, in
-    element type t (that of k and v)."""
+def pack_kv(k, v, padded: int, t=cm.f32, packed=cm.f32):
+    """K as kt [Hkv, d, padded] (transposed) and V as vp [Hkv, padded, d], zero past N:
+    from element type t (that of k and v) to ``packed``."""
     n, hkv, d = k.shape
-    kt, vp = empty((hkv, d, padded), t), empty((hkv, padded, d), t)
+    kt, vp = empty((hkv, d, padded), packed), empty((hkv, padded, d), packed)
     assert padded % kernels.TOKENS == 0
     grid = (padded // kernels.TOKENS, hkv)
-    kernels.pack_keys[grid](to_device(k), kt, n, hkv, padded, d, t)
-    kernels.pack_values[grid](to_device(v), vp, n, hkv, padded, d, t)
+    kernels.pack_keys[grid](to_device(k), kt, n, hkv, padded, d, t, packed)
+    kernels.pack_values[grid](to_device(v), vp, n, hkv, padded, d, t, packed)
     return kt, vp
+
+
+def systolic_types() -> tuple:
+    """The input types the current device's systolic unit multiplies (none on the CPU)."""
+    unit = current_profile().systolic
+    return unit.types if unit is not None else ()
+
+
+def packed_type(t):
+    """The element type of packed operands of a dpas for inputs of type t: t where the
+    device's systolic unit multiplies it (PVC, DG2), else f32 (the CPU runtime computes
+    a bf16/f16 dpas with f32 FMAs: converting once when packing is 4x faster than in
+    every product, measured on the flash kernel)."""
+    return t if t.name in systolic_types() else cm.f32
 
 
 def column_tile(d: int) -> int:
@@ -93,6 +107,12 @@ def column_tile(d: int) -> int:
         if d % width == 0:
             return width
     return d
+
+
+def current_profile():
+    """The device profile (cmlang.runtime.profiles) of the device kernels launch on."""
+    from cmlang.runtime.profiles import profile_for_device
+    return profile_for_device(rt.get_device())
 
 
 @functools.lru_cache(maxsize=None)
@@ -104,8 +124,6 @@ def for_systolic_unit(kernel, t):
     """``kernel`` at the sub-group size at which the current device's systolic unit
     multiplies element type t (8 on DG2 for f16/bf16), else as declared: the same source,
     one Kernel per simd."""
-    from cmlang.runtime.profiles import profile_for_device
-    unit = profile_for_device(rt.get_device()).systolic
-    if unit is None or t.name not in unit.types or unit.exec_size == kernel.simd:
+    if t.name not in systolic_types() or current_profile().systolic.exec_size == kernel.simd:
         return kernel
-    return _at_simd(kernel, unit.exec_size)
+    return _at_simd(kernel, current_profile().systolic.exec_size)
