@@ -1,12 +1,14 @@
 """Dense causal flash attention in cmlang (the full-attention baseline)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import kernels
 from .checks import check_qkv, check_positive_int
 from .layout import (current_profile, element_type, empty, for_systolic_unit, host_dtype, output_type, pack_kv,
-                     packed_type, round_up, softmax_scale, to_device)
+                     packed_type, round_up, softmax_scale, systolic_types, to_device)
 from .reference import dense_attention_reference  # noqa: F401  (beside the kernel, as documented)
 
 
@@ -18,14 +20,14 @@ from .reference import dense_attention_reference  # noqa: F401  (beside the kern
 SYSTOLIC_TILES = {"pvc": dict(M=4, KB=32, KD=16, VN=64), "dg2": dict(M=2, KB=16, KD=16, VN=16)}
 
 
-def flash_tile(d: int, t, rows=None, keys=None) -> dict:
-    """The flash kernel's tile constexprs for head dim d and element type t on the current
-    device (rows/keys: the caller's M and KB instead of the profile's)."""
-    profile = current_profile()
-    unit = profile.systolic
+def flash_tile(d: int, t, rows=None, keys=None, profile=None) -> dict:
+    """The flash kernel's tile constexprs for head dim d and packed element type t on
+    ``profile`` (default: the current device's; rows/keys: the caller's M and KB instead)."""
+    profile = profile or current_profile()
     tile = dict(M=4, KB=64, KD=d, VN=d)
-    if unit is not None and t.name in unit.types and profile.name in SYSTOLIC_TILES:
+    if t.name in systolic_types(profile) and profile.name in SYSTOLIC_TILES and d % 16 == 0:
         tile = dict(SYSTOLIC_TILES[profile.name])
+        tile["VN"] = math.gcd(tile["VN"], d)
     if rows is not None:
         tile["M"] = check_positive_int(rows, "rows")
     if keys is not None:
@@ -44,12 +46,12 @@ def dense_attention(q, k, v, causal=True, *, out_dtype=None, rows=None, keys=Non
     q, k, v, group = check_qkv(q, k, v, host_dtype(t))
     out = output_type(out_dtype, t)
     n, hq, d = q.shape
-    tile = flash_tile(d, t, rows, keys)
+    p = packed_type(t)
+    tile = flash_tile(d, p, rows, keys)
     rows, keys = tile["M"], tile["KB"]
     if n == 0:
         return np.zeros(q.shape, host_dtype(out))
     padded = round_up(round_up(round_up(n, rows), keys), 16)   # causal tiles run to the row tile's end
-    p = packed_type(t)
     kt, vp = pack_kv(k, v, padded, t, p)
     qs, o = empty((hq, padded, d), p), empty(q.shape, out)
     kernels.pack_queries[(padded // kernels.TOKENS, hq)](to_device(q), qs, n, hq, padded, softmax_scale(d), d, t, p)
@@ -58,3 +60,15 @@ def dense_attention(q, k, v, causal=True, *, out_dtype=None, rows=None, keys=Non
                                bool(causal), p, out)
     return o.numpy()
 
+
+
+def flash_specialization(d: int, t, causal=True, profile=None, out=None):
+    """(kernel, constexprs) of the flash kernel that dense_attention launches for head dim
+    d and inputs of type t on ``profile`` (a name or profile; default: the current
+    device's): what `cmlang isa` and the register-file tests build."""
+    from cmlang.runtime.profiles import get_profile
+    profile = get_profile(profile) if profile is not None else current_profile()
+    p = packed_type(t, profile)
+    tile = flash_tile(d, p, profile=profile)
+    return for_systolic_unit(kernels.flash_attention, p, profile), dict(
+        D=d, **tile, CAUSAL=bool(causal), T=p, O=out or t)

@@ -87,18 +87,19 @@ def pack_kv(k, v, padded: int, t=cm.f32, packed=cm.f32):
     return kt, vp
 
 
-def systolic_types() -> tuple:
-    """The input types the current device's systolic unit multiplies (none on the CPU)."""
-    unit = current_profile().systolic
+def systolic_types(profile=None) -> tuple:
+    """The input types the systolic unit of ``profile`` (default: the current device's)
+    multiplies (none on the CPU)."""
+    unit = (profile or current_profile()).systolic
     return unit.types if unit is not None else ()
 
 
-def packed_type(t):
+def packed_type(t, profile=None):
     """The element type of packed operands of a dpas for inputs of type t: t where the
     device's systolic unit multiplies it (PVC, DG2), else f32 (the CPU runtime computes
     a bf16/f16 dpas with f32 FMAs: converting once when packing is 4x faster than in
     every product, measured on the flash kernel)."""
-    return t if t.name in systolic_types() else cm.f32
+    return t if t.name in systolic_types(profile) else cm.f32
 
 
 def column_tile(d: int) -> int:
@@ -120,10 +121,11 @@ def _at_simd(kernel, simd: int):
     return cm.kernel(kernel.fn, simd=simd, grf=kernel.grf)
 
 
-def for_systolic_unit(kernel, t):
-    """``kernel`` at the sub-group size at which the current device's systolic unit
-    multiplies element type t (8 on DG2 for f16/bf16), else as declared: the same source,
-    one Kernel per simd."""
-    if t.name not in systolic_types() or current_profile().systolic.exec_size == kernel.simd:
+def for_systolic_unit(kernel, t, profile=None):
+    """``kernel`` at the sub-group size at which the systolic unit of ``profile`` (default:
+    the current device's) multiplies element type t (8 on DG2 for f16/bf16), else as
+    declared: the same source, one Kernel per simd."""
+    profile = profile or current_profile()
+    if t.name not in systolic_types(profile) or profile.systolic.exec_size == kernel.simd:
         return kernel
-    return _at_simd(kernel, current_profile().systolic.exec_size)
+    return _at_simd(kernel, profile.systolic.exec_size)
