@@ -1,7 +1,8 @@
 """Benchmarks of the attention examples for ``cmlang bench`` (this module's ``benchmarks``),
 also runnable on their own:
 
-    cmlang bench attention [--size quick]     (or any of attn-dense attn-lightning attn-infllmv2 attn-rope attn-rmsnorm)
+    cmlang bench attention [--size quick]     (or any of attn-dense attn-dense-bf16 attn-lightning attn-infllmv2
+                                               attn-rope attn-rmsnorm attn-rope-bf16 attn-rmsnorm-bf16)
     python -m examples.attention.bench [--size quick|full] [--repeat 3] [--sparse-vs-dense 32768] [--bandwidth]
 
 Implementations: ``cmlang`` (this package), ``opencl-simt`` (``simt.py``, the baseline of
@@ -72,6 +73,42 @@ dense_benchmark = Benchmark(
                      "numpy": _host(dense_attention_numpy), "torch": _torch},
     flops=lambda p: 2 * p["d"] * p["hq"] * p["n"] * (p["n"] + 1),
     rtol=1e-4, atol=2e-5, size_label=_size_label)
+
+
+def _qkv_bf16(params, rng):
+    """The inputs of _qkv rounded to bf16 (ml_dtypes' bfloat16 arrays)."""
+    import ml_dtypes
+    return {name: x.astype(ml_dtypes.bfloat16) for name, x in _qkv(params, rng).items()}
+
+
+def _as_f32(fn):
+    """An f32 implementation run on the bf16 inputs converted (before the timing)."""
+    def setup(inputs, device):
+        return _device(fn)({name: x.astype(np.float32) for name, x in inputs.items()}, device)
+    return setup
+
+
+def _bf16_check(got, expected):
+    """Within 2 * 2^-8 of max |expected| (expected: float64 from the same bf16 inputs)."""
+    got = np.asarray(got, np.float64)
+    if got.shape != expected.shape:
+        return f"shape {got.shape} != {expected.shape}"
+    error = np.abs(got - expected).max() / np.abs(expected).max()
+    return None if error <= 2 * 2.0 ** -8 else f"max error {error:.2e} of max |expected| > 2 * 2^-8"
+
+
+dense_bf16_benchmark = Benchmark(
+    name="attn-dense-bf16",
+    description="causal flash attention with GQA, bf16 in and out, f32 softmax and accumulation "
+                "(opencl-simt: its f32 version on the same inputs; torch: bf16 SDPA)",
+    sizes={"tiny": dict(n=256, hq=4, hkv=2, d=128), "quick": dict(n=2048, hq=8, hkv=2, d=128),
+           "full": dict(n=8192, hq=8, hkv=2, d=128)},
+    make_inputs=_qkv_bf16,
+    reference=lambda i: dense_attention_numpy(i["q"], i["k"], i["v"], dtype=np.float64),
+    implementations={"cmlang": _device(dense_attention), "opencl-simt": _as_f32(simt.dense_attention),
+                     "torch": _torch},
+    flops=lambda p: 2 * p["d"] * p["hq"] * p["n"] * (p["n"] + 1),
+    check=_bf16_check, size_label=_size_label)
 
 
 def _lightning_flops(p, chunk=64):
@@ -166,7 +203,30 @@ rmsnorm_benchmark = Benchmark(
                      "numpy": _x_host(_rmsnorm_numpy)},
     bytes=lambda p: 2 * 4 * p["n"] * p["h"] * p["d"], rtol=1e-4, atol=1e-5, size_label=_size_label)
 
-benchmarks = [dense_benchmark, lightning_benchmark, infllm_benchmark, rope_benchmark, rmsnorm_benchmark]
+def _x_bf16(params, rng):
+    import ml_dtypes
+    return dict(x=_x(params, rng)["x"].astype(ml_dtypes.bfloat16))
+
+
+def _x_as_f32(fn):
+    return lambda inputs, device: _x_device(fn)(dict(x=inputs["x"].astype(np.float32)), device)
+
+
+rope_bf16_benchmark = Benchmark(
+    name="attn-rope-bf16", description="NeoX RoPE of bf16 [N, H, d], f32 math (opencl-simt: f32 on the same inputs)",
+    sizes=_NORM_SIZES, make_inputs=_x_bf16, reference=lambda i: rope_reference(i["x"].astype(np.float64)),
+    implementations={"cmlang": _x_device(rope), "opencl-simt": _x_as_f32(simt.rope)},
+    bytes=lambda p: 2 * 2 * p["n"] * p["h"] * p["d"] + 4 * p["n"] * p["d"],
+    check=_bf16_check, size_label=_size_label)
+
+rmsnorm_bf16_benchmark = Benchmark(
+    name="attn-rmsnorm-bf16", description="per-head RMSNorm of bf16 [N, H, d], f32 math (opencl-simt: f32 on the same inputs)",
+    sizes=_NORM_SIZES, make_inputs=_x_bf16, reference=lambda i: rmsnorm_reference(i["x"].astype(np.float64)),
+    implementations={"cmlang": _x_device(rmsnorm), "opencl-simt": _x_as_f32(simt.rmsnorm)},
+    bytes=lambda p: 2 * 2 * p["n"] * p["h"] * p["d"], check=_bf16_check, size_label=_size_label)
+
+benchmarks = [dense_benchmark, dense_bf16_benchmark, lightning_benchmark, infllm_benchmark, rope_benchmark,
+              rope_bf16_benchmark, rmsnorm_benchmark, rmsnorm_bf16_benchmark]
 for _bench in benchmarks:
     _bench.group = "attention"       # `cmlang bench attention` runs them all
 
