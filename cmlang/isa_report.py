@@ -31,6 +31,7 @@ class Specialization:
     kernel: object          # cmlang Kernel
     key: tuple              # its constexpr key (Kernel._split_args)
     workload: str
+    device: str | None = None     # recorded while planning for this device only (None: all)
 
     @property
     def name(self) -> str:
@@ -83,29 +84,43 @@ def recording():
         Kernel.specialization = original
 
 
-def launched_specializations(names=(), size="quick", report=print) -> list:
+def launched_specializations(names=(), size="quick", report=print, devices=None) -> list:
     """Every specialization the cmlang implementations of the named benchmarks (all
-    when none) launch at ``size``; one run of each on the current device."""
+    when none) launch at ``size``; one run of each on the current device.  With
+    ``devices``, one run per device while host code plans for that device's profile
+    (``planning_for``: per-device tiles and element types); a specialization that not
+    every device's run launched is built for its devices only."""
     from . import bench as harness
     from .runtime import get_device
+    from .runtime.profiles import planning_for, device_choice
     device = get_device()
-    out, seen = [], set()
-    for b in harness.select(harness.load_benchmarks(report=report), list(names)):
-        params = b.sizes[size]
-        inputs = b.make_inputs(params, np.random.default_rng(0))
-        for impl, setup in b.implementations.items():
-            if not impl.startswith("cmlang"):
-                continue
-            with recording() as found:
-                try:
-                    setup(inputs, device).run()
-                except harness.Skip as exc:
-                    report(f"skipped {b.name} {impl}: {exc}")
-            for kernel, key in found:
-                ident = (kernel.fn, kernel.simd, key)
-                if ident not in seen:
-                    seen.add(ident)
-                    out.append(Specialization(kernel, key, b.name))
+    plans = list(devices) if devices else [None]
+    launched = {}                                   # ident -> (Specialization, devices that launched it)
+    for plan in plans:
+        context = planning_for(device_choice(plan)[0]) if plan else contextlib.nullcontext()
+        with context:
+            for b in harness.select(harness.load_benchmarks(report=report), list(names)):
+                params = b.sizes[size]
+                inputs = b.make_inputs(params, np.random.default_rng(0))
+                for impl, setup in b.implementations.items():
+                    if not impl.startswith("cmlang"):
+                        continue
+                    with recording() as found:
+                        try:
+                            setup(inputs, device).run()
+                        except harness.Skip as exc:
+                            report(f"skipped {b.name} {impl}: {exc}")
+                    for kernel, key in found:
+                        ident = (kernel.fn, kernel.simd, key)
+                        if ident not in launched:
+                            launched[ident] = (Specialization(kernel, key, b.name), [])
+                        launched[ident][1].append(plan)
+    out = []
+    for spec, planned in launched.values():
+        if len(planned) == len(plans):
+            out.append(spec)
+        else:
+            out += [Specialization(spec.kernel, spec.key, spec.workload, plan) for plan in planned]
     return out
 
 
@@ -116,7 +131,8 @@ def build_rows(specs, devices, targets, progress=True, workers=None) -> list:
     from .codegen.intel_gpu import build_native, find_ocloc
     from .errors import CompileError
     find_ocloc()                          # no compiler: one clear error, before any work
-    jobs = [(spec, target, device) for spec in specs for target in targets for device in devices]
+    jobs = [(spec, target, device) for spec in specs for target in targets for device in devices
+            if spec.device in (None, device)]
     bar = _progress_bar(len(jobs), progress)
     rows = [Row(spec.name, _jsonable(spec.constexprs()), spec.argument_types(), target, device,
                 spec.workload) for spec, target, device in jobs]
@@ -228,7 +244,7 @@ def run_command(args) -> int:
     targets = _split_list(args.target)
     start = time.perf_counter()
     notes = []
-    specs = launched_specializations(args.names, args.size, report=notes.append)
+    specs = launched_specializations(args.names, args.size, report=notes.append, devices=devices)
     rows = build_rows(specs, devices, targets, progress=not args.quiet, workers=args.jobs)
     seconds = time.perf_counter() - start
     print(f"Intel GPU code ({describe_compiler(compiler_version())}), "

@@ -181,3 +181,26 @@ def test_low_precision_flash_reaches_the_systolic_unit_without_spills(device, t)
     stats = kernel.compile(target="spirv", device=device, **constexprs).native_build.stats
     assert stats["dpas"] > 0, stats
     assert stats["spill_bytes"] == 0, stats
+
+
+@needs_ocloc
+@pytest.mark.parametrize("device", ["pvc", "dg2"])
+@pytest.mark.parametrize("pack", ["pack_keys", "pack_values", "pack_queries"])
+def test_bf16_pack_kernels_fit_the_register_file(device, pack):
+    stats = getattr(kernels, pack).compile(target="spirv", device=device, D=128, T=cm.bf16,
+                                           P=cm.bf16).native_build.stats
+    assert stats["spill_bytes"] == 0, stats
+
+
+def test_isa_report_records_the_specializations_each_device_is_given():
+    """`cmlang isa` plans the launches for each device: bf16 flash for PVC (simd 16, bf16
+    operands) and for DG2 (simd 8, its own tile); the CPU's f32-packed flash for neither."""
+    from cmlang.isa_report import launched_specializations
+    specs = launched_specializations(["attn-dense-bf16"], size="tiny", report=lambda _: None,
+                                     devices=["pvc", "dg2"])
+    flash = {(s.device, s.kernel.simd): s.constexprs() for s in specs if s.name == "flash_attention"}
+    assert set(flash) == {("pvc", 16), ("dg2", 8)}
+    assert flash["pvc", 16]["T"] == cm.bf16 and flash["pvc", 16]["KB"] == 32
+    assert flash["dg2", 8]["T"] == cm.bf16 and flash["dg2", 8]["M"] == 2
+    assert [str(t) for t in next(s for s in specs if s.device == "dg2" and s.name == "flash_attention")
+            .argument_types()[:4]] == ["ptr<bf16>"] * 4

@@ -168,8 +168,11 @@ def pack_queries(q: cm.ptr[T], qs: cm.ptr[P], n: i32, hq: i32, padded: i32, scal
     in f32, stored in P (as pack_keys; one more rounding of a bf16/f16 query)."""
     t0 = cm.thread_id(0) * TOKENS
     h = cm.thread_id(1)
-    rows = load_rows(q, t0, n, hq * D, h * D, scale, TOKENS, D)
-    cm.store(qs, (h * padded + t0) * D, rows.astype(P), D)
+    for r in cm.static_range(TOKENS):        # row by row: a 16 x d f32 tile spills on GPUs
+        row = cm.zeros(vector[P, D])
+        if t0 + r < n:
+            row = (cm.load(q, (t0 + r) * hq * D + h * D, D).astype(f32) * scale).astype(P)
+        cm.store(qs, (h * padded + t0 + r) * D, row)
 
 
 @cm.kernel(simd=16)

@@ -111,9 +111,10 @@ def column_tile(d: int) -> int:
 
 
 def current_profile():
-    """The device profile (cmlang.runtime.profiles) of the device kernels launch on."""
-    from cmlang.runtime.profiles import profile_for_device
-    return profile_for_device(rt.get_device())
+    """The device profile (cmlang.runtime.profiles) to choose tiles and packing for: the
+    device kernels launch on, or the one ``cmlang isa`` plans for (``planning_for``)."""
+    from cmlang.runtime.profiles import planned_profile
+    return planned_profile()
 
 
 @functools.lru_cache(maxsize=None)
