@@ -204,3 +204,35 @@ def test_isa_report_records_the_specializations_each_device_is_given():
     assert flash["dg2", 8]["T"] == cm.bf16 and flash["dg2", 8]["M"] == 2
     assert [str(t) for t in next(s for s in specs if s.device == "dg2" and s.name == "flash_attention")
             .argument_types()[:4]] == ["ptr<bf16>"] * 4
+
+
+# --------------------------------------------------------------------------- Lightning
+
+@pytest.mark.parametrize("dtype", LOW)
+@pytest.mark.parametrize("n, hq, hkv, chunk, slopes", [
+    (1, 2, 1, 16, None), (70, 4, 2, 32, None), (129, 4, 4, 64, 0.0), (50, 2, 1, 16, 3.0)])
+def test_lightning_low_precision(dtype, n, hq, hkv, chunk, slopes):
+    """ALiBi, no decay (slope 0) and strong decay; an initial f32 state; chunk sizes."""
+    rng = np.random.default_rng(n)
+    q, k, v = rounded(rng, (n, hq, 32), dtype), rounded(rng, (n, hkv, 32), dtype), rounded(rng, (n, hkv, 32), dtype)
+    state = rng.standard_normal((hq, 32, 32)).astype(np.float32) * 0.1
+    o_ref, s_ref = att.lightning_attention_reference(*f64(q, k, v), slopes=slopes, state=state.astype(np.float64))
+    o, s = att.lightning_attention(q, k, v, slopes=slopes, state=state, chunk=chunk)
+    assert o.dtype == dtype and s.dtype == np.float32
+    assert relative_error(o, o_ref) <= BOUND[dtype.name]
+    assert relative_error(s, s_ref) < 1e-5          # the state stays f32 throughout
+    o32, _ = att.lightning_attention(q, k, v, slopes=slopes, state=state, chunk=chunk, out_dtype=np.float32)
+    assert o32.dtype == np.float32 and relative_error(o32, o_ref) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", LOW)
+def test_lightning_split_prefill_and_decode_low_precision(dtype):
+    rng = np.random.default_rng(7)
+    q, k, v = rounded(rng, (41, 4, 32), dtype), rounded(rng, (41, 2, 32), dtype), rounded(rng, (41, 2, 32), dtype)
+    whole, _ = att.lightning_attention_reference(*f64(q, k, v))
+    o1, s1 = att.lightning_attention(q[:30], k[:30], v[:30], chunk=16)
+    o2, s2 = att.lightning_attention(q[30:40], k[30:40], v[30:40], state=s1, chunk=16)
+    o3, _ = att.lightning_decode(q[40], k[40], v[40], state=s2)
+    assert o3.dtype == dtype and o3.shape == (4, 32)
+    got = np.concatenate([o1, o2, o3[None]])
+    assert relative_error(got, whole) <= BOUND[dtype.name]

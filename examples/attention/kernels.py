@@ -217,47 +217,52 @@ def flash_attention(qs: cm.ptr[T], kt: cm.ptr[T], vp: cm.ptr[T], o: cm.ptr[O], n
 # --------------------------------------------------------------------------- Lightning
 
 @cm.kernel(simd=16)
-def lightning_intra(q: cm.ptr[f32], kt: cm.ptr[f32], decay_mask: cm.ptr[f32], powers: cm.ptr[f32],
-                    p_out: cm.ptr[f32], qp: cm.ptr[f32], ktw: cm.ptr[f32], n: i32, hq: i32, group: i32,
-                    padded: i32, n_chunks: i32, D: cm.constexpr, C: cm.constexpr, M: cm.constexpr):
+def lightning_intra(q: cm.ptr[T], kt: cm.ptr[P], decay_mask: cm.ptr[f32], powers: cm.ptr[f32],
+                    p_out: cm.ptr[P], qp: cm.ptr[P], ktw: cm.ptr[P], n: i32, hq: i32, group: i32,
+                    padded: i32, n_chunks: i32, D: cm.constexpr, C: cm.constexpr, M: cm.constexpr,
+                    T: cm.constexpr, P: cm.constexpr):
     """What one chunk (C tokens) of head h needs that does not depend on the state, for
     all chunks in parallel: p_out[h, chunk] = (Q K^T) (.) decay_mask[h] (decay_mask[h, i, j]
     = lambda^(i-j) for j <= i, else 0); qp[h] = the chunk's query rows, head-major and zero
     past n; ktw[h] = K^T diag(lambda^(L-1-j)) of the chunk (L its length, zero past L): the
-    left factor of its contribution to the state.  powers[h, p] = lambda_h^p, p <= C."""
+    left factor of its contribution to the state.  powers[h, p] = lambda_h^p, p <= C.
+    T: the element type of q; P: that of the packed operands (as pack_keys), computed in f32."""
     chunk = cm.thread_id(0)
     h = cm.thread_id(1)
     g = h // group
     c0 = chunk * C
     for i0 in range(0, C, M):
         at = (h * padded + c0 + i0) * D
-        cm.store(qp, at, load_rows(q, c0 + i0, n, hq * D, h * D, 1.0, M, D), D)
+        cm.store(qp, at, load_rows(q, c0 + i0, n, hq * D, h * D, 1.0, M, D).astype(P), D)
         s = cm.dpas(cm.zeros(matrix[f32, M, C]), cm.load(qp, at, (M, D), D),       # both operands
                     cm.load(kt, g * D * padded + c0, (D, C), padded))              # from memory
         s = s * cm.load(decay_mask, (h * C + i0) * C, (M, C), C)
-        cm.store(p_out, ((h * n_chunks + chunk) * C + i0) * C, s, C)
+        cm.store(p_out, ((h * n_chunks + chunk) * C + i0) * C, s.astype(P), C)
     length = cm.min(C, n - c0)
     jj = cm.iota(i32, C)
     weights = cm.gather(powers, h * (C + 1) + length - 1 - jj, jj < length)      # lambda^(L-1-j), 0 past L
     for r0 in cm.static_range(0, D, 16):
-        rows = cm.load(kt, (g * D + r0) * padded + c0, (16, C), padded)
+        rows = cm.load(kt, (g * D + r0) * padded + c0, (16, C), padded).astype(f32)
         for r in cm.static_range(16):
             rows[r] = rows[r] * weights
-        cm.store(ktw, (h * D + r0) * padded + c0, rows, padded)
+        cm.store(ktw, (h * D + r0) * padded + c0, rows.astype(P), padded)
 
 
 @cm.kernel(simd=16)
-def lightning_scan(qp: cm.ptr[f32], vp: cm.ptr[f32], p: cm.ptr[f32], ktw: cm.ptr[f32], powers: cm.ptr[f32],
-                   state: cm.ptr[f32], o: cm.ptr[f32], n: i32, hq: i32, group: i32, padded: i32,
+def lightning_scan(qp: cm.ptr[P], vp: cm.ptr[P], p: cm.ptr[P], ktw: cm.ptr[P], powers: cm.ptr[f32],
+                   state: cm.ptr[f32], o: cm.ptr[O], n: i32, hq: i32, group: i32, padded: i32,
                    n_chunks: i32, scale: f32,
-                   D: cm.constexpr, C: cm.constexpr, M: cm.constexpr, NT: cm.constexpr):
+                   D: cm.constexpr, C: cm.constexpr, M: cm.constexpr, NT: cm.constexpr,
+                   P: cm.constexpr, O: cm.constexpr):
     """The chunk scan: a CM thread owns NT columns of one head's state H [D, D], kept in
     ``state`` itself (updated in place, chunk by chunk).  Per chunk n (length L):
     O_n = s [P_n V_n + diag(lambda^(i+1)) Q_n H] and H <- lambda^L H + ktw_n V_n.
     Every operand is loaded right before the dpas that uses it, from the packed, padded
     arrays (rows D floats apart: the user's [N, H, d] rows are H*d apart, 4 KiB at
     H*d = 1024, and such a tile's rows all fall in one set of the CPU's L1 cache), so the
-    products stream from memory into M x NT accumulators and nothing big stays live."""
+    products stream from memory into M x NT accumulators and nothing big stays live.
+    P: the packed operands' element type (the dpas inputs; the f32 state is rounded to it
+    as the right operand of Q H); O: the output's."""
     e0 = cm.thread_id(0) * NT
     h = cm.thread_id(1)
     g = h // group
@@ -272,9 +277,9 @@ def lightning_scan(qp: cm.ptr[f32], vp: cm.ptr[f32], p: cm.ptr[f32], ktw: cm.ptr
                             cm.load(p, ((h * n_chunks + chunk) * C + i0) * C, (M, i0 + M), C),
                             cm.load(vp, v_at, (i0 + M, NT), D))
             inter = cm.dpas(cm.zeros(matrix[f32, M, NT]), cm.load(qp, (h * padded + c0 + i0) * D, (M, D), D),
-                            cm.load(state, hd, (D, NT), D))
+                            cm.load(state, hd, (D, NT), D).astype(P))
             out = intra + scale_rows(inter, cm.load(powers, pw + i0 + 1, M), M)
-            store_rows(o, out * scale, c0 + i0, n, hq * D, h * D + e0, M)
+            store_rows(o, (out * scale).astype(O), c0 + i0, n, hq * D, h * D + e0, M)
         decay = cm.load(powers, pw + cm.min(C, n - c0), 1)[0]
         for r0 in range(0, D, M):
             rows = cm.dpas(cm.load(state, hd + r0 * D, (M, NT), D) * decay,
@@ -283,18 +288,20 @@ def lightning_scan(qp: cm.ptr[f32], vp: cm.ptr[f32], p: cm.ptr[f32], ktw: cm.ptr
 
 
 @cm.kernel(simd=16)
-def lightning_step(q: cm.ptr[f32], k: cm.ptr[f32], v: cm.ptr[f32], decay: cm.ptr[f32], state: cm.ptr[f32],
-                   o: cm.ptr[f32], group: i32, scale: f32, D: cm.constexpr, NT: cm.constexpr):
-    """One decode step on NT state columns of head h: H = lambda H + k^T v, o = s q H."""
+def lightning_step(q: cm.ptr[T], k: cm.ptr[T], v: cm.ptr[T], decay: cm.ptr[f32], state: cm.ptr[f32],
+                   o: cm.ptr[O], group: i32, scale: f32, D: cm.constexpr, NT: cm.constexpr,
+                   T: cm.constexpr, O: cm.constexpr):
+    """One decode step on NT state columns of head h: H = lambda H + k^T v, o = s q H, in
+    f32 (q, k, v of element type T, the state f32, o of type O)."""
     e0 = cm.thread_id(0) * NT
     h = cm.thread_id(1)
     g = h // group
     hs = cm.load(state, h * D * D + e0, (D, NT), D)
-    hs = cm.dpas(hs * cm.load(decay, h, 1)[0], cm.load(k, g * D, (D, 1), 1),
-                 cm.load(v, g * D + e0, (1, NT), NT))
-    out = cm.dpas(cm.zeros(matrix[f32, 1, NT]), cm.load(q, h * D, (1, D), D), hs)
+    hs = cm.dpas(hs * cm.load(decay, h, 1)[0], cm.load(k, g * D, (D, 1), 1).astype(f32),
+                 cm.load(v, g * D + e0, (1, NT), NT).astype(f32))
+    out = cm.dpas(cm.zeros(matrix[f32, 1, NT]), cm.load(q, h * D, (1, D), D).astype(f32), hs)
     cm.store(state, h * D * D + e0, hs, D)
-    cm.store(o, h * D + e0, out[0] * scale)
+    cm.store(o, h * D + e0, (out[0] * scale).astype(O))
 
 
 # --------------------------------------------------------------------------- InfLLM-V2
