@@ -236,3 +236,54 @@ def test_lightning_split_prefill_and_decode_low_precision(dtype):
     assert o3.dtype == dtype and o3.shape == (4, 32)
     got = np.concatenate([o1, o2, o3[None]])
     assert relative_error(got, whole) <= BOUND[dtype.name]
+
+
+# --------------------------------------------------------------------------- InfLLM-V2
+
+SMALL = dict(block=16, l1=8, s1=4, l2=32, s2=16, init_blocks=1, local_blocks=1, topk=4)
+
+
+@pytest.mark.parametrize("dtype", LOW)
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 31, 32, 33, 70])
+def test_infllm_low_precision(dtype, n):
+    """N in {1, B-1, B, B+1, l2-1, l2, l2+1} and one not a multiple of B; the selection is
+    the float64 reference's on the same rounded inputs."""
+    rng = np.random.default_rng(n)
+    q, k, v = rounded(rng, (n, 4, 32), dtype), rounded(rng, (n, 2, 32), dtype), rounded(rng, (n, 2, 32), dtype)
+    q64, k64, v64 = f64(q, k, v)
+    np.testing.assert_array_equal(att.infllmv2_select(q, k, **SMALL),
+                                  att.infllmv2_select_reference(q64, k64, **SMALL))
+    o = att.infllmv2_attention(q, k, v, **SMALL)
+    assert o.dtype == dtype
+    assert relative_error(o, att.infllmv2_attention_reference(q64, k64, v64, **SMALL)) <= BOUND[dtype.name]
+
+
+@pytest.mark.parametrize("hq, hkv", [(2, 2), (4, 1), (16, 1)])
+def test_infllm_bf16_topk_covering_all_blocks_equals_dense(hq, hkv):
+    rng = np.random.default_rng(hq)
+    q, k, v = rounded(rng, (100, hq, 32), BF16), rounded(rng, (100, hkv, 32), BF16), rounded(rng, (100, hkv, 32), BF16)
+    o = att.infllmv2_attention(q, k, v, **dict(SMALL, topk=7), out_dtype=np.float32)
+    assert o.dtype == np.float32
+    assert relative_error(o, att.dense_attention_reference(*f64(q, k, v))) <= BOUND["bfloat16"]
+
+
+def test_infllm_bf16_decode_equals_last_prefill_row():
+    rng = np.random.default_rng(5)
+    q, k, v = rounded(rng, (45, 4, 32), BF16), rounded(rng, (45, 2, 32), BF16), rounded(rng, (45, 2, 32), BF16)
+    decoded = att.infllmv2_decode(q[-1], k, v, **SMALL)
+    assert decoded.dtype == BF16 and decoded.shape == (4, 32)
+    np.testing.assert_array_equal(decoded.astype(np.float32), att.infllmv2_attention(q, k, v, **SMALL)[-1]
+                                  .astype(np.float32))
+
+
+@pytest.mark.parametrize("n", [33, 70])
+def test_infllm_bf16_with_systolic_operands(profile, n):
+    """PVC's and DG2's packing (bf16 compressed keys, K and V; queries rounded to bf16 as
+    the left operand of every score product; simd 8 on DG2), run here on the CPU runtime."""
+    rng = np.random.default_rng(n)
+    q, k, v = rounded(rng, (n, 4, 32), BF16), rounded(rng, (n, 2, 32), BF16), rounded(rng, (n, 2, 32), BF16)
+    q64, k64, v64 = f64(q, k, v)
+    np.testing.assert_array_equal(att.infllmv2_select(q, k, **SMALL),
+                                  att.infllmv2_select_reference(q64, k64, **SMALL))
+    o = att.infllmv2_attention(q, k, v, **SMALL)
+    assert relative_error(o, att.infllmv2_attention_reference(q64, k64, v64, **SMALL)) <= BOUND["bfloat16"]

@@ -80,15 +80,16 @@ def pack_values(v: cm.ptr[T], vp: cm.ptr[P], n: i32, hkv: i32, padded: i32, D: c
 
 
 @cm.kernel(simd=16)
-def compress_keys(k: cm.ptr[f32], kct: cm.ptr[f32], hkv: i32, length: i32, stride: i32, padded: i32,
-                  D: cm.constexpr):
-    """kct[g, :, j] = mean of k[stride*j + r, g, :] over r < length (transposed like kt)."""
+def compress_keys(k: cm.ptr[T], kct: cm.ptr[P], hkv: i32, length: i32, stride: i32, padded: i32,
+                  D: cm.constexpr, T: cm.constexpr, P: cm.constexpr):
+    """kct[g, :, j] = mean of k[stride*j + r, g, :] over r < length (transposed like kt), summed
+    in f32 from element type T, stored in P (as pack_keys)."""
     j = cm.thread_id(0)
     g = cm.thread_id(1)
     total = cm.zeros(vector[f32, D])
     for r in range(length):
-        total += cm.load(k, ((stride * j + r) * hkv + g) * D, D)
-    cm.scatter(kct, g * D * padded + cm.iota(i32, D) * padded + j, total * (1.0 / length))
+        total += cm.load(k, ((stride * j + r) * hkv + g) * D, D).astype(f32)
+    cm.scatter(kct, g * D * padded + cm.iota(i32, D) * padded + j, (total * (1.0 / length)).astype(P))
 
 
 @cm.func
@@ -307,9 +308,9 @@ def lightning_step(q: cm.ptr[T], k: cm.ptr[T], v: cm.ptr[T], decay: cm.ptr[f32],
 # --------------------------------------------------------------------------- InfLLM-V2
 
 @cm.kernel(simd=16)
-def infllm_lse(q: cm.ptr[f32], k2t: cm.ptr[f32], lse: cm.ptr[f32], rows: i32, pos0: i32, hq: i32,
+def infllm_lse(q: cm.ptr[T], k2t: cm.ptr[P], lse: cm.ptr[f32], rows: i32, pos0: i32, hq: i32,
                group: i32, n2: i32, padded2: i32, lse_pitch: i32, l2: i32, s2: i32, qscale: f32,
-               D: cm.constexpr, M: cm.constexpr, JT: cm.constexpr):
+               D: cm.constexpr, M: cm.constexpr, JT: cm.constexpr, T: cm.constexpr, P: cm.constexpr):
     """Base-2 log-sum-exp of each query row over its visible second-level keys
     (s2*j + l2 - 1 <= t).  Rows that see none get +inf, so that every exp2(z - lse) is 0."""
     r0 = cm.thread_id(0) * M
@@ -332,12 +333,12 @@ def infllm_lse(q: cm.ptr[f32], k2t: cm.ptr[f32], lse: cm.ptr[f32], rows: i32, po
 
 
 @cm.kernel(simd=16)
-def infllm_block_scores(q: cm.ptr[f32], k1t: cm.ptr[f32], lse: cm.ptr[f32], scores: cm.ptr[f32],
+def infllm_block_scores(q: cm.ptr[T], k1t: cm.ptr[P], lse: cm.ptr[f32], scores: cm.ptr[f32],
                         rows: i32, pos0: i32, hq: i32, group: i32, n1: i32, padded1: i32,
                         lse_pitch: i32, score_pitch: i32, rows_padded: i32, block: i32, l1: i32, s1: i32,
                         qscale: f32,
                         D: cm.constexpr, M: cm.constexpr, JT: cm.constexpr, R: cm.constexpr,
-                        O: cm.constexpr):
+                        O: cm.constexpr, T: cm.constexpr, P: cm.constexpr):
     """Block scores of M query rows for KV head g.  S(t, j) = sum over the group's heads of
     exp2(z - lse) for visible j (0 for invisible j, -inf past the last window); the score of
     block b is the max of S over the windows overlapping it: its own R = block/s1 windows and
@@ -414,16 +415,17 @@ def infllm_select(scores: cm.ptr[f32], selected: cm.ptr[i32], pos0: i32, hkv: i3
 
 
 @cm.kernel(simd=16)
-def infllm_attend(q: cm.ptr[f32], kt: cm.ptr[f32], vp: cm.ptr[f32], selected: cm.ptr[i32], o: cm.ptr[f32],
+def infllm_attend(q: cm.ptr[T], kt: cm.ptr[P], vp: cm.ptr[P], selected: cm.ptr[i32], o: cm.ptr[OT],
                   pos0: i32, hq: i32, hkv: i32, padded: i32, block: i32, topk: i32, qscale: f32,
-                  D: cm.constexpr, G: cm.constexpr, KB: cm.constexpr):
+                  D: cm.constexpr, G: cm.constexpr, KB: cm.constexpr, T: cm.constexpr, P: cm.constexpr,
+                  OT: cm.constexpr):
     """Block-sparse attention of one token's G query heads (one KV head's group: they share
     the selection, so they are the M rows of every dpas) over its selected blocks."""
     r = cm.thread_id(0)
     g = cm.thread_id(1)
     t = pos0 + r
     base = (r * hq + g * G) * D
-    qt = cm.load(q, base, (G, D), D) * qscale
+    qt = cm.load(q, base, (G, D), D).astype(f32) * qscale
     m = cm.full(vector[f32, G], NEG_INF)
     l = cm.zeros(vector[f32, G])
     acc = cm.zeros(matrix[f32, G, D])
@@ -437,7 +439,7 @@ def infllm_attend(q: cm.ptr[f32], kt: cm.ptr[f32], vp: cm.ptr[f32], selected: cm
                     s[row] = cm.merge(s[row], NEG_INF, keys <= t)
                 p, m, l, alpha = softmax_step(s, m, l, G)
                 acc = matmul_chunked(scale_rows(acc, alpha, G), p, vp, (g * padded + j0) * D, D, KB, D)
-    cm.store(o, base, scale_rows(acc, 1.0 / l, G), D)
+    cm.store(o, base, scale_rows(acc, 1.0 / l, G).astype(OT), D)
 
 
 # --------------------------------------------------------------------------- RoPE / RMSNorm
