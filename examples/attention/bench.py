@@ -1,8 +1,8 @@
 """Benchmarks of the attention examples for ``cmlang bench`` (this module's ``benchmarks``),
 also runnable on their own:
 
-    cmlang bench attention [--size quick]     (or any of attn-dense attn-dense-bf16 attn-lightning attn-infllmv2
-                                               attn-rope attn-rmsnorm attn-rope-bf16 attn-rmsnorm-bf16)
+    cmlang bench attention [--size quick]     (or any of attn-dense attn-lightning attn-infllmv2 attn-rope
+                                               attn-rmsnorm, each also as NAME-bf16)
     python -m examples.attention.bench [--size quick|full] [--repeat 3] [--sparse-vs-dense 32768] [--bandwidth]
 
 Implementations: ``cmlang`` (this package), ``opencl-simt`` (``simt.py``, the baseline of
@@ -127,6 +127,18 @@ lightning_benchmark = Benchmark(
     flops=_lightning_flops, rtol=1e-3, atol=1e-3, size_label=_size_label)
 
 
+lightning_bf16_benchmark = Benchmark(
+    name="attn-lightning-bf16",
+    description="Lightning prefill, bf16 q/k/v and output, f32 state (opencl-simt: f32 on the same inputs)",
+    sizes={"tiny": dict(n=256, hq=4, hkv=4, d=128), "quick": dict(n=4096, hq=8, hkv=8, d=128),
+           "full": dict(n=32768, hq=8, hkv=8, d=128)},
+    make_inputs=_qkv_bf16,
+    reference=lambda i: lightning_chunked_numpy(*(i[x].astype(np.float64) for x in "qkv"), dtype=np.float64),
+    implementations={"cmlang": _device(lightning_attention), "opencl-simt": _as_f32(simt.lightning_attention)},
+    flops=_lightning_flops, check=lambda got, expected: _bf16_check(got[0], expected[0]),
+    size_label=_size_label)
+
+
 def _infllm_check(got, expected):
     """Float32 and float64 may order near-tied block scores differently, which changes a
     token's selection: allow 0.2% of rows to differ, all others within 1e-4."""
@@ -160,6 +172,31 @@ infllm_benchmark = Benchmark(
                      "opencl-simt": _device(lambda q, k, v: simt.infllmv2_attention(q, k, v, **SPARSE)),
                      "numpy": _host(lambda q, k, v: infllmv2_numpy(q, k, v, **SPARSE))},
     flops=_infllm_flops, check=_infllm_check, size_label=_size_label)
+
+
+infllm_bf16_benchmark = Benchmark(
+    name="attn-infllmv2-bf16",
+    description="InfLLM-V2 sparse prefill, bf16 in and out, 16 selected 64-key blocks "
+                "(opencl-simt: f32 on the same inputs)",
+    sizes={"tiny": dict(n=512, hq=4, hkv=1, d=128), "quick": dict(n=4096, hq=8, hkv=1, d=128),
+           "full": dict(n=16384, hq=8, hkv=1, d=128)},
+    make_inputs=_qkv_bf16,
+    reference=lambda i: infllmv2_numpy(*(i[x].astype(np.float64) for x in "qkv"), dtype=np.float64, **SPARSE),
+    implementations={"cmlang": _device(lambda q, k, v: infllmv2_attention(q, k, v, **SPARSE)),
+                     "opencl-simt": _as_f32(lambda q, k, v: simt.infllmv2_attention(q, k, v, **SPARSE))},
+    flops=_infllm_flops, check=lambda got, expected: _bf16_rows_check(got, expected), size_label=_size_label)
+
+
+def _bf16_rows_check(got, expected):
+    """As _infllm_check (0.2% of rows may select differently) within the bf16 bound."""
+    got = np.asarray(got, np.float64)
+    if got.shape != expected.shape:
+        return f"shape {got.shape} != {expected.shape}"
+    bound = 2 * 2.0 ** -8 * np.abs(expected).max()
+    bad_rows = (np.abs(got - expected) > bound).any(axis=(1, 2))
+    if bad_rows.mean() > 2e-3:
+        return f"{bad_rows.sum()} of {len(bad_rows)} token rows differ by more than 2 * 2^-8 of max |expected|"
+    return None
 
 
 def _x(params, rng):
@@ -225,8 +262,9 @@ rmsnorm_bf16_benchmark = Benchmark(
     implementations={"cmlang": _x_device(rmsnorm), "opencl-simt": _x_as_f32(simt.rmsnorm)},
     bytes=lambda p: 2 * 2 * p["n"] * p["h"] * p["d"], check=_bf16_check, size_label=_size_label)
 
-benchmarks = [dense_benchmark, dense_bf16_benchmark, lightning_benchmark, infllm_benchmark, rope_benchmark,
-              rope_bf16_benchmark, rmsnorm_benchmark, rmsnorm_bf16_benchmark]
+benchmarks = [dense_benchmark, dense_bf16_benchmark, lightning_benchmark, lightning_bf16_benchmark,
+              infllm_benchmark, infllm_bf16_benchmark, rope_benchmark, rope_bf16_benchmark, rmsnorm_benchmark,
+              rmsnorm_bf16_benchmark]
 for _bench in benchmarks:
     _bench.group = "attention"       # `cmlang bench attention` runs them all
 
