@@ -157,7 +157,8 @@ def test_select_takes_names_and_groups():
 
 def test_attention_benchmarks_form_the_attention_group():
     names = [b.name for b in bench.select(bench.load_benchmarks(), ["attention"])]
-    assert names == ["attn-dense", "attn-lightning", "attn-infllmv2", "attn-rope", "attn-rmsnorm"]
+    assert names == ["attn-dense", "attn-dense-bf16", "attn-lightning", "attn-lightning-bf16", "attn-infllmv2",
+                     "attn-infllmv2-bf16", "attn-rope", "attn-rope-bf16", "attn-rmsnorm", "attn-rmsnorm-bf16"]
 
 
 def test_copy_bandwidth_probe_reports_read_plus_write():
