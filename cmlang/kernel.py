@@ -356,6 +356,8 @@ def _read_params(fn):
         if isinstance(ann, str):  # from __future__ import annotations
             try:
                 ann = eval(ann, fn.__globals__, element_params)  # noqa: S307 - the user's own annotation
+                if isinstance(ann, str) and ann not in SCALAR_TYPES:   # quoted under __future__ annotations
+                    ann = eval(ann, fn.__globals__, element_params)  # noqa: S307
             except Exception as e:
                 raise CompileError(f"{fn.__name__}: cannot evaluate annotation {ann!r} of "
                                    f"parameter '{p.name}': {e}") from None

@@ -113,7 +113,7 @@ def test_cli_bench_writes_json_and_plot(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "cmlang.cli", "bench", "--size", "tiny", "--repeat", "1",
          "--json", str(out), "--plot", str(png)],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ))
+        capture_output=True, text=True, timeout=600, env=dict(os.environ))   # every workload at tiny size
     assert proc.returncode == 0, proc.stdout + proc.stderr
     records = json.loads(out.read_text())
     keys = {"kernel", "size", "impl", "seconds", "gflops", "gbs", "device"}
