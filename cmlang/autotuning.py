@@ -61,7 +61,7 @@ import numpy as np
 from .errors import CompileError, LaunchError
 from .kernel import Kernel, _current_profile
 from .runtime import launch_config
-from .runtime.profiles import get_profile
+from .runtime.profiles import get_profile, planning
 
 ENABLE_ENV = "CMLANG_AUTOTUNE"
 LOG_ENV = "CMLANG_AUTOTUNE_LOG"
@@ -91,9 +91,14 @@ def in_tuning() -> bool:
 
 
 def tuning_profile():
-    """The device profile configs are chosen for now: ``CMLANG_AUTOTUNE_DEVICE`` when set (a
-    compile-only profile, ranked by Intel's compiler), else the device launches run on.  Host
-    code whose tile shapes differ per device reads it to pick the same device's shapes."""
+    """The device profile configs and tile shapes are chosen for now: the one a
+    ``planning_for`` block names (how ``cmlang isa`` plans each GPU), else
+    ``CMLANG_AUTOTUNE_DEVICE`` when set (a compile-only profile, ranked by Intel's compiler),
+    else the device launches run on.  Host code whose tile shapes or element types differ per
+    device reads it, so that it picks what the autotuner is choosing for."""
+    planned = planning()
+    if planned is not None:
+        return planned
     return get_profile(os.environ.get(DEVICE_ENV, "").strip() or _current_profile())
 
 
@@ -532,12 +537,12 @@ class AutotunedFunction(_Tuned):
         key_values = _key_values(self.options.key, tuple(named), tuple(named.values()))
         profile = _current_profile()
         measure = None
-        elsewhere = os.environ.get(DEVICE_ENV, "").strip()
-        if elsewhere and elsewhere != profile.name:
+        elsewhere = tuning_profile().name
+        if elsewhere != profile.name:
             # What a host function launches is known only by running it: it cannot be
             # ranked for another device by compiler stats.
             warnings.warn(f"cm.autotune {self.__name__}: a host function is tuned only on the "
-                          f"device it runs on, not for {DEVICE_ENV}={elsewhere}; first config taken",
+                          f"device it runs on, not for the {elsewhere} profile; first config taken",
                           AutotuneWarning, stacklevel=3)
         elif os.environ.get("CMLANG_INTERPRET", "") in ("", "0"):
             measure = lambda configs: self._measure_all(args, kwargs, named, configs)  # noqa: E731

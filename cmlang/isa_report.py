@@ -1,9 +1,9 @@
 """``cmlang isa``: what Intel's GPU compiler makes of every kernel the benchmarks launch.
 
 The specializations are not listed by hand: each benchmark workload's cmlang
-implementations run once per device at the chosen size (``quick`` by default), with
-``CMLANG_AUTOTUNE_DEVICE`` naming that device's profile, while every specialization they ask
-for is recorded (kernel, constexpr values, simd): tile shapes chosen per device (by
+implementations run once per device at the chosen size (``quick`` by default), planning
+for that device's profile (``cmlang.runtime.profiles.planning_for``), while every
+specialization they ask for is recorded (kernel, constexpr values, simd): tile shapes chosen per device (by
 ``cm.autotune``, ranked by Intel's compiler, or by host code reading
 ``cmlang.autotuning.tuning_profile()``) are the ones built for it.  Each is then
 compiled to SPIR-V for every target asked for and built by ``ocloc`` for every device
@@ -34,7 +34,7 @@ class Specialization:
     kernel: object          # cmlang Kernel
     key: tuple              # its constexpr key (Kernel._split_args)
     workload: str
-    device: str | None = None   # the device it was chosen for (None: every device)
+    device: str | None = None     # recorded while planning for this device only (None: all)
 
     @property
     def name(self) -> str:
@@ -44,7 +44,7 @@ class Specialization:
         return self.kernel._constexpr_dict(self.key)
 
     def argument_types(self) -> list:
-        return [str(t) for _, t in self.kernel.runtime_params]
+        return [str(t) for _, t in self.kernel.param_types(self.key)]
 
 
 @dataclass
@@ -88,49 +88,44 @@ def recording():
         Kernel.specialization = original
 
 
-def launched_specializations(names=(), size="quick", report=print, for_device=None) -> list:
+def launched_specializations(names=(), size="quick", report=print, devices=None) -> list:
     """Every specialization the cmlang implementations of the named benchmarks (all
-    when none) launch at ``size``; one run of each on the current device, with the tile
-    shapes chosen for ``for_device`` (an ocloc device name) when given."""
+    when none) launch at ``size``; one run of each on the current device.  With
+    ``devices``, one run per device while host code plans for that device's profile
+    (``planning_for``: per-device tiles and element types); a specialization that not
+    every device's run launched is built for its devices only."""
     from . import bench as harness
     from .runtime import get_device
+    from .runtime.profiles import planning_for, device_choice
     device = get_device()
-    out, seen = [], set()
-    for b in harness.select(harness.load_benchmarks(report=report), list(names)):
-        params = b.sizes[size]
-        inputs = b.make_inputs(params, np.random.default_rng(0))
-        for impl, setup in b.implementations.items():
-            if not impl.startswith("cmlang"):
-                continue
-            with recording() as found, _choosing_for(for_device):
-                try:
-                    setup(inputs, device).run()
-                except harness.Skip as exc:
-                    report(f"skipped {b.name} {impl}: {exc}")
-            for kernel, key in found:
-                ident = (kernel.fn, kernel.simd, key)
-                if ident not in seen:
-                    seen.add(ident)
-                    out.append(Specialization(kernel, key, b.name, for_device))
-    return out
-
-
-@contextlib.contextmanager
-def _choosing_for(device):
-    """Tile shapes chosen for ``device``'s profile while the block runs (None: unchanged)."""
-    if device is None:
-        yield
-        return
-    from .autotuning import DEVICE_ENV
-    before = os.environ.get(DEVICE_ENV)
-    os.environ[DEVICE_ENV] = device_choice(device)[0].name
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[DEVICE_ENV]
+    plans = list(devices) if devices else [None]
+    launched = {}                                   # ident -> (Specialization, devices that launched it)
+    for plan in plans:
+        context = planning_for(device_choice(plan)[0]) if plan else contextlib.nullcontext()
+        with context:
+            for b in harness.select(harness.load_benchmarks(report=report), list(names)):
+                params = b.sizes[size]
+                inputs = b.make_inputs(params, np.random.default_rng(0))
+                for impl, setup in b.implementations.items():
+                    if not impl.startswith("cmlang"):
+                        continue
+                    with recording() as found:
+                        try:
+                            setup(inputs, device).run()
+                        except harness.Skip as exc:
+                            report(f"skipped {b.name} {impl}: {exc}")
+                    for kernel, key in found:
+                        ident = (kernel.fn, kernel.simd, key)
+                        if ident not in launched:
+                            launched[ident] = (Specialization(kernel, key, b.name), [])
+                        launched[ident][1].append(plan)
+    out = []
+    for spec, planned in launched.values():
+        if len(planned) == len(plans):
+            out.append(spec)
         else:
-            os.environ[DEVICE_ENV] = before
+            out += [Specialization(spec.kernel, spec.key, spec.workload, plan) for plan in planned]
+    return out
 
 
 def build_rows(specs, devices, targets, progress=True, workers=None) -> list:
@@ -261,8 +256,7 @@ def run_command(args) -> int:
     targets = _split_list(args.target)
     start = time.perf_counter()
     notes = []
-    specs = [spec for device in devices
-             for spec in launched_specializations(args.names, args.size, notes.append, device)]
+    specs = launched_specializations(args.names, args.size, report=notes.append, devices=devices)
     rows = build_rows(specs, devices, targets, progress=not args.quiet, workers=args.jobs)
     seconds = time.perf_counter() - start
     print(f"Intel GPU code ({describe_compiler(compiler_version())}), "

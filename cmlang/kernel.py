@@ -20,7 +20,7 @@ from .errors import CompileError, LaunchError, USER_ERRORS, public, trimmed
 from .runtime import launch_config
 from .runtime.binary import constexpr_key
 from .runtime.launcher import Launched, launch as _runtime_launch
-from .types import ScalarType, PtrType, VectorType, SCALAR_TYPES, constexpr, i32, f32, bool_
+from .types import ScalarType, PtrType, VectorType, ElementParam, SCALAR_TYPES, constexpr, i32, f32, bool_
 from .targets import check_target_name, target_names
 from .runtime.profiles import get_profile, profile_for_device, device_choice, DEFAULT_PROFILE
 
@@ -146,6 +146,14 @@ class Kernel:
         names = [self.params[i][0] for i in self._constexpr_positions]
         return dict(zip(names, (_constexpr_value(v) for v in key)))
 
+    def param_types(self, key=()):
+        """[(name, type)] of the run-time parameters of one specialization: ``cm.ptr[T]``
+        with the element type that the constexpr ``T`` has in ``key``."""
+        constexprs = self._constexpr_dict(key)
+        return [(n, PtrType(t.elem.resolve(constexprs, self.__name__, n), t.space)
+                 if isinstance(t, PtrType) and isinstance(t.elem, ElementParam) else t)
+                for n, t in self.runtime_params]
+
     def ir_function(self, key=()):
         """The IR of one specialization after the pass pipeline (``cmlang.passes.pipeline``), cached."""
         fn = self._ir_cache.get(key)
@@ -153,7 +161,8 @@ class Kernel:
             from .frontend import compile_to_ir
             from .passes.pipeline import run_pipeline
             with self._compiling():
-                fn = compile_to_ir(self.fn, dict(self.runtime_params), self._constexpr_dict(key),
+                constexprs = self._constexpr_dict(key)
+                fn = compile_to_ir(self.fn, dict(self.param_types(key)), constexprs,
                                    self.simd, name=self.__name__)
                 run_pipeline(fn)
             self._ir_cache[key] = fn
@@ -338,11 +347,17 @@ def def_location(fn):
 def _read_params(fn):
     sig = inspect.signature(fn)
     params = []
+    # cm.ptr[T] with T a constexpr parameter: in a string annotation (``from __future__ import
+    # annotations`` or quoted) the names of the constexpr parameters stand for their values.
+    element_params = {p.name: ElementParam(p.name) for p in sig.parameters.values()
+                      if _is_constexpr_annotation(p.annotation, fn.__globals__)}
     for p in sig.parameters.values():
         ann = p.annotation
         if isinstance(ann, str):  # from __future__ import annotations
             try:
-                ann = eval(ann, fn.__globals__)  # noqa: S307 - the user's own annotation
+                ann = eval(ann, fn.__globals__, element_params)  # noqa: S307 - the user's own annotation
+                if isinstance(ann, str) and ann not in SCALAR_TYPES:   # quoted under __future__ annotations
+                    ann = eval(ann, fn.__globals__, element_params)  # noqa: S307
             except Exception as e:
                 raise CompileError(f"{fn.__name__}: cannot evaluate annotation {ann!r} of "
                                    f"parameter '{p.name}': {e}") from None
@@ -361,6 +376,15 @@ def _read_params(fn):
                                f"parameters are supported")
         params.append((p.name, ann))
     return params
+
+
+def _is_constexpr_annotation(ann, globals_) -> bool:
+    if isinstance(ann, str):
+        try:
+            ann = eval(ann, globals_)  # noqa: S307 - the user's own annotation
+        except Exception:  # noqa: BLE001 - not a constexpr then; _read_params reports errors
+            return False
+    return ann is constexpr
 
 
 def _constexpr_value(key):

@@ -103,6 +103,13 @@ def _deduplicate(jobs):
     return out
 
 
+def _signature(kernel, constexprs):
+    """The specialization's signature: cm.ptr[T] parameters with T's value as element type."""
+    key = tuple(constexpr_key(constexprs[n]) for n, t in kernel.params if t is constexpr)
+    resolved = dict(kernel.param_types(key))
+    return [{"name": n, "type": CONSTEXPR if t is constexpr else str(resolved[n])} for n, t in kernel.params]
+
+
 def _record(kernel, constexprs, spec_target, binary, payload_name):
     try:
         stored = {n: constexpr_to_json(v) for n, v in constexprs.items()}
@@ -110,7 +117,7 @@ def _record(kernel, constexprs, spec_target, binary, payload_name):
         raise CompileError(f"build_package: {kernel.__name__}: {e}") from None
     return {
         "name": kernel.__name__,
-        "signature": [{"name": n, "type": CONSTEXPR if t is constexpr else str(t)} for n, t in kernel.params],
+        "signature": _signature(kernel, constexprs),
         "constexprs": stored,
         "target": spec_target,
         "payload": payload_name,

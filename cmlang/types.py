@@ -141,8 +141,32 @@ class VectorType:
 
 
 @dataclass(frozen=True)
+class ElementParam:
+    """The element type of ``cm.ptr[T]`` where ``T`` is a ``cm.constexpr`` parameter of the
+    same kernel: each specialization reads the type from that constexpr's value, so one
+    kernel source serves f32, f16 and bf16 buffers."""
+    name: str
+
+    def __str__(self):
+        return self.name
+
+    __repr__ = __str__
+
+    def resolve(self, constexprs: dict, kernel: str, param: str) -> ScalarType:
+        value = constexprs.get(self.name)
+        try:
+            return _scalar(value)
+        except TypeError:
+            raise CompileError(f"{kernel}: parameter '{param}' is cm.ptr[{self.name}], so the constexpr "
+                               f"'{self.name}' must be a cmlang scalar type (cm.f32, cm.f16, cm.bf16, ...), "
+                               f"got {value!r}") from None
+
+
+@dataclass(frozen=True)
 class PtrType:
-    """A pointer to memory: ``global`` (a kernel buffer argument) or ``local`` (SLM)."""
+    """A pointer to memory: ``global`` (a kernel buffer argument) or ``local`` (SLM).
+    ``elem`` is an ElementParam in a kernel's declared signature only (``cm.ptr[T]``);
+    the IR always has a scalar type there."""
     elem: ScalarType
     space: str = "global"
 
@@ -235,6 +259,8 @@ class _MatrixSpelling:
 
 class _PtrSpelling:
     def __getitem__(self, elem):
+        if isinstance(elem, ElementParam):
+            return PtrType(elem)
         try:
             return PtrType(_scalar(elem))
         except TypeError as e:

@@ -419,8 +419,13 @@ def _scalar_converter(where, scalar_type):
 
 def _pointer_converter(kernel_name, where, param):
     dtype = np.dtype(param.type.elem.np_dtype)
-    dtype_text = f"{dtype} (bf16 bits)" if param.type.elem.name == "bf16" else str(dtype)
+    is_bf16 = param.type.elem.name == "bf16"
+    dtype_text = f"{dtype} (bf16 bits) or bfloat16" if is_bf16 else str(dtype)
     min_elems, writes = param.min_elems, param.writes
+
+    def dtype_ok(given) -> bool:
+        """bf16 memory: uint16 bit patterns, or a numpy bfloat16 dtype (ml_dtypes) of the same bits."""
+        return given == dtype or (is_bf16 and given.name == "bfloat16" and given.itemsize == 2)
 
     def check_size(size):
         if size < min_elems:
@@ -434,7 +439,7 @@ def _pointer_converter(kernel_name, where, param):
         (``shared_memory``), to check ``arg`` against and pass instead of a copy."""
         back = writes if copy_back is None else copy_back
         if isinstance(arg, np.ndarray):
-            if arg.dtype != dtype:
+            if not dtype_ok(arg.dtype):
                 raise LaunchError(f"{where} needs a {dtype_text} array, got {arg.dtype}")
             if not arg.flags.c_contiguous:
                 raise LaunchError(f"{where}: the array is not C-contiguous "
@@ -451,7 +456,7 @@ def _pointer_converter(kernel_name, where, param):
         if isinstance(arg, DeviceArray):
             if arg.device is not device and shared is None:
                 borrow(arg, device, staged)
-            if arg.dtype != dtype:
+            if not dtype_ok(arg.dtype):
                 raise LaunchError(f"{where} needs a {dtype_text} array, got {arg.dtype}")
             check_size(arg.size)
             return arg.buffer if shared is None else shared
@@ -474,7 +479,7 @@ def _pointer_converter(kernel_name, where, param):
         staged.append((None, arg.buffer, None))
 
     def from_foreign(foreign, device, staged, back, shared):
-        if foreign.dtype is not None and foreign.dtype != dtype:
+        if foreign.dtype is not None and not dtype_ok(np.dtype(foreign.dtype)):
             raise LaunchError(f"{where} needs a {dtype_text} array, got {foreign.dtype} "
                               f"({foreign.kind})")
         if not foreign.contiguous:

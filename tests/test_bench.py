@@ -113,7 +113,7 @@ def test_cli_bench_writes_json_and_plot(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "cmlang.cli", "bench", "--size", "tiny", "--repeat", "1",
          "--json", str(out), "--plot", str(png)],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ))
+        capture_output=True, text=True, timeout=600, env=dict(os.environ))   # every workload at tiny size
     assert proc.returncode == 0, proc.stdout + proc.stderr
     records = json.loads(out.read_text())
     keys = {"kernel", "size", "impl", "seconds", "gflops", "gbs", "device"}
@@ -157,7 +157,8 @@ def test_select_takes_names_and_groups():
 
 def test_attention_benchmarks_form_the_attention_group():
     names = [b.name for b in bench.select(bench.load_benchmarks(), ["attention"])]
-    assert names == ["attn-dense", "attn-lightning", "attn-infllmv2", "attn-rope", "attn-rmsnorm"]
+    assert names == ["attn-dense", "attn-dense-bf16", "attn-lightning", "attn-lightning-bf16", "attn-infllmv2",
+                     "attn-infllmv2-bf16", "attn-rope", "attn-rope-bf16", "attn-rmsnorm", "attn-rmsnorm-bf16"]
 
 
 def test_copy_bandwidth_probe_reports_read_plus_write():

@@ -421,7 +421,7 @@ def test_wrong_dtype(saxpy):
 def test_bf16_buffers_take_uint16(spirv):
     binary = KernelBinary("rotate", spirv, 16, (Param("x", PtrType(bf16)), ptr("y", writes=True)))
     assert launch_error(binary, (np.zeros(64, np.float16), np.zeros(64, np.float32))) == (
-        "rotate(): argument 'x' (ptr<bf16>) needs a uint16 (bf16 bits) array, got float16")
+        "rotate(): argument 'x' (ptr<bf16>) needs a uint16 (bf16 bits) or bfloat16 array, got float16")
 
 
 def test_buffer_too_small(spirv):

@@ -91,19 +91,31 @@ def infllmv2_numpy(q, k, v, block=64, l1=32, s1=16, l2=128, s2=64, init_blocks=1
 
 def torch_sdpa():
     """(function(q, k, v) -> o, torch version) or None when torch does not import.
-    The function takes our [N, H, d] numpy layout, causal, GQA by repeating K/V heads."""
+    The function takes our [N, H, d] numpy layout, causal, GQA by repeating K/V heads;
+    float32 arrays run in float32, ml_dtypes bfloat16 arrays in torch.bfloat16 (their
+    bits move over as uint16, numpy having no bf16 of its own)."""
     try:
         import torch
     except ImportError:
         return None
 
+    def to_torch(x):
+        if x.dtype.name == "bfloat16":
+            return torch.from_numpy(x.view(np.uint16)).view(torch.bfloat16)
+        return torch.from_numpy(x)
+
+    def to_numpy(t, like):
+        if t.dtype == torch.bfloat16:
+            return t.view(torch.uint16).numpy().view(like.dtype)
+        return t.numpy()
+
     def run(q, k, v):
         group = q.shape[1] // k.shape[1]
-        qt = torch.from_numpy(q).transpose(0, 1).unsqueeze(0)
-        kt = torch.from_numpy(k).transpose(0, 1).repeat_interleave(group, 0).unsqueeze(0)
-        vt = torch.from_numpy(v).transpose(0, 1).repeat_interleave(group, 0).unsqueeze(0)
+        qt = to_torch(q).transpose(0, 1).unsqueeze(0)
+        kt = to_torch(k).transpose(0, 1).repeat_interleave(group, 0).unsqueeze(0)
+        vt = to_torch(v).transpose(0, 1).repeat_interleave(group, 0).unsqueeze(0)
         with torch.no_grad():
             o = torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=True)
-        return o[0].transpose(0, 1).contiguous().numpy()
+        return to_numpy(o[0].transpose(0, 1).contiguous(), q)
 
     return run, torch.__version__

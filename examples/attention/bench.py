@@ -1,7 +1,8 @@
 """Benchmarks of the attention examples for ``cmlang bench`` (this module's ``benchmarks``),
 also runnable on their own:
 
-    cmlang bench attention [--size quick]     (or any of attn-dense attn-lightning attn-infllmv2 attn-rope attn-rmsnorm)
+    cmlang bench attention [--size quick]     (or any of attn-dense attn-lightning attn-infllmv2 attn-rope
+                                               attn-rmsnorm, each also as NAME-bf16)
     python -m examples.attention.bench [--size quick|full] [--repeat 3] [--sparse-vs-dense 32768] [--bandwidth]
 
 Implementations: ``cmlang`` (this package), ``opencl-simt`` (``simt.py``, the baseline of
@@ -74,6 +75,49 @@ dense_benchmark = Benchmark(
     rtol=1e-4, atol=2e-5, size_label=_size_label)
 
 
+def _qkv_bf16(params, rng):
+    """The inputs of _qkv rounded to bf16 (ml_dtypes' bfloat16 arrays)."""
+    import ml_dtypes
+    return {name: x.astype(ml_dtypes.bfloat16) for name, x in _qkv(params, rng).items()}
+
+
+def _as_f32(fn):
+    """An f32 implementation run on the bf16 inputs converted (before the timing)."""
+    def setup(inputs, device):
+        return _device(fn)({name: x.astype(np.float32) for name, x in inputs.items()}, device)
+    return setup
+
+
+def _host_f32(fn):
+    """A host f32 implementation run on the bf16 inputs converted (before the timing)."""
+    def setup(inputs, device):
+        return _host(fn)({name: x.astype(np.float32) for name, x in inputs.items()}, device)
+    return setup
+
+
+def _bf16_check(got, expected):
+    """Within 2 * 2^-8 of max |expected| (expected: float64 from the same bf16 inputs)."""
+    got = np.asarray(got, np.float64)
+    if got.shape != expected.shape:
+        return f"shape {got.shape} != {expected.shape}"
+    error = np.abs(got - expected).max() / np.abs(expected).max()
+    return None if error <= 2 * 2.0 ** -8 else f"max error {error:.2e} of max |expected| > 2 * 2^-8"
+
+
+dense_bf16_benchmark = Benchmark(
+    name="attn-dense-bf16",
+    description="causal flash attention with GQA, bf16 in and out, f32 softmax and accumulation "
+                "(opencl-simt: its f32 version on the same inputs; torch: bf16 SDPA)",
+    sizes={"tiny": dict(n=256, hq=4, hkv=2, d=64), "quick": dict(n=2048, hq=8, hkv=2, d=128),
+           "full": dict(n=8192, hq=8, hkv=2, d=128)},
+    make_inputs=_qkv_bf16,
+    reference=lambda i: dense_attention_numpy(i["q"], i["k"], i["v"], dtype=np.float64),
+    implementations={"cmlang": _device(dense_attention), "opencl-simt": _as_f32(simt.dense_attention),
+                     "numpy": _host_f32(dense_attention_numpy), "torch": _torch},
+    flops=lambda p: 2 * p["d"] * p["hq"] * p["n"] * (p["n"] + 1),
+    check=_bf16_check, size_label=_size_label)
+
+
 def _lightning_flops(p, chunk=64):
     return p["hq"] * p["n"] * (2 * p["d"] * (chunk + 1) + 4 * p["d"] * p["d"])
 
@@ -88,6 +132,19 @@ lightning_benchmark = Benchmark(
     implementations={"cmlang": _device(lightning_attention), "opencl-simt": _device(simt.lightning_attention),
                      "numpy": _host(lightning_chunked_numpy)},
     flops=_lightning_flops, rtol=1e-3, atol=1e-3, size_label=_size_label)
+
+
+lightning_bf16_benchmark = Benchmark(
+    name="attn-lightning-bf16",
+    description="Lightning prefill, bf16 q/k/v and output, f32 state (opencl-simt: f32 on the same inputs)",
+    sizes={"tiny": dict(n=256, hq=4, hkv=4, d=64), "quick": dict(n=4096, hq=8, hkv=8, d=128),
+           "full": dict(n=32768, hq=8, hkv=8, d=128)},
+    make_inputs=_qkv_bf16,
+    reference=lambda i: lightning_chunked_numpy(*(i[x].astype(np.float64) for x in "qkv"), dtype=np.float64),
+    implementations={"cmlang": _device(lightning_attention), "opencl-simt": _as_f32(simt.lightning_attention),
+                     "numpy": _host_f32(lightning_chunked_numpy)},
+    flops=_lightning_flops, check=lambda got, expected: _bf16_check(got[0], expected[0]),
+    size_label=_size_label)
 
 
 def _infllm_check(got, expected):
@@ -123,6 +180,32 @@ infllm_benchmark = Benchmark(
                      "opencl-simt": _device(lambda q, k, v: simt.infllmv2_attention(q, k, v, **SPARSE)),
                      "numpy": _host(lambda q, k, v: infllmv2_numpy(q, k, v, **SPARSE))},
     flops=_infllm_flops, check=_infllm_check, size_label=_size_label)
+
+
+infllm_bf16_benchmark = Benchmark(
+    name="attn-infllmv2-bf16",
+    description="InfLLM-V2 sparse prefill, bf16 in and out, 16 selected 64-key blocks "
+                "(opencl-simt: f32 on the same inputs)",
+    sizes={"tiny": dict(n=512, hq=4, hkv=1, d=64), "quick": dict(n=4096, hq=8, hkv=1, d=128),
+           "full": dict(n=16384, hq=8, hkv=1, d=128)},
+    make_inputs=_qkv_bf16,
+    reference=lambda i: infllmv2_numpy(*(i[x].astype(np.float64) for x in "qkv"), dtype=np.float64, **SPARSE),
+    implementations={"cmlang": _device(lambda q, k, v: infllmv2_attention(q, k, v, **SPARSE)),
+                     "opencl-simt": _as_f32(lambda q, k, v: simt.infllmv2_attention(q, k, v, **SPARSE)),
+                     "numpy": _host_f32(lambda q, k, v: infllmv2_numpy(q, k, v, **SPARSE))},
+    flops=_infllm_flops, check=lambda got, expected: _bf16_rows_check(got, expected), size_label=_size_label)
+
+
+def _bf16_rows_check(got, expected):
+    """As _infllm_check (0.2% of rows may select differently) within the bf16 bound."""
+    got = np.asarray(got, np.float64)
+    if got.shape != expected.shape:
+        return f"shape {got.shape} != {expected.shape}"
+    bound = 2 * 2.0 ** -8 * np.abs(expected).max()
+    bad_rows = (np.abs(got - expected) > bound).any(axis=(1, 2))
+    if bad_rows.mean() > 2e-3:
+        return f"{bad_rows.sum()} of {len(bad_rows)} token rows differ by more than 2 * 2^-8 of max |expected|"
+    return None
 
 
 def _x(params, rng):
@@ -166,7 +249,35 @@ rmsnorm_benchmark = Benchmark(
                      "numpy": _x_host(_rmsnorm_numpy)},
     bytes=lambda p: 2 * 4 * p["n"] * p["h"] * p["d"], rtol=1e-4, atol=1e-5, size_label=_size_label)
 
-benchmarks = [dense_benchmark, lightning_benchmark, infllm_benchmark, rope_benchmark, rmsnorm_benchmark]
+def _x_bf16(params, rng):
+    import ml_dtypes
+    return dict(x=_x(params, rng)["x"].astype(ml_dtypes.bfloat16))
+
+
+def _x_as_f32(fn):
+    return lambda inputs, device: _x_device(fn)(dict(x=inputs["x"].astype(np.float32)), device)
+
+
+rope_bf16_benchmark = Benchmark(
+    name="attn-rope-bf16", description="NeoX RoPE of bf16 [N, H, d], f32 math (opencl-simt: f32 on the same inputs)",
+    sizes=_NORM_SIZES, make_inputs=_x_bf16, reference=lambda i: rope_reference(i["x"].astype(np.float64)),
+    implementations={"cmlang": _x_device(rope), "opencl-simt": _x_as_f32(simt.rope),
+                     "numpy": lambda inputs, device: _x_host(_rope_numpy)(dict(x=inputs["x"].astype(np.float32)),
+                                                                          device)},
+    bytes=lambda p: 2 * 2 * p["n"] * p["h"] * p["d"] + 4 * p["n"] * p["d"],
+    check=_bf16_check, size_label=_size_label)
+
+rmsnorm_bf16_benchmark = Benchmark(
+    name="attn-rmsnorm-bf16", description="per-head RMSNorm of bf16 [N, H, d], f32 math (opencl-simt: f32 on the same inputs)",
+    sizes=_NORM_SIZES, make_inputs=_x_bf16, reference=lambda i: rmsnorm_reference(i["x"].astype(np.float64)),
+    implementations={"cmlang": _x_device(rmsnorm), "opencl-simt": _x_as_f32(simt.rmsnorm),
+                     "numpy": lambda inputs, device: _x_host(_rmsnorm_numpy)(dict(x=inputs["x"].astype(np.float32)),
+                                                                             device)},
+    bytes=lambda p: 2 * 2 * p["n"] * p["h"] * p["d"], check=_bf16_check, size_label=_size_label)
+
+benchmarks = [dense_benchmark, dense_bf16_benchmark, lightning_benchmark, lightning_bf16_benchmark,
+              infllm_benchmark, infllm_bf16_benchmark, rope_benchmark, rope_bf16_benchmark, rmsnorm_benchmark,
+              rmsnorm_bf16_benchmark]
 for _bench in benchmarks:
     _bench.group = "attention"       # `cmlang bench attention` runs them all
 

@@ -23,9 +23,10 @@ HEAD_DIMS = (64, 128)
 LOG2E = 1.4426950408889634
 
 PACKAGE_SPECS = (
-    [(pack, {"D": d}) for pack in (kernels.pack_keys, kernels.pack_values) for d in HEAD_DIMS]
-    + [(kernels.pack_queries, {"D": d}) for d in HEAD_DIMS]
-    + [(kernels.flash_attention, {"D": d, "M": ROWS, "KB": KEYS, "CAUSAL": causal})
+    [(pack, {"D": d, "T": cm.f32, "P": cm.f32}) for pack in (kernels.pack_keys, kernels.pack_values) for d in HEAD_DIMS]
+    + [(kernels.pack_queries, {"D": d, "T": cm.f32, "P": cm.f32}) for d in HEAD_DIMS]
+    + [(kernels.flash_attention, {"D": d, "M": ROWS, "KB": KEYS, "KD": d, "VN": d, "CAUSAL": causal,
+                                 "T": cm.f32, "O": cm.f32})
        for d in HEAD_DIMS for causal in (True, False)]
 )
 
@@ -40,12 +41,12 @@ def dense_attention(pkg, q, k, v, causal=True):
     kt = cm.runtime.empty((hkv, d, padded), np.float32)   # K transposed, zero-padded
     vp = cm.runtime.empty((hkv, padded, d), np.float32)
     qs = cm.runtime.empty((hq, padded, d), np.float32)    # Q head-major, scaled, zero-padded
-    pkg.pack_keys[(padded // kernels.TOKENS, hkv)](k, kt, n, hkv, padded, d)     # TOKENS tokens per CM thread
-    pkg.pack_values[(padded // kernels.TOKENS, hkv)](v, vp, n, hkv, padded, d)
-    pkg.pack_queries[(padded // kernels.TOKENS, hq)](q, qs, n, hq, padded, LOG2E / math.sqrt(d), d)
+    pkg.pack_keys[(padded // kernels.TOKENS, hkv)](k, kt, n, hkv, padded, d, cm.f32, cm.f32)     # TOKENS tokens per CM thread
+    pkg.pack_values[(padded // kernels.TOKENS, hkv)](v, vp, n, hkv, padded, d, cm.f32, cm.f32)
+    pkg.pack_queries[(padded // kernels.TOKENS, hq)](q, qs, n, hq, padded, LOG2E / math.sqrt(d), d, cm.f32, cm.f32)
     o = np.zeros_like(q)
-    pkg.flash_attention[(-(-n // ROWS), hq)](qs, kt, vp, o, n, hq, hq // hkv, padded, d, ROWS, KEYS,
-                                                   bool(causal))
+    pkg.flash_attention[(-(-n // ROWS), hq)](qs, kt, vp, o, n, hq, hq // hkv, padded, d, ROWS, KEYS, d, d,
+                                                   bool(causal), cm.f32, cm.f32)
     return o
 
 

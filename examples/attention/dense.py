@@ -1,47 +1,101 @@
 """Dense causal flash attention in cmlang (the full-attention baseline)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 import cmlang as cm
-from cmlang.autotuning import tuning_profile
 
 from . import kernels
 from .checks import check_qkv, check_positive_int
-from .layout import F32, empty, pack_kv, round_up, softmax_scale, to_device
+from .layout import (current_profile, element_type, empty, for_systolic_unit, host_dtype, output_type, pack_kv,
+                     packed_type, round_up, softmax_scale, systolic_types, to_device)
 from .reference import dense_attention_reference  # noqa: F401  (beside the kernel, as documented)
 
 
-# Tiles on Intel GPUs (M rows, KB keys; each divides 64), chosen per device by cm.autotune,
-# ranked by IGC's stats: on PVC 8 x 16 with grf=256 builds without spills in both flavours.
-FLASH_CONFIGS = {
+# The flash kernel's tile per device profile where its systolic unit multiplies the input
+# type (bf16/f16 on PVC and DG2): query rows M, keys KB, the d-slice KD of Q K^T and the
+# V columns VN of P V per dpas; chosen so that IGC builds the kernel with 0 spill bytes at
+# d = 128 (`cmlang isa attn-dense-bf16 --device pvc,dg2`).  Elsewhere (the CPU runtime, f32):
+# M = 4, KB = 64 and whole-d products, streamed from memory (see the README).
+SYSTOLIC_TILES = {"pvc": dict(M=4, KB=32, KD=16, VN=64), "dg2": dict(M=2, KB=16, KD=16, VN=16)}
+
+
+# For f32 inputs on Intel GPUs the tile (M rows, KB keys; each divides 64) is chosen per
+# device by cm.autotune, ranked by IGC's stats: on PVC 8 x 16 with grf=256 builds without
+# spills in both flavours, DG2 runs at simd 8.
+FLASH_F32_GPU_CONFIGS = {
     "pvc": [dict(M=4, KB=64), dict(M=8, KB=16, grf=256)],
     "dg2": [dict(M=4, KB=64, simd=8), dict(M=8, KB=16, simd=8)],
     "default": [dict(M=4, KB=64, simd=8)],
 }
-flash_attention_gpu = cm.autotune(configs=FLASH_CONFIGS, key=["D", "CAUSAL"])(kernels.flash_attention)
+flash_attention_f32_gpu = cm.autotune(configs=FLASH_F32_GPU_CONFIGS, key=["D", "CAUSAL"])(
+    kernels.flash_attention)
 
 
-def dense_attention(q, k, v, causal=True, *, rows=None, keys=None):
+def tuned_on_gpu(t, rows, keys, profile=None) -> bool:
+    """Whether dense_attention lets cm.autotune pick the f32 tile: on a GPU profile whose
+    systolic unit does not multiply t, when the caller gave no tile."""
+    profile = profile or current_profile()
+    return (rows is None and keys is None and profile.name != "cpu"
+            and t.name not in systolic_types(profile))
+
+
+def flash_tile(d: int, t, rows=None, keys=None, profile=None) -> dict:
+    """The flash kernel's tile constexprs for head dim d and packed element type t on
+    ``profile`` (default: the current device's; rows/keys: the caller's M and KB instead)."""
+    profile = profile or current_profile()
+    tile = dict(M=4, KB=64, KD=d, VN=d)
+    if t.name in systolic_types(profile) and profile.name in SYSTOLIC_TILES and d % 16 == 0:
+        tile = dict(SYSTOLIC_TILES[profile.name])
+        tile["VN"] = math.gcd(tile["VN"], d)
+    if rows is not None:
+        tile["M"] = check_positive_int(rows, "rows")
+    if keys is not None:
+        tile["KB"] = check_positive_int(keys, "keys")
+    return tile
+
+
+def dense_attention(q, k, v, causal=True, *, out_dtype=None, rows=None, keys=None):
     """o[t, h] = softmax_{j <= t}(q[t, h] . k[j, h // G] / sqrt(d)) @ v[., h // G]  (all j
-    when not causal).  q [N, Hq, d], k and v [N, Hkv, d]; returns float32 [N, Hq, d].
-    ``rows`` query rows and ``keys`` keys make one tile of a CM thread (default: 4 x 64 on
-    the CPU, the device's tuned tile on a GPU)."""
-    q, k, v, group = check_qkv(q, k, v, F32)
-    tuned = rows is None and keys is None and tuning_profile().name != "cpu"
-    rows = check_positive_int(4 if rows is None else rows, "rows")
-    keys = check_positive_int(64 if keys is None else keys, "keys")
+    when not causal).  q [N, Hq, d], k and v [N, Hkv, d]; returns [N, Hq, d] of ``out_dtype``
+    (default: the inputs' float16/bfloat16, else float32).  bf16/f16 inputs stay bf16/f16 in
+    the packed Q, K, V (the dpas inputs) where the device's systolic unit multiplies them,
+    f32 elsewhere (packed_type); softmax and accumulation are f32.
+    ``rows`` query rows and ``keys`` keys make one tile of a CM thread (default: flash_tile)."""
+    t = element_type(q, k, v)
+    q, k, v, group = check_qkv(q, k, v, host_dtype(t))
+    out = output_type(out_dtype, t)
     n, hq, d = q.shape
+    p = packed_type(t)
+    tuned = tuned_on_gpu(p, rows, keys)
+    tile = flash_tile(d, p, rows, keys)
+    rows, keys = tile["M"], tile["KB"]
     if n == 0:
-        return np.zeros_like(q)
-    pad_rows, pad_keys = (64, 64) if tuned else (rows, keys)    # a tuned tile's M and KB divide 64
-    padded = round_up(round_up(round_up(n, pad_rows), pad_keys), 16)   # causal tiles run to the row tile's end
-    kt, vp = pack_kv(k, v, padded)
-    qs, o = empty((hq, padded, d)), empty(q.shape)
-    kernels.pack_queries[(padded // kernels.TOKENS, hq)](to_device(q), qs, n, hq, padded, softmax_scale(d), d)
+        return np.zeros(q.shape, host_dtype(out))
+    pad_rows, pad_keys = (64, 64) if tuned else (tile["M"], tile["KB"])   # a tuned tile's M and KB divide 64
+    padded = round_up(round_up(round_up(n, pad_rows), pad_keys), 16)     # causal tiles run to the row tile's end
+    kt, vp = pack_kv(k, v, padded, t, p)
+    qs, o = empty((hq, padded, d), p), empty(q.shape, out)
+    kernels.pack_queries[(padded // kernels.TOKENS, hq)](to_device(q), qs, n, hq, padded, softmax_scale(d), d, t, p)
     flash_args = (qs, kt, vp, o, n, hq, group, padded)
     if tuned:
-        flash_attention_gpu[lambda c: (-(-n // c["M"]), hq)](*flash_args, D=d, CAUSAL=bool(causal))
+        flash_attention_f32_gpu[lambda c: (-(-n // c["M"]), hq)](
+            *flash_args, D=d, KD=d, VN=d, CAUSAL=bool(causal), T=p, O=out)
     else:
-        kernels.flash_attention[(-(-n // rows), hq)](*flash_args, d, rows, keys, bool(causal))
+        flash = for_systolic_unit(kernels.flash_attention, p)
+        flash[(-(-n // rows), hq)](*flash_args, d, rows, keys, tile["KD"], tile["VN"], bool(causal), p, out)
     return o.numpy()
+
+
+def flash_specialization(d: int, t, causal=True, profile=None, out=None):
+    """(kernel, constexprs) of the flash kernel that dense_attention launches for head dim
+    d and inputs of type t on ``profile`` (a name or profile; default: the current
+    device's): what `cmlang isa` and the register-file tests build."""
+    from cmlang.runtime.profiles import get_profile
+    profile = get_profile(profile) if profile is not None else current_profile()
+    p = packed_type(t, profile)
+    tile = flash_tile(d, p, profile=profile)
+    return for_systolic_unit(kernels.flash_attention, p, profile), dict(
+        D=d, **tile, CAUSAL=bool(causal), T=p, O=out or t)

@@ -19,7 +19,8 @@ from cmlang.autotuning import tuning_profile
 
 from . import kernels
 from .checks import check_qkv, check_infllm_params, check_token, check_heads, float_array
-from .layout import F32, empty, pack_kv, round_up, softmax_scale, to_device, zeros
+from .layout import (F32, element_type, empty, for_systolic_unit, host_dtype, output_type, pack_kv, packed_type,
+                     round_up, softmax_scale, to_device, zeros)
 from .reference import (infllmv2_attention_reference, infllmv2_select_reference,  # noqa: F401
                         infllmv2_decode_reference)
 
@@ -72,18 +73,23 @@ def _windows(n, length, stride):
     return (n - length) // stride + 1 if n >= length else 0
 
 
-def _compressed(kd, n, hkv, d, length, stride, padded):
-    """Transposed compressed keys [Hkv, d, padded], zero past the last complete window."""
-    out = zeros((hkv, d, padded))
+def _compressed(kd, n, hkv, d, length, stride, padded, t, pt):
+    """Transposed compressed keys [Hkv, d, padded] of element type pt, zero past the last
+    complete window."""
+    out = zeros((hkv, d, padded), host_dtype(pt))
     count = _windows(n, length, stride)
     if count:
-        kernels.compress_keys[(count, hkv)](kd, out, hkv, length, stride, padded, d)
+        kernels.compress_keys[(count, hkv)](kd, out, hkv, length, stride, padded, d, t, pt)
     return out, count
 
 
-def _select_and_attend(q, k, v, pos0, p, want_output=True):
+def _select_and_attend(q, k, v, pos0, p, want_output=True, out=cm.f32):
     """Selection (and attention) for the query rows q [rows, Hq, d] at positions pos0..
-    over the keys k, v [N, Hkv, d].  Returns (o or None, selected [rows, Hkv, topk])."""
+    over the keys k, v [N, Hkv, d] (all of one element type t: f32, f16 or bf16; the
+    products' operands are packed to packed_type(t), scores and softmax are f32).
+    Returns (o of element type ``out`` or None, selected [rows, Hkv, topk])."""
+    t = element_type(q, k, v)
+    pt = packed_type(t)
     rows, hq, d = q.shape
     n, hkv = k.shape[0], k.shape[1]
     group = hq // hkv
@@ -96,39 +102,40 @@ def _select_and_attend(q, k, v, pos0, p, want_output=True):
         q = np.concatenate([q, np.zeros((rows_padded - rows, hq, d), q.dtype)])
     qd, kd = to_device(q), to_device(k)
     padded = round_up(n, math.lcm(block, keys, 16))        # whole blocks of keys
-    kt, vp = pack_kv(kd, to_device(v), padded)
+    kt, vp = pack_kv(kd, to_device(v), padded, t, pt)
     n_blocks = -(-n // block)
     # The score kernels run to the last (padding) row of their tile: cover its windows.
     last = pos0 + rows_padded - 1
     padded1 = round_up(r * (last // block + 1), SCORE_TILE)
-    k1t, n1 = _compressed(kd, n, hkv, d, p["l1"], p["s1"], padded1)
+    k1t, n1 = _compressed(kd, n, hkv, d, p["l1"], p["s1"], padded1, t, pt)
     padded2 = round_up(max((last - p["l2"] + 1) // p["s2"] + 1, 1), LSE_TILE)
-    k2t, n2 = _compressed(kd, n, hkv, d, p["l2"], p["s2"], padded2)
+    k2t, n2 = _compressed(kd, n, hkv, d, p["l2"], p["s2"], padded2, t, pt)
     lse = empty((hq, rows_padded))
     lse_args = (qd, k2t, lse, rows, pos0, hq, group, n2, padded2, rows_padded, p["l2"], p["s2"], qscale)
     if _on_gpu():
-        lse_gpu[lambda c: (rows_padded // c["M"], hq)](*lse_args, D=d)
+        lse_gpu[lambda c: (rows_padded // c["M"], hq)](*lse_args, D=d, T=t, P=pt)
     else:
-        kernels.infllm_lse[(rows_padded // ROWS, hq)](*lse_args, d, ROWS, LSE_TILE)
+        for_systolic_unit(kernels.infllm_lse, pt)[(rows_padded // ROWS, hq)](*lse_args, d, ROWS, LSE_TILE, t, pt)
     score_pitch = round_up(padded1 // r, SELECT_CHUNK)
     scores = empty((hkv, rows_padded, score_pitch))
     score_args = (qd, k1t, lse, scores, rows, pos0, hq, group, n1, padded1, rows_padded, score_pitch,
                   rows_padded, block, p["l1"], p["s1"], qscale)
     if _on_gpu() and r <= 8:      # the GPU tiles hold at least two blocks' windows (JT = 16)
-        block_scores_gpu[lambda c: (rows_padded // c["M"], hkv)](*score_args, D=d, R=r, O=o_tail)
+        block_scores_gpu[lambda c: (rows_padded // c["M"], hkv)](*score_args, D=d, R=r, O=o_tail, T=t, P=pt)
     else:
-        kernels.infllm_block_scores[(rows_padded // ROWS, hkv)](*score_args, d, ROWS, SCORE_TILE, r, o_tail)
+        for_systolic_unit(kernels.infllm_block_scores, pt)[(rows_padded // ROWS, hkv)](
+            *score_args, d, ROWS, SCORE_TILE, r, o_tail, t, pt)
     selected = empty((rows, hkv, p["topk"]), np.int32)
     kernels.infllm_select[(rows, hkv)](scores, selected, pos0, hkv, rows_padded, score_pitch, n_blocks, block,
                                        p["init_blocks"], p["local_blocks"], p["topk"], SELECT_CHUNK)
     if not want_output:
         return None, selected.numpy()
-    o = empty((rows, hq, d))
+    o = empty((rows, hq, d), out)
     attend_args = (qd, kt, vp, selected, o, pos0, hq, hkv, padded, block, p["topk"], qscale)
     if _on_gpu() and group % 8 == 0 and block % 64 == 0:
-        attend_gpu[lambda c: (rows, hkv * (group // c["GR"]))](*attend_args, D=d, G=group)
+        attend_gpu[lambda c: (rows, hkv * (group // c["GR"]))](*attend_args, D=d, G=group, T=t, P=pt, OT=out)
     else:
-        kernels.infllm_attend[(rows, hkv)](*attend_args, d, group, keys, group)
+        for_systolic_unit(kernels.infllm_attend, pt)[(rows, hkv)](*attend_args, d, group, keys, group, t, pt, out)
     return o.numpy(), selected
 
 
@@ -139,21 +146,25 @@ def _params(block, l1, s1, l2, s2, init_blocks, local_blocks, topk):
 
 
 def infllmv2_attention(q, k, v, block=64, l1=32, s1=16, l2=128, s2=64, init_blocks=1, local_blocks=32,
-                       topk=96):
+                       topk=96, *, out_dtype=None):
     """InfLLM-V2 sparse attention prefill: each token attends (causally) to the top-k key
     blocks chosen by compressed-key scores shared by its KV head's G query heads.
-    q [N, Hq, d], k and v [N, Hkv, d]; returns float32 [N, Hq, d]."""
+    q [N, Hq, d], k and v [N, Hkv, d]; returns [N, Hq, d] of ``out_dtype`` (default: the
+    inputs' float16/bfloat16, else float32)."""
     p = _params(block, l1, s1, l2, s2, init_blocks, local_blocks, topk)
-    q, k, v, _ = check_qkv(q, k, v, F32)
+    t = element_type(q, k, v)
+    out = output_type(out_dtype, t)
+    q, k, v, _ = check_qkv(q, k, v, host_dtype(t))
     if q.shape[0] == 0:
-        return np.zeros_like(q)
-    return _select_and_attend(q, k, v, 0, p)[0]
+        return np.zeros(q.shape, host_dtype(out))
+    return _select_and_attend(q, k, v, 0, p, out=out)[0]
 
 
 def infllmv2_select(q, k, block=64, l1=32, s1=16, l2=128, s2=64, init_blocks=1, local_blocks=32, topk=96):
     """The selected block indices [N, Hkv, topk] int32 per (token, KV head), ascending, -1 padded."""
     p = _params(block, l1, s1, l2, s2, init_blocks, local_blocks, topk)
-    q, k, _, _ = check_qkv(q, k, k, F32)
+    t = element_type(q, k)
+    q, k, _, _ = check_qkv(q, k, k, host_dtype(t))
     if q.shape[0] == 0:
         return np.zeros((0, k.shape[1], p["topk"]), np.int32)
     selected = _select_and_attend(q, k, k, 0, p, want_output=False)[1]
@@ -168,19 +179,22 @@ def sort_selection(selected: np.ndarray) -> np.ndarray:
 
 
 def infllmv2_decode(q_t, k_cache, v_cache, block=64, l1=32, s1=16, l2=128, s2=64, init_blocks=1,
-                    local_blocks=32, topk=96):
+                    local_blocks=32, topk=96, *, out_dtype=None):
     """One new token at position L-1 (q_t [Hq, d] or [1, Hq, d]) over a cache of L keys
     (k_cache, v_cache [L, Hkv, d], the new token's key included): equals the last row of a
-    prefill of length L."""
+    prefill of length L.  The result has ``out_dtype`` (default: the inputs' float16/
+    bfloat16, else float32)."""
     p = _params(block, l1, s1, l2, s2, init_blocks, local_blocks, topk)
-    q_t, had_axis = check_token(q_t, "q_t", F32)
-    k_cache = float_array(k_cache, "k_cache", F32, 3)
-    v_cache = float_array(v_cache, "v_cache", F32, 3)
+    t = element_type(q_t, k_cache, v_cache)
+    out = output_type(out_dtype, t)
+    q_t, had_axis = check_token(q_t, "q_t", host_dtype(t))
+    k_cache = float_array(k_cache, "k_cache", host_dtype(t), 3)
+    v_cache = float_array(v_cache, "v_cache", host_dtype(t), 3)
     if k_cache.shape != v_cache.shape:
         raise ValueError(f"k_cache and v_cache must have the same shape, got {k_cache.shape} and "
                          f"{v_cache.shape}")
     if k_cache.shape[0] == 0:
         raise ValueError("the cache must hold at least one key (the new token's)")
     check_heads(q_t.shape, k_cache.shape)
-    o, _ = _select_and_attend(q_t[None], k_cache, v_cache, k_cache.shape[0] - 1, p)
+    o, _ = _select_and_attend(q_t[None], k_cache, v_cache, k_cache.shape[0] - 1, p, out=out)
     return o if had_axis else o[0]

@@ -38,14 +38,14 @@ TOKENS = 16               # tokens per CM thread of the pack kernels (one 16 x 1
 
 
 @cm.func
-def transpose_keys(k, kt, t0: i32, g: i32, n: i32, hkv: i32, padded: i32, D: cm.constexpr):
+def transpose_keys(k, kt, t0: i32, g: i32, n: i32, hkv: i32, padded: i32, D: cm.constexpr, P: cm.constexpr):
     """kt[g, :, t0:t0+TOKENS] = k[t0:t0+TOKENS, g, :]^T, zero for tokens >= n.  With all
     tokens valid: 16 x 16 tiles loaded by rows and transposed in registers (column moves);
     otherwise one masked gather per row of kt (about 1.4x slower)."""
     if t0 + TOKENS <= n and D % 16 == 0:
         for c0 in cm.static_range(0, D, 16):
             tile = cm.load(k, (t0 * hkv + g) * D + c0, (TOKENS, 16), hkv * D)
-            columns = cm.zeros(matrix[f32, 16, TOKENS])
+            columns = cm.zeros(matrix[P, 16, TOKENS])
             for c in cm.static_range(16):
                 columns[c] = tile.column(c)
             cm.store(kt, (g * D + c0) * padded + t0, columns, padded)
@@ -53,38 +53,43 @@ def transpose_keys(k, kt, t0: i32, g: i32, n: i32, hkv: i32, padded: i32, D: cm.
         tokens = cm.iota(i32, TOKENS) + t0
         rows = (tokens * hkv + g) * D
         for c in cm.static_range(D):
-            cm.store(kt, (g * D + c) * padded + t0, cm.gather(k, rows + c, tokens < n))
+            cm.store(kt, (g * D + c) * padded + t0, cm.gather(k, rows + c, tokens < n).astype(P))
 
 
 @cm.kernel(simd=16)
-def pack_keys(k: cm.ptr[f32], kt: cm.ptr[f32], n: i32, hkv: i32, padded: i32, D: cm.constexpr):
-    """kt[g, :, t] = k[t, g, :] for TOKENS tokens, zeros for n <= t < padded."""
-    transpose_keys(k, kt, cm.thread_id(0) * TOKENS, cm.thread_id(1), n, hkv, padded, D)
+def pack_keys(k: cm.ptr[T], kt: cm.ptr[P], n: i32, hkv: i32, padded: i32, D: cm.constexpr, T: cm.constexpr,
+              P: cm.constexpr):
+    """kt[g, :, t] = k[t, g, :] for TOKENS tokens, zeros for n <= t < padded.  T: the input's
+    element type (f32, f16, bf16); P: the packed one (T, or f32 where the device has no
+    systolic unit for T: the CPU runtime multiplies f32 fastest)."""
+    transpose_keys(k, kt, cm.thread_id(0) * TOKENS, cm.thread_id(1), n, hkv, padded, D, P)
 
 
 @cm.kernel(simd=16)
-def pack_values(v: cm.ptr[f32], vp: cm.ptr[f32], n: i32, hkv: i32, padded: i32, D: cm.constexpr):
+def pack_values(v: cm.ptr[T], vp: cm.ptr[P], n: i32, hkv: i32, padded: i32, D: cm.constexpr, T: cm.constexpr,
+                P: cm.constexpr):
     """vp[g, t, :] = v[t, g, :] for TOKENS tokens, zeros for n <= t < padded.  (Apart from
     pack_keys: one kernel writing both ran at half the speed of the two.)"""
     t0 = cm.thread_id(0) * TOKENS
     g = cm.thread_id(1)
     for r in cm.static_range(TOKENS):
-        row = cm.zeros(vector[f32, D])
+        row = cm.zeros(vector[P, D])
         if t0 + r < n:
-            row = cm.load(v, ((t0 + r) * hkv + g) * D, D)
+            row = cm.load(v, ((t0 + r) * hkv + g) * D, D).astype(P)
         cm.store(vp, (g * padded + t0 + r) * D, row)
 
 
 @cm.kernel(simd=16)
-def compress_keys(k: cm.ptr[f32], kct: cm.ptr[f32], hkv: i32, length: i32, stride: i32, padded: i32,
-                  D: cm.constexpr):
-    """kct[g, :, j] = mean of k[stride*j + r, g, :] over r < length (transposed like kt)."""
+def compress_keys(k: cm.ptr[T], kct: cm.ptr[P], hkv: i32, length: i32, stride: i32, padded: i32,
+                  D: cm.constexpr, T: cm.constexpr, P: cm.constexpr):
+    """kct[g, :, j] = mean of k[stride*j + r, g, :] over r < length (transposed like kt), summed
+    in f32 from element type T, stored in P (as pack_keys)."""
     j = cm.thread_id(0)
     g = cm.thread_id(1)
     total = cm.zeros(vector[f32, D])
     for r in range(length):
-        total += cm.load(k, ((stride * j + r) * hkv + g) * D, D)
-    cm.scatter(kct, g * D * padded + cm.iota(i32, D) * padded + j, total * (1.0 / length))
+        total += cm.load(k, ((stride * j + r) * hkv + g) * D, D).astype(f32)
+    cm.scatter(kct, g * D * padded + cm.iota(i32, D) * padded + j, (total * (1.0 / length)).astype(P))
 
 
 @cm.func
@@ -95,7 +100,7 @@ def load_rows(p, first: i32, count: i32, pitch: i32, offset: i32, scale: f32, M:
     tile = cm.zeros(matrix[f32, M, D])
     for r in cm.static_range(M):
         if first + r < count:
-            tile[r] = cm.load(p, (first + r) * pitch + offset, D) * scale
+            tile[r] = cm.load(p, (first + r) * pitch + offset, D).astype(f32) * scale
     return tile
 
 
@@ -116,13 +121,28 @@ def scale_rows(tile, factors, M: cm.constexpr):
 
 
 @cm.func
+def matmul_tiles(acc, a, b_ptr, b_offset: i32, b_pitch: i32, K: cm.constexpr, N: cm.constexpr,
+                 NC: cm.constexpr):
+    """matmul_chunked in column tiles of NC (dividing N): acc[:, n0:n0+NC] + a @ B[:, n0:n0+NC],
+    so that one K_CHUNK x NC slice of B is live at a time (a systolic dpas reads it from
+    registers; NC = N is matmul_chunked)."""
+    KC = K_CHUNK if K % K_CHUNK == 0 else K
+    for n0 in cm.static_range(0, N, NC):
+        for k in cm.static_range(0, K, KC):
+            acc[:, n0:n0 + NC] = cm.dpas(acc[:, n0:n0 + NC], a[:, k:k + KC].astype(b_ptr.dtype),
+                                         cm.load(b_ptr, b_offset + k * b_pitch + n0, (KC, NC), b_pitch))
+    return acc
+
+
+@cm.func
 def matmul_chunked(acc, a, b_ptr, b_offset: i32, b_pitch: i32, K: cm.constexpr, N: cm.constexpr):
     """acc + a @ B where a is matrix[f32, M, K] in registers and B [K, N] is in memory
     (rows b_pitch apart): one dpas per K_CHUNK rows of B (all K when K_CHUNK does not divide
-    it), each slice loaded where it is used."""
+    it), each slice loaded where it is used.  The dpas multiplies in B's element type: a
+    bf16/f16 B takes a rounded to it (the systolic unit's inputs), f32 in f32."""
     KC = K_CHUNK if K % K_CHUNK == 0 else K
     for k in cm.static_range(0, K, KC):
-        acc = cm.dpas(acc, a[:, k:k + KC], cm.load(b_ptr, b_offset + k * b_pitch, (KC, N), b_pitch))
+        acc = cm.dpas(acc, a[:, k:k + KC].astype(b_ptr.dtype), cm.load(b_ptr, b_offset + k * b_pitch, (KC, N), b_pitch))
     return acc
 
 
@@ -142,22 +162,34 @@ def softmax_step(s, m, l, M: cm.constexpr):
 # --------------------------------------------------------------------------- dense
 
 @cm.kernel(simd=16)
-def pack_queries(q: cm.ptr[f32], qs: cm.ptr[f32], n: i32, hq: i32, padded: i32, scale: f32, D: cm.constexpr):
+def pack_queries(q: cm.ptr[T], qs: cm.ptr[P], n: i32, hq: i32, padded: i32, scale: f32, D: cm.constexpr,
+                 T: cm.constexpr, P: cm.constexpr):
     """qs[h, t, :] = q[t, h, :] * scale for TOKENS tokens, zero for n <= t < padded: the query
-    rows of a head as one block, so a dpas can read its left operand where it lies."""
+    rows of a head as one block, so a dpas can read its left operand where it lies.  Scaled
+    in f32, stored in P (as pack_keys; one more rounding of a bf16/f16 query)."""
     t0 = cm.thread_id(0) * TOKENS
     h = cm.thread_id(1)
-    rows = load_rows(q, t0, n, hq * D, h * D, scale, TOKENS, D)
-    cm.store(qs, (h * padded + t0) * D, rows, D)
+    for r in cm.static_range(TOKENS):        # row by row: a 16 x d f32 tile spills on GPUs
+        row = cm.zeros(vector[P, D])
+        if t0 + r < n:
+            row = (cm.load(q, (t0 + r) * hq * D + h * D, D).astype(f32) * scale).astype(P)
+        cm.store(qs, (h * padded + t0 + r) * D, row)
 
 
 @cm.kernel(simd=16)
-def flash_attention(qs: cm.ptr[f32], kt: cm.ptr[f32], vp: cm.ptr[f32], o: cm.ptr[f32], n: i32, hq: i32,
+def flash_attention(qs: cm.ptr[T], kt: cm.ptr[T], vp: cm.ptr[T], o: cm.ptr[O], n: i32, hq: i32,
                     group: i32, padded: i32,
-                    D: cm.constexpr, M: cm.constexpr, KB: cm.constexpr, CAUSAL: cm.constexpr):
+                    D: cm.constexpr, M: cm.constexpr, KB: cm.constexpr, KD: cm.constexpr, VN: cm.constexpr,
+                    CAUSAL: cm.constexpr, T: cm.constexpr, O: cm.constexpr):
     """Flash attention: a CM thread owns M query rows of one head; K/V tiles of KB keys.
     qs holds the queries pre-scaled (pack_queries); the S = Q K^T dpas reads both of its
-    operands from memory (Q is not kept in registers: picking its elements there spills)."""
+    operands from memory (Q is not kept in registers: picking its elements there spills),
+    as one product over all of d (KD = D: the CPU runtime streams it as one loop) or in
+    KD-wide slices of d (KD = 16 for the systolic unit, whose operands are registers: a
+    whole 128 x 64 key tile would not fit the register file); likewise P V in VN-column
+    tiles of V (VN = D on the CPU).  T: the element type of the packed Q, K, V (f32, f16 or bf16: the dpas input type, so
+    bf16/f16 products go to the systolic unit); softmax state and accumulator are f32;
+    O: the output's element type."""
     t0 = cm.thread_id(0) * M
     h = cm.thread_id(1)
     g = h // group
@@ -168,8 +200,10 @@ def flash_attention(qs: cm.ptr[f32], kt: cm.ptr[f32], vp: cm.ptr[f32], o: cm.ptr
     if CAUSAL:
         end = t0 + M              # keys past n are zero padding, masked like the future
     for j0 in range(0, end, KB):
-        s = cm.dpas(cm.zeros(matrix[f32, M, KB]), cm.load(qs, (h * padded + t0) * D, (M, D), D),
-                    cm.load(kt, g * D * padded + j0, (D, KB), padded))
+        s = cm.zeros(matrix[f32, M, KB])
+        for d0 in cm.static_range(0, D, KD):
+            s = cm.dpas(s, cm.load(qs, (h * padded + t0) * D + d0, (M, KD), D),
+                        cm.load(kt, (g * D + d0) * padded + j0, (KD, KB), padded))
         keys = cm.iota(i32, KB) + j0
         for r in cm.static_range(M):
             if CAUSAL:
@@ -177,57 +211,62 @@ def flash_attention(qs: cm.ptr[f32], kt: cm.ptr[f32], vp: cm.ptr[f32], o: cm.ptr
             else:
                 s[r] = cm.merge(s[r], NEG_INF, keys < n)
         p, m, l, alpha = softmax_step(s, m, l, M)
-        acc = matmul_chunked(scale_rows(acc, alpha, M), p, vp, (g * padded + j0) * D, D, KB, D)
-    store_rows(o, scale_rows(acc, 1.0 / l, M), t0, n, hq * D, h * D, M)
+        acc = matmul_tiles(scale_rows(acc, alpha, M), p, vp, (g * padded + j0) * D, D, KB, D, VN)
+    store_rows(o, scale_rows(acc, 1.0 / l, M).astype(O), t0, n, hq * D, h * D, M)
 
 
 # --------------------------------------------------------------------------- Lightning
 
 @cm.kernel(simd=16)
-def lightning_intra(q: cm.ptr[f32], kt: cm.ptr[f32], decay_mask: cm.ptr[f32], powers: cm.ptr[f32],
-                    p_out: cm.ptr[f32], qp: cm.ptr[f32], ktw: cm.ptr[f32], n: i32, hq: i32, group: i32,
-                    padded: i32, n_chunks: i32, D: cm.constexpr, C: cm.constexpr, M: cm.constexpr):
+def lightning_intra(q: cm.ptr[T], kt: cm.ptr[P], decay_mask: cm.ptr[f32], powers: cm.ptr[f32],
+                    p_out: cm.ptr[P], qp: cm.ptr[P], ktw: cm.ptr[P], n: i32, hq: i32, group: i32,
+                    padded: i32, n_chunks: i32, D: cm.constexpr, C: cm.constexpr, M: cm.constexpr,
+                    T: cm.constexpr, P: cm.constexpr):
     """What one chunk (C tokens) of head h needs that does not depend on the state, for
     all chunks in parallel: p_out[h, chunk] = (Q K^T) (.) decay_mask[h] (decay_mask[h, i, j]
     = lambda^(i-j) for j <= i, else 0); qp[h] = the chunk's query rows, head-major and zero
     past n; ktw[h] = K^T diag(lambda^(L-1-j)) of the chunk (L its length, zero past L): the
-    left factor of its contribution to the state.  powers[h, p] = lambda_h^p, p <= C."""
+    left factor of its contribution to the state.  powers[h, p] = lambda_h^p, p <= C.
+    T: the element type of q; P: that of the packed operands (as pack_keys), computed in f32."""
     chunk = cm.thread_id(0)
     h = cm.thread_id(1)
     g = h // group
     c0 = chunk * C
     for i0 in range(0, C, M):
         at = (h * padded + c0 + i0) * D
-        cm.store(qp, at, load_rows(q, c0 + i0, n, hq * D, h * D, 1.0, M, D), D)
+        cm.store(qp, at, load_rows(q, c0 + i0, n, hq * D, h * D, 1.0, M, D).astype(P), D)
         s = cm.dpas(cm.zeros(matrix[f32, M, C]), cm.load(qp, at, (M, D), D),       # both operands
                     cm.load(kt, g * D * padded + c0, (D, C), padded))              # from memory
         s = s * cm.load(decay_mask, (h * C + i0) * C, (M, C), C)
-        cm.store(p_out, ((h * n_chunks + chunk) * C + i0) * C, s, C)
+        cm.store(p_out, ((h * n_chunks + chunk) * C + i0) * C, s.astype(P), C)
     length = cm.min(C, n - c0)
     jj = cm.iota(i32, C)
     weights = cm.gather(powers, h * (C + 1) + length - 1 - jj, jj < length)      # lambda^(L-1-j), 0 past L
     for r0 in cm.static_range(0, D, 16):
-        rows = cm.load(kt, (g * D + r0) * padded + c0, (16, C), padded)
+        rows = cm.load(kt, (g * D + r0) * padded + c0, (16, C), padded).astype(f32)
         for r in cm.static_range(16):
             rows[r] = rows[r] * weights
-        cm.store(ktw, (h * D + r0) * padded + c0, rows, padded)
+        cm.store(ktw, (h * D + r0) * padded + c0, rows.astype(P), padded)
 
 
 @cm.func
 def scan_output(o, qp, state, powers, intra, chunk_row: i32, c0: i32, i0: i32, n: i32, hq: i32, pw: i32,
-                hd: i32, e0: i32, h: i32, scale: f32, D: cm.constexpr, M: cm.constexpr, NT: cm.constexpr):
-    """Rows i0..i0+M-1 of O_n = s [P V + diag(lambda^(i+1)) Q H], given their intra part."""
+                hd: i32, e0: i32, h: i32, scale: f32, D: cm.constexpr, M: cm.constexpr, NT: cm.constexpr,
+                P: cm.constexpr, O: cm.constexpr):
+    """Rows i0..i0+M-1 of O_n = s [P V + diag(lambda^(i+1)) Q H], given their intra part
+    (the state rounded to P, the packed operands' type, as the right operand of Q H)."""
     inter = cm.dpas(cm.zeros(matrix[f32, M, NT]), cm.load(qp, chunk_row * D, (M, D), D),
-                    cm.load(state, hd, (D, NT), D))
+                    cm.load(state, hd, (D, NT), D).astype(P))
     out = intra + scale_rows(inter, cm.load(powers, pw + i0 + 1, M), M)
-    store_rows(o, out * scale, c0 + i0, n, hq * D, h * D + e0, M)
+    store_rows(o, (out * scale).astype(O), c0 + i0, n, hq * D, h * D + e0, M)
 
 
 @cm.kernel(simd=16)
-def lightning_scan(qp: cm.ptr[f32], vp: cm.ptr[f32], p: cm.ptr[f32], ktw: cm.ptr[f32], powers: cm.ptr[f32],
-                   state: cm.ptr[f32], o: cm.ptr[f32], n: i32, hq: i32, group: i32, padded: i32,
+def lightning_scan(qp: cm.ptr[P], vp: cm.ptr[P], p: cm.ptr[P], ktw: cm.ptr[P], powers: cm.ptr[f32],
+                   state: cm.ptr[f32], o: cm.ptr[O], n: i32, hq: i32, group: i32, padded: i32,
                    n_chunks: i32, scale: f32,
-                   D: cm.constexpr, C: cm.constexpr, M: cm.constexpr, NT: cm.constexpr, KS: cm.constexpr):
+                   D: cm.constexpr, C: cm.constexpr, M: cm.constexpr, NT: cm.constexpr, KS: cm.constexpr,
+                   P: cm.constexpr, O: cm.constexpr):
     """The chunk scan: a CM thread owns NT columns of one head's state H [D, D], kept in
     ``state`` itself (updated in place, chunk by chunk).  Per chunk n (length L):
     O_n = s [P_n V_n + diag(lambda^(i+1)) Q_n H] and H <- lambda^L H + ktw_n V_n.
@@ -239,7 +278,10 @@ def lightning_scan(qp: cm.ptr[f32], vp: cm.ptr[f32], p: cm.ptr[f32], ktw: cm.ptr
     P is lower triangular: rows i0..i0+M-1 have nothing past key i0+M-1.  KS = 0 unrolls
     the chunk's row tiles, each product as wide as its triangle row (the CPU runtime's
     fastest form); KS > 0 walks the row tiles and their keys in loops, KS keys per dpas
-    (on Intel GPUs the unrolled form spills registers)."""
+    (on Intel GPUs the unrolled form spills registers).
+
+    P: the packed operands' element type (the dpas inputs; the f32 state is rounded to it
+    as the right operand of Q H); O: the output's."""
     e0 = cm.thread_id(0) * NT
     h = cm.thread_id(1)
     g = h // group
@@ -255,7 +297,7 @@ def lightning_scan(qp: cm.ptr[f32], vp: cm.ptr[f32], p: cm.ptr[f32], ktw: cm.ptr
                 intra = cm.dpas(cm.zeros(matrix[f32, M, NT]), cm.load(p, p_at + i0 * C, (M, i0 + M), C),
                                 cm.load(vp, v_at, (i0 + M, NT), D))
                 scan_output(o, qp, state, powers, intra, q_row + i0, c0, i0, n, hq, pw, hd, e0, h, scale,
-                            D, M, NT)
+                            D, M, NT, P, O)
         else:
             for i0 in range(0, C, M):
                 intra = cm.zeros(matrix[f32, M, NT])
@@ -263,7 +305,7 @@ def lightning_scan(qp: cm.ptr[f32], vp: cm.ptr[f32], p: cm.ptr[f32], ktw: cm.ptr
                     intra = cm.dpas(intra, cm.load(p, p_at + i0 * C + k0, (M, KS), C),
                                     cm.load(vp, v_at + k0 * D, (KS, NT), D))
                 scan_output(o, qp, state, powers, intra, q_row + i0, c0, i0, n, hq, pw, hd, e0, h, scale,
-                            D, M, NT)
+                            D, M, NT, P, O)
         decay = cm.load(powers, pw + cm.min(C, n - c0), 1)[0]
         for r0 in range(0, D, M):
             rows = cm.dpas(cm.load(state, hd + r0 * D, (M, NT), D) * decay,
@@ -272,26 +314,28 @@ def lightning_scan(qp: cm.ptr[f32], vp: cm.ptr[f32], p: cm.ptr[f32], ktw: cm.ptr
 
 
 @cm.kernel(simd=16)
-def lightning_step(q: cm.ptr[f32], k: cm.ptr[f32], v: cm.ptr[f32], decay: cm.ptr[f32], state: cm.ptr[f32],
-                   o: cm.ptr[f32], group: i32, scale: f32, D: cm.constexpr, NT: cm.constexpr):
-    """One decode step on NT state columns of head h: H = lambda H + k^T v, o = s q H."""
+def lightning_step(q: cm.ptr[T], k: cm.ptr[T], v: cm.ptr[T], decay: cm.ptr[f32], state: cm.ptr[f32],
+                   o: cm.ptr[O], group: i32, scale: f32, D: cm.constexpr, NT: cm.constexpr,
+                   T: cm.constexpr, O: cm.constexpr):
+    """One decode step on NT state columns of head h: H = lambda H + k^T v, o = s q H, in
+    f32 (q, k, v of element type T, the state f32, o of type O)."""
     e0 = cm.thread_id(0) * NT
     h = cm.thread_id(1)
     g = h // group
     hs = cm.load(state, h * D * D + e0, (D, NT), D)
-    hs = cm.dpas(hs * cm.load(decay, h, 1)[0], cm.load(k, g * D, (D, 1), 1),
-                 cm.load(v, g * D + e0, (1, NT), NT))
-    out = cm.dpas(cm.zeros(matrix[f32, 1, NT]), cm.load(q, h * D, (1, D), D), hs)
+    hs = cm.dpas(hs * cm.load(decay, h, 1)[0], cm.load(k, g * D, (D, 1), 1).astype(f32),
+                 cm.load(v, g * D + e0, (1, NT), NT).astype(f32))
+    out = cm.dpas(cm.zeros(matrix[f32, 1, NT]), cm.load(q, h * D, (1, D), D).astype(f32), hs)
     cm.store(state, h * D * D + e0, hs, D)
-    cm.store(o, h * D + e0, out[0] * scale)
+    cm.store(o, h * D + e0, (out[0] * scale).astype(O))
 
 
 # --------------------------------------------------------------------------- InfLLM-V2
 
 @cm.kernel(simd=16)
-def infllm_lse(q: cm.ptr[f32], k2t: cm.ptr[f32], lse: cm.ptr[f32], rows: i32, pos0: i32, hq: i32,
+def infllm_lse(q: cm.ptr[T], k2t: cm.ptr[P], lse: cm.ptr[f32], rows: i32, pos0: i32, hq: i32,
                group: i32, n2: i32, padded2: i32, lse_pitch: i32, l2: i32, s2: i32, qscale: f32,
-               D: cm.constexpr, M: cm.constexpr, JT: cm.constexpr):
+               D: cm.constexpr, M: cm.constexpr, JT: cm.constexpr, T: cm.constexpr, P: cm.constexpr):
     """Base-2 log-sum-exp of each query row over its visible second-level keys
     (s2*j + l2 - 1 <= t).  Rows that see none get +inf, so that every exp2(z - lse) is 0."""
     r0 = cm.thread_id(0) * M
@@ -314,12 +358,12 @@ def infllm_lse(q: cm.ptr[f32], k2t: cm.ptr[f32], lse: cm.ptr[f32], rows: i32, po
 
 
 @cm.kernel(simd=16)
-def infllm_block_scores(q: cm.ptr[f32], k1t: cm.ptr[f32], lse: cm.ptr[f32], scores: cm.ptr[f32],
+def infllm_block_scores(q: cm.ptr[T], k1t: cm.ptr[P], lse: cm.ptr[f32], scores: cm.ptr[f32],
                         rows: i32, pos0: i32, hq: i32, group: i32, n1: i32, padded1: i32,
                         lse_pitch: i32, score_pitch: i32, rows_padded: i32, block: i32, l1: i32, s1: i32,
                         qscale: f32,
                         D: cm.constexpr, M: cm.constexpr, JT: cm.constexpr, R: cm.constexpr,
-                        O: cm.constexpr):
+                        O: cm.constexpr, T: cm.constexpr, P: cm.constexpr):
     """Block scores of M query rows for KV head g.  S(t, j) = sum over the group's heads of
     exp2(z - lse) for visible j (0 for invisible j, -inf past the last window); the score of
     block b is the max of S over the windows overlapping it: its own R = block/s1 windows and
@@ -336,7 +380,7 @@ def infllm_block_scores(q: cm.ptr[f32], k1t: cm.ptr[f32], lse: cm.ptr[f32], scor
         total = cm.zeros(matrix[f32, M, JT])
         for i in range(group):
             h = g * group + i
-            z = cm.dpas(cm.zeros(matrix[f32, M, JT]), cm.load(q, r0 * hq * D + h * D, (M, D), hq * D),
+            z = cm.dpas(cm.zeros(matrix[f32, M, JT]), cm.load(q, r0 * hq * D + h * D, (M, D), hq * D).astype(P),
                         cm.load(k1t, g * D * padded1 + j0, (D, JT), padded1)) * qscale
             lse_h = cm.load(lse, h * lse_pitch + r0, M)
             for r in cm.static_range(M):
@@ -398,13 +442,15 @@ def infllm_select(scores: cm.ptr[f32], selected: cm.ptr[i32], pos0: i32, hkv: i3
 
 
 @cm.kernel(simd=16)
-def infllm_attend(q: cm.ptr[f32], kt: cm.ptr[f32], vp: cm.ptr[f32], selected: cm.ptr[i32], o: cm.ptr[f32],
+def infllm_attend(q: cm.ptr[T], kt: cm.ptr[P], vp: cm.ptr[P], selected: cm.ptr[i32], o: cm.ptr[OT],
                   pos0: i32, hq: i32, hkv: i32, padded: i32, block: i32, topk: i32, qscale: f32,
-                  D: cm.constexpr, G: cm.constexpr, KB: cm.constexpr, GR: cm.constexpr):
+                  D: cm.constexpr, G: cm.constexpr, KB: cm.constexpr, GR: cm.constexpr, T: cm.constexpr,
+                  P: cm.constexpr, OT: cm.constexpr):
     """Block-sparse attention of GR of one token's G query heads (one KV head's group: they
     share the selection, so they are the rows of every dpas) over its selected blocks; a CM
     thread per (token, GR heads).  The S = q Kt dpas reads both operands where they lie
-    (a q tile kept in registers spills on GPUs) and S is scaled after."""
+    (a q tile kept in registers spills on GPUs) and S is scaled after.  T, P, OT: the
+    element types of q, of the packed K/V (the dpas inputs) and of the output."""
     r = cm.thread_id(0)
     g = cm.thread_id(1) // (G // GR)
     base = (r * hq + g * G + cm.thread_id(1) % (G // GR) * GR) * D
@@ -416,46 +462,48 @@ def infllm_attend(q: cm.ptr[f32], kt: cm.ptr[f32], vp: cm.ptr[f32], selected: cm
         b = cm.load(selected, (r * hkv + g) * topk + i, 1)[0]
         if b >= 0:
             for j0 in range(b * block, b * block + block, KB):     # keys past t are masked
-                s = cm.dpas(cm.zeros(matrix[f32, GR, KB]), cm.load(q, base, (GR, D), D),
+                s = cm.dpas(cm.zeros(matrix[f32, GR, KB]), cm.load(q, base, (GR, D), D).astype(P),
                             cm.load(kt, g * D * padded + j0, (D, KB), padded)) * qscale
                 keys = cm.iota(i32, KB) + j0
                 for row in cm.static_range(GR):
                     s[row] = cm.merge(s[row], NEG_INF, keys <= t)
                 p, m, l, alpha = softmax_step(s, m, l, GR)
                 acc = matmul_chunked(scale_rows(acc, alpha, GR), p, vp, (g * padded + j0) * D, D, KB, D)
-    cm.store(o, base, scale_rows(acc, 1.0 / l, GR), D)
+    cm.store(o, base, scale_rows(acc, 1.0 / l, GR).astype(OT), D)
 
 
 # --------------------------------------------------------------------------- RoPE / RMSNorm
 
 @cm.kernel(simd=16)
-def rope_kernel(x: cm.ptr[f32], cos_t: cm.ptr[f32], sin_t: cm.ptr[f32], out: cm.ptr[f32],
-                HEADS: cm.constexpr, HALF: cm.constexpr, HB: cm.constexpr):
+def rope_kernel(x: cm.ptr[T], cos_t: cm.ptr[f32], sin_t: cm.ptr[f32], out: cm.ptr[O],
+                HEADS: cm.constexpr, HALF: cm.constexpr, HB: cm.constexpr, T: cm.constexpr, O: cm.constexpr):
     """NeoX rotation of every head of token t: [x1 c - x2 s, x2 c + x1 s], HB heads (rows of
-    2*HALF) per 2-D block load and store (HB divides HEADS)."""
+    2*HALF) per 2-D block load and store (HB divides HEADS).  x of element type T, computed
+    in f32, out of type O."""
     t = cm.thread_id(0)
     c = cm.load(cos_t, t * HALF, HALF)
     s = cm.load(sin_t, t * HALF, HALF)
     for h0 in cm.static_range(0, HEADS, HB):
         at = (t * HEADS + h0) * 2 * HALF
-        rows = cm.load(x, at, (HB, 2 * HALF), 2 * HALF)
+        rows = cm.load(x, at, (HB, 2 * HALF), 2 * HALF).astype(f32)
         rotated = cm.zeros(matrix[f32, HB, 2 * HALF])
         for h in cm.static_range(HB):
             x1 = rows[h, 0:HALF]
             x2 = rows[h, HALF:2 * HALF]
             rotated[h, 0:HALF] = x1 * c - x2 * s
             rotated[h, HALF:2 * HALF] = x2 * c + x1 * s
-        cm.store(out, at, rotated, 2 * HALF)
+        cm.store(out, at, rotated.astype(O), 2 * HALF)
 
 
 @cm.kernel(simd=16)
-def rmsnorm_kernel(x: cm.ptr[f32], weight: cm.ptr[f32], out: cm.ptr[f32], n_rows: i32, eps: f32,
-                   D: cm.constexpr, ROWS: cm.constexpr):
-    """out = x / sqrt(mean(x^2) + eps) * weight, ROWS rows of D per CM thread."""
+def rmsnorm_kernel(x: cm.ptr[T], weight: cm.ptr[f32], out: cm.ptr[O], n_rows: i32, eps: f32,
+                   D: cm.constexpr, ROWS: cm.constexpr, T: cm.constexpr, O: cm.constexpr):
+    """out = x / sqrt(mean(x^2) + eps) * weight, ROWS rows of D per CM thread; x of element
+    type T, computed in f32, out of type O."""
     r0 = cm.thread_id(0) * ROWS
     w = cm.load(weight, 0, D)
     for i in cm.static_range(ROWS):
         if r0 + i < n_rows:
-            row = cm.load(x, (r0 + i) * D, D)
+            row = cm.load(x, (r0 + i) * D, D).astype(f32)
             inv = cm.rsqrt(cm.reduce_sum(row * row) * (1.0 / D) + eps)
-            cm.store(out, (r0 + i) * D, row * inv * w)
+            cm.store(out, (r0 + i) * D, (row * inv * w).astype(O))

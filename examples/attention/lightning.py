@@ -11,7 +11,8 @@ from cmlang.autotuning import tuning_profile
 
 from . import kernels
 from .checks import check_qkv, check_slopes, check_state, check_token, check_heads, check_positive_int
-from .layout import F32, column_tile, empty, pack_kv, round_up, to_device
+from .layout import (F32, column_tile, element_type, empty, host_dtype, output_type, pack_kv, packed_type,
+                     round_up, to_device)
 from .reference import (lightning_attention_reference, lightning_decode_reference,  # noqa: F401
                         lightning_chunked_numpy)
 
@@ -60,52 +61,67 @@ def decay_mask(slopes: np.ndarray, chunk: int) -> np.ndarray:
     return np.ascontiguousarray(np.where(i >= j, lam[:, None, None] ** gap, 0.0).astype(F32))
 
 
-def lightning_attention(q, k, v, slopes=None, state=None, chunk=64):
+def lightning_attention(q, k, v, slopes=None, state=None, chunk=64, *, out_dtype=None):
     """Chunked Lightning attention prefill.  Per query head h (lambda_h = exp(-slopes[h]),
     ALiBi slopes by default): S_t = lambda S_{t-1} + k_t^T v_t, o_t = q_t S_t / sqrt(d),
-    starting from ``state`` [Hq, d, d] (zeros by default).  Returns (o [N, Hq, d], S_{N-1})."""
-    q, k, v, group = check_qkv(q, k, v, F32)
+    starting from ``state`` [Hq, d, d] (zeros by default).  Returns (o [N, Hq, d], S_{N-1}):
+    o of ``out_dtype`` (default: the inputs' float16/bfloat16, else float32), the state
+    float32.  bf16/f16 inputs are the dpas operands where the device's systolic unit
+    multiplies them (packed_type); scores, decays and the state are f32."""
+    t = element_type(q, k, v)
+    out = output_type(out_dtype, t)
+    q, k, v, group = check_qkv(q, k, v, host_dtype(t))
     n, hq, d = q.shape
     chunk = check_positive_int(chunk, "chunk")
     slopes = check_slopes(slopes, hq)
     state = check_state(state, hq, d, F32)
     if n == 0:
-        return np.zeros_like(q), state.copy()
+        return np.zeros(q.shape, host_dtype(out)), state.copy()
+    scan_rows, width = scan_tile(d, hq, chunk)
+    gpu_tiles = scan_on_gpu_tiles(d, chunk)
+    # The scan's P V product over the rows' key prefix has K = i0 + rows (KS per dpas with the
+    # GPU tiles): it maps onto the systolic unit (K a multiple of 16) only with rows a
+    # multiple of 16; otherwise the operands stay f32 (the CPU runtime's choice anyway, see
+    # packed_type).
+    pt = packed_type(t) if scan_rows % 16 == 0 and not gpu_tiles else cm.f32
     rows = math.gcd(chunk, 8)
     n_chunks = -(-n // chunk)
     padded = round_up(n_chunks * chunk, 16)
     qd = to_device(q)
-    kt, vp = pack_kv(k, v, padded)
-    p = empty((hq, n_chunks, chunk, chunk))
-    qp, ktw = empty((hq, padded, d)), empty((hq, d, padded))
+    kt, vp = pack_kv(k, v, padded, t, pt)
+    p = empty((hq, n_chunks, chunk, chunk), pt)
+    qp, ktw = empty((hq, padded, d), pt), empty((hq, d, padded), pt)
     powers = to_device(decay_powers(slopes, chunk))
     kernels.lightning_intra[(n_chunks, hq)](qd, kt, to_device(decay_mask(slopes, chunk)), powers, p, qp, ktw,
-                                                  n, hq, group, padded, n_chunks, d, chunk, rows)
-    state_d, o = to_device(state), empty(q.shape)
+                                                  n, hq, group, padded, n_chunks, d, chunk, rows, t, pt)
+    state_d, o = to_device(state), empty(q.shape, out)
     scan_args = (qp, vp, p, ktw, powers, state_d, o, n, hq, group, padded, n_chunks, 1.0 / math.sqrt(d))
-    if scan_on_gpu_tiles(d, chunk):
-        lightning_scan_gpu[lambda c: (d // c["NT"], hq)](*scan_args, D=d, C=chunk)
+    if gpu_tiles:
+        lightning_scan_gpu[lambda c: (d // c["NT"], hq)](*scan_args, D=d, C=chunk, P=pt, O=out)
     else:
-        scan_rows, width = scan_tile(d, hq, chunk)
-        kernels.lightning_scan[(d // width, hq)](*scan_args, d, chunk, scan_rows, width, 0)
+        kernels.lightning_scan[(d // width, hq)](*scan_args, d, chunk, scan_rows, width, 0, pt, out)
     return o.numpy(), state_d.numpy()
 
 
-def lightning_decode(q_t, k_t, v_t, slopes=None, state=None):
+def lightning_decode(q_t, k_t, v_t, slopes=None, state=None, *, out_dtype=None):
     """One recurrent step for one token (q_t [Hq, d] or [1, Hq, d], k_t/v_t [Hkv, d]):
-    S = lambda S + k^T v, o = q S / sqrt(d).  Returns (o_t, new state [Hq, d, d])."""
-    q_t, had_axis = check_token(q_t, "q_t", F32)
-    k_t, _ = check_token(k_t, "k_t", F32)
-    v_t, _ = check_token(v_t, "v_t", F32)
+    S = lambda S + k^T v, o = q S / sqrt(d), in f32.  Returns (o_t, new state [Hq, d, d]):
+    o_t of ``out_dtype`` (default: the inputs' float16/bfloat16, else float32), the state
+    float32."""
+    t = element_type(q_t, k_t, v_t)
+    out = output_type(out_dtype, t)
+    q_t, had_axis = check_token(q_t, "q_t", host_dtype(t))
+    k_t, _ = check_token(k_t, "k_t", host_dtype(t))
+    v_t, _ = check_token(v_t, "v_t", host_dtype(t))
     if k_t.shape != v_t.shape:
         raise ValueError(f"k_t and v_t must have the same shape, got {k_t.shape} and {v_t.shape}")
     group = check_heads(q_t.shape, k_t.shape)
     hq, d = q_t.shape
     slopes = check_slopes(slopes, hq)
-    state_d, o = to_device(check_state(state, hq, d, F32)), empty((hq, d))
+    state_d, o = to_device(check_state(state, hq, d, F32)), empty((hq, d), out)
     width = column_tile(d)
     kernels.lightning_step[(d // width, hq)](to_device(q_t), to_device(k_t), to_device(v_t),
                                              to_device(np.exp(-slopes).astype(F32)), state_d, o, group,
-                                             1.0 / math.sqrt(d), d, width)
+                                             1.0 / math.sqrt(d), d, width, t, out)
     o = o.numpy()
     return (o[None] if had_axis else o), state_d.numpy()

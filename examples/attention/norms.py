@@ -10,7 +10,7 @@ import cmlang.runtime as rt
 
 from . import kernels
 from .checks import check_positive_int, float_array
-from .layout import F32, empty, to_device
+from .layout import F32, element_type, empty, host_dtype, output_type, to_device
 from .reference import rope_reference, rmsnorm_reference, rope_tables  # noqa: F401
 
 
@@ -22,26 +22,32 @@ def _device_tables(n: int, d: int, theta: float, offset: int, device) -> tuple:
     return rt.to_device(cos.astype(F32), device), rt.to_device(sin.astype(F32), device)
 
 
-def rope(x, theta=1e4, offset=0):
+def rope(x, theta=1e4, offset=0, *, out_dtype=None):
     """Rotary embedding, NeoX halves, of x [N, H, d] (or [N, d]) at positions offset..offset+N-1.
     The cos/sin tables are computed on the host in float64 (angles reach 1e4+ radians, too
     many for float32 arguments), kept on the device for later calls, and applied by the
-    kernel."""
-    x = float_array(x, "x", F32, (2, 3))
+    kernel in f32.  The result has ``out_dtype`` (default: x's float16/bfloat16, else float32)."""
+    t = element_type(x)
+    x = float_array(x, "x", host_dtype(t), (2, 3))
+    out_type = output_type(out_dtype, t)
     check_positive_int(offset, "offset", 0)
     n, d = x.shape[0], x.shape[-1]
     cos, sin = _device_tables(n, d, float(theta), int(offset), rt.get_device())
     if x.size == 0:
-        return x.copy()
+        return x.astype(host_dtype(out_type))
     heads = x.shape[1] if x.ndim == 3 else 1
-    out = empty(x.shape)
-    kernels.rope_kernel[n](to_device(x), cos, sin, out, heads, d // 2, math.gcd(heads, 8))
+    out = empty(x.shape, out_type)
+    kernels.rope_kernel[n](to_device(x), cos, sin, out, heads, d // 2, math.gcd(heads, 8), t, out_type)
     return out.numpy()
 
 
-def rmsnorm(x, weight=None, eps=1e-6, *, rows_per_thread=4):
-    """x / sqrt(mean(x^2, last axis) + eps) * weight (weight [d], ones by default)."""
-    x = float_array(x, "x", F32)
+def rmsnorm(x, weight=None, eps=1e-6, *, out_dtype=None, rows_per_thread=4):
+    """x / sqrt(mean(x^2, last axis) + eps) * weight (weight [d], ones by default), computed
+    in f32 (weight in f32); the result has ``out_dtype`` (default: x's float16/bfloat16, else
+    float32)."""
+    t = element_type(x)
+    x = float_array(x, "x", host_dtype(t))
+    out_type = output_type(out_dtype, t)
     if x.ndim == 0:
         raise ValueError("x must have at least one axis")
     d = x.shape[-1]
@@ -49,9 +55,9 @@ def rmsnorm(x, weight=None, eps=1e-6, *, rows_per_thread=4):
     if weight.shape != (d,):
         raise ValueError(f"weight must have shape ({d},), got {weight.shape}")
     if x.size == 0:
-        return x.copy()
+        return x.astype(host_dtype(out_type))
     n_rows = x.size // d
-    out = empty(x.shape)
+    out = empty(x.shape, out_type)
     kernels.rmsnorm_kernel[-(-n_rows // rows_per_thread)](to_device(x), to_device(weight), out, n_rows,
-                                                          float(eps), d, rows_per_thread)
+                                                          float(eps), d, rows_per_thread, t, out_type)
     return out.numpy()
