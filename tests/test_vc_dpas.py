@@ -324,3 +324,15 @@ def test_lightning_scan_on_vector_compute_does_not_spill_on_pvc():
     from examples.attention import kernels
     ck = kernels.lightning_scan.compile(target="spirv-vc", device="pvc", **LIGHTNING_SCAN)
     assert ck.stats["spill_bytes"] == 0 and ck.stats["instructions"] < 10000, ck.stats
+
+
+def test_the_simt_target_never_ignores_tf32():
+    """Until the SIMT lowering computes tf32 it refuses it; either way never exact f32."""
+    a, b, c = tf32_operands(4, 8, 16)
+    got = c.copy()
+    try:
+        dpas_kernel(f32, f32, 4, 8, 16, precision="tf32")[1](a, b, got)
+    except CompileError as e:
+        assert 'precision="tf32" is not lowered for target spirv' in str(e)
+        return
+    np.testing.assert_allclose(got, tf32_reference(a, b, c), rtol=1e-6, atol=1e-5)
