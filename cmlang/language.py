@@ -132,7 +132,8 @@ _builtin("fma", "fma(a, b, c): a * b + c element-wise, rounded once.")
 _builtin("pow", "pow(a, b): a ** b element-wise on floats (integers are converted to f32).")
 _builtin("dpas", "dpas(acc, a, b): acc + a @ b with acc: matrix[f32, M, N], a: matrix[T, M, K], "
          "b: matrix[T, K, N], T in f16 bf16 f32; products and sums in f32. With a, b each i8 or u8: "
-         "acc: matrix[i32, M, N], sums in i32.")
+         "acc: matrix[i32, M, N], sums in i32. dpas(acc, a, b, precision=\"tf32\") with f32 a, b: "
+         "each element of a and b rounded to tf32 (10 mantissa bits, nearest even) first.")
 
 # --- memory -------------------------------------------------------------------------
 _builtin("load", "load(p, offset, n) -> vector[T, n]: p[offset : offset + n]. "

@@ -15,6 +15,7 @@ from cmlang.ir.core import Value, walk_block
 from cmlang.types import VectorType
 from cmlang.ir.ops import BINARY, UNARY, IDS
 from cmlang.passes import constant_value
+from .llvm_builtins import I32
 
 
 class StructuredControlFlow:
@@ -101,6 +102,31 @@ class StructuredControlFlow:
 
     def operands(self, op):
         return [self.values[v] for v in op.operands]
+
+    def counted_loop(self, count: int, carried, body):
+        """``for i in range(count)`` (count >= 1, i an i32) carrying a list of LLVM values:
+        ``body(i, values)`` emits one iteration and returns the next values. A loop the
+        lowering itself makes (a dpas over k), not one of the kernel's."""
+        b = self.b
+        pre = b.block
+        loop = self.kernel.append_basic_block("loop")
+        exit_bb = self.kernel.append_basic_block("loop.exit")
+        b.branch(loop)
+        b.position_at_end(loop)
+        i = b.phi(I32)
+        phis = [b.phi(v.type) for v in carried]
+        i.add_incoming(ir.Constant(I32, 0), pre)
+        for phi, v in zip(phis, carried):
+            phi.add_incoming(v, pre)
+        nxt = body(i, phis)
+        i_next = b.add(i, ir.Constant(I32, 1))
+        latch = b.block
+        for phi, v in zip(phis, nxt):
+            phi.add_incoming(v, latch)
+        i.add_incoming(i_next, latch)
+        b.cbranch(b.icmp_unsigned("<", i_next, ir.Constant(I32, count)), loop, exit_bb)
+        b.position_at_end(exit_bb)
+        return nxt
 
     def _phis_like(self, templates):
         return [self._phi_like(t) for t in templates]

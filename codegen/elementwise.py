@@ -206,16 +206,30 @@ def fbh_from_clz(b, signed, x, clz):
 
 # --- bf16 and memory representations ----------------------------------------------------
 
-def round_bf16(b: ir.IRBuilder, x):
-    """Round f32 values to the nearest bf16 value (ties to even), keeping NaNs NaN."""
+def _round_mantissa(b: ir.IRBuilder, x, dropped: int):
+    """f32 values rounded to the nearest value whose low ``dropped`` mantissa bits are zero
+    (ties to even), keeping NaNs NaN: the interpreter's ``values._round_mantissa``."""
     ity = like(x.type, I32)
+    keep = (0xFFFFFFFF << dropped) & 0xFFFFFFFF
     bits = b.bitcast(x, ity)
-    lsb = b.and_(b.lshr(bits, constant(ity, 16)), constant(ity, 1))
-    rounded = b.add(b.add(bits, constant(ity, 0x7FFF)), lsb)
+    lsb = b.and_(b.lshr(bits, constant(ity, dropped)), constant(ity, 1))
+    rounded = b.add(b.add(bits, constant(ity, (1 << (dropped - 1)) - 1)), lsb)
     quiet = b.or_(bits, constant(ity, 0x00400000))
     is_nan = b.fcmp_unordered("uno", x, x)
-    out = b.and_(b.select(is_nan, quiet, rounded), constant(ity, 0xFFFF0000))
+    out = b.and_(b.select(is_nan, quiet, rounded), constant(ity, keep))
     return b.bitcast(out, x.type)
+
+
+def round_bf16(b: ir.IRBuilder, x):
+    """Round f32 values to the nearest bf16 value (ties to even), keeping NaNs NaN."""
+    return _round_mantissa(b, x, 16)
+
+
+def round_tf32(b: ir.IRBuilder, x):
+    """Round f32 values to the nearest tf32 value (10 mantissa bits, ties to even), keeping
+    NaNs NaN: the inputs of ``cm.dpas(..., precision="tf32")`` (interpreter:
+    ``values.round_to_tf32``)."""
+    return _round_mantissa(b, x, 13)
 
 
 def to_memory(b, elem: ScalarType, v):

@@ -308,6 +308,8 @@ class RegionLowering:
 
     # ------------------------------------------------------------------ dpas
     def op_dpas(self, op):
+        if op.attrs.get("precision") == "tf32":
+            raise CompileError('cm.dpas with precision="tf32" is not lowered for target spirv yet')
         acc, a, bm = self.operands(op)
         if uses_systolic(self.profile, op, self.simd):      # the XMX unit: systolic.py
             return self.dpas_systolic(op, acc, a, bm)

@@ -381,30 +381,6 @@ class KernelLowering(RegionLowering, SystolicLowering, Block2DLowering, MemoryLo
         else:
             phi_value.add_incoming(value, block)
 
-    def counted_loop(self, count: int, carried, body):
-        """``for i in range(count)`` (count >= 1, i an i32) carrying a list of LLVM values:
-        ``body(i, values)`` emits one iteration and returns the next values."""
-        b = self.b
-        pre = b.block
-        loop = self.kernel.append_basic_block("loop")
-        exit_bb = self.kernel.append_basic_block("loop.exit")
-        b.branch(loop)
-        b.position_at_end(loop)
-        i = b.phi(I32)
-        phis = [b.phi(v.type) for v in carried]
-        i.add_incoming(ir.Constant(I32, 0), pre)
-        for phi, v in zip(phis, carried):
-            phi.add_incoming(v, pre)
-        nxt = body(i, phis)
-        i_next = b.add(i, ir.Constant(I32, 1))
-        latch = b.block
-        for phi, v in zip(phis, nxt):
-            phi.add_incoming(v, latch)
-        i.add_incoming(i_next, latch)
-        b.cbranch(b.icmp_unsigned("<", i_next, ir.Constant(I32, count)), loop, exit_bb)
-        b.position_at_end(exit_bb)
-        return nxt
-
     # ------------------------------------------------------------------ debug
     def op_breakpoint(self, op):
         return None

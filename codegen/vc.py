@@ -10,8 +10,9 @@ docs/design.md, section "spirv-vc target".
 
 This module holds the kernel skeleton, construction, element-wise ops (the semantics are
 ``elementwise.py``'s, shared with the SIMT lowering; ``GenxMath`` below is the genx part),
-ids and control flow hooks; ``vc_regions.py`` (regions, iselect, format, reduce, dpas) and
-``vc_memory.py`` (SVM and SLM messages, atomics, barrier) add the other ops (mixins);
+ids and control flow hooks; ``vc_regions.py`` (regions, iselect, format, reduce),
+``vc_dpas.py`` (dpas) and ``vc_memory.py`` (SVM and SLM messages, atomics, barrier) add the
+other ops (mixins);
 ``vc_intrinsics.py`` has the register types and the ``llvm.genx.*`` declarations.
 
 ====================================  ==========================================================
@@ -42,8 +43,11 @@ iselect                               shufflevector (constant indices) or ``rdre
                                       vector of i16 byte offsets (one row per element)
 reduce                                tree of ``rdregion`` halves; bool any/all:
                                       ``llvm.genx.any`` / ``llvm.genx.all``
-dpas (f16/bf16, shapes fit)           ``llvm.genx.dpas2`` per 8x16x16 tile (B packed to VNNI with
-                                      wrregion); otherwise broadcast-FMA in f32
+dpas (f16/bf16, i8/u8, tf32 when      ``llvm.genx.dpas2`` per (<=8) x E x 8-dword tile (B packed to
+asked; the profile's unit)            VNNI with wrregion; ``vc_dpas.py``)
+dpas (otherwise)                      broadcast-FMA in f32 (integers: i32 multiply-adds); from
+                                      the profile's ``dpas_loop_fmas`` FMAs on, a loop over k
+                                      reading b's row k (from memory where b is a 2-D load)
 bitcast (format)                      ``bitcast`` through an integer vector of the element width
 load / store (global)                 ``llvm.genx.svm.block.ld.unaligned`` / ``svm.block.st`` on
                                       16..128-byte pieces where aligned, ``svm.gather`` /
@@ -77,6 +81,7 @@ from .control_flow import StructuredControlFlow
 from .vc_intrinsics import Genx, reg_type, size_of, undef
 from .vc_memory import Pointer, VCMemoryLowering
 from .vc_regions import VCRegionLowering
+from .vc_dpas import VCDpasLowering, plan_rows_left_in_memory
 from .vc_block2d import VCBlock2DLowering
 
 TRIPLE = "spir64-unknown-unknown"
@@ -208,7 +213,8 @@ class GenxMath(ew.TargetMath):
 
 # --- the lowering -------------------------------------------------------------------------
 
-class VCLowering(VCRegionLowering, VCMemoryLowering, VCBlock2DLowering, StructuredControlFlow):
+class VCLowering(VCRegionLowering, VCDpasLowering, VCMemoryLowering, VCBlock2DLowering,
+                 StructuredControlFlow):
     def __init__(self, fn: Function, profile=None):
         from cmlang.runtime.profiles import get_profile, DEFAULT_PROFILE
         self.fn = fn
@@ -222,6 +228,8 @@ class VCLowering(VCRegionLowering, VCMemoryLowering, VCBlock2DLowering, Structur
         self.slm_bytes = 0
         self._ids = {}
         self.iv_loops = induction_loops(fn)
+        # 2-D loads that a dpas loop reads row by row (vc_dpas.py; the profile's dpas_loop_fmas)
+        self.rows_left_in_memory = plan_rows_left_in_memory(fn, self.profile)
 
     # ------------------------------------------------------------------ kernel skeleton
     def run(self) -> str:

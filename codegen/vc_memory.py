@@ -25,6 +25,17 @@ BLOCK_SIZES = (128, 64, 32, 16)   # bytes an SVM block message may move
 
 
 @dataclass
+class MatrixInMemory:
+    """A ``load2d`` left in memory (``vc_dpas``): the dpas that uses it reads its rows or
+    columns where it needs them (``load_matrix_row`` / ``load_matrix_column``)."""
+    ptr: "Pointer"
+    off: Value            # element offset of row 0 (IR value)
+    pitch: Value          # elements between rows (IR value)
+    rows: int
+    cols: int
+
+
+@dataclass
 class Pointer:
     """A lowered pointer: global memory is an i64 SVM address, SLM a constant byte offset."""
     space: str
@@ -78,15 +89,44 @@ class VCMemoryLowering:
     def op_load2d(self, op):
         ptr = self.get(op.operands[0])
         rows, cols = op.result.type.shape
-        pieces = []
-        for i in range(rows):
-            pieces.append((self._row_load(ptr, op.operands[1], op.operands[2], i, cols), cols))
-        return ew.from_memory(self.b, ptr.elem, self.concat(pieces, memory_type(ptr.elem)))
+        matrix = MatrixInMemory(ptr, op.operands[1], op.operands[2], rows, cols)
+        if op in self.rows_left_in_memory:
+            return matrix
+        return self.load_matrix(matrix)
+
+    def load_matrix(self, m: MatrixInMemory):
+        pieces = [(self._row_load(m.ptr, m.off, m.pitch, i, m.cols), m.cols) for i in range(m.rows)]
+        return ew.from_memory(self.b, m.ptr.elem, self.concat(pieces, memory_type(m.ptr.elem)))
+
+    def load_matrix_row(self, m: MatrixInMemory, i):
+        """Row ``i`` (an i32 value) of a matrix left in memory."""
+        return ew.from_memory(self.b, m.ptr.elem, self._row_load(m.ptr, m.off, m.pitch, i, m.cols))
+
+    def load_matrix_column(self, m: MatrixInMemory, j):
+        """Column ``j`` (an i32 value) of a matrix left in memory: one gather."""
+        b, ptr = self.b, m.ptr
+        mty = memory_type(ptr.elem)
+        if ptr.space == "local":
+            start = b.add(self._row_start(m.off, m.pitch, 0, I32), j)
+            pitch = self.int_to(self.get(m.pitch), m.pitch.type, I32)
+            index = b.add(self.splat(start, m.rows), b.mul(self.splat(pitch, m.rows), self.iota(I32, m.rows)))
+            offs = b.add(b.mul(index, constant(index.type, byte_size(mty))), constant(index.type, ptr.base))
+            raw = self._slm_gather(ptr, offs, m.rows, None)
+        else:
+            start = b.add(self._row_start(m.off, m.pitch, 0, I64), b.zext(j, I64))
+            pitch = self.int_to(self.get(m.pitch), m.pitch.type, I64)
+            index = b.add(self.splat(start, m.rows), b.mul(self.splat(pitch, m.rows), self.iota(I64, m.rows)))
+            addrs = b.add(self.splat(ptr.base, m.rows), b.mul(index, constant(index.type, byte_size(mty))))
+            raw = self._svm_gather(addrs, m.rows, mty, None)
+        return ew.from_memory(b, ptr.elem, raw)
 
     def _row_start(self, off: Value, pitch: Value, i, ty):
+        """The element offset of row ``i`` (an int, or an i32 value) as a ``ty`` integer."""
         b = self.b
         o, p = self.int_to(self.get(off), off.type, ty), self.int_to(self.get(pitch), pitch.type, ty)
-        return b.add(o, b.mul(p, ir.Constant(ty, i))) if i else o
+        if isinstance(i, int):
+            return b.add(o, b.mul(p, ir.Constant(ty, i))) if i else o
+        return b.add(o, b.mul(p, ew.int_resize(b, i, False, ty)))
 
     def _row_load(self, ptr, off, pitch, i, cols):
         if ptr.space == "local":

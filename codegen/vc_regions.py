@@ -1,21 +1,17 @@
 """spirv-vc lowering of register regions: vector helpers on ``llvm.genx.rdregion`` /
-``wrregion``, the region ops, extract/insert, iselect, format (bitcast), reductions and dpas
-(a mixin of ``vc.VCLowering``; the op table is in ``vc.py``'s docstring)."""
+``wrregion``, the region ops, extract/insert, iselect, format (bitcast) and reductions
+(dpas: ``vc_dpas.py``; a mixin of ``vc.VCLowering``; the op table is in ``vc.py``'s docstring)."""
 from __future__ import annotations
 
 from llvmlite import ir
 
 from cmlang.errors import CompileError
 from cmlang.ir.core import Value
-from cmlang.types import ScalarType, VectorType, f32
+from cmlang.types import ScalarType, VectorType
 from . import elementwise as ew
 from .elementwise import constant, lanes_of, scalar_of
-from .llvm_builtins import I1, I8, I16, I32, FLOAT
+from .llvm_builtins import I1, I8, I16, I32
 from .vc_intrinsics import byte_size, is_float_ty, size_of, undef
-
-DPAS_EXEC_SIZE = 16               # dpas N where the profile has no systolic unit (see _dpas_exec_size)
-DPAS_DEPTH = 8                    # systolic depth: 8 dwords of K per row
-DPAS_PRECISION = {"f16": 10, "bf16": 9}     # vISA precision codes (HF16, BF16)
 
 
 class VCRegionLowering:
@@ -285,81 +281,6 @@ class VCRegionLowering:
             v = combine(left, right)
             p = h
         return v
-
-    # ------------------------------------------------------------------ dpas
-    def op_dpas(self, op):
-        acc_t, a_t, b_t = (v.type for v in op.operands)
-        acc, a, bm = self.operands(op)
-        (m, k), n = a_t.shape, b_t.shape[1]
-        elem = a_t.elem
-        if acc_t.elem.is_int:
-            self.unsupported("cm.dpas with i8/u8 inputs")
-        exec_size = self._dpas_exec_size()
-        if exec_size and elem.name in DPAS_PRECISION and n % exec_size == 0 and k % (2 * DPAS_DEPTH) == 0:
-            return self._dpas_systolic(acc, a, bm, m, k, n, elem)
-        return self._dpas_fma(acc, a, bm, m, k, n, elem)
-
-    def _dpas_exec_size(self):
-        """N of one dpas2 tile: the profile's systolic exec size (pvc 16, dg2 8); None for an
-        Intel GPU without the unit (tgllp: FMAs; IGC rejects dpas there).  The profiles of
-        no particular GPU (cpu, generic) keep the Xe-HPC width 16 this lowering always used
-        (the host emulator of the tests runs it for the cpu profile)."""
-        systolic = self.profile.systolic
-        if systolic is not None:
-            return systolic.exec_size
-        return None if self.profile.native_device else DPAS_EXEC_SIZE
-
-    def _bits16(self, elem, v):
-        """f16 / bf16 register values as their 16-bit patterns."""
-        if elem.name == "bf16":
-            return ew.to_memory(self.b, elem, v)
-        return self.b.bitcast(v, ir.VectorType(I16, lanes_of(v.type)))
-
-    def _dpas_systolic(self, acc, a, bm, m, k, n, elem):
-        """acc[m,n] += a[m,k] @ b[k,n] as llvm.genx.dpas2 tiles of (<=8) x 16 x exec size.
-
-        A rows are packed as they lie (pairs along K are adjacent); B is packed to VNNI:
-        dword (kk, j) holds b[2kk, j] (low half) and b[2kk+1, j] (high half)."""
-        b = self.b
-        a16, b16 = self._bits16(elem, a), self._bits16(elem, bm)
-        kt, nt = 2 * DPAS_DEPTH, self._dpas_exec_size()
-        prec = DPAS_PRECISION[elem.name]
-        for m0 in range(0, m, 8):
-            rc = min(8, m - m0)
-            for n0 in range(0, n, nt):
-                tile = self.rdregion(acc, rc * nt, n, nt, 1, m0 * n + n0)
-                for k0 in range(0, k, kt):
-                    a_tile = b.bitcast(self.rdregion(a16, rc * kt, k, kt, 1, m0 * k + k0),
-                                       ir.VectorType(I32, rc * DPAS_DEPTH))
-                    b_tile = self._vnni(b16, k0, n0, n)
-                    args = [tile, b_tile, a_tile] + [ir.Constant(I32, v) for v in
-                                                     (prec, prec, DPAS_DEPTH, rc, 1, 1)]
-                    tile = self.genx(b, "dpas2", tile.type, args, [tile.type, tile.type, b_tile.type, a_tile.type])
-                acc = self.wrregion(acc, tile, n, nt, 1, m0 * n + n0)
-        return acc
-
-    def _vnni(self, b16, k0, n0, n):
-        nt = self._dpas_exec_size()
-        even = self.rdregion(b16, DPAS_DEPTH * nt, 2 * n, nt, 1, k0 * n + n0)
-        odd = self.rdregion(b16, DPAS_DEPTH * nt, 2 * n, nt, 1, (k0 + 1) * n + n0)
-        packed = undef(ir.VectorType(I16, 2 * DPAS_DEPTH * nt))
-        packed = self.wrregion(packed, even, 2 * nt, nt, 2, 0)
-        packed = self.wrregion(packed, odd, 2 * nt, nt, 2, 1)
-        return self.b.bitcast(packed, ir.VectorType(I32, DPAS_DEPTH * nt))
-
-    def _dpas_fma(self, acc, a, bm, m, k, n, elem):
-        """Broadcast-FMA in f32: row i of acc += a[i, kk] * row kk of b, for every kk."""
-        if elem.name != "f32":
-            a, bm = (ew.convert(self.b, self.math, elem, f32, v) for v in (a, bm))
-        rows = []
-        for i in range(m):
-            row = self.rdregion(acc, n, n, n, 1, i * n)
-            for kk in range(k):
-                scale = self.rdregion(a, n, 0, n, 0, i * k + kk)       # a[i, kk] in every element
-                brow = self.rdregion(bm, n, n, n, 1, kk * n)
-                row = self.math.fma(self.b, scale, brow, row)
-            rows.append((row, n))
-        return self.concat(rows, FLOAT)
 
 
 def _constant_indices(value: Value):

@@ -309,11 +309,6 @@ def test_integer_dpas_k_must_be_a_multiple_of_32_on_pvc():
         _lower(gemm_tile(i8, 8, 16, 16, 16), "pvc")
 
 
-def test_integer_dpas_is_not_yet_on_vector_compute():
-    with pytest.raises(CompileError, match="cm.dpas with i8/u8 inputs is not supported on spirv-vc yet"):
-        gemm_tile(i8, 8, 16, 32, 16).compile(target="spirv-vc")
-
-
 def test_integer_dpas_needs_an_i32_accumulator():
     def wrong(a: cm.ptr[i8], c: cm.ptr[f32]):
         cm.store(c, 0, cm.dpas(cm.load(c, 0, (8, 16), 16), cm.load(a, 0, (8, 32), 32),

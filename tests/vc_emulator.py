@@ -390,29 +390,67 @@ class Emulation:
 
     # --- dpas ----------------------------------------------------------------------------------
     def emit_dpas2(self, b, ret, args):
-        """acc[r, c] += sum_k A[r, k] * B[k, c] with A rows packed along K, B packed VNNI."""
-        acc, src1, src2, prec, _, depth, _, _, _ = args
+        """acc[r, c] += sum_k A[r, k] * B[k, c]: A (src2) rows packed along K, B (src1) packed
+        VNNI (a dword of B holds 4 / 2 / 1 rows for 8-bit / 16-bit / tf32 elements, the first
+        in the low bits). Operand precisions (args 3 and 4, B's then A's): u8 7, s8 8, bf16 9,
+        f16 10, tf32 12. Integer ones sum exact products in i32; float ones in f32, product by
+        product in order. A tf32 element is read as its top 19 bits (the lowering rounds the
+        f32 values first; what the hardware does with the low 13 bits does not matter then)."""
+        acc, src1, src2, b_prec, a_prec = args[:5]
         rc = lanes(src2.type) // 8
         n = lanes(ret) // rc
-        b16 = b.bitcast(src1, ir.VectorType(I16, 2 * lanes(src1.type)))
-        a16 = b.bitcast(src2, ir.VectorType(I16, 2 * lanes(src2.type)))
-        is_half = b.icmp_unsigned("==", prec, ir.Constant(I32, 10))
+        if str(elem(ret)) == "i32":
+            return self._dpas2_integer(b, acc, src1, src2, a_prec, b_prec, rc, n)
+        sixteen = self._dpas2_16bit(b, acc, src1, src2, a_prec, rc, n)
+        tf32 = self._dpas2_tf32(b, acc, src1, src2, rc, n)
+        return b.select(b.icmp_unsigned("==", a_prec, ir.Constant(I32, 12)), tf32, sixteen)
 
-        def to_float(bits):
-            half = b.fpext(b.bitcast(bits, ir.HalfType()), F32)
-            brain = b.bitcast(b.shl(b.zext(bits, I32), ir.Constant(I32, 16)), F32)
-            return b.select(is_half, half, brain)
+    @staticmethod
+    def _dpas2_sum(b, acc, rc, n, k_count, a_values, a_index, b_values, b_index, mul, add):
+        """acc + sum over k of a[r, k] * b[k, c], k in order, on whole <rc*n> vectors: the
+        decoded operands are picked by shuffles (a_index(r, k), b_index(k, c))."""
+        def pick(values, index):
+            mask = ir.Constant(ir.VectorType(I32, rc * n), [ir.Constant(I32, index(r, c)) for r in range(rc)
+                                                           for c in range(n)])
+            return b.shuffle_vector(values, ir.Constant(values.type, ir.Undefined), mask)
 
         out = acc
-        for r in range(rc):
-            for c in range(n):
-                s = b.extract_element(acc, ir.Constant(I32, r * n + c))
-                for k in range(16):
-                    a = to_float(b.extract_element(a16, ir.Constant(I32, r * 16 + k)))
-                    w = to_float(b.extract_element(b16, ir.Constant(I32, ((k // 2) * n + c) * 2 + k % 2)))
-                    s = b.fadd(s, b.fmul(a, w))
-                out = b.insert_element(out, s, ir.Constant(I32, r * n + c))
+        for k in range(k_count):
+            out = add(out, mul(pick(a_values, lambda r, c: a_index(r, k)), pick(b_values, lambda r, c: b_index(k, c))))
         return out
+
+    def _dpas2_16bit(self, b, acc, src1, src2, prec, rc, n):
+        is_half = b.icmp_unsigned("==", prec, ir.Constant(I32, 10))
+
+        def to_float(v):
+            bits = b.bitcast(v, ir.VectorType(I16, 2 * lanes(v.type)))
+            wide = ir.VectorType(F32, lanes(bits.type))
+            half = b.fpext(b.bitcast(bits, ir.VectorType(ir.HalfType(), lanes(bits.type))), wide)
+            brain = b.bitcast(b.shl(b.zext(bits, ir.VectorType(I32, lanes(bits.type))),
+                                    ir.Constant(ir.VectorType(I32, lanes(bits.type)), [16] * lanes(bits.type))), wide)
+            return b.select(is_half, half, brain)
+
+        return self._dpas2_sum(b, acc, rc, n, 16, to_float(src2), lambda r, k: r * 16 + k,
+                               to_float(src1), lambda k, c: ((k // 2) * n + c) * 2 + k % 2, b.fmul, b.fadd)
+
+    def _dpas2_tf32(self, b, acc, src1, src2, rc, n):
+        def to_float(v):
+            mask = ir.Constant(v.type, [0xFFFFE000 - (1 << 32)] * lanes(v.type))
+            return b.bitcast(b.and_(v, mask), ir.VectorType(F32, lanes(v.type)))
+
+        return self._dpas2_sum(b, acc, rc, n, 8, to_float(src2), lambda r, k: r * 8 + k,
+                               to_float(src1), lambda k, c: k * n + c, b.fmul, b.fadd)
+
+    def _dpas2_integer(self, b, acc, src1, src2, a_prec, b_prec, rc, n):
+        def widen(v, prec):
+            count = 4 * lanes(v.type)
+            bytes_ = b.bitcast(v, ir.VectorType(I8, count))
+            signed = b.icmp_unsigned("==", prec, ir.Constant(I32, 8))
+            wide = ir.VectorType(I32, count)
+            return b.select(signed, b.sext(bytes_, wide), b.zext(bytes_, wide))
+
+        return self._dpas2_sum(b, acc, rc, n, 32, widen(src2, a_prec), lambda r, k: r * 32 + k,
+                               widen(src1, b_prec), lambda k, c: ((k // 4) * n + c) * 4 + k % 4, b.mul, b.add)
 
 
 def _base_name(kind):

@@ -31,6 +31,7 @@ class OpDef:
     category: str
     doc: str
     attrs: tuple = ()          # attribute names the op carries (always printed in this order)
+    optional_attrs: tuple = ()  # attribute names it may carry (printed after those)
     terminator: bool = False
     has_side_effects: bool = False
 
@@ -38,8 +39,8 @@ class OpDef:
 OPS: dict = {}
 
 
-def _op(name, category, doc, attrs=(), **kw):
-    OPS[name] = OpDef(name, category, doc, tuple(attrs), **kw)
+def _op(name, category, doc, attrs=(), optional_attrs=(), **kw):
+    OPS[name] = OpDef(name, category, doc, tuple(attrs), tuple(optional_attrs), **kw)
 
 
 # --- constants and construction ------------------------------------------------
@@ -120,7 +121,9 @@ _op("reduce", "region", "(src) -> `kind` in add mul min max and or over the elem
     "(vector of R).", ["kind", "axis"])
 _op("dpas", "region", "(acc, a, b) -> acc + a @ b with acc: matrix<f32, M, N>, a: matrix<T, M, K>, "
     "b: matrix<T, K, N>; products and sums in f32. Integer form: acc: matrix<i32, M, N>, a and b each i8 "
-    "or u8; exact products summed in i32 (wrapping).")
+    "or u8; exact products summed in i32 (wrapping). precision=\"tf32\" (f32 inputs only): every "
+    "element of a and b is first rounded to tf32 (10 mantissa bits, nearest even).",
+    optional_attrs=["precision"])
 
 # --- memory -----------------------------------------------------------------------
 _op("load", "memory", "(p, off) -> vector<T, n>: element i is p[off + i].", has_side_effects=False)

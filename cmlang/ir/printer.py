@@ -105,7 +105,7 @@ def _record_value(v) -> str:
 
 def ordered_attrs(op: Op) -> list:
     """The op's attributes: catalogue order first, then any extras in insertion order."""
-    known = OPS[op.opcode].attrs if op.opcode in OPS else ()
+    known = OPS[op.opcode].attrs + OPS[op.opcode].optional_attrs if op.opcode in OPS else ()
     keys = [k for k in known if k in op.attrs] + [k for k in op.attrs if k not in known]
     return [(k, op.attrs[k]) for k in keys]
 

@@ -39,6 +39,6 @@ What a device must match, and how closely:
   column, the CM thread and the source line). SLM starts as NaN/0xCD garbage.
 """
 from .executor import run, Program  # noqa: F401
-from .values import round_to_bf16, bf16_bits_to_f32, f32_to_bf16_bits  # noqa: F401
+from .values import round_to_bf16, round_to_tf32, bf16_bits_to_f32, f32_to_bf16_bits  # noqa: F401
 
-__all__ = ["run", "Program", "round_to_bf16", "bf16_bits_to_f32", "f32_to_bf16_bits"]
+__all__ = ["run", "Program", "round_to_bf16", "round_to_tf32", "bf16_bits_to_f32", "f32_to_bf16_bits"]

@@ -21,7 +21,7 @@ import numpy as np
 from ...types import ScalarType, VectorType, bf16
 from ...ir.ops import BINARY, UNARY
 from .memory import MEMORY_SEMANTICS
-from .values import (KernelFault, value_dtype, as_scalar, round_to_bf16, f64_to_bf16,
+from .values import (KernelFault, value_dtype, as_scalar, round_to_bf16, round_to_tf32, f64_to_bf16,
                      bf16_bits_to_f32, f32_to_bf16_bits, float_min, float_max, float_reduce)
 
 
@@ -453,8 +453,13 @@ def make_dpas(op):
             return ((total + 2**31) % 2**32 - 2**31).astype(np.int32)    # i32 wraps
         return integer_dpas
 
+    tf32 = op.attrs.get("precision") == "tf32"
+
     def dpas(acc, a, b):
-        product = np.matmul(a.astype(np.float32), b.astype(np.float32))
+        a, b = a.astype(np.float32), b.astype(np.float32)
+        if tf32:                       # the products of tf32 values are exact in f32
+            a, b = round_to_tf32(a), round_to_tf32(b)
+        product = np.matmul(a, b)
         return (acc.astype(np.float32) + product).astype(np.float32)
     return dpas
 

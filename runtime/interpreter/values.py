@@ -1,4 +1,4 @@
-"""How the interpreter holds cmlang values in numpy, and the bf16 rounding helpers.
+"""How the interpreter holds cmlang values in numpy, and the bf16 (and tf32) rounding helpers.
 
 - A scalar is a numpy scalar of its type's dtype (``i32`` -> ``np.int32``, ``bool`` ->
   ``np.bool_``); a register is a numpy array of its shape; a pointer is a ``Buffer``.
@@ -59,18 +59,33 @@ def float_reduce(kind, src, axis):
 
 # --- bf16 -----------------------------------------------------------------------
 
+def _round_mantissa(x, dropped: int):
+    """float32 values rounded to the nearest value with the low ``dropped`` mantissa bits
+    zero (ties to even), kept as float32; NaN stays a quiet NaN, values beyond the narrow
+    format's range become infinity."""
+    arr = np.asarray(x, dtype=np.float32)
+    bits = arr.view(np.uint32)
+    keep = np.uint32((0xFFFFFFFF << dropped) & 0xFFFFFFFF)
+    lsb = (bits >> np.uint32(dropped)) & np.uint32(1)
+    rounded = (bits + np.uint32((1 << (dropped - 1)) - 1) + lsb) & keep
+    nan_bits = (bits & keep) | np.uint32(0x00400000)
+    out = np.where(np.isnan(arr), nan_bits, rounded).astype(np.uint32).view(np.float32)
+    return out[()] if out.ndim == 0 else out
+
+
 def round_to_bf16(x):
     """Round float32 values to the nearest bf16 value (ties to even), kept as float32.
 
     NaN stays a quiet NaN; values beyond bf16's range become infinity.
     """
-    arr = np.asarray(x, dtype=np.float32)
-    bits = arr.view(np.uint32)
-    lsb = (bits >> 16) & 1
-    rounded = (bits + np.uint32(0x7FFF) + lsb) & np.uint32(0xFFFF0000)
-    nan_bits = (bits & np.uint32(0xFFFF0000)) | np.uint32(0x00400000)
-    out = np.where(np.isnan(arr), nan_bits, rounded).astype(np.uint32).view(np.float32)
-    return out[()] if out.ndim == 0 else out
+    return _round_mantissa(x, 16)
+
+
+def round_to_tf32(x):
+    """Round float32 values to the nearest tf32 value (10 mantissa bits, ties to even), kept
+    as float32: what ``cm.dpas(..., precision="tf32")`` does to each element of a and b
+    before its exact products and f32 sums. NaN stays a quiet NaN."""
+    return _round_mantissa(x, 13)
 
 
 def f64_to_bf16(x):
