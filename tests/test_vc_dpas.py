@@ -68,7 +68,7 @@ def dpas2_calls(llvm_ir):
 
 # --- f32: a loop over k, and a module of proportionate size ---------------------------------------
 
-LIGHTNING_SCAN = dict(D=64, C=64, M=4, NT=64)      # the attention benchmark's quick size
+LIGHTNING_SCAN = dict(D=64, C=64, M=4, NT=64, KS=0, P=f32, O=f32)   # the attention benchmark's quick size, CPU form
 
 
 def test_lightning_scan_module_is_within_a_small_multiple_of_the_simt_module():
@@ -157,7 +157,7 @@ def test_f16_dpas_without_the_unit_loops_in_f32():
     np.testing.assert_allclose(got, a.astype(np.float64) @ b.astype(np.float64), rtol=1e-5, atol=1e-4)
 
 
-def lightning_scan_args(D, C, M, NT, n_chunks=2, hq=2):
+def lightning_scan_args(D, C, M, NT, n_chunks=2, hq=2, **types):
     n = n_chunks * C - 5                 # the last chunk is short
     padded = n_chunks * C
     u = lambda *shape: RNG.uniform(-1, 1, shape).astype(np.float32)     # noqa: E731
@@ -170,7 +170,7 @@ def test_lightning_scan_on_vector_compute_matches_the_interpreter(monkeypatch):
     """The attention kernel whose module was 9 MiB, with its three dpas looping over k
     (operands in global memory), run in the emulator against the interpreter."""
     from examples.attention import kernels
-    shape = dict(D=16, C=16, M=4, NT=16)
+    shape = dict(D=16, C=16, M=4, NT=16, KS=0, P=f32, O=f32)
     # a small size whose dpas loop as the quick size's do (the emulator's JIT is slow on big modules)
     looping = dataclasses.replace(get_profile("cpu"), name="cpu-loop-32", dpas_loop_fmas=32)
     key = tuple(constexpr_key(v) for v in shape.values())
