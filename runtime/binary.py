@@ -29,10 +29,20 @@ class KernelBinary:
     build_options: str = ""      # what the driver's build needs (e.g. -vc-codegen)
     profile: str = ""            # the device profile it was compiled for ("": unknown)
     slm_bytes: int = 0           # shared local memory per group (cm.slm), checked at launch
+    # Checked mode (cmlang/passes/bounds_checks.py): the checked accesses (runtime.bounds.
+    # CheckSite, by site number) and how many parameters at the end are the launcher's
+    # (the pointer arguments' lengths and the error buffer), not the user's.
+    checks: tuple = ()
+    hidden_params: int = 0
 
     @property
     def lanes(self) -> int:
         return self.lanes_per_thread or self.simd
+
+    @property
+    def user_params(self) -> tuple:
+        """The parameters a launch passes (all but checked mode's hidden ones)."""
+        return self.params[:len(self.params) - self.hidden_params]
 
 
 def constexpr_key(value):

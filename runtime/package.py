@@ -35,6 +35,7 @@ from cmlang.types import PtrType, ScalarType, parse_type
 
 from . import launch_config
 from .binary import KernelBinary, Param, constexpr_key
+from .bounds import CheckSite
 
 FORMAT_NAME = "cmlang-package"
 FORMAT_VERSION = 1
@@ -64,6 +65,8 @@ def binary_to_json(binary: KernelBinary) -> dict:
         "slm_bytes": binary.slm_bytes,
         "params": [{"name": p.name, "type": str(p.type), "writes": bool(p.writes),
                     "min_elems": int(p.min_elems)} for p in binary.params],
+        "checks": [site.to_json() for site in binary.checks],
+        "hidden_params": binary.hidden_params,
     }
 
 
@@ -79,7 +82,9 @@ def binary_from_json(data: dict, spirv: bytes) -> KernelBinary:
                         str(data.get("target", "spirv-vc" if legacy_vc else "spirv")),
                         int(data.get("lanes_per_thread", 1 if legacy_vc else 0)),
                         str(data.get("build_options", "-vc-codegen" if legacy_vc else "")),
-                        str(data.get("profile", "")), int(data.get("slm_bytes", 0)))
+                        str(data.get("profile", "")), int(data.get("slm_bytes", 0)),
+                        tuple(CheckSite.from_json(c) for c in data.get("checks", ())),
+                        int(data.get("hidden_params", 0)))
 
 
 # ---------------------------------------------------------------------------

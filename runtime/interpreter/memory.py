@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...types import bf16
+from ..bounds import memory_message
 from .values import KernelFault, value_dtype, bf16_bits_to_f32, f32_to_bf16_bits, as_scalar, float_min, float_max
 
 
@@ -62,8 +63,7 @@ def new_slm(name, elem, n):
 # --- bounds checks ----------------------------------------------------------------
 
 def _out_of_bounds(buf, what, index, element):
-    raise KernelFault(f"out-of-bounds {what} {buf.label()}: index {index} (element {element} of "
-                      f"the access), buffer has {buf.size} elements")
+    raise KernelFault(memory_message(what, buf.label(), index, element, buf.size))
 
 
 def check_block(buf, what, start, n):

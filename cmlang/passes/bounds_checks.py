@@ -1,0 +1,331 @@
+"""Checked mode: bounds checks of every memory access and dynamic register index, in the IR.
+
+``insert_bounds_checks(fn)`` (run for ``CMLANG_CHECK=1`` / ``@cm.kernel(check=True)``)
+rewrites each checked op ``r = op(...)`` into
+
+    ok = <every index the op touches is inside its buffer / register>
+    r = if ok { r' = op(...); yield r' } else { <record the first fault>; yield <zeros or dst> }
+
+so both targets compile the checks with their ordinary lowering (no code generator knows
+about checked mode) and a bad access never happens.  The kernel gains hidden parameters,
+after the user's: one i64 element count per pointer parameter (``__cm_size_<name>``),
+then ``__cm_errors: ptr<i32>`` (``runtime.bounds.ERROR_WORDS`` words).  The first fault
+of a launch sets word 0 by compare-and-swap and writes the record: the site's number,
+the CM thread, the bad index and which element of the access it was
+(``runtime.bounds.RECORD``); the launcher turns it into the interpreter's report.
+
+Conditions are scalars (a register's verdict is reduced), so the branch is uniform on
+the SIMT target.  Checked: load, store, load2d, store2d, block_load2d, block_store2d
+(elements inside the surface), gather, scatter (enabled elements), atomic, on global
+memory and SLM; rdregion, wrregion, extract and insert with a dynamic offset, iselect.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.core import Block, Function, Op, Value
+from ..runtime.bounds import ERROR_WORDS, RECORD, CheckSite
+from ..types import PtrType, VectorType, bool_, i32, i64
+
+ERRORS_PARAM = "__cm_errors"
+SIZE_PREFIX = "__cm_size_"
+
+MEMORY_WHAT = {"load": "load from", "store": "store to", "load2d": "2-D load from",
+               "store2d": "2-D store to", "block_load2d": "2-D block load from",
+               "block_store2d": "2-D block store to", "gather": "gather from",
+               "scatter": "scatter to"}
+
+
+def insert_bounds_checks(fn: Function) -> tuple:
+    """Adds the checks and the hidden parameters to ``fn`` in place; returns the sites
+    (``CheckSite``, numbered in order) and the number of hidden parameters."""
+    checker = _Checker(fn)
+    checker.block(fn.body)
+    return tuple(checker.sites), len(checker.size_params) + 1
+
+
+class _Checker:
+    def __init__(self, fn: Function):
+        self.fn = fn
+        self.sites = []
+        pointers = [(i, v) for i, v in enumerate(fn.params) if isinstance(v.type, PtrType)]
+        names = list(fn.param_names)
+        # Hidden parameters: the pointer arguments' lengths, then the error buffer.
+        self.size_params = {}
+        for i, v in pointers:
+            self.size_params[v] = (i, self._add_param(i64, SIZE_PREFIX + names[i]))
+        self.errors = self._add_param(PtrType(i32), ERRORS_PARAM)
+        self.param_index = {v: i for i, v in pointers}
+        self.slm = {}           # slm op result -> (name, n)
+
+    def _add_param(self, t, name) -> Value:
+        body = self.fn.body
+        v = Value(t, name, owner=body, index=len(body.args))
+        body.args.append(v)
+        self.fn.param_names.append(name)
+        return v
+
+    # --- walking -----------------------------------------------------------------
+    def block(self, block: Block):
+        old, block.ops = block.ops, []
+        for op in old:
+            for inner in op.blocks:
+                self.block(inner)
+            if op.opcode == "slm":
+                self.slm[op.results[0]] = (op.results[0].hint or "slm", op.attrs["n"])
+            rewrite = self._rewriter(op)
+            if rewrite is None:
+                block.ops.append(op)
+            else:
+                block.ops.extend(rewrite(_Emitter(op.loc), op))
+
+    def _rewriter(self, op):
+        n = len(op.operands)
+        if op.opcode in ("load", "store"):
+            return self._block_access
+        if op.opcode in ("load2d", "store2d", "block_load2d", "block_store2d", "gather", "scatter", "atomic"):
+            return self._indexed_access
+        if op.opcode in ("rdregion", "wrregion") and n == (2 if op.opcode == "rdregion" else 3):
+            return self._region
+        if op.opcode in ("extract", "insert") and n == (2 if op.opcode == "extract" else 3):
+            return self._element
+        if op.opcode == "iselect":
+            return self._iselect
+        return None
+
+    # --- sites ---------------------------------------------------------------------
+    def _site(self, op, kind, what, pointer=None, size=0) -> int:
+        loc = op.loc
+        buffer, param = "", -1
+        if pointer is not None:
+            if pointer in self.param_index:
+                param = self.param_index[pointer]
+                buffer = f"'{self.fn.param_names[param]}'"
+            else:
+                name, size = self.slm.get(pointer, (pointer.hint or "slm", 0))
+                buffer = f"'{name}' (SLM)"
+        self.sites.append(CheckSite(loc.file if loc else "", loc.line if loc else 0,
+                                    loc.col if loc else 0, kind, what, buffer, param, size))
+        return len(self.sites) - 1
+
+    def _length(self, e, pointer) -> Value:
+        """The element count of the buffer ``pointer`` points to, as an i64 scalar."""
+        if pointer in self.size_params:
+            return self.size_params[pointer][1]
+        return e.const(i64, self.slm.get(pointer, ("", 0))[1])
+
+    # --- the rewrites ----------------------------------------------------------------
+    def _block_access(self, e, op):
+        """load/store: elements start .. start+n-1 (the interpreter's check_block)."""
+        p = op.operands[0]
+        n = op.results[0].type.size if op.opcode == "load" else _size(op.operands[2].type)
+        site = self._site(op, "memory", MEMORY_WHAT[op.opcode], p)
+        start, length = e.to_i64(op.operands[1]), self._length(e, p)
+        ok = e.op("and", [e.cmp(start, e.const(i64, 0), "ge"),
+                          e.cmp(start, e.op("sub", [length, e.const(i64, n)], i64), "le")], bool_)
+
+        def report(f):
+            negative = f.cmp(start, f.const(i64, 0), "lt")
+            index = f.select(negative, start, f.op("max", [start, length], i64))
+            element = f.select(negative, f.const(i64, 0),
+                               f.op("max", [f.const(i64, 0), f.op("sub", [length, start], i64)], i64))
+            self._record(f, site, index, element)
+        return e.guarded(op, ok, report)
+
+    def _indexed_access(self, e, op):
+        p = op.operands[0]
+        what = (f"atomic {op.attrs['kind']} on" if op.opcode == "atomic" else MEMORY_WHAT[op.opcode])
+        site = self._site(op, "memory", what, p)
+        index, active = self._indices(e, op)
+        length = self._length(e, p)
+        return self._check_indices(e, op, site, index, active, e.const(i64, 0), length)
+
+    def _indices(self, e, op):
+        """The element indices ``op`` touches (an i64 register, or scalar for a scalar
+        atomic) and which of them it touches (a bool register, or None: all)."""
+        code, args = op.opcode, op.operands
+        if code in ("gather", "scatter", "atomic"):
+            mask_at = {"gather": 2, "scatter": 3}.get(code)
+            mask = args[mask_at] if mask_at is not None and len(args) > mask_at else None
+            return e.to_i64(args[1]), mask
+        if code in ("load2d", "store2d"):
+            shape = (op.results[0] if code == "load2d" else args[3]).type.shape
+            rows, cols = _grid(shape)
+            t = VectorType(i64, shape)
+            base = e.op("add", [e.splat(e.to_i64(args[1]), t),
+                                e.op("mul", [e.splat(e.to_i64(args[2]), t), e.const(t, rows)], t)], t)
+            return e.op("add", [base, e.const(t, cols)], t), None
+        # block_load2d / block_store2d: (p, x, y, width, height, pitch[, m])
+        shape = (args[6].type if code == "block_store2d" else op.results[0].type).shape
+        if code == "block_load2d" and op.attrs.get("transpose"):
+            shape = shape[::-1]
+        rows, cols = _grid(shape)
+        t, tb = VectorType(i64, shape), VectorType(bool_, shape)
+        x, y, width, height, pitch = (e.splat(e.to_i64(v), t) for v in args[1:6])
+        r = e.op("add", [y, e.const(t, rows)], t)
+        c = e.op("add", [x, e.const(t, cols)], t)
+        zero = e.const(t, 0)
+        inside = e.all_of(tb, [e.cmp(c, zero, "ge", tb), e.cmp(c, width, "lt", tb),
+                               e.cmp(r, zero, "ge", tb), e.cmp(r, height, "lt", tb)])
+        return e.op("add", [e.op("mul", [r, pitch], t), c], t), inside
+
+    def _check_indices(self, e, op, site, index, active, low, high):
+        """Every ``index`` element (where ``active``) in low .. high-1; the report names
+        the first one that is not (the interpreter's check_indices)."""
+        if not isinstance(index.type, VectorType):          # a scalar atomic: one element
+            ok = e.op("and", [e.cmp(index, low, "ge"), e.cmp(index, high, "lt")], bool_)
+            return e.guarded(op, ok, lambda f: self._record(f, site, index, f.const(i64, 0)))
+        t = index.type
+        tb = VectorType(bool_, t.shape)
+        bad = e.op("or", [e.cmp(index, e.splat(low, t), "lt", tb),
+                          e.cmp(index, e.splat(high, t), "ge", tb)], tb)
+        if active is not None:
+            bad = e.op("and", [bad, active], tb)
+        ti = VectorType(i32, t.shape)
+        any_bad = e.reduce("max", e.select(bad, e.const(ti, 1), e.const(ti, 0)))
+        ok = e.cmp(any_bad, e.const(i32, 0), "eq")
+
+        def report(f):
+            order = f.const(ti, tuple(range(t.size)))
+            first = f.reduce("min", f.select(bad, order, f.const(ti, t.size)))
+            self._record(f, site, f.op("extract", [index, first], i64, index=0), f.to_i64(first))
+        return e.guarded(op, ok, report)
+
+    def _region(self, e, op):
+        """rdregion/wrregion with a dynamic offset: the region's indices plus it."""
+        a = op.attrs
+        rows = np.arange(a["vsize"])[:, None] * a["vstride"]
+        cols = np.arange(a["hsize"])[None, :] * a["hstride"]
+        static = (a["offset"] + rows + cols).reshape(-1)
+        size = op.operands[0].type.size
+        site = self._site(op, "region", op.opcode, size=size)
+        dyn = e.to_i64(op.operands[-1])
+        lo, hi = int(static.min()), int(static.max())
+        ok = e.op("and", [e.cmp(dyn, e.const(i64, -lo), "ge"),
+                          e.cmp(dyn, e.const(i64, size - 1 - hi), "le")], bool_)
+        t = VectorType(i64, (len(static),))
+        tb, ti = VectorType(bool_, t.shape), VectorType(i32, t.shape)
+
+        def report(f):
+            index = f.op("add", [f.const(t, tuple(int(x) for x in static)), f.splat(dyn, t)], t)
+            bad = f.op("or", [f.cmp(index, f.const(t, 0), "lt", tb),
+                              f.cmp(index, f.const(t, size), "ge", tb)], tb)
+            first = f.reduce("min", f.select(bad, f.const(ti, tuple(range(t.size))), f.const(ti, t.size)))
+            self._record(f, site, f.op("extract", [index, first], i64, index=0), f.to_i64(first))
+        return e.guarded(op, ok, report)
+
+    def _element(self, e, op):
+        """extract/insert with a dynamic index."""
+        size = op.operands[0].type.size
+        site = self._site(op, "element", op.opcode, size=size)
+        index = e.op("add", [e.const(i64, op.attrs["index"]), e.to_i64(op.operands[-1])], i64)
+        ok = e.op("and", [e.cmp(index, e.const(i64, 0), "ge"), e.cmp(index, e.const(i64, size), "lt")], bool_)
+        return e.guarded(op, ok, lambda f: self._record(f, site, index, f.const(i64, 0)))
+
+    def _iselect(self, e, op):
+        size = op.operands[0].type.size
+        site = self._site(op, "iselect", "iselect", size=size)
+        index = e.to_i64(op.operands[1])
+        return self._check_indices(e, op, site, index, None, e.const(i64, 0), e.const(i64, size))
+
+    # --- the error record -------------------------------------------------------------
+    def _record(self, f, site, index, element):
+        """The first fault of the launch: word 0 from 0 to 1, then the record."""
+        zero, one = f.const(i32, 0), f.const(i32, 1)
+        old = f.op("atomic", [self.errors, zero, zero, one], i32, kind="cmpxchg")
+        first = f.cmp(old, zero, "eq")
+        high = f.convert(f.op("shr", [index, f.const(i64, 32)], i64), i32)
+        words = [f.const(i32, site)] + [f.op("thread_id", [], i32, dim=d) for d in range(3)] + [
+            f.convert(index, i32), high, f.convert(element, i32), zero]
+        record = Op("build", words, [VectorType(i32, (len(words),))], loc=f.loc)
+        store = Op("store", [self.errors, f.const(i32, RECORD), record.results[0]], loc=f.loc)
+        f.ops.append(record)
+        f.ops.append(Op("if", [first], [], blocks=[_block([store], f.loc), _block([], f.loc)], loc=f.loc))
+
+
+assert RECORD + 8 <= ERROR_WORDS
+
+
+def _size(t) -> int:
+    return t.size if isinstance(t, VectorType) else 1
+
+
+def _grid(shape):
+    rows, cols = shape
+    r = np.repeat(np.arange(rows), cols)
+    c = np.tile(np.arange(cols), rows)
+    return tuple(int(x) for x in r), tuple(int(x) for x in c)
+
+
+def _block(ops, loc, values=()) -> Block:
+    b = Block()
+    b.ops = list(ops) + [Op("yield", list(values), loc=loc)]
+    return b
+
+
+class _Emitter:
+    """Makes ops at ``loc`` into ``self.ops``."""
+
+    def __init__(self, loc):
+        self.loc = loc
+        self.ops = []
+
+    def op(self, opcode, operands, result_type, **attrs) -> Value:
+        o = Op(opcode, operands, [result_type], attrs, loc=self.loc)
+        self.ops.append(o)
+        return o.results[0]
+
+    def const(self, t, value) -> Value:
+        return self.op("const", [], t, value=value)
+
+    def cmp(self, a, b, pred, t=bool_) -> Value:
+        return self.op("cmp", [a, b], t, pred=pred)
+
+    def select(self, c, a, b) -> Value:
+        return self.op("select", [c, a, b], a.type)
+
+    def splat(self, v, t) -> Value:
+        return self.op("splat", [v], t)
+
+    def reduce(self, kind, v) -> Value:
+        return self.op("reduce", [v], v.type.elem, kind=kind, axis=None)
+
+    def all_of(self, t, conditions) -> Value:
+        result = conditions[0]
+        for c in conditions[1:]:
+            result = self.op("and", [result, c], t)
+        return result
+
+    def to_i64(self, v) -> Value:
+        t = v.type
+        target = VectorType(i64, t.shape) if isinstance(t, VectorType) else i64
+        return v if t == target else self.convert(v, target)
+
+    def convert(self, v, t) -> Value:
+        return self.op("convert", [v], t, sat=False)
+
+    def guarded(self, op, ok, report) -> list:
+        """The ops so far, then ``if ok { op } else { report; zeros or the unchanged register }``;
+        the if takes over ``op``'s results (their uses stay as they are)."""
+        then_results = []
+        for r in op.results:
+            fresh = Value(r.type, r.hint, owner=op, index=r.index)
+            then_results.append(fresh)
+        original = op.results
+        op.results = then_results
+        failure = _Emitter(self.loc)
+        report(failure)
+        fallbacks = []
+        for r in original:
+            if op.opcode in ("wrregion", "insert"):
+                fallbacks.append(op.operands[0])           # the register, unchanged
+            else:
+                fallbacks.append(failure.const(r.type, False if r.type.elem == bool_ else 0)
+                                 if isinstance(r.type, VectorType) else
+                                 failure.const(r.type, False if r.type == bool_ else 0))
+        guard = Op("if", [ok], [], blocks=[_block([op], self.loc, then_results),
+                                           _block(failure.ops, self.loc, fallbacks)], loc=self.loc)
+        for i, r in enumerate(original):
+            r.owner, r.index = guard, i
+        guard.results = list(original)
+        return self.ops + [guard]
