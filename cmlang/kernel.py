@@ -302,13 +302,14 @@ def make_binary(fn, codegen_result, profile="", checks=(), hidden_params=0):
     """The launch contract of a compiled IR function (codegen_result None: interpreter only);
     ``checks``/``hidden_params``: checked mode's sites and hidden parameters."""
     from cmlang.runtime.binary import KernelBinary, Param
-    from .passes import analyze_buffers, uses_groups
+    from .passes import affine_extents, analyze_buffers, uses_groups
     uses = analyze_buffers(fn)
+    extents = affine_extents(fn)
     params = []
     for i, (name, value) in enumerate(zip(fn.param_names, fn.params)):
         use = uses.get(i)
         params.append(Param(name, value.type, writes=bool(use and use.writes),
-                            min_elems=use.min_elems if use else 0))
+                            min_elems=use.min_elems if use else 0, extents=extents.get(i, ())))
     group_features = uses_groups(fn)
     slm_bytes = sum(op.attrs["n"] * op.results[0].type.elem.nbytes
                     for op in fn.walk() if op.opcode == "slm")

@@ -122,6 +122,8 @@ def launch(binary, grid, group, args, device=None) -> "Launched":
         kernel_args = [convert(arg, device, staged) for convert, arg in zip(plan.converters, args)]
     else:
         kernel_args = _convert_shared(plan.converters, args, shared, device, staged)
+    if plan.extents:
+        _check_extents(binary, plan, grid, args)
     if plan.checks:
         return _launch_checked(binary, plan, kernel, kernel_args, args, sizes, group, device, staged)
     if not staged:
@@ -161,6 +163,23 @@ def _launch_checked(binary, plan, kernel, kernel_args, args, sizes, group, devic
     if profiling.recording():
         profiling.record(binary.name, launched)
     return launched
+
+
+def _check_extents(binary, plan, grid, args):
+    """Buffers too short for what every CM thread of this grid reads or writes at offsets
+    affine in the thread ids and scalar arguments (``AffineExtent``): a LaunchError
+    before anything runs."""
+    given = _dims(binary.name, "grid", grid)
+    dims = given + (1,) * (3 - len(given))
+    for i, param in plan.extents:
+        size = _element_count(args[i], param)
+        for extent in param.extents:
+            needed = extent.needed(dims, args)
+            if needed is not None and needed > size:
+                raise LaunchError(
+                    f"{binary.name}(): buffer '{param.name}' has {size} elements but the kernel "
+                    f"needs {needed} with grid {given} (the access at {extent.where}, whose "
+                    f"offset grows with the thread ids and scalar arguments)")
 
 
 def _element_count(arg, param) -> int:
@@ -237,7 +256,7 @@ def clear_caches() -> None:
 
 class _Plan:
     __slots__ = ("name", "spirv", "sha", "arity", "param_list", "converters", "pointers", "kernels",
-                 "build_options", "ndranges", "checks")
+                 "build_options", "ndranges", "checks", "extents")
 
     def __init__(self, binary):
         problem = spirv_problem(binary.spirv)
@@ -252,6 +271,7 @@ class _Plan:
         self.converters = tuple(_converter(binary.name, p) for p in params)
         self.pointers = tuple(i for i, p in enumerate(params) if isinstance(p.type, PtrType))
         self.checks = binary.checks
+        self.extents = tuple((i, p) for i, p in enumerate(params) if p.extents)
         self.build_options = binary.build_options    # as its target said (e.g. -vc-codegen)
         self.kernels = {}   # device -> kernel handle
         self.ndranges = {}  # (grid, group, device) -> (global size, local size), checked
