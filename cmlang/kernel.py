@@ -120,7 +120,7 @@ class Kernel:
             raise CompileError(e.message, def_location(fn)) from None
         self.runtime_params = [(n, t) for n, t in self.params if t is not constexpr]
         self._constexpr_positions = [i for i, (_, t) in enumerate(self.params) if t is constexpr]
-        self._specializations = {}         # (constexpr values, target, profile, checked) -> CompiledKernel
+        self._specializations = {}   # (constexpr values, target, profile[, "checked"]) -> CompiledKernel
         self._ir_cache = {}                                # constexpr values -> Function
         self._binder = launch_config.Binder(self.__name__, [n for n, _ in self.params])
 
@@ -195,10 +195,10 @@ class Kernel:
         """``checked`` None: checked mode if the kernel asks for it or ``CMLANG_CHECK=1``."""
         profile = get_profile(profile)
         checked = self.checked_mode() if checked is None else checked
-        ck = self._specializations.get((key, target, profile.name, checked))
+        spec_key = (key, target, profile.name) + (("checked",) if checked else ())
+        ck = self._specializations.get(spec_key)
         if ck is None:
-            ck = self._build(key, target, profile, checked)
-            self._specializations[(key, target, profile.name, checked)] = ck
+            ck = self._specializations[spec_key] = self._build(key, target, profile, checked)
         return ck
 
     def checked_mode(self) -> bool:
