@@ -25,6 +25,7 @@ import numpy as np
 
 from ..ir.core import Block, Function, Op, Value
 from ..runtime.bounds import ERROR_WORDS, RECORD, CheckSite
+from .buffer_extents import constant_elems
 from ..types import PtrType, VectorType, bool_, i32, i64
 
 ERRORS_PARAM = "__cm_errors"
@@ -80,6 +81,8 @@ class _Checker:
                 block.ops.extend(rewrite(_Emitter(op.loc), op))
 
     def _rewriter(self, op):
+        if self._safe(op):
+            return None
         n = len(op.operands)
         if op.opcode in ("load", "store"):
             return self._block_access
@@ -92,6 +95,18 @@ class _Checker:
         if op.opcode == "iselect":
             return self._iselect
         return None
+
+    def _safe(self, op) -> bool:
+        """Accesses whose every index is a constant in bounds need no check: SLM blocks at
+        constant offsets, iselect by constant indices."""
+        if op.opcode in ("load", "store") and op.operands[0] in self.slm:
+            offset = constant_elems(op.operands[1])
+            n = op.results[0].type.size if op.opcode == "load" else _size(op.operands[2].type)
+            return offset is not None and 0 <= offset[0] <= self.slm[op.operands[0]][1] - n
+        if op.opcode == "iselect":
+            size, indices = op.operands[0].type.size, constant_elems(op.operands[1], op.operands[1].type.size)
+            return indices is not None and all(0 <= i < size for i in indices)
+        return False
 
     # --- sites ---------------------------------------------------------------------
     def _site(self, op, kind, what, pointer=None, size=0) -> int:
@@ -136,9 +151,52 @@ class _Checker:
         p = op.operands[0]
         what = (f"atomic {op.attrs['kind']} on" if op.opcode == "atomic" else MEMORY_WHAT[op.opcode])
         site = self._site(op, "memory", what, p)
-        index, active = self._indices(e, op)
         length = self._length(e, p)
-        return self._check_indices(e, op, site, index, active, e.const(i64, 0), length)
+        if op.opcode in ("gather", "scatter", "atomic"):
+            index, active = self._indices(e, op)
+            return self._check_indices(e, op, site, index, active, e.const(i64, 0), length)
+        # 2-D accesses: the smallest and largest index decide (scalars: cheap on the
+        # path that runs); the report finds the first bad element.
+        lowest, highest, empty = self._index_bounds(e, op)
+        ok = e.op("and", [e.cmp(lowest, e.const(i64, 0), "ge"), e.cmp(highest, length, "lt")], bool_)
+        if empty is not None:
+            ok = e.op("or", [ok, empty], bool_)
+
+        def report(f):
+            index, active = self._indices(f, op)
+            self._report_first_bad(f, site, index, active, f.const(i64, 0), length)
+        return e.guarded(op, ok, report)
+
+    def _index_bounds(self, e, op):
+        """The smallest and largest index a 2-D access touches (i64 scalars), and for a
+        surface block whether it touches nothing (or None)."""
+        code, args = op.opcode, op.operands
+
+        def at(rows_part, cols_part):
+            return e.op("add", [rows_part, cols_part], i64)
+
+        if code in ("load2d", "store2d"):
+            rows, cols = (op.results[0] if code == "load2d" else args[3]).type.shape
+            offset, pitch = e.to_i64(args[1]), e.to_i64(args[2])
+            last_row = e.op("mul", [pitch, e.const(i64, rows - 1)], i64)
+            low = e.op("min", [e.const(i64, 0), last_row], i64)
+            high = e.op("max", [e.const(i64, 0), last_row], i64)
+            return (e.op("add", [offset, low], i64),
+                    e.op("add", [offset, e.op("add", [high, e.const(i64, cols - 1)], i64)], i64), None)
+        shape = (args[6].type if code == "block_store2d" else op.results[0].type).shape
+        if code == "block_load2d" and op.attrs.get("transpose"):
+            shape = shape[::-1]
+        rows, cols = shape
+        x, y, width, height, pitch = (e.to_i64(v) for v in args[1:6])
+        zero, one = e.const(i64, 0), e.const(i64, 1)
+        # the rows and columns inside the surface
+        r0 = e.op("max", [y, zero], i64)
+        r1 = e.op("sub", [e.op("min", [e.op("add", [y, e.const(i64, rows)], i64), height], i64), one], i64)
+        c0 = e.op("max", [x, zero], i64)
+        c1 = e.op("sub", [e.op("min", [e.op("add", [x, e.const(i64, cols)], i64), width], i64), one], i64)
+        empty = e.op("or", [e.cmp(r0, r1, "gt"), e.cmp(c0, c1, "gt")], bool_)
+        first, last = e.op("mul", [r0, pitch], i64), e.op("mul", [r1, pitch], i64)
+        return (at(e.op("min", [first, last], i64), c0), at(e.op("max", [first, last], i64), c1), empty)
 
     def _indices(self, e, op):
         """The element indices ``op`` touches (an i64 register, or scalar for a scalar
@@ -185,11 +243,23 @@ class _Checker:
         any_bad = e.reduce("max", e.select(bad, e.const(ti, 1), e.const(ti, 0)))
         ok = e.cmp(any_bad, e.const(i32, 0), "eq")
 
-        def report(f):
-            order = f.const(ti, tuple(range(t.size)))
-            first = f.reduce("min", f.select(bad, order, f.const(ti, t.size)))
-            self._record(f, site, f.op("extract", [index, first], i64, index=0), f.to_i64(first))
-        return e.guarded(op, ok, report)
+        return e.guarded(op, ok, lambda f: self._record_first(f, site, index, bad))
+
+    def _report_first_bad(self, f, site, index, active, low, high):
+        t = index.type
+        tb = VectorType(bool_, t.shape)
+        bad = f.op("or", [f.cmp(index, f.splat(low, t), "lt", tb),
+                          f.cmp(index, f.splat(high, t), "ge", tb)], tb)
+        if active is not None:
+            bad = f.op("and", [bad, active], tb)
+        self._record_first(f, site, index, bad)
+
+    def _record_first(self, f, site, index, bad):
+        """Records the first element where ``bad`` holds (its index and position)."""
+        ti = VectorType(i32, index.type.shape)
+        order = f.const(ti, tuple(range(index.type.size)))
+        first = f.reduce("min", f.select(bad, order, f.const(ti, index.type.size)))
+        self._record(f, site, f.op("extract", [index, first], i64, index=0), f.to_i64(first))
 
     def _region(self, e, op):
         """rdregion/wrregion with a dynamic offset: the region's indices plus it."""
@@ -204,14 +274,10 @@ class _Checker:
         ok = e.op("and", [e.cmp(dyn, e.const(i64, -lo), "ge"),
                           e.cmp(dyn, e.const(i64, size - 1 - hi), "le")], bool_)
         t = VectorType(i64, (len(static),))
-        tb, ti = VectorType(bool_, t.shape), VectorType(i32, t.shape)
 
         def report(f):
             index = f.op("add", [f.const(t, tuple(int(x) for x in static)), f.splat(dyn, t)], t)
-            bad = f.op("or", [f.cmp(index, f.const(t, 0), "lt", tb),
-                              f.cmp(index, f.const(t, size), "ge", tb)], tb)
-            first = f.reduce("min", f.select(bad, f.const(ti, tuple(range(t.size))), f.const(ti, t.size)))
-            self._record(f, site, f.op("extract", [index, first], i64, index=0), f.to_i64(first))
+            self._report_first_bad(f, site, index, None, f.const(i64, 0), f.const(i64, size))
         return e.guarded(op, ok, report)
 
     def _element(self, e, op):

@@ -55,11 +55,11 @@ def describe(fn: Function) -> str:
 def constant_extent(op: Op):
     """Elements from the buffer start that ``op`` touches when its offsets are constants, else None."""
     if op.opcode in ("load", "store"):
-        off = _const_elems(op.operands[1])
+        off = constant_elems(op.operands[1])
         n = op.results[0].type.size if op.opcode == "load" else op.operands[2].type.size
         return off[0] + n if off else None
     if op.opcode in ("load2d", "store2d"):
-        off, pitch = _const_elems(op.operands[1]), _const_elems(op.operands[2])
+        off, pitch = constant_elems(op.operands[1]), constant_elems(op.operands[2])
         rows, cols = (op.results[0] if op.opcode == "load2d" else op.operands[3]).type.shape
         return off[0] + (rows - 1) * pitch[0] + cols if off and pitch else None
     if op.opcode in ("gather", "scatter", "atomic"):
@@ -71,15 +71,15 @@ def _indexed_extent(op: Op):
     offs = op.operands[1]
     mask_at = {"gather": 2, "scatter": 3}.get(op.opcode)
     has_mask = mask_at is not None and len(op.operands) > mask_at
-    enabled = _const_elems(op.operands[mask_at], offs.type.size) if has_mask else [True] * offs.type.size
-    offsets = _const_elems(offs, offs.type.size)
+    enabled = constant_elems(op.operands[mask_at], offs.type.size) if has_mask else [True] * offs.type.size
+    offsets = constant_elems(offs, offs.type.size)
     if offsets is None or enabled is None:
         return None
     used = [o for o, on in zip(offsets, enabled) if on]
     return max(used) + 1 if used else None
 
 
-def _const_elems(value, size: int = 1):
+def constant_elems(value, size: int = 1):
     """The elements of ``value`` if a ``const`` op defines it (a scalar constant fills ``size``)."""
     op = value.defining_op
     if op is None or op.opcode != "const":
@@ -147,7 +147,7 @@ def _affine(value, scalars, depth=0):
         return None
     code = op.opcode
     if code == "const":
-        elems = _const_elems(value, getattr(value.type, "size", 1))
+        elems = constant_elems(value, getattr(value.type, "size", 1))
         return None if not elems else (min(elems), max(elems), {})
     if code == "thread_id":
         return 0, 0, {("thread", op.attrs["dim"]): 1}
