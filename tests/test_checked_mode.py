@@ -313,3 +313,13 @@ def test_checks_are_in_the_ir():
     ir = store_k.compile(np.zeros(1, np.float32), np.zeros(1, np.float32), 1).ir
     assert re.search(r"%__cm_size_y: i64", ir) and "__cm_errors" in ir
     assert re.search(r'atomic %__cm_errors, .* \[kind="cmpxchg"\]', ir)
+
+
+def test_checked_mode_through_dpctl(monkeypatch):
+    from cmlang.runtime import device as device_module
+    monkeypatch.setattr(device_module, "_current", None)
+    monkeypatch.delenv("CMLANG_DEVICE", raising=False)
+    cm.set_device("dpctl:opencl:cpu")
+    with pytest.raises(cm.KernelRuntimeError) as e:
+        store_k[4](*_args((64, 64), 3))
+    assert _report(e.value) == _expected("store")

@@ -15,7 +15,8 @@ the CM thread, the bad index and which element of the access it was
 (``runtime.bounds.RECORD``); the launcher turns it into the interpreter's report.
 
 Conditions are scalars (a register's verdict is reduced), so the branch is uniform on
-the SIMT target.  Checked: load, store, load2d, store2d, block_load2d, block_store2d
+the SIMT target; each is also taken from lane 0 of a register (``visibly_uniform``) so
+that the CPU runtime's vectorizer sees it so.  Checked: load, store, load2d, store2d, block_load2d, block_store2d
 (elements inside the surface), gather, scatter (enabled elements), atomic, on global
 memory and SLM; rdregion, wrregion, extract and insert with a dynamic offset, iselect.
 """
@@ -52,9 +53,7 @@ class _Checker:
         pointers = [(i, v) for i, v in enumerate(fn.params) if isinstance(v.type, PtrType)]
         names = list(fn.param_names)
         # Hidden parameters: the pointer arguments' lengths, then the error buffer.
-        self.size_params = {}
-        for i, v in pointers:
-            self.size_params[v] = (i, self._add_param(i64, SIZE_PREFIX + names[i]))
+        self.size_params = {v: self._add_param(i64, SIZE_PREFIX + names[i]) for i, v in pointers}
         self.errors = self._add_param(PtrType(i32), ERRORS_PARAM)
         self.param_index = {v: i for i, v in pointers}
         self.slm = {}           # slm op result -> (name, n)
@@ -126,7 +125,7 @@ class _Checker:
     def _length(self, e, pointer) -> Value:
         """The element count of the buffer ``pointer`` points to, as an i64 scalar."""
         if pointer in self.size_params:
-            return self.size_params[pointer][1]
+            return self.size_params[pointer]
         return e.const(i64, self.slm.get(pointer, ("", 0))[1])
 
     # --- the rewrites ----------------------------------------------------------------
