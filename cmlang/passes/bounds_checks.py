@@ -156,8 +156,9 @@ class _Checker:
             return self._check_indices(e, op, site, index, active, e.const(i64, 0), length)
         # 2-D accesses: the smallest and largest index decide (scalars: cheap on the
         # path that runs); the report finds the first bad element.
-        lowest, highest, empty = self._index_bounds(e, op)
-        ok = e.op("and", [e.cmp(lowest, e.const(i64, 0), "ge"), e.cmp(highest, length, "lt")], bool_)
+        starts, ends, empty = self._index_bounds(e, op)
+        ok = e.all_of(bool_, [e.cmp(x, e.const(i64, 0), "ge") for x in starts]
+                      + [e.cmp(x, length, "lt") for x in ends])
         if empty is not None:
             ok = e.op("or", [ok, empty], bool_)
 
@@ -167,21 +168,22 @@ class _Checker:
         return e.guarded(op, ok, report)
 
     def _index_bounds(self, e, op):
-        """The smallest and largest index a 2-D access touches (i64 scalars), and for a
-        surface block whether it touches nothing (or None)."""
+        """Indices among which are the smallest and the largest a 2-D access touches (i64
+        scalars: the ends of its first and last row), and for a surface block whether it
+        touches nothing (or None)."""
         code, args = op.opcode, op.operands
 
         def at(rows_part, cols_part):
             return e.op("add", [rows_part, cols_part], i64)
 
         if code in ("load2d", "store2d"):
+            # the first and last row's ends, whichever way the pitch goes (no min/max:
+            # see _Emitter.min)
             rows, cols = (op.results[0] if code == "load2d" else args[3]).type.shape
             offset, pitch = e.to_i64(args[1]), e.to_i64(args[2])
-            last_row = e.op("mul", [pitch, e.const(i64, rows - 1)], i64)
-            low = e.min(e.const(i64, 0), last_row)
-            high = e.max(e.const(i64, 0), last_row)
-            return (e.op("add", [offset, low], i64),
-                    e.op("add", [offset, e.op("add", [high, e.const(i64, cols - 1)], i64)], i64), None)
+            last = e.op("add", [offset, e.op("mul", [pitch, e.const(i64, rows - 1)], i64)], i64)
+            width = e.const(i64, cols - 1)
+            return [offset, last], [e.op("add", [offset, width], i64), e.op("add", [last, width], i64)], None
         shape = (args[6].type if code == "block_store2d" else op.results[0].type).shape
         if code == "block_load2d" and op.attrs.get("transpose"):
             shape = shape[::-1]
@@ -195,7 +197,7 @@ class _Checker:
         c1 = e.op("sub", [e.min(e.op("add", [x, e.const(i64, cols)], i64), width), one], i64)
         empty = e.op("or", [e.cmp(r0, r1, "gt"), e.cmp(c0, c1, "gt")], bool_)
         first, last = e.op("mul", [r0, pitch], i64), e.op("mul", [r1, pitch], i64)
-        return (at(e.min(first, last), c0), at(e.max(first, last), c1), empty)
+        return [at(first, c0), at(last, c0)], [at(first, c1), at(last, c1)], empty
 
     def _indices(self, e, op):
         """The element indices ``op`` touches (an i64 register, or scalar for a scalar
@@ -311,6 +313,26 @@ class _Checker:
 assert RECORD + 8 <= ERROR_WORDS
 
 
+CLAMPS = {"min", "max", "abs", "select"}
+
+
+def _clamped_operands(op, budget=256) -> bool:
+    """Whether a scalar operand of ``op`` is computed with a min, max, abs or select
+    (which LLVM may turn into a min or max): the check's condition would look per-lane to
+    the CPU runtime's vectorizer.  Follows at most ``budget`` ops; past it, says yes."""
+    todo = [v for v in op.operands[1:] if not isinstance(v.type, (VectorType, PtrType))]
+    seen = set()
+    while todo:
+        defining = todo.pop().defining_op
+        if defining is None or id(defining) in seen:
+            continue
+        if defining.opcode in CLAMPS or len(seen) >= budget:
+            return True
+        seen.add(id(defining))
+        todo.extend(defining.operands)
+    return False
+
+
 def _size(t) -> int:
     return t.size if isinstance(t, VectorType) else 1
 
@@ -334,6 +356,7 @@ class _Emitter:
     def __init__(self, loc):
         self.loc = loc
         self.ops = []
+        self.clamped = False     # made a min or max (see min)
 
     def op(self, opcode, operands, result_type, **attrs) -> Value:
         o = Op(opcode, operands, [result_type], attrs, loc=self.loc)
@@ -355,13 +378,15 @@ class _Emitter:
     def reduce(self, kind, v) -> Value:
         return self.op("reduce", [v], v.type.elem, kind=kind, axis=None)
 
-    # min/max of scalars as compare and select: the CPU runtime's vectorizer takes LLVM's
-    # smin/smax (OpenCL min/max to it) for per-lane values, and a branch on them runs
-    # masked, the report included (2-3x on memory-bound kernels); a select stays uniform.
+    # A condition made with a min or max (LLVM's smin/smax, OpenCL min/max to the CPU
+    # runtime's vectorizer) looks per-lane to the vectorizer: ``guarded`` then takes it
+    # from lane 0 (``visibly_uniform``).
     def min(self, a, b) -> Value:
+        self.clamped = True
         return self.select(self.cmp(a, b, "lt"), a, b)
 
     def max(self, a, b) -> Value:
+        self.clamped = True
         return self.select(self.cmp(a, b, "gt"), a, b)
 
     def all_of(self, t, conditions) -> Value:
@@ -407,7 +432,8 @@ class _Emitter:
                 fallbacks.append(failure.const(r.type, False if r.type.elem == bool_ else 0)
                                  if isinstance(r.type, VectorType) else
                                  failure.const(r.type, False if r.type == bool_ else 0))
-        ok = self.visibly_uniform(ok)
+        if self.clamped or _clamped_operands(op):
+            ok = self.visibly_uniform(ok)
         guard = Op("if", [ok], [], blocks=[_block([op], self.loc, then_results),
                                            _block(failure.ops, self.loc, fallbacks)], loc=self.loc)
         for i, r in enumerate(original):
