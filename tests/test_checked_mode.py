@@ -323,3 +323,27 @@ def test_checked_mode_through_dpctl(monkeypatch):
     with pytest.raises(cm.KernelRuntimeError) as e:
         store_k[4](*_args((64, 64), 3))
     assert _report(e.value) == _expected("store")
+
+
+@cm.kernel(check=True)
+def small_bins(px: cm.ptr[cm.u8], hist: cm.ptr[i32]):
+    bins = cm.slm(i32, 128)
+    cm.store(bins, 0, cm.zeros(cm.vector[i32, 128]))
+    cm.atomic_add(bins, cm.load(px, 0, 16).astype(i32), 1)
+    cm.store(hist, 0, cm.load(bins, 0, 128))
+
+
+def test_accesses_known_to_be_in_bounds_are_not_checked():
+    """A histogram's SLM atomic at widened u8 offsets into 256 bins, and SLM blocks at constant
+    offsets, need no check; 128 bins do."""
+    from examples.core import histogram
+    ck = histogram.histogram_kernel.compile(np.zeros(1, np.uint8), np.zeros(1, np.int32), 256, 4, checked=True)
+    assert not [s for s in ck.binary.checks if s.what.startswith("atomic") and "SLM" in s.buffer]
+    sites = small_bins.compile(np.zeros(16, np.uint8), np.zeros(128, np.int32)).binary.checks
+    assert [(s.what, s.buffer) for s in sites] == [("load from", "'px'"), ("atomic add on", "'bins' (SLM)"),
+                                                   ("store to", "'hist'")]
+    px = np.full(16, 7, np.uint8)
+    px[9] = 200
+    with pytest.raises(cm.KernelRuntimeError, match=r"out-of-bounds atomic add on 'bins' \(SLM\): index 200 "
+                                                    r"\(element 9 of the access\), buffer has 128 elements"):
+        small_bins[1](px, np.zeros(128, np.int32))

@@ -96,15 +96,21 @@ class _Checker:
         return None
 
     def _safe(self, op) -> bool:
-        """Accesses whose every index is a constant in bounds need no check: SLM blocks at
-        constant offsets, iselect by constant indices."""
-        if op.opcode in ("load", "store") and op.operands[0] in self.slm:
-            offset = constant_elems(op.operands[1])
-            n = op.results[0].type.size if op.opcode == "load" else _size(op.operands[2].type)
-            return offset is not None and 0 <= offset[0] <= self.slm[op.operands[0]][1] - n
-        if op.opcode == "iselect":
-            size, indices = op.operands[0].type.size, constant_elems(op.operands[1], op.operands[1].type.size)
-            return indices is not None and all(0 <= i < size for i in indices)
+        """Accesses whose indices are known to lie in bounds need no check: SLM accesses
+        and iselects whose offsets are constants, narrow unsigned values widened, or
+        masked with a constant (a histogram's ``cm.atomic_add(slm, pixels.astype(i32), 1)``
+        into 256 bins)."""
+        code = op.opcode
+        if code in ("load", "store", "gather", "scatter", "atomic") and op.operands[0] in self.slm:
+            low, high = _value_range(op.operands[1])
+            if low is None:
+                return False
+            if code in ("load", "store"):
+                high += (op.results[0].type.size if code == "load" else _size(op.operands[2].type)) - 1
+            return 0 <= low and high < self.slm[op.operands[0]][1]
+        if code == "iselect":
+            low, high = _value_range(op.operands[1])
+            return low is not None and 0 <= low and high < op.operands[0].type.size
         return False
 
     # --- sites ---------------------------------------------------------------------
@@ -311,6 +317,43 @@ class _Checker:
 
 
 assert RECORD + 8 <= ERROR_WORDS
+
+
+def _value_range(value, depth=0):
+    """(lowest, highest) an integer value (every element of a register) can take, or
+    (None, None): constants, widened unsigned values, ``and`` with a value >= 0, sums and
+    conversions of those."""
+    op = value.defining_op
+    if op is None or depth > 16:
+        return None, None
+    if op.opcode == "const":
+        elems = constant_elems(value, getattr(value.type, "size", 1))
+        return (min(elems), max(elems)) if elems else (None, None)
+    if op.opcode == "convert" and not op.attrs.get("sat"):
+        source = getattr(op.operands[0].type, "elem", op.operands[0].type)
+        target = getattr(value.type, "elem", value.type)
+        if source.kind not in "iu" or target.kind not in "iu":
+            return None, None
+        low, high = _value_range(op.operands[0], depth + 1)
+        if low is None and source.kind == "u":
+            low, high = 0, 2 ** source.bits - 1
+        fits = low is not None and target.bits > source.bits and (target.kind == "i" or low >= 0)
+        limit = 2 ** (target.bits - (target.kind == "i"))
+        return (low, high) if fits or (low is not None and 0 <= low and high < limit) else (None, None)
+    if op.opcode == "add":
+        (l1, h1), (l2, h2) = (_value_range(v, depth + 1) for v in op.operands)
+        if l1 is None or l2 is None:
+            return None, None
+        limit = 2 ** (getattr(value.type, "elem", value.type).bits - 1)
+        return (l1 + l2, h1 + h2) if -limit <= l1 + l2 and h1 + h2 < limit else (None, None)
+    if op.opcode == "and":
+        for mask in op.operands:
+            low, high = _value_range(mask, depth + 1)
+            if low is not None and low >= 0:
+                return 0, high
+    if op.opcode == "splat":
+        return _value_range(op.operands[0], depth + 1)
+    return None, None
 
 
 CLAMPS = {"min", "max", "abs", "select"}
