@@ -131,11 +131,7 @@ def launch(binary, grid, group, args, device=None) -> "Launched":
                             device, False)
     else:
         event = device.launch(kernel, kernel_args, global_size, local_size)
-        for host, buffer, write_back in staged:
-            if host is not None:
-                device.copy_to_host(host, buffer)
-                if write_back is not None:
-                    write_back(host)
+        _copy_back(device, staged)
         launched = Launched(event, device, True)
     if profiling.recording():
         profiling.record(binary.name, launched)
@@ -151,11 +147,7 @@ def _launch_checked(binary, plan, kernel, kernel_args, args, sizes, group, devic
     error_buffer = device.upload(errors)
     hidden = [np.int64(lengths[i]) for i in plan.pointers] + [error_buffer]
     event = device.launch(kernel, kernel_args + hidden, *sizes)
-    for host, buffer, write_back in staged:
-        if host is not None:
-            device.copy_to_host(host, buffer)
-            if write_back is not None:
-                write_back(host)
+    _copy_back(device, staged)
     device.copy_to_host(errors, error_buffer)
     if errors[0]:
         raise checked_fault(binary.checks, errors, lengths, None if group is None else _dims(binary.name, "group", group))
@@ -180,6 +172,15 @@ def _check_extents(binary, plan, grid, args):
                     f"{binary.name}(): buffer '{param.name}' has {size} elements but the kernel "
                     f"needs {needed} with grid {given} (the access at {extent.where}, whose "
                     f"offset grows with the thread ids and scalar arguments)")
+
+
+def _copy_back(device, staged):
+    """Host arrays (and foreign memory staged through the host) get what the kernel wrote."""
+    for host, buffer, write_back in staged:
+        if host is not None:
+            device.copy_to_host(host, buffer)
+            if write_back is not None:
+                write_back(host)
 
 
 def _element_count(arg, param) -> int:
