@@ -136,7 +136,7 @@ def toolchain() -> dict:
 # ---------------------------------------------------------------------------
 # The key of one kernel specialization
 
-def kernel_key(kernel, constexpr_key, target: str, profile="cpu"):
+def kernel_key(kernel, constexpr_key, target: str, profile="cpu", checked=False):
     """sha256 (hex) naming one specialization; None when the kernel's source cannot
     be read (defined in a REPL or exec'd string): such kernels are not cached.
     What the kernel reads beyond its own source is checked on lookup (``load_compiled``)."""
@@ -156,6 +156,7 @@ def kernel_key(kernel, constexpr_key, target: str, profile="cpu"):
         "simd": kernel.simd,
         "grf": getattr(kernel, "grf", 128),
         "target": target,
+        "checked": bool(checked),       # checked mode's bounds checks are other code
         # Everything the code generator may read about the device (cmlang.runtime.profiles).
         "profile": [get_profile(profile).name, get_profile(profile).key()],
         **toolchain(),

@@ -25,6 +25,7 @@ from .targets import check_target_name, target_names
 from .runtime.profiles import get_profile, profile_for_device, device_choice, DEFAULT_PROFILE
 
 TARGETS = target_names()     # the registry is cmlang.codegen.target
+CHECK_ENV = "CMLANG_CHECK"   # 1: every kernel in checked mode (see Kernel.checked_mode)
 _PYTHON_ANNOTATIONS = {builtins.int: i32, builtins.float: f32, builtins.bool: bool_}
 
 
@@ -54,7 +55,7 @@ class CompiledKernel:
 
     def __getitem__(self, config):
         grid, group = launch_config.parse(config, self.binary.name)
-        binder = launch_config.Binder(self.binary.name, [p.name for p in self.binary.params])
+        binder = launch_config.Binder(self.binary.name, [p.name for p in self.binary.user_params])
 
         def launch(*args, **kwargs):
             try:
@@ -91,7 +92,7 @@ class CompiledKernel:
 
 class Kernel:
     @public
-    def __init__(self, fn, simd=16, interpret=False, grf=128):
+    def __init__(self, fn, simd=16, interpret=False, grf=128, check=False):
         if not callable(fn) or not hasattr(fn, "__code__"):
             raise CompileError(f"@cm.kernel decorates a Python function, got {fn!r}")
         # Decoration-time errors point at the def line.
@@ -101,8 +102,12 @@ class Kernel:
         if type(grf) is not int or grf not in (128, 256):
             raise CompileError(f"{fn.__name__}: grf must be 128 or 256 (registers per hardware thread), "
                                f"got {grf!r}", def_location(fn))
+        if type(check) is not bool:
+            raise CompileError(f"{fn.__name__}: check must be True or False, got {check!r}",
+                               def_location(fn))
         self.fn = fn
         self.simd = simd
+        self.check = check        # checked mode (also CMLANG_CHECK=1): bounds checks on the device
         self.grf = grf            # 256: the large register file mode (profiles with large_grf)
         self.interpret = interpret
         self.__name__ = fn.__name__
@@ -115,7 +120,7 @@ class Kernel:
             raise CompileError(e.message, def_location(fn)) from None
         self.runtime_params = [(n, t) for n, t in self.params if t is not constexpr]
         self._constexpr_positions = [i for i, (_, t) in enumerate(self.params) if t is constexpr]
-        self._specializations = {}                 # (constexpr values, target, profile) -> CompiledKernel
+        self._specializations = {}   # (constexpr values, target, profile[, "checked"]) -> CompiledKernel
         self._ir_cache = {}                                # constexpr values -> Function
         self._binder = launch_config.Binder(self.__name__, [n for n, _ in self.params])
 
@@ -168,6 +173,22 @@ class Kernel:
             self._ir_cache[key] = fn
         return fn
 
+    def _checked_ir_function(self, key):
+        """A fresh copy of the specialization's IR with checked mode's bounds checks
+        (``cmlang.passes.bounds_checks``), their sites and the number of hidden parameters.
+        The interpreter keeps running the unchecked IR: it checks every access itself."""
+        from .frontend import compile_to_ir
+        from .ir.verify import verify_function
+        from .passes.bounds_checks import insert_bounds_checks
+        from .passes.pipeline import run_pipeline
+        with self._compiling():
+            fn = compile_to_ir(self.fn, dict(self.runtime_params), self._constexpr_dict(key),
+                               self.simd, name=self.__name__)
+            run_pipeline(fn)
+            checks, hidden = insert_bounds_checks(fn)
+            verify_function(fn)
+        return fn, checks, hidden
+
     @contextlib.contextmanager
     def _compiling(self):
         """Front end, passes and codegen: deep recursion allowed up to the nesting budget,
@@ -179,41 +200,48 @@ class Kernel:
             raise CompileError(limits.recursion_message(f"kernel '{self.__name__}'"),
                                def_location(self.fn)) from None
 
-    def specialization(self, key=(), target="spirv", profile=DEFAULT_PROFILE) -> CompiledKernel:
+    def specialization(self, key=(), target="spirv", profile=DEFAULT_PROFILE, checked=None) -> CompiledKernel:
+        """``checked`` None: checked mode if the kernel asks for it or ``CMLANG_CHECK=1``."""
         profile = get_profile(profile)
-        ck = self._specializations.get((key, target, profile.name))
+        checked = self.checked_mode() if checked is None else checked
+        spec_key = (key, target, profile.name) + (("checked",) if checked else ())
+        ck = self._specializations.get(spec_key)
         if ck is None:
-            ck = self._specializations[(key, target, profile.name)] = self._build(key, target, profile)
+            ck = self._specializations[spec_key] = self._build(key, target, profile, checked)
         return ck
 
-    def _build(self, key, target, profile):
+    def checked_mode(self) -> bool:
+        return self.check or os.environ.get(CHECK_ENV, "") not in ("", "0")
+
+    def _build(self, key, target, profile, checked=False):
         check_target_name(target)
         # The disk cache (cmlang/cache.py): a hit loads neither the front end nor codegen.
         from . import cache
-        disk_key = cache.kernel_key(self, key, target, profile) if cache.enabled() else None
+        disk_key = cache.kernel_key(self, key, target, profile, checked) if cache.enabled() else None
         if disk_key is not None:
             ck = cache.load_compiled(self, disk_key, target, self._constexpr_dict(key))
             if ck is not None:
                 return ck
         from cmlang.codegen import compile_function
-        fn = self.ir_function(key)
+        fn, checks, hidden = (self._checked_ir_function(key) if checked else (self.ir_function(key), (), 0))
         with self._compiling():
             result = _with_register_file(compile_function(fn, target=target, profile=profile),
                                          self.grf, profile, self.__name__)
-        ck = CompiledKernel(self, fn, make_binary(fn, result, profile.name), result.llvm_ir, target,
-                            profile.name)
+        ck = CompiledKernel(self, fn, make_binary(fn, result, profile.name, checks, hidden), result.llvm_ir,
+                            target, profile.name)
         if disk_key is not None:
             cache.store_compiled(disk_key, ck)
         return ck
 
     @public
-    def compile(self, *args_or_types, target="spirv", device=None, **constexprs) -> CompiledKernel:
+    def compile(self, *args_or_types, target="spirv", device=None, checked=None, **constexprs) -> CompiledKernel:
         """Compile one specialization: give launch arguments (or types) in order,
         or only the constexpr values by name.  ``device`` names a device: a profile
         (``cpu``, ``pvc``, ``dg2``, ``tgllp``, ``generic``) or an Intel GPU by the name Intel's
         offline compiler uses (``-device``: ``pvc``, ``dg2``, ``acm-g10``, ...); for an Intel GPU
         the result also carries IGC's build (``.native``, ``.isa``, ``.stats``).  Default: the
-        profile of the current device, no native build."""
+        profile of the current device, no native build.  ``checked``: checked mode (default:
+        the kernel's ``check`` or ``CMLANG_CHECK``)."""
         if args_or_types:
             key, _ = self._split_args(args_or_types)
         else:
@@ -223,9 +251,9 @@ class Kernel:
                 raise CompileError(f"{self.__name__}: constexpr parameter(s) {', '.join(missing)} need a value")
             key = tuple(constexpr_key(constexprs[n]) for n in names)
         if device is None:
-            return self.specialization(key, target, _current_profile())
+            return self.specialization(key, target, _current_profile(), checked)
         profile, native_device = device_choice(device)
-        ck = self.specialization(key, target, profile)
+        ck = self.specialization(key, target, profile, checked)
         return ck if native_device is None else _with_native_build(ck, native_device, getattr(self, "grf", 128))
 
     # --- launch -----------------------------------------------------------------
@@ -279,16 +307,18 @@ def _current_profile():
         return get_profile(DEFAULT_PROFILE)
 
 
-def make_binary(fn, codegen_result, profile=""):
-    """The launch contract of a compiled IR function (codegen_result None: interpreter only)."""
+def make_binary(fn, codegen_result, profile="", checks=(), hidden_params=0):
+    """The launch contract of a compiled IR function (codegen_result None: interpreter only);
+    ``checks``/``hidden_params``: checked mode's sites and hidden parameters."""
     from cmlang.runtime.binary import KernelBinary, Param
-    from .passes import analyze_buffers, uses_groups
+    from .passes import affine_extents, analyze_buffers, uses_groups
     uses = analyze_buffers(fn)
+    extents = affine_extents(fn)
     params = []
     for i, (name, value) in enumerate(zip(fn.param_names, fn.params)):
         use = uses.get(i)
         params.append(Param(name, value.type, writes=bool(use and use.writes),
-                            min_elems=use.min_elems if use else 0))
+                            min_elems=use.min_elems if use else 0, extents=extents.get(i, ())))
     group_features = uses_groups(fn)
     slm_bytes = sum(op.attrs["n"] * op.results[0].type.elem.nbytes
                     for op in fn.walk() if op.opcode == "slm")
@@ -297,7 +327,7 @@ def make_binary(fn, codegen_result, profile=""):
     return KernelBinary(codegen_result.kernel_name, codegen_result.spirv, fn.simd, tuple(params),
                         group_features, tuple(codegen_result.extensions), codegen_result.target,
                         codegen_result.lanes_per_thread, codegen_result.build_options, profile,
-                        slm_bytes)
+                        slm_bytes, tuple(checks), hidden_params)
 
 
 def _with_register_file(result, grf, profile, name):
@@ -394,9 +424,10 @@ def _constexpr_value(key):
     return value
 
 
-def kernel(fn=None, *, simd=16, interpret=False, grf=128):
-    """Decorator: ``@cm.kernel`` or ``@cm.kernel(simd=16, interpret=False, grf=128)``
-    (``grf=256``: the large register file mode, where the device has it)."""
+def kernel(fn=None, *, simd=16, interpret=False, grf=128, check=False):
+    """Decorator: ``@cm.kernel`` or ``@cm.kernel(simd=16, interpret=False, grf=128, check=False)``
+    (``grf=256``: the large register file mode, where the device has it; ``check=True``:
+    checked mode, as ``CMLANG_CHECK=1``: device code checks every access's bounds)."""
     if fn is None:
-        return public(lambda f: Kernel(f, simd=simd, interpret=interpret, grf=grf))
-    return Kernel(fn, simd=simd, interpret=interpret, grf=grf)
+        return public(lambda f: Kernel(f, simd=simd, interpret=interpret, grf=grf, check=check))
+    return Kernel(fn, simd=simd, interpret=interpret, grf=grf, check=check)

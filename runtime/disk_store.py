@@ -19,6 +19,8 @@ import json
 import os
 import tempfile
 
+from cmlang.errors import LaunchError
+
 ENTRY_MAGIC = b"CMLANG-CACHE-ENTRY\n"
 ENTRY_VERSION = 2            # bump when the layout of entries or keys changes
 ENTRY_SUFFIX = ".entry"
@@ -216,11 +218,20 @@ def _remove(path: str) -> None:
 # ---------------------------------------------------------------------------
 # Driver binaries: skip the driver's SPIR-V compile on later runs
 
-def _quiet_build(cl, program, device):
+def _quiet_build(cl, program, device, options=""):
     import warnings
     with warnings.catch_warnings():  # the driver's chatter on success is noise
         warnings.simplefilter("ignore", cl.CompilerWarning)
-        return program.build(devices=[device.cl_device])
+        return program.build(options=options, devices=[device.cl_device])
+
+
+ISOLATE_ENV = "CMLANG_ISOLATE_BUILDS"
+
+
+def isolated_builds() -> bool:
+    """Whether the driver builds new modules in a forked child first (default: yes;
+    ``CMLANG_ISOLATE_BUILDS=0`` builds in the process, as before)."""
+    return os.environ.get(ISOLATE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def build_device_kernel(device, spirv: bytes, name: str, options: str = "", fallback=None):
@@ -231,30 +242,74 @@ def build_device_kernel(device, spirv: bytes, name: str, options: str = "", fall
     refuses is deleted and rebuilt from SPIR-V.  ``fallback(spirv, name)`` builds
     without the store (default ``device.build_kernel``): used for other backends
     and to report a failed build with the driver's log.
+
+    A module the driver has not built before is built in a forked child first
+    (``isolated_builds``): the driver's compiler has crashed the process on some
+    well-formed modules (the CPU runtime's X86 instruction selection), and a crash there
+    must be a LaunchError, not a dead interpreter.  The parent then loads the child's
+    binary (cheap) instead of building again.
     """
     fallback = fallback or device.build_kernel
-    if options or not enabled() or getattr(device, "backend", None) != "opencl" \
-            or not hasattr(device, "cl_device"):
-        return fallback(spirv, name, options)   # builds with options (vISA modules) skip the store
+    if getattr(device, "backend", None) != "opencl" or not hasattr(device, "cl_device"):
+        return fallback(spirv, name, options)
+    store = enabled() and not options      # builds with options (vISA modules) skip the store
+    if not store and not isolated_builds():
+        return fallback(spirv, name, options)
     import pyopencl as cl
-    path = entry_path(DEVICE_BINARIES, _device_binary_key(device, spirv))
-    sections = read_entry(path)
+    path = entry_path(DEVICE_BINARIES, _device_binary_key(device, spirv)) if store else None
+    sections = read_entry(path) if store else None
     if sections is not None:
         try:
             program = cl.Program(device.context, [device.cl_device], [sections["binary"]])
             return cl.Kernel(_quiet_build(cl, program, device), name)
         except (cl.Error, KeyError, RuntimeError):
             _remove(path)
-    try:
-        program = _quiet_build(cl, cl.Program(device.context, spirv), device)
+    if isolated_builds():
+        binary = _build_in_child(device, spirv, name, options)
+        if binary is None:
+            return fallback(spirv, name, options)   # a refused build: its LaunchError has the log
+        program = _quiet_build(cl, cl.Program(device.context, [device.cl_device], [binary]), device)
         kernel = cl.Kernel(program, name)
-    except cl.Error:
-        return fallback(spirv, name)  # its LaunchError carries the build log
-    device.check_vectorized(program, spirv, name)
-    binaries = program.get_info(cl.program_info.BINARIES)
-    if binaries and binaries[0]:
-        write_entry(path, {"binary": bytes(binaries[0])})
+    else:
+        try:
+            program = _quiet_build(cl, cl.Program(device.context, spirv), device)
+            kernel = cl.Kernel(program, name)
+        except cl.Error:
+            return fallback(spirv, name)  # its LaunchError carries the build log
+        device.check_vectorized(program, spirv, name)
+        binary = program.get_info(cl.program_info.BINARIES)[0]
+    if store and binary:
+        write_entry(path, {"binary": bytes(binary)})
     return kernel
+
+
+def _build_in_child(device, spirv: bytes, name: str, options: str):
+    """The driver's binary of ``spirv`` built in a forked child, with the device's checks
+    (``check_vectorized``); None when the driver refuses the module; a child that dies is
+    a LaunchError."""
+    from .forked import ChildCrashed, call_in_child
+
+    def build():
+        import pyopencl as cl
+        try:
+            program = _quiet_build(cl, cl.Program(device.context, spirv), device, options)
+            cl.Kernel(program, name)
+        except cl.Error:
+            return None          # refused, not crashed: the parent's build reports the log
+        device.check_vectorized(program, spirv, name)
+        return bytes(program.get_info(cl.program_info.BINARIES)[0])
+    try:
+        return call_in_child(build)
+    except ChildCrashed as crash:
+        import signal
+        status = crash.status
+        how = (f"signal {signal.Signals(os.WTERMSIG(status)).name}" if os.WIFSIGNALED(status)
+               else f"exit status {os.WEXITSTATUS(status)}")
+        log = f":\n{crash.log[-2000:]}" if crash.log else ""
+        raise LaunchError(f"the driver of {device.spec} crashed ({how}) building kernel '{name}' (in "
+                          "a child process; this one is unharmed): a bug in the driver's compiler or a "
+                          "damaged SPIR-V module (spirv-val checks one); please report it with the "
+                          f"kernel{log}") from None
 
 
 def _device_binary_key(device, spirv: bytes) -> str:

@@ -31,6 +31,7 @@ from cmlang.types import PtrType, VectorType, bf16, f32
 from . import interop, launch_config, profiling
 from .disk_store import build_device_kernel   # the driver's own binary from disk
 from .arrays import DeviceArray
+from .bounds import ERROR_WORDS, checked_fault
 from .device import Device, get_device, resolve_device
 
 SPIRV_MAGIC = (0x07230203).to_bytes(4, "little")
@@ -123,20 +124,75 @@ def launch(binary, grid, group, args, device=None) -> "Launched":
         kernel_args = _convert_shared(plan.converters, args, shared, device, staged)
     if plan.registers:
         kernel_args = flatten_registers(kernel_args)
+    if plan.extents:
+        _check_extents(binary, plan, grid, args)
+    if plan.checks:
+        return _launch_checked(binary, plan, kernel, kernel_args, args, sizes, group, device, staged)
     if not staged:
         launched = Launched(device.launch(kernel, kernel_args, global_size, local_size, wait=False),
                             device, False)
     else:
         event = device.launch(kernel, kernel_args, global_size, local_size)
-        for host, buffer, write_back in staged:
-            if host is not None:
-                device.copy_to_host(host, buffer)
-                if write_back is not None:
-                    write_back(host)
+        _copy_back(device, staged)
         launched = Launched(event, device, True)
     if profiling.recording():
         profiling.record(binary.name, launched)
     return launched
+
+
+def _launch_checked(binary, plan, kernel, kernel_args, args, sizes, group, device, staged):
+    """A checked-mode launch: the hidden arguments (the pointer arguments' lengths and a
+    zeroed error buffer) follow the user's; it waits, and the first out-of-bounds access
+    the kernel recorded is a KernelRuntimeError with the interpreter's report."""
+    lengths = {i: _element_count(args[i], binary.params[i]) for i in plan.pointers}
+    errors = np.zeros(ERROR_WORDS, np.int32)
+    error_buffer = device.upload(errors)
+    hidden = [np.int64(lengths[i]) for i in plan.pointers] + [error_buffer]
+    event = device.launch(kernel, kernel_args + hidden, *sizes)
+    _copy_back(device, staged)
+    device.copy_to_host(errors, error_buffer)
+    if errors[0]:
+        raise checked_fault(binary.checks, errors, lengths, None if group is None else _dims(binary.name, "group", group))
+    launched = Launched(event, device, True)
+    if profiling.recording():
+        profiling.record(binary.name, launched)
+    return launched
+
+
+def _check_extents(binary, plan, grid, args):
+    """Buffers too short for what every CM thread of this grid reads or writes at offsets
+    affine in the thread ids and scalar arguments (``AffineExtent``): a LaunchError
+    before anything runs."""
+    given = _dims(binary.name, "grid", grid)
+    dims = given + (1,) * (3 - len(given))
+    for i, param in plan.extents:
+        size = _element_count(args[i], param)
+        for extent in param.extents:
+            needed = extent.needed(dims, args)
+            if needed is not None and needed > size:
+                raise LaunchError(
+                    f"{binary.name}(): buffer '{param.name}' has {size} elements but the kernel "
+                    f"needs {needed} with grid {given} (the access at {extent.where}, whose "
+                    f"offset grows with the thread ids and scalar arguments)")
+
+
+def _copy_back(device, staged):
+    """Host arrays (and foreign memory staged through the host) get what the kernel wrote."""
+    for host, buffer, write_back in staged:
+        if host is not None:
+            device.copy_to_host(host, buffer)
+            if write_back is not None:
+                write_back(host)
+
+
+def _element_count(arg, param) -> int:
+    """Elements of ``param``'s type in an array argument (numpy, DeviceArray, foreign)."""
+    if isinstance(arg, (np.ndarray, DeviceArray)):
+        return int(arg.size)
+    foreign = interop.recognise(arg)
+    if isinstance(foreign, np.ndarray):
+        return int(foreign.size)
+    return int(foreign.count(np.dtype(param.type.elem.np_dtype)))
 
 
 class _HostMemory:
@@ -205,7 +261,7 @@ def clear_caches() -> None:
 
 class _Plan:
     __slots__ = ("name", "spirv", "sha", "arity", "param_list", "converters", "pointers", "kernels",
-                 "build_options", "ndranges", "registers")
+                 "build_options", "ndranges", "registers", "checks", "extents")
 
     def __init__(self, binary):
         problem = spirv_problem(binary.spirv)
@@ -214,11 +270,14 @@ class _Plan:
         self.name = binary.name
         self.spirv = bytes(binary.spirv)
         self.sha = hashlib.sha256(self.spirv).hexdigest()
-        self.arity = len(binary.params)
-        self.param_list = ", ".join(p.name for p in binary.params)
-        self.converters = tuple(_converter(binary.name, p) for p in binary.params)
-        self.pointers = tuple(i for i, p in enumerate(binary.params) if isinstance(p.type, PtrType))
-        self.registers = any(isinstance(p.type, VectorType) for p in binary.params)
+        params = binary.user_params      # checked mode's hidden ones are the launcher's
+        self.arity = len(params)
+        self.param_list = ", ".join(p.name for p in params)
+        self.converters = tuple(_converter(binary.name, p) for p in params)
+        self.pointers = tuple(i for i, p in enumerate(params) if isinstance(p.type, PtrType))
+        self.checks = binary.checks
+        self.extents = tuple((i, p) for i, p in enumerate(params) if p.extents)
+        self.registers = any(isinstance(p.type, VectorType) for p in params)
         self.build_options = binary.build_options    # as its target said (e.g. -vc-codegen)
         self.kernels = {}   # device -> kernel handle
         self.ndranges = {}  # (grid, group, device) -> (global size, local size), checked

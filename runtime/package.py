@@ -34,7 +34,8 @@ from cmlang.errors import LaunchError
 from cmlang.types import PtrType, ScalarType, VectorType, parse_type
 
 from . import launch_config
-from .binary import KernelBinary, Param, constexpr_key
+from .binary import AffineExtent, KernelBinary, Param, constexpr_key
+from .bounds import CheckSite
 
 FORMAT_NAME = "cmlang-package"
 FORMAT_VERSION = 1
@@ -63,12 +64,16 @@ def binary_to_json(binary: KernelBinary) -> dict:
         "profile": binary.profile,
         "slm_bytes": binary.slm_bytes,
         "params": [{"name": p.name, "type": str(p.type), "writes": bool(p.writes),
-                    "min_elems": int(p.min_elems)} for p in binary.params],
+                    "min_elems": int(p.min_elems), "extents": [e.to_json() for e in p.extents]}
+                   for p in binary.params],
+        "checks": [site.to_json() for site in binary.checks],
+        "hidden_params": binary.hidden_params,
     }
 
 
 def binary_from_json(data: dict, spirv: bytes) -> KernelBinary:
-    params = tuple(Param(p["name"], parse_type(p["type"]), bool(p["writes"]), int(p["min_elems"]))
+    params = tuple(Param(p["name"], parse_type(p["type"]), bool(p["writes"]), int(p["min_elems"]),
+                         tuple(AffineExtent.from_json(e) for e in p.get("extents", ())))
                    for p in data["params"])
     extensions = tuple(data["extensions"])
     # Records written before binaries named their target: a vector-compute module is
@@ -79,7 +84,9 @@ def binary_from_json(data: dict, spirv: bytes) -> KernelBinary:
                         str(data.get("target", "spirv-vc" if legacy_vc else "spirv")),
                         int(data.get("lanes_per_thread", 1 if legacy_vc else 0)),
                         str(data.get("build_options", "-vc-codegen" if legacy_vc else "")),
-                        str(data.get("profile", "")), int(data.get("slm_bytes", 0)))
+                        str(data.get("profile", "")), int(data.get("slm_bytes", 0)),
+                        tuple(CheckSite.from_json(c) for c in data.get("checks", ())),
+                        int(data.get("hidden_params", 0)))
 
 
 # ---------------------------------------------------------------------------

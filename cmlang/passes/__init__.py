@@ -3,7 +3,7 @@ through, in order, and names the analyses.  Passes take a ``Function`` and chang
 in place; analyses read it and return a result (the code generators import them from here).
 Nothing here imports the code generators or llvmlite."""
 from .dce import eliminate_dead_code  # noqa: F401
-from .buffer_extents import BufferUse, analyze_buffers  # noqa: F401
+from .buffer_extents import BufferUse, affine_extents, analyze_buffers  # noqa: F401
 from .constants import constant_value  # noqa: F401
 from .induction import induction_loops  # noqa: F401
 from .alignment import known_multiple  # noqa: F401

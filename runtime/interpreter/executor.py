@@ -16,13 +16,13 @@ from __future__ import annotations
 import bdb
 import builtins
 import itertools
-import linecache
 
 import numpy as np
 
-from ...errors import KernelRuntimeError, LaunchError
+from ...errors import LaunchError
 from ...types import PtrType, bf16
 from ...ir.ops import IDS
+from ..bounds import runtime_error, thread_text
 from .memory import Buffer, new_slm
 from .semantics import SEMANTICS
 from .values import KernelFault, make_value, type_matches, bf16_bits_to_f32
@@ -69,8 +69,7 @@ class _Thread:
                     "local_size": as_i32(group.local_size)}
 
     def describe(self):
-        return (f"CM thread (thread_id={self.thread_id}, group_id={self.group.group_id}, "
-                f"local_id={self.local_id})")
+        return thread_text(self.thread_id, self.group.group_id, self.local_id)
 
 
 # ---------------------------------------------------------------------------
@@ -317,14 +316,8 @@ def _thread_main(prog, th, args):
 
 
 def _runtime_error(loc, message, th):
-    text = f"{message}; {th.describe()}"
-    if loc is not None:
-        text = f"{loc.file}:{loc.line}:{loc.col + 1}: {text}"
-        src = linecache.getline(loc.file, loc.line)
-        if src:
-            text += "\n    " + src.rstrip("\n") + "\n    " + " " * loc.col + "^"
-    err = KernelRuntimeError(text)
-    err.loc, err.thread_id, err.group_id, err.local_id = loc, th.thread_id, th.group.group_id, th.local_id
+    err = runtime_error(loc, message, th.describe())
+    err.thread_id, err.group_id, err.local_id = th.thread_id, th.group.group_id, th.local_id
     return err
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from ...types import bf16
 from ...ir.ops import atomic_mask_index
+from ..bounds import memory_message
 from .values import KernelFault, value_dtype, bf16_bits_to_f32, f32_to_bf16_bits, as_scalar, float_min, float_max
 
 
@@ -63,8 +64,7 @@ def new_slm(name, elem, n):
 # --- bounds checks ----------------------------------------------------------------
 
 def _out_of_bounds(buf, what, index, element):
-    raise KernelFault(f"out-of-bounds {what} {buf.label()}: index {index} (element {element} of "
-                      f"the access), buffer has {buf.size} elements")
+    raise KernelFault(memory_message(what, buf.label(), index, element, buf.size))
 
 
 def check_block(buf, what, start, n):

@@ -20,6 +20,7 @@ import numpy as np
 
 from ...types import ScalarType, VectorType, bf16
 from ...ir.ops import BINARY, UNARY
+from ..bounds import element_message, iselect_message, region_message
 from .memory import MEMORY_SEMANTICS
 from .values import (KernelFault, value_dtype, as_scalar, round_to_bf16, round_to_tf32, f64_to_bf16,
                      bf16_bits_to_f32, f32_to_bf16_bits, float_min, float_max, float_reduce)
@@ -345,8 +346,7 @@ def make_bitcast(op):
 # --- regions ------------------------------------------------------------------------
 
 def _region_fault(what, index, element, size):
-    raise KernelFault(f"{what} index out of range: index {index} (element {element} of the region), "
-                      f"the register has {size} elements")
+    raise KernelFault(region_message(what, index, element, size))
 
 
 def _region_indices(attrs):
@@ -396,7 +396,7 @@ def make_wrregion(op):
 def _element_index(op, size, dyn):
     i = op.attrs["index"] + int(dyn)
     if not 0 <= i < size:
-        raise KernelFault(f"{op.opcode} index out of range: index {i}, the register has {size} elements")
+        raise KernelFault(element_message(op.opcode, i, size))
     return i
 
 
@@ -423,8 +423,7 @@ def make_iselect(op):
         bad = (flat < 0) | (flat >= size)
         if bad.any():
             element = int(np.argmax(bad))
-            raise KernelFault(f"iselect index out of range: index {int(flat[element])} (element {element} "
-                              f"of the indices), the register has {size} elements")
+            raise KernelFault(iselect_message(int(flat[element]), element, size))
         return src.reshape(-1)[flat].reshape(idx.shape)
     return iselect
 
