@@ -145,3 +145,23 @@ def test_the_interpreter_reports_the_same_access_when_it_runs(monkeypatch):
     x, y = _arrays(64, 64)
     with pytest.raises(cm.KernelRuntimeError, match="out-of-bounds load from 'x': index 64"):
         copy_shifted[5](x, y, 0)
+
+
+@cm.kernel(simd=8)
+def offset_by_register_parameter(x: cm.ptr[cm.f32], coeff: cm.vector[cm.f32, 4], n: cm.i32):
+    base = cm.thread_id(0) * 8 + n
+    cm.store(x, base, cm.load(x, base, 8) * coeff[0])
+
+
+@pytest.mark.parametrize("interpret", [False, True])
+def test_register_parameters_do_not_confuse_the_extents(interpret, monkeypatch):
+    """A register parameter beside the scalars the extents follow (it is neither a pointer
+    nor an integer scalar): a correct launch runs, a short buffer is still refused."""
+    if interpret:
+        monkeypatch.setenv("CMLANG_INTERPRET", "1")
+    x = np.ones(32, np.float32)
+    offset_by_register_parameter[4](x, [2.0, 0, 0, 0], 0)
+    assert np.all(x == 2.0)
+    if not interpret:
+        with pytest.raises(cm.LaunchError, match="buffer 'x' has 32 elements but the kernel needs 40"):
+            offset_by_register_parameter[4](x, [2.0, 0, 0, 0], 8)

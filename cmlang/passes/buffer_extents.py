@@ -20,7 +20,7 @@ import numpy as np
 from ..ir.core import Function, Op
 from ..ir.ops import atomic_mask_index
 from ..ir.printer import print_function
-from ..types import PtrType
+from ..types import PtrType, ScalarType
 
 WRITERS = {"store", "store2d", "block_store2d", "scatter", "atomic"}
 
@@ -104,7 +104,7 @@ def affine_extents(fn: Function) -> dict:
     from ..runtime.binary import AffineExtent
     pointers = {arg: i for i, arg in enumerate(fn.params) if isinstance(arg.type, PtrType)}
     scalars = {arg: i for i, arg in enumerate(fn.params)
-               if not isinstance(arg.type, PtrType) and arg.type.kind in "iu"}
+               if isinstance(arg.type, ScalarType) and arg.type.kind in "iu"}
     found = {}
     for op in fn.body.ops:
         if not (op.operands and op.operands[0] in pointers):
