@@ -323,7 +323,9 @@ def pow_(em, a, b):
 
 
 @implements(lang.dpas)
-def dpas(em, acc, a, b):
+def dpas(em, acc, a, b, precision=None):
+    if precision not in (None, "tf32"):
+        raise em.error(f"cm.dpas: precision must be \"tf32\" (or left out), got {describe(precision)}")
     for x, what in ((acc, "the accumulator"), (a, "a"), (b, "b")):
         if not (is_register(x) and x.type.is_matrix):
             raise em.error(f"cm.dpas: {what} must be a matrix, got {describe(x)}")
@@ -341,7 +343,11 @@ def dpas(em, acc, a, b):
     if k != k2 or tc.shape != (m, n):
         raise em.error(f"cm.dpas: shapes do not match: acc {tc}, a {ta}, b {tb} "
                        f"(need acc[M, N] + a[M, K] @ b[K, N])")
-    return em.op("dpas", [acc, a, b], tc)
+    if precision is None:
+        return em.op("dpas", [acc, a, b], tc)
+    if ta.elem != f32:
+        raise em.error(f"cm.dpas: precision=\"tf32\" takes f32 inputs, got {ta} and {tb}")
+    return em.op("dpas", [acc, a, b], tc, precision=precision)
 
 
 # --- memory -----------------------------------------------------------------------------

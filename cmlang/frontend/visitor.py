@@ -470,6 +470,9 @@ class FunctionCompiler(ControlFlowMixin, ViewsMixin):
         for kw in node.keywords:
             if kw.arg is None:
                 raise self.unsupported("keyword argument unpacking (**kwargs)", kw.value)
+            if isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
+                kwargs[kw.arg] = kw.value.value      # a word option (cm.dpas(..., precision="tf32"))
+                continue
             kwargs[kw.arg] = self.expr(kw.value)
             arg_views[kw.arg] = self.view_of(kwargs[kw.arg])
         return self.call(callee, args, kwargs, node, arg_views)

@@ -30,6 +30,7 @@ class OpDef:
     attrs: tuple = ()          # attribute names the op carries (always printed in this order)
     terminator: bool = False
     has_side_effects: bool = False
+    optional_attrs: tuple = ()  # attribute names the op may carry (printed after attrs)
 
 
 OPS: dict = {}
@@ -101,7 +102,8 @@ _op("reduce", "region", "(src) -> `kind` in add mul min max and or over the elem
     "(vector of R).", ["kind", "axis"])
 _op("dpas", "region", "(acc, a, b) -> acc + a @ b with acc: matrix<f32, M, N>, a: matrix<T, M, K>, "
     "b: matrix<T, K, N>; products and sums in f32. Integer form: acc: matrix<i32, M, N>, a and b each i8 "
-    "or u8; exact products summed in i32 (wrapping).")
+    "or u8; exact products summed in i32 (wrapping). precision=\"tf32\" (f32 inputs): each element of a "
+    "and b is first rounded to tf32 (10 mantissa bits, to nearest even), products and sums in f32.", optional_attrs=("precision",))
 
 # --- memory -----------------------------------------------------------------------
 _op("load", "memory", "(p, off) -> vector<T, n>: element i is p[off + i].", has_side_effects=False)

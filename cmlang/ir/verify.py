@@ -105,7 +105,7 @@ class _Verifier:
         missing = [a for a in wanted if a not in op.attrs]
         if missing:
             _fail(op, f"missing attribute {', '.join(missing)}")
-        extra = [a for a in op.attrs if a not in wanted]
+        extra = [a for a in op.attrs if a not in wanted and a not in OPS[op.opcode].optional_attrs]
         if extra:
             _fail(op, f"unknown attribute {', '.join(extra)}")
 
@@ -351,6 +351,9 @@ def _dpas(op):
           and a.shape[0] == acc.shape[0] and b.shape[1] == acc.shape[1] and a.shape[1] == b.shape[0])
     _require(op, ok, "needs acc: matrix<f32, M, N>, a: matrix<T, M, K>, b: matrix<T, K, N> with T in "
                      f"f16 bf16 f32 (or i32 acc with a, b each i8 or u8), got {_fmt((acc, a, b))}")
+    precision = op.attrs.get("precision")
+    _require(op, precision is None or (precision == "tf32" and a.elem.name == "f32"),
+             f"precision={precision!r} needs \"tf32\" and f32 inputs, got {_fmt((acc, a, b))}")
     _result_is(op, acc)
 
 

@@ -379,6 +379,15 @@ def make_reduce(op):
     return _with_bf16_rounding(op, fn)
 
 
+def round_to_tf32(x):
+    """f32 -> the nearest tf32 value (10 mantissa bits, ties to even), as f32; infinities and
+    NaNs stay; a value past the largest tf32 rounds to infinity."""
+    u = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((u + 0xFFF + ((u >> 13) & 1)) & 0xFFFFE000).astype(np.uint32)
+    special = (u & 0x7F800000) == 0x7F800000
+    return np.where(special, u.astype(np.uint32), rounded).view(np.float32)
+
+
 def make_dpas(op):
     if op.results[0].type.elem.is_int:
         def integer_dpas(acc, a, b):
@@ -386,7 +395,11 @@ def make_dpas(op):
             return ((total + 2**31) % 2**32 - 2**31).astype(np.int32)    # i32 wraps
         return integer_dpas
 
+    tf32 = op.attrs.get("precision") == "tf32"
+
     def dpas(acc, a, b):
+        if tf32:
+            a, b = round_to_tf32(a), round_to_tf32(b)
         product = np.matmul(a.astype(np.float32), b.astype(np.float32))
         return (acc.astype(np.float32) + product).astype(np.float32)
     return dpas
