@@ -44,6 +44,7 @@ from llvmlite import ir
 from cmlang.errors import CompileError
 from . import elementwise as so
 from .layout import Reg, permute, slot_count
+from .block2d import BlockSource
 from .memory import RowsInMemory
 from .llvm_builtins import I32, I64, FLOAT
 
@@ -173,8 +174,11 @@ class SystolicLowering:
         K_STEP = k_step(kind)
         acc_type = I32 if acc.elem.is_int else FLOAT
         a_tiles = {}                 # (first row, repeat, k0) -> a operand
-        b_tiles = {(k0, n0): self._vnni_b(bm, bm.elem, k0, n0, N)
-                   for k0 in range(0, K, K_STEP) for n0 in range(0, N, simd)}
+        if isinstance(bm, BlockSource):        # b read by VNNI-transforming messages (block2d.py)
+            b_tiles = self.vnni_tiles(bm, K_STEP, N)
+        else:
+            b_tiles = {(k0, n0): self._vnni_b(bm, bm.elem, k0, n0, N)
+                       for k0 in range(0, K, K_STEP) for n0 in range(0, N, simd)}
         out = list(acc.slots)        # N % simd == 0: slot m * N/simd + j is row m, columns j*simd..
         per_row = N // simd
         m0 = 0
