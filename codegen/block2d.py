@@ -13,7 +13,10 @@ elements read 0).  The surface is a run-time value, so the messages run where it
 message's limits (base, width and pitch below) and the generic code where not.  Three
 kinds, each checked in IGC 1.0.12504's ISA (tests/test_block2d_messages.py):
 
-- a 16-bit (R, 16) load, R in 1, 2, 4, 8: ``_u16_m{R}k16v1``, one ``load_block2d.d16``;
+- a 16-bit (R, 16c) load, R in 1, 2, 4 or a multiple of 8: ``_u16_m{R}k16v1`` (R <= 8), one
+  ``load_block2d.d16`` per 8 (or R) rows x 16 columns.  (IGC 1.0.12504 reads two blocks side
+  by side for these names, 64 bytes a row, and keeps the first; it does not know ``_m16``:
+  such a call was left unresolved and the register read uninitialised);
 - a transposed load of 32-bit (16a, 8c) or 16-bit (16a, 16c) blocks: one
   ``_transpose_u32_k8`` (``load_block2d.d32t``: 16 rows x 8 dwords, lane l gets row l) per
   16 x 8 dwords; 16-bit data is read as dwords, as CM does (the hardware transposes 32- and
@@ -123,8 +126,8 @@ class Block2DLowering:
         if unit is None or self.simd != 16:
             return None
         if not transpose:
-            ok = elem.bits == 16 and cols == 16 and rows in BLOCK_READ_ROWS
-            return self._block_read_message if ok else None
+            ok = elem.bits == 16 and cols % 16 == 0 and (rows in BLOCK_READ_ROWS or rows % 8 == 0)
+            return self._block_read_messages if ok else None
         per_message = {32: 8, 16: 16}.get(elem.bits)       # block columns per 8-dword message
         if unit.transpose and per_message and rows % 16 == 0 and cols % per_message == 0:
             return self._transposed_read_messages
@@ -252,17 +255,23 @@ class Block2DLowering:
                                                   ir.Constant(I32, 0)), y, ir.Constant(I32, 1))
         return b.call(fn, [base, bytes_minus_one(width), b.add(height, minus1), bytes_minus_one(pitch), coord])
 
-    def _block_read_message(self, p, elem, t, x, y, width, height, pitch):  # -> slots
-        """One ``load_block2d`` message: the builtin returns R 16-bit values per lane, row r
-        of the block in element r (lane l: column l) -- slot r of the register."""
+    def _block_read_messages(self, p, elem, t, x, y, width, height, pitch):  # -> slots
+        """(R, 16c) 16-bit as messages of (R', 16), R' = R if R <= 8 else 8: the builtin
+        returns R' values per lane, row r of its block in element r (lane l: column l) --
+        for the message at rows r0.., columns 16j: slot (r0 + r) * c + j of the register."""
         b = self.b
-        rows = t.shape[0]
-        ret = I16 if rows == 1 else ir.VectorType(I16, rows)
-        raw = self._read_builtin(block_read_name(rows), ret, p, elem, x, y, width, height, pitch)
-        slots = []
-        for r in range(rows):
-            bits = raw if rows == 1 else b.extract_element(raw, ir.Constant(I32, r))
-            slots.append(so.from_bits(b, elem, bits))
+        rows, cols = t.shape
+        per_row = cols // 16
+        step = min(rows, 8)
+        slots = [None] * (rows * per_row)
+        for r0 in range(0, rows, step):
+            for j in range(per_row):
+                ret = I16 if step == 1 else ir.VectorType(I16, step)
+                raw = self._read_builtin(block_read_name(step), ret, p, elem, b.add(x, ir.Constant(I32, 16 * j)),
+                                         b.add(y, ir.Constant(I32, r0)), width, height, pitch)
+                for r in range(step):
+                    bits = raw if step == 1 else b.extract_element(raw, ir.Constant(I32, r))
+                    slots[(r0 + r) * per_row + j] = so.from_bits(b, elem, bits)
         return slots
 
     def _transposed_read_messages(self, p, elem, t, x, y, width, height, pitch):  # -> slots
