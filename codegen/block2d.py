@@ -17,6 +17,10 @@ kinds, each checked in IGC 1.0.12504's ISA (tests/test_block2d_messages.py):
   ``load_block2d.d16`` per 8 (or R) rows x 16 columns.  (IGC 1.0.12504 reads two blocks side
   by side for these names, 64 bytes a row, and keeps the first; it does not know ``_m16``:
   such a call was left unresolved and the register read uninitialised);
+- a 32-bit (R, 16c) load, R in 1, 2, 4 or a multiple of 8: the rows read as 32 halves with
+  ``_u16_m{R'}k16v2`` (both blocks kept), one ``load_block2d.d16`` per 8 (or R) rows x 16
+  dwords, then two shuffles a row put each dword back in its lane (the 32-bit names,
+  ``_u32_m{R}k16v1``, would read 128 bytes a row: over the limit, below);
 - a transposed load of 32-bit (16a, 8c) or 16-bit (16a, 16c) blocks: one
   ``_transpose_u32_k8`` (``load_block2d.d32t``: 16 rows x 8 dwords, lane l gets row l) per
   16 x 8 dwords; 16-bit data is read as dwords, as CM does (the hardware transposes 32- and
@@ -48,7 +52,7 @@ from llvmlite import ir
 from . import elementwise as so
 from .layout import Reg, slot_count
 from .llvm_builtins import I32, I64, value_type
-from cmlang.types import u32 as _DWORD
+from cmlang.types import u16 as _HALF, u32 as _DWORD
 
 I16 = ir.IntType(16)
 BLOCK_READ_ROWS = (1, 2, 4, 8)              # rows of one u16 k16 block read (ushortR); IGC
@@ -67,11 +71,17 @@ def block_read_name(rows: int) -> str:
     return f"__builtin_IB_subgroup_block_read_flat_u16_m{rows}k16v1"
 
 
+def dword_read_name(rows: int) -> str:
+    """Two 16 x 16-bit blocks side by side: rows of 16 dwords, read as halves."""
+    return f"__builtin_IB_subgroup_block_read_flat_u16_m{rows}k16v2"
+
+
 def allowed_imports(profile) -> frozenset:
     """The block builtins a SIMT module may import on ``profile`` (IGC resolves them)."""
     if getattr(profile, "block2d", None) is None:
         return frozenset()
-    return frozenset([block_read_name(r) for r in BLOCK_READ_ROWS] + [TRANSPOSE_READ, *VNNI_READ.values()])
+    return frozenset([block_read_name(r) for r in BLOCK_READ_ROWS] + [TRANSPOSE_READ, *VNNI_READ.values()]
+                     + [dword_read_name(r) for r in (2, 4, 8)])
 
 
 class BlockSource:
@@ -126,8 +136,12 @@ class Block2DLowering:
         if unit is None or self.simd != 16:
             return None
         if not transpose:
-            ok = elem.bits == 16 and cols % 16 == 0 and (rows in BLOCK_READ_ROWS or rows % 8 == 0)
-            return self._block_read_messages if ok else None
+            ok = cols % 16 == 0 and (rows in BLOCK_READ_ROWS or rows % 8 == 0)
+            if ok and elem.bits == 16:
+                return self._block_read_messages
+            if ok and elem.bits == 32:
+                return self._dword_read_messages
+            return None
         per_message = {32: 8, 16: 16}.get(elem.bits)       # block columns per 8-dword message
         if unit.transpose and per_message and rows % 16 == 0 and cols % per_message == 0:
             return self._transposed_read_messages
@@ -271,6 +285,38 @@ class Block2DLowering:
                                          b.add(y, ir.Constant(I32, r0)), width, height, pitch)
                 for r in range(step):
                     bits = raw if step == 1 else b.extract_element(raw, ir.Constant(I32, r))
+                    slots[(r0 + r) * per_row + j] = so.from_bits(b, elem, bits)
+        return slots
+
+    def _dword_read_messages(self, p, elem, t, x, y, width, height, pitch):  # -> slots
+        """(R, 16c) 32-bit as 16-bit messages of two blocks (``_u16_m{R'}k16v2``, R' = 8, or
+        2 for R = 1, 2; 4 for R = 4): each row of 16 dwords is 32 halves, block 0 the first 16
+        (lane l: half l), block 1 the rest.  Per row, lane l packs its halves of both blocks
+        into a dword; two shuffles then give lane c dwords 2(c % 8) and 2(c % 8) + 1, and the
+        halves of block c // 8 of those are the low and high half of element c."""
+        b = self.b
+        rows, cols = t.shape
+        per_row = cols // 16
+        step = 8 if rows >= 8 else max(rows, 2)
+        lo_lane = self.lanes.int_vector([2 * (c % 8) for c in range(16)])
+        hi_lane = self.lanes.int_vector([2 * (c % 8) + 1 for c in range(16)])
+        shift = self.lanes.int_vector([16 * (c // 8) for c in range(16)])
+        low16 = ir.Constant(I32, 0xFFFF)
+        slots = [None] * (rows * per_row)
+        for r0 in range(0, rows, step):
+            for j in range(per_row):
+                raw = self._read_builtin(dword_read_name(step),
+                                         ir.VectorType(I16, 2 * step), p, _HALF,
+                                         b.add(b.mul(x, ir.Constant(I32, 2)), ir.Constant(I32, 32 * j)),
+                                         b.add(y, ir.Constant(I32, r0)), b.mul(width, ir.Constant(I32, 2)),
+                                         height, b.mul(pitch, ir.Constant(I32, 2)))
+                for r in range(min(step, rows - r0)):
+                    first, second = (b.zext(b.extract_element(raw, ir.Constant(I32, q)), I32)
+                                     for q in (r, step + r))
+                    both = b.or_(first, b.shl(second, ir.Constant(I32, 16)))
+                    low = b.and_(b.lshr(self.bi.shuffle(b, both, lo_lane), shift), low16)
+                    high = b.and_(b.lshr(self.bi.shuffle(b, both, hi_lane), shift), low16)
+                    bits = b.or_(low, b.shl(high, ir.Constant(I32, 16)))
                     slots[(r0 + r) * per_row + j] = so.from_bits(b, elem, bits)
         return slots
 

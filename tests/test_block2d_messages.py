@@ -48,6 +48,9 @@ def stores(T):
 MESSAGE_CASES = [  # kernel, messages, the opcode of each
     ("f16 8x16", lambda: loads(f16, 8, 16, False), 1, "load_block2d.ugm.d16.a64"),
     ("f16 16x32 split", lambda: loads(f16, 16, 32, False), 4, "load_block2d.ugm.d16.a64"),
+    ("f32 8x16 as halves", lambda: loads(f32, 8, 16, False), 1, "load_block2d.ugm.d16.a64"),
+    ("f32 1x16 as halves", lambda: loads(f32, 1, 16, False), 1, "load_block2d.ugm.d16.a64"),
+    ("i32 16x32 as halves split", lambda: loads(i32, 16, 32, False), 4, "load_block2d.ugm.d16.a64"),
     ("f32 16x8 transposed", lambda: loads(f32, 16, 8, True), 1, "load_block2d.ugm.d32t.a64"),
     ("f32 32x16 transposed split", lambda: loads(f32, 32, 16, True), 4, "load_block2d.ugm.d32t.a64"),
     ("f16 16x16 transposed", lambda: loads(f16, 16, 16, True), 1, "load_block2d.ugm.d32t.a64"),
@@ -101,8 +104,8 @@ def test_stores_and_prefetches_are_not_block_messages_in_igc_12504():
 # --- the PVC lowering run on the CPU runtime with the builtins defined ------------------------------
 
 def define_surface_read(fn, element_bytes, parts, coords):
-    """Define a block-read builtin returning <8 x i32>: element q of lane l is ``parts``
-    surface elements of ``element_bytes`` each (part h in bits h * 32 / parts ..), the one
+    """Define a block-read builtin returning <n x iW>: element q of lane l is ``parts``
+    surface elements of ``element_bytes`` each (part h in bits h * W / parts ..), the one
     of part h at coords(lane, x, y, q, h) -> (row, column); 0 outside the surface."""
     from llvmlite import ir
     from cmlang.codegen.llvm_builtins import I32, I64
@@ -112,10 +115,12 @@ def define_surface_read(fn, element_bytes, parts, coords):
     x, y = (b.extract_element(coord, ir.Constant(I32, i)) for i in (0, 1))
     bits = 8 * element_bytes
     t = ir.IntType(bits)
-    out = ir.Constant(fn.function_type.return_type, ir.Undefined)
+    ret = fn.function_type.return_type
+    word = ret.element
+    out = ir.Constant(ret, ir.Undefined)
     c = lambda v: ir.Constant(I32, v)     # noqa: E731
-    for q in range(8):
-        value = c(0)
+    for q in range(ret.count):
+        value = ir.Constant(word, 0)
         for h in range(parts):
             row, col = coords(b, lane, x, y, q, h)
             inside = b.and_(b.and_(b.icmp_signed(">=", col, c(0)),
@@ -126,8 +131,8 @@ def define_surface_read(fn, element_bytes, parts, coords):
                            b.mul(b.sext(col, I64), ir.Constant(I64, element_bytes)))
             address = b.select(inside, b.add(base, offset), base)
             loaded = b.select(inside, b.load(b.inttoptr(address, ir.PointerType(t, 1)), typ=t), ir.Constant(t, 0))
-            part = b.zext(loaded, I32) if bits < 32 else loaded
-            value = b.or_(value, b.shl(part, c(h * bits)) if h else part)
+            part = b.zext(loaded, word) if bits < word.width else loaded
+            value = b.or_(value, b.shl(part, ir.Constant(word, h * bits)) if h else part)
         out = b.insert_element(out, value, c(q))
     b.ret(out)
 
@@ -140,6 +145,10 @@ def define_block_builtins(lowering, fn):
         define_surface_read(fn, 2, 2, lambda b, lane, x, y, q, h: (b.add(y, _c(2 * q + h)), b.add(x, lane)))
     elif name == block2d.VNNI_READ[8]:
         define_surface_read(fn, 1, 4, lambda b, lane, x, y, q, h: (b.add(y, _c(4 * q + h)), b.add(x, lane)))
+    elif name.startswith("__builtin_IB_subgroup_block_read_flat_u16_m") and name.endswith("v2"):
+        rows = fn.function_type.return_type.count // 2    # two blocks of 16 columns, one after the other
+        define_surface_read(fn, 2, 1, lambda b, lane, x, y, q, h: (
+            b.add(y, _c(q % rows)), b.add(b.add(x, _c(16 * (q // rows))), lane)))
     elif name.startswith("__builtin_IB_subgroup_block_read_flat_u16_m"):
         define_block_read(fn)
     elif "matrix_mad" in name:
@@ -184,6 +193,10 @@ PLACE_IDS = ["x%d,y%d,w%d,h%d,p%d" % p for p in PLACES]
 @pytest.mark.parametrize("place", PLACES, ids=PLACE_IDS)
 @pytest.mark.parametrize("T,rows,cols,transpose,expect", [
     (f16, 16, 32, False, "__builtin_IB_subgroup_block_read_flat_u16_m8k16v1"),
+    (f32, 8, 16, False, "__builtin_IB_subgroup_block_read_flat_u16_m8k16v2"),
+    (f32, 1, 16, False, "__builtin_IB_subgroup_block_read_flat_u16_m2k16v2"),
+    (f32, 4, 32, False, "__builtin_IB_subgroup_block_read_flat_u16_m4k16v2"),
+    (f32, 16, 16, False, "__builtin_IB_subgroup_block_read_flat_u16_m8k16v2"),
     (f32, 32, 16, True, block2d.TRANSPOSE_READ),
     (f16, 32, 32, True, block2d.TRANSPOSE_READ),
     (f16, 16, 16, True, block2d.TRANSPOSE_READ)], ids=str)
@@ -228,7 +241,8 @@ def test_vnni_loads_feed_dpas_like_numpy_with_emulated_messages(place, T, M, N, 
         np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("T,rows,cols,transpose", [(f16, 16, 32, False), (f32, 32, 16, True), (f16, 32, 32, True)],
+@pytest.mark.parametrize("T,rows,cols,transpose", [(f16, 16, 32, False), (f32, 32, 16, True), (f16, 32, 32, True),
+                                                    (f32, 16, 32, False)],
                          ids=str)
 def test_the_same_kernels_on_the_default_device_match_numpy(T, rows, cols, transpose):
     x, y, w, h, pitch = PLACES[2]
