@@ -31,8 +31,8 @@ kinds, each checked in IGC 1.0.12504's ISA (tests/test_block2d_messages.py):
   ``_transform_u16_k16`` / ``_transform_u8_k32`` (``load_block2d.d16v`` / ``d8v``, the VNNI
   packing done by the load) per dpas tile of b, instead of a load and a repacking.
 
-Other shapes, and every store and prefetch, use the generic lowering (a prefetch is then
-nothing).  IGC 1.0.12504 has no 2-D block write or prefetch for SIMT code: its library
+Other shapes, and every store, use the generic lowering; a prefetch is LSC's 1-D prefetch
+of the block's cache lines (``op_block_prefetch2d``), nothing without block messages.  IGC 1.0.12504 has no 2-D block write or prefetch for SIMT code: its library
 knows one 2-D intrinsic, ``GenISA.LSC2DBlockRead``; calls of
 ``__builtin_IB_subgroup_block_write_flat_*`` and ``..._block_read_prefetch_*`` are left
 unresolved and vanish from the ISA (no message, no ``calla``).  Its 32-bit non-transposed
@@ -61,6 +61,8 @@ TRANSPOSE_READ = "__builtin_IB_subgroup_block_read_flat_transpose_u32_k8"   # 16
 VNNI_READ = {16: "__builtin_IB_subgroup_block_read_flat_transform_u16_k16",  # 16 rows x 16
              8: "__builtin_IB_subgroup_block_read_flat_transform_u8_k32"}    # 32 rows x 16
 VNNI_ROWS = {16: 16, 8: 32}
+PREFETCH = "__builtin_IB_lsc_prefetch_global_uint"   # (global uint *p, int elements, int cache)
+PREFETCH_LINE = 64                                  # bytes between prefetched addresses
 # What the message needs of the surface (PVC's 2-D block limits): a 64-byte aligned base,
 # rows at least 64 bytes wide, a pitch of whole 16 bytes not below the width, width, pitch
 # (bytes) and height at most 2**24, at least one row.
@@ -81,7 +83,7 @@ def allowed_imports(profile) -> frozenset:
     if getattr(profile, "block2d", None) is None:
         return frozenset()
     return frozenset([block_read_name(r) for r in BLOCK_READ_ROWS] + [TRANSPOSE_READ, *VNNI_READ.values()]
-                     + [dword_read_name(r) for r in (2, 4, 8)])
+                     + [dword_read_name(r) for r in (2, 4, 8)] + [PREFETCH])
 
 
 class BlockSource:
@@ -227,8 +229,56 @@ class Block2DLowering:
         return None
 
     def op_block_prefetch2d(self, op):
-        # A hint only: nothing to do where the device has no 2-D prefetch message.
+        """A hint.  IGC 1.0.12504 has no 2-D block prefetch for SIMT code; on a profile with
+        block messages (PVC) the block's cache lines are prefetched with LSC's 1-D prefetch
+        (``__builtin_IB_lsc_prefetch_global_uint``: ``load.ugm`` into ``null``), one address
+        per lane: in each row the block's first element, every 64 bytes after it, and its
+        last, each clamped to the part of the row inside the surface, so that every 64-byte
+        line of that part gets one and nothing outside does.  Elsewhere nothing."""
+        if self.profile.block2d is None or self.simd != 16:
+            return None
+        b, simd = self.b, self.simd
+        p = self.get(op.operands[0])
+        elem = op.operands[0].type.elem
+        x, y, width, height, pitch = self._surface_operands(op)
+        rows, cols = op.attrs["rows"], op.attrs["cols"]
+        step = max(1, PREFETCH_LINE // (elem.bits // 8))
+        points = sorted(set(range(0, cols, step)) | {cols - 1})
+        tasks = rows * len(points)
+        base = b.ptrtoint(p, I64)
+        size = ir.Constant(I64, elem.bits // 8)
+        zero = ir.Constant(I32, 0)
+        def clamp(v, lo, hi):
+            v = b.select(b.icmp_signed("<", v, lo), lo, v)
+            return b.select(b.icmp_signed(">", v, hi), hi, v)
+        # the row's span inside the surface: columns first..last (none where first > last)
+        first = b.select(b.icmp_signed("<", x, zero), zero, x)
+        end = b.add(x, ir.Constant(I32, cols - 1))
+        last = b.select(b.icmp_signed(">", end, b.sub(width, ir.Constant(I32, 1))),
+                        b.sub(width, ir.Constant(I32, 1)), end)
+        for k in range(-(-tasks // simd)):
+            t = [min(k * simd + l, tasks - 1) for l in range(simd)]
+            row = b.add(y, self.lanes.int_vector([i // len(points) for i in t]))
+            col = clamp(b.add(x, self.lanes.int_vector([points[i % len(points)] for i in t])), first, last)
+            inside = b.and_(b.icmp_signed("<=", first, last),
+                            b.and_(b.icmp_signed(">=", row, zero), b.icmp_signed("<", row, height)))
+            if (k + 1) * simd > tasks:
+                inside = b.and_(inside, self.lanes.valid_mask(tasks, k))
+            with b.if_then(inside):
+                index = b.add(b.mul(b.sext(row, I64), b.sext(pitch, I64)), b.sext(col, I64))
+                address = b.and_(b.add(base, b.mul(index, size)), ir.Constant(I64, -4))   # whole dwords
+                b.call(self._prefetch_builtin(), [b.inttoptr(address, ir.PointerType(I32, 1)),
+                                                  zero, zero])
         return None
+
+    def _prefetch_builtin(self):
+        fn = self.module.globals.get(PREFETCH)
+        if fn is None:
+            fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [ir.PointerType(I32, 1), I32, I32]),
+                             PREFETCH)
+            fn.calling_convention = "spir_func"
+            fn.attributes.add("nounwind")
+        return fn
 
     def _surface_lane(self, k, rows, cols, n, transpose, x, y, width, height, pitch):
         """(i64 element index, i1 inside the surface and the register) for this lane of slot k

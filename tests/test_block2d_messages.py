@@ -252,3 +252,62 @@ def test_the_same_kernels_on_the_default_device_match_numpy(T, rows, cols, trans
     loads(T, rows, cols, transpose)[1](src, out, x, y, w, h, pitch)
     want = block_reference(src, (rows, cols), x, y, w, h, pitch, transpose)
     np.testing.assert_array_equal(out.reshape(want.shape), want)
+
+
+# --- cm.prefetch_2d: LSC's 1-D prefetch of the block's cache lines ---------------------------------
+
+def prefetches(T, rows, cols):
+    def block_prefetch(src: cm.ptr[T], x: i32, y: i32, w: i32, h: i32, pitch: i32, last: i32):
+        cm.prefetch_2d(src, (rows, cols), x, y, w, h, pitch)
+        cm.store(src, last, cm.load(src, last, 1))     # the buffer is written: it comes back
+    return cm.kernel(simd=16)(block_prefetch)
+
+
+@needs_ocloc
+@pytest.mark.parametrize("T,rows,cols,messages", [(f16, 8, 16, 1), (f32, 16, 32, 3), (f16, 4, 100, 2)], ids=str)
+def test_prefetch_is_lsc_prefetch_messages_on_pvc(T, rows, cols, messages):
+    ck = prefetches(T, rows, cols).compile(target="spirv", device="pvc")
+    found = [line for line in ck.isa.splitlines() if line.strip().startswith("load.ugm") and " null:0 " in line]
+    assert len(found) == messages, ck.isa
+    assert len(found) == messages and ck.stats["external_calls"] == 0 and ck.stats["spill_bytes"] == 0
+    dg2 = prefetches(T, rows, cols).compile(target="spirv", device="dg2")
+    assert not any(" null:0 " in line for line in dg2.isa.splitlines() if line.strip().startswith("load"))
+
+
+def define_counting_prefetch(fn):
+    """The prefetch builtin emulated as an atomic add of 1 to the dword it names: the test
+    then sees every address prefetched."""
+    from llvmlite import ir
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    b.atomic_rmw("add", fn.args[0], ir.Constant(ir.IntType(32), 1), "monotonic")
+    b.ret_void()
+
+
+@pytest.mark.parametrize("place", PLACES, ids=PLACE_IDS)
+@pytest.mark.parametrize("T,rows,cols", [(f16, 8, 16), (f32, 16, 32), (f16, 3, 70)], ids=str)
+def test_prefetch_touches_every_line_of_the_block_inside_the_surface_and_nothing_else(place, T, rows, cols):
+    from cmlang.codegen import simt
+    from cmlang.codegen.target import CodegenResult
+    from cmlang.kernel import _launch_binary, make_binary
+    x, y, w, h, pitch = place
+    size = 2 if T == f16 else 4
+    fn = prefetches(T, rows, cols).ir_function(())
+    profile = dataclasses.replace(get_profile("cpu"), name="cpu-with-pvc-messages", block2d=get_profile("pvc").block2d)
+    lowering = simt.KernelLowering(fn, cg_spirv.data_layout(), profile)
+    lowering.run()
+    (builtin,) = [f for f in lowering.module.functions if f.name == block2d.PREFETCH]
+    define_counting_prefetch(builtin)
+    final, spirv = cg_spirv.llvm_to_spirv(str(lowering.module))
+    result = CodegenResult(final, spirv, fn.name, cg_spirv.extensions(spirv), "spirv", fn.simd, "")
+    src = np.zeros(SURFACE_ROWS * 80 * size // 4, np.uint32)
+    _launch_binary(make_binary(fn, result, "cpu"), (1,), None, [src.view(np.float16 if T == f16 else np.float32),
+                                                                 x, y, w, h, pitch,
+                                                                 len(src) * 4 // size - 1]).wait()
+    hits = src
+    inside_bytes = set()
+    for r in range(max(y, 0), min(y + rows, h)):
+        for c in range(max(x, 0), min(x + cols, w)):
+            inside_bytes.add((r * pitch + c) * size)
+    touched = {4 * i for i in np.nonzero(hits)[0]}
+    assert all(any(a <= byte < a + 4 for byte in inside_bytes) for a in touched)   # only inside
+    assert {byte // 64 for byte in inside_bytes} <= {a // 64 for a in touched}       # every line
