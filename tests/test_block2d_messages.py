@@ -87,7 +87,7 @@ def test_every_block_builtin_used_is_one_igc_12504_resolves():
     # IGC 1.0.12504 parses m1/m2/m4/m8 only: an (16, 16) f16 load used to call the _m16
     # builtin, left unresolved (the ISA then stored uninitialised registers)
     known = block2d.allowed_imports(get_profile("pvc"))
-    assert not any("m16k16" in n or "write" in n or "prefetch" in n for n in known)
+    assert not any("m16k16" in n or "write" in n or "block_read_prefetch" in n for n in known)
     spirv = loads(f16, 16, 16, False).specialization((), "spirv", get_profile("pvc")).binary.spirv
     assert cg_spirv.imported_functions(spirv) == ["__builtin_IB_subgroup_block_read_flat_u16_m8k16v1"]
 
