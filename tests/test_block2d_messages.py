@@ -36,6 +36,17 @@ def vnni_gemm(T, M, N, K, TC=f32):
     return cm.kernel(simd=16)(gemm_b_from_surface)
 
 
+def transposed_b_gemm(M, N, K):
+    """b kept as b^T ([N, K] rows) in memory, as CM kernels often do: the transposing
+    message reads 16-bit pairs of a row as dwords, already the VNNI packing of b."""
+    def gemm_b_transposed(a: cm.ptr[f16], bt: cm.ptr[f16], c: cm.ptr[f32], x: i32, y: i32, w: i32, h: i32,
+                          pitch: i32):
+        acc = cm.load(c, 0, (M, N), N)
+        acc = cm.dpas(acc, cm.load(a, 0, (M, K), K), cm.load_2d(bt, (N, K), x, y, w, h, pitch, transpose=True))
+        cm.store(c, 0, acc, N)
+    return cm.kernel(simd=16)(gemm_b_transposed)
+
+
 def stores(T):
     def block_store(src: cm.ptr[T], dst: cm.ptr[T], w: i32, h: i32, pitch: i32):
         cm.prefetch_2d(src, (8, 16), 0, 0, w, h, pitch)
@@ -58,6 +69,8 @@ MESSAGE_CASES = [  # kernel, messages, the opcode of each
     ("f16 dpas b 16x16 vnni", lambda: vnni_gemm(f16, 8, 16, 16), 1, "load_block2d.ugm.d16v.a64"),
     ("bf16 dpas b 32x32 vnni", lambda: vnni_gemm(bf16, 8, 32, 32), 4, "load_block2d.ugm.d16v.a64"),
     ("i8 dpas b 32x16 vnni", lambda: vnni_gemm(i8, 8, 16, 32, i32), 1, "load_block2d.ugm.d8v.a64"),
+    ("f16 dpas b^T 16x16 transposed", lambda: transposed_b_gemm(8, 16, 16), 1, "load_block2d.ugm.d32t.a64"),
+    ("f16 dpas b^T 32x32 transposed", lambda: transposed_b_gemm(8, 32, 32), 4, "load_block2d.ugm.d32t.a64"),
 ]
 
 
@@ -311,3 +324,17 @@ def test_prefetch_touches_every_line_of_the_block_inside_the_surface_and_nothing
     touched = {4 * i for i in np.nonzero(hits)[0]}
     assert all(any(a <= byte < a + 4 for byte in inside_bytes) for a in touched)   # only inside
     assert {byte // 64 for byte in inside_bytes} <= {a // 64 for a in touched}       # every line
+
+
+@pytest.mark.parametrize("place", PLACES, ids=PLACE_IDS)
+def test_a_transposed_b_feeds_dpas_like_numpy_with_emulated_messages(place):
+    x, y, w, h, pitch = place
+    M, N, K = 5, 32, 32
+    rng = np.random.default_rng(4)
+    a = rng.uniform(-2, 2, (M, K)).astype(np.float16)
+    src = rng.uniform(-2, 2, SURFACE_ROWS * 80).astype(np.float16)
+    c = rng.uniform(-2, 2, (M, N)).astype(np.float32)
+    b = block_reference(src.astype(np.float64), (N, K), x, y, w, h, pitch, transpose=True)
+    want = c.astype(np.float64) + a.astype(np.float64) @ b
+    run_pvc_lowering_here(transposed_b_gemm(M, N, K), [a, src, c, x, y, w, h, pitch], block2d.TRANSPOSE_READ)
+    np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5)
