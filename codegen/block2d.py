@@ -49,10 +49,10 @@ from __future__ import annotations
 
 from llvmlite import ir
 
+from cmlang.types import u16, u32
 from . import elementwise as so
 from .layout import Reg, slot_count
 from .llvm_builtins import I32, I64, value_type
-from cmlang.types import u16 as _HALF, u32 as _DWORD
 
 I16 = ir.IntType(16)
 BLOCK_READ_ROWS = (1, 2, 4, 8)              # rows of one u16 k16 block read (ushortR); IGC
@@ -356,7 +356,7 @@ class Block2DLowering:
         for r0 in range(0, rows, step):
             for j in range(per_row):
                 raw = self._read_builtin(dword_read_name(step),
-                                         ir.VectorType(I16, 2 * step), p, _HALF,
+                                         ir.VectorType(I16, 2 * step), p, u16,
                                          b.add(b.mul(x, ir.Constant(I32, 2)), ir.Constant(I32, 32 * j)),
                                          b.add(y, ir.Constant(I32, r0)), b.mul(width, ir.Constant(I32, 2)),
                                          height, b.mul(pitch, ir.Constant(I32, 2)))
@@ -388,7 +388,7 @@ class Block2DLowering:
         for tr in range(a):
             for tc in range(cols // (8 * halves)):
                 raw = self._read_builtin(
-                    TRANSPOSE_READ, ir.VectorType(dword, 8), p, _DWORD, b.add(x_dwords, ir.Constant(I32, 8 * tc)),
+                    TRANSPOSE_READ, ir.VectorType(dword, 8), p, u32, b.add(x_dwords, ir.Constant(I32, 8 * tc)),
                     b.add(y, ir.Constant(I32, 16 * tr)), width_dwords, height, pitch_dwords)
                 for q in range(8):
                     bits = b.extract_element(raw, ir.Constant(I32, q))
