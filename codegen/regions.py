@@ -18,7 +18,7 @@ from . import elementwise as ew
 from .layout import Reg, gather_slot, gather_slot_dynamic, permute, select_lanes, slot_count, element_lanes
 from .llvm_builtins import I32, I64, FLOAT
 from .memory import RowsInMemory
-from .systolic import uses_systolic
+from .systolic import is_tf32, uses_systolic
 
 # The profile's ``dpas_loop_fmas`` (256 on every profile, 0 = off): a dpas computed with
 # FMAs of at least that many slot FMAs (M * K * N/simd) whose b operand comes straight from a
@@ -308,8 +308,6 @@ class RegionLowering:
 
     # ------------------------------------------------------------------ dpas
     def op_dpas(self, op):
-        if op.attrs.get("precision") == "tf32":
-            raise CompileError('cm.dpas with precision="tf32" is not lowered for target spirv yet')
         acc, a, bm = self.operands(op)
         if uses_systolic(self.profile, op, self.simd):      # the XMX unit: systolic.py
             return self.dpas_systolic(op, acc, a, bm)
@@ -318,10 +316,11 @@ class RegionLowering:
         M, N = acc.type.shape
         K = a.type.shape[1]
         simd, b = self.simd, self.b
+        tf32 = is_tf32(op)          # inputs rounded to tf32 first (the CPU profile's tf32)
         if isinstance(bm, RowsInMemory):
-            return Reg(acc.type, self._dpas_k_loop(acc.slots, a, bm, M, K, N))
-        af = [self._to_f32(s, a.elem) for s in a.slots]
-        bf = [self._to_f32(s, bm.elem) for s in bm.slots]
+            return Reg(acc.type, self._dpas_k_loop(acc.slots, a, bm, M, K, N, tf32))
+        af = [self._dpas_input(s, a.elem, tf32) for s in a.slots]
+        bf = [self._dpas_input(s, bm.elem, tf32) for s in bm.slots]
 
         def a_elem(m, k):
             e = m * K + k
@@ -352,7 +351,7 @@ class RegionLowering:
     def _fma32(self, x, y, z):
         return self.bi.intrinsic(self.b, "llvm.fma.f32", FLOAT, x, y, z)
 
-    def _dpas_k_loop(self, acc_slots, a, rows, M, K, N):
+    def _dpas_k_loop(self, acc_slots, a, rows, M, K, N, tf32=False):
         """acc + a @ b as ``for k in range(K)``: load row k of b, then per row m of a one
         broadcast of a[m, k] and one fma per slot of the row (acc slots are loop-carried).
         ``a`` in registers: a[m, k] is picked from its slots (a select chain on k, then a
@@ -361,15 +360,16 @@ class RegionLowering:
         if isinstance(a, RowsInMemory):
             def a_elem(m, k):
                 row = self.b.add(a.off, self.b.mul(ir.Constant(I64, m), a.pitch)) if m else a.off
-                return self._to_f32(self._load_elem(a.p, a.elem, self.b.add(row, self.b.zext(k, I64))), a.elem)
+                return self._dpas_input(self._load_elem(a.p, a.elem, self.b.add(row, self.b.zext(k, I64))),
+                                        a.elem, tf32)
         else:
-            af = [self._to_f32(s, a.elem) for s in a.slots]
+            af = [self._dpas_input(s, a.elem, tf32) for s in a.slots]
 
             def a_elem(m, k):
                 return self._row_element(af, m * K, K, k)
 
         def step(k, out):
-            row = [self._to_f32(s, rows.elem) for s in self.load_row(rows, k)]
+            row = [self._dpas_input(s, rows.elem, tf32) for s in self.load_row(rows, k)]
             out = list(out)
             for m in range(M):
                 amk = a_elem(m, k)
@@ -385,6 +385,10 @@ class RegionLowering:
         i = self.b.add(k, ir.Constant(I32, first - lo * simd)) if first % simd else k
         slot = self._uniform_slot_select(slots[lo:hi + 1], i)
         return self.bi.broadcast(self.b, slot, self.b.and_(i, ir.Constant(I32, simd - 1)))
+
+    def _dpas_input(self, v, elem, tf32):
+        v = self._to_f32(v, elem)
+        return ew.round_tf32(self.b, v) if tf32 else v
 
     def _to_f32(self, v, elem):
         if elem.name in ("f32", "bf16"):

@@ -72,7 +72,7 @@ from .memory import MemoryLowering
 from .control_flow import StructuredControlFlow
 from .regions import RegionLowering, rows_left_in_memory
 from .systolic import SystolicLowering
-from .block2d import Block2DLowering
+from .block2d import Block2DLowering, vnni_block_loads
 from .llvm_builtins import (I8, I32, I64, VOID, GLOBAL, CONSTANT, Builtins, ptr_type, value_type,
                             memory_type)
 
@@ -109,6 +109,8 @@ class KernelLowering(RegionLowering, SystolicLowering, Block2DLowering, MemoryLo
         # 2-D loads that a dpas reads row by row inside its k loop (regions.py; the
         # profile's dpas_loop_fmas)
         self.rows_left_in_memory = rows_left_in_memory(fn, self.simd, self.profile.dpas_loop_fmas)
+        # 2-D block loads that a dpas on the systolic unit reads with VNNI messages (block2d.py)
+        self.vnni_loads = vnni_block_loads(fn, self.profile, self.simd)
 
     # ------------------------------------------------------------------ kernel skeleton
     def run(self) -> str:

@@ -23,6 +23,14 @@ take K = 32 per instruction: ``a`` holds 2 (sub-group 16, a short) or 4 (sub-gro
 elements of each row per lane, a dword of ``b`` 4 rows (VNNI of 4).  Without the unit
 (the CPU profile) they are multiply-adds in i32 (``dpas_integer_software``).
 
+tf32 (``precision="tf32"`` with f32 inputs, PVC only: ``intel_sub_group_tf32_tf32_matrix_
+mad_k8_f32``) takes K = 8 per instruction: ``a`` holds one short per row per lane, lane l
+the half l % 2 (low half first) of a[r, l // 2]'s 32 bits; ``b`` 8 dwords, dword p the bits
+of b[p, l] (no packing).  Both are rounded to tf32 first (to nearest even, ``elementwise.round_tf32``),
+so the unit gets the values the operation defines whether it truncates or not.  A profile
+whose unit has no tf32 (DG2) refuses such a dpas; one without a unit (the CPU) computes it
+with the same rounding and FMAs (``regions.py``).
+
 A larger dpas is tiled: M in repeat counts of up to 8 (a last partial tile is padded with
 zero rows), N in steps of E, K in steps of 16.  A shape that does not tile (N not a
 multiple of E, K not of 16) or a kernel whose simd is not E is a CompileError on such a
@@ -36,13 +44,16 @@ from llvmlite import ir
 from cmlang.errors import CompileError
 from . import elementwise as so
 from .layout import Reg, permute, slot_count
+from .block2d import BlockSource
 from .memory import RowsInMemory
-from .llvm_builtins import I32, FLOAT
+from .llvm_builtins import I32, I64, FLOAT
 
 I16 = ir.IntType(16)
 REPEAT_COUNTS = (1, 2, 4, 8)     # rows of a per instruction
 # input element type -> (its name in the builtins, K per instruction); 8 dwords of K per lane
-_INPUTS = {"f16": ("f16", 16), "bf16": ("bf16", 16), "i8": ("i8", 32), "u8": ("u8", 32)}
+_INPUTS = {"f16": ("f16", 16), "bf16": ("bf16", 16), "i8": ("i8", 32), "u8": ("u8", 32),
+           "tf32": ("tf32", 8)}
+_BITS = {"f16": 16, "bf16": 16, "i8": 8, "u8": 8, "tf32": 32}
 
 
 def _vector_code(n: int, scalar: str) -> str:
@@ -74,7 +85,9 @@ def builtin_name(a_elem: str, exec_size: int, repeat: int, b_elem: str | None = 
     8 dwords (uint for u8), ``acc`` one float (int for integer inputs) per row."""
     b_elem = b_elem or a_elem
     stem = f"intel_sub_group_{_INPUTS[a_elem][0]}_{_INPUTS[b_elem][0]}_matrix_mad_k{k_step(a_elem)}"
-    a_bits = 8 * {"f16": 2, "bf16": 2, "i8": 1, "u8": 1}[a_elem] * k_step(a_elem) // exec_size
+    if a_elem == "tf32":
+        stem += "_f32"
+    a_bits = _BITS[a_elem] * k_step(a_elem) // exec_size
     unsigned_a = a_elem == "u8"
     a_scalar = {16: "t" if unsigned_a else "s", 32: "j" if unsigned_a else "i"}[a_bits]
     b_code = "Dv8_j" if b_elem == "u8" else "Dv8_i"
@@ -92,15 +105,34 @@ def allowed_imports(profile) -> frozenset:
         return frozenset()
     ints = [t for t in ("i8", "u8") if t in unit.types]
     pairs = [(t, t) for t in ("f16", "bf16") if t in unit.types] + [(a, b) for a in ints for b in ints]
+    if unit.tf32:
+        pairs.append(("tf32", "tf32"))
     return frozenset(builtin_name(a, unit.exec_size, r, b) for a, b in pairs for r in REPEAT_COUNTS)
+
+
+def is_tf32(op) -> bool:
+    return op.attrs.get("precision") == "tf32"
+
+
+def input_kind(op) -> str:
+    """The unit's name of a dpas's input type: its element type, or "tf32"."""
+    return "tf32" if is_tf32(op) else op.operands[1].type.elem.name
 
 
 def systolic_candidate(profile, op) -> bool:
     """Whether ``op`` (a dpas) belongs on the systolic unit of ``profile`` (its input type
-    is one the unit multiplies), whatever its shape."""
+    is one the unit multiplies), whatever its shape.  A tf32 dpas on a unit without tf32
+    is a CompileError: it was asked for, and the FMA code would be a silent slow path."""
     unit = getattr(profile, "systolic", None)
+    if unit is None:
+        return False
+    if is_tf32(op):
+        if not unit.tf32:
+            raise CompileError(f'cm.dpas with precision="tf32" needs a systolic unit with tf32 '
+                               f"(pvc); the {profile.name} unit has none")
+        return True
     a, b = (op.operands[i].type.elem.name for i in (1, 2))
-    return unit is not None and a in _INPUTS and b in _INPUTS and a in unit.types and b in unit.types
+    return a in _INPUTS and b in _INPUTS and a in unit.types and b in unit.types
 
 
 def uses_systolic(profile, op, simd: int) -> bool:
@@ -109,7 +141,7 @@ def uses_systolic(profile, op, simd: int) -> bool:
     if not systolic_candidate(profile, op):
         return False
     unit = profile.systolic
-    elem = op.operands[1].type.elem.name
+    elem = input_kind(op)
     M, N = op.results[0].type.shape
     K = op.operands[1].type.shape[1]
     E, K_STEP = unit.exec_size, k_step(elem)
@@ -131,22 +163,29 @@ class SystolicLowering:
     def dpas_systolic(self, op, acc, a, bm):
         # Operands a profile's CPU workaround left in memory (dpas_loop_fmas) are read here.
         a, bm = (self._in_registers(x) for x in (a, bm))
+        tf32 = is_tf32(op)
+        if tf32:
+            a, bm = (Reg(x.type, [so.round_tf32(self.b, s) for s in x.slots]) for x in (a, bm))
         b, simd = self.b, self.simd
         M, N = acc.type.shape
         K = a.type.shape[1]
         elem = a.elem
-        K_STEP = k_step(elem.name)
+        kind = input_kind(op)
+        K_STEP = k_step(kind)
         acc_type = I32 if acc.elem.is_int else FLOAT
         a_tiles = {}                 # (first row, repeat, k0) -> a operand
-        b_tiles = {(k0, n0): self._vnni_b(bm, bm.elem, k0, n0, N)
-                   for k0 in range(0, K, K_STEP) for n0 in range(0, N, simd)}
+        if isinstance(bm, BlockSource):        # b read by VNNI-transforming messages (block2d.py)
+            b_tiles = self.vnni_tiles(bm, K_STEP, N)
+        else:
+            b_tiles = {(k0, n0): self._vnni_b(bm, bm.elem, k0, n0, N)
+                       for k0 in range(0, K, K_STEP) for n0 in range(0, N, simd)}
         out = list(acc.slots)        # N % simd == 0: slot m * N/simd + j is row m, columns j*simd..
         per_row = N // simd
         m0 = 0
         while m0 < M:
             rows = min(8, M - m0)
             repeat = next(r for r in REPEAT_COUNTS if r >= rows)
-            fn = self._matrix_builtin(elem, bm.elem, repeat, acc_type)
+            fn = self._matrix_builtin(kind, "tf32" if tf32 else bm.elem.name, repeat, acc_type)
             for n0 in range(0, N, simd):
                 j = n0 // simd
                 tile = self._pack(acc_type, [out[(m0 + r) * per_row + j] if r < rows
@@ -154,7 +193,8 @@ class SystolicLowering:
                 for k0 in range(0, K, K_STEP):
                     key = (m0, repeat, k0)
                     if key not in a_tiles:
-                        a_tiles[key] = self._a_rows(a, elem, m0, rows, repeat, k0, K)
+                        a_tiles[key] = (self._a_rows_tf32 if tf32 else self._a_rows)(
+                            a, elem, m0, rows, repeat, k0, K)
                     tile = b.call(fn, [a_tiles[key], b_tiles[(k0, n0)], tile])
                 for r in range(rows):
                     out[(m0 + r) * per_row + j] = (tile if repeat == 1 else
@@ -165,16 +205,26 @@ class SystolicLowering:
     def _in_registers(self, x):
         if not isinstance(x, RowsInMemory):
             return x
-        rows = x.type.shape[0]
-        return Reg(x.type, [s for r in range(rows) for s in self.load_row(x, ir.Constant(I32, r))])
+        rows, cols = x.type.shape
+        if cols % self.simd == 0:
+            return Reg(x.type, [s for r in range(rows) for s in self.load_row(x, ir.Constant(I32, r))])
+        # rows that do not fill whole slots: each lane loads its element of the dense layout
+        b, simd, n = self.b, self.simd, rows * cols
+        slots = []
+        for k in range(slot_count(n, simd)):
+            e = [min(k * simd + l, n - 1) for l in range(simd)]
+            row = b.sext(self.lanes.int_vector([i // cols for i in e]), I64)
+            col = b.sext(self.lanes.int_vector([i % cols for i in e]), I64)
+            slots.append(self._load_elem(x.p, x.elem, b.add(b.add(x.off, b.mul(row, x.pitch)), col)))
+        return Reg(x.type, slots)
 
-    def _matrix_builtin(self, a_elem, b_elem, repeat, acc_type):
-        name = builtin_name(a_elem.name, self.simd, repeat, b_elem.name)
+    def _matrix_builtin(self, a_kind, b_kind, repeat, acc_type):
+        name = builtin_name(a_kind, self.simd, repeat, b_kind)
         fn = self.module.globals.get(name)
         if fn is None:
             def vec(t, n):
                 return t if n == 1 else ir.VectorType(t, n)
-            a_type = vec(self._a_lane_type(a_elem), repeat)
+            a_type = vec(ir.IntType(_BITS[a_kind] * k_step(a_kind) // self.simd), repeat)
             fn = ir.Function(self.module, ir.FunctionType(vec(acc_type, repeat),
                                                           [a_type, ir.VectorType(I32, 8), vec(acc_type, repeat)]), name)
             fn.calling_convention = "spir_func"
@@ -189,6 +239,21 @@ class SystolicLowering:
         for i, x in enumerate(values):
             v = self.b.insert_element(v, x, ir.Constant(I32, i))
         return v
+
+    def _a_rows_tf32(self, a, elem, m0, rows, repeat, k0, K):
+        """Rows m0.. of a[:, k0:k0+8] as the tf32 builtin's a operand: lane l holds half
+        l % 2 (16 bits, low first) of a[r, k0 + l // 2]; zero rows as padding."""
+        b, simd = self.b, self.simd
+        shift = self.lanes.int_vector([16 * (l % 2) for l in range(simd)])
+        values = []
+        for r in range(repeat):
+            if r >= rows:
+                values.append(ir.Constant(I16, 0))
+                continue
+            first = (m0 + r) * K + k0
+            (word,) = permute(self.lanes, b, a.slots, [first + l // 2 for l in range(simd)])
+            values.append(b.trunc(b.lshr(so.to_bits(b, elem, word), shift), I16))
+        return self._pack(I16, values)
 
     def _a_lane_type(self, elem):
         """The integer one lane holds of one row of a: K/simd elements."""
@@ -256,3 +321,4 @@ class SystolicLowering:
         per_row = slot_count(N, simd)
         index = [(e // N) * per_row * simd + e % N for e in range(M * N)]
         return Reg(acc.type, permute(self.lanes, b, rows, index))
+
