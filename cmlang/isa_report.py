@@ -7,6 +7,11 @@ compiled to SPIR-V for every target asked for and built by ``ocloc`` for every d
 (cmlang.codegen.intel_gpu; the ocloc runs go in parallel, each a process of its own).
 One row per (specialization, target, device): IGC's instruction count, spill bytes,
 GRF mode, dpas instructions and 2-D block messages.
+
+A launch of a ``cm.autotune`` kernel is recorded as the launch, not as the config the
+current device chose: for each GPU its configs are ranked by IGC's stats for that GPU's
+profile (SIMT builds; the spirv-vc build takes the same config), since the tile shape
+that suits the CPU device may spill on a GPU or not reach its systolic unit at all.
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ class Specialization:
     kernel: object          # cmlang Kernel
     key: tuple              # its constexpr key (Kernel._split_args)
     workload: str
+    tuned: object = None    # a TunedLaunch when the launch went through cm.autotune
 
     @property
     def name(self) -> str:
@@ -41,6 +47,35 @@ class Specialization:
 
     def argument_types(self) -> list:
         return [str(t) for _, t in self.kernel.runtime_params]
+
+    def for_device(self, device) -> "Specialization":
+        """This specialization, or for a tuned launch the config ranked for ``device``."""
+        if self.tuned is None:
+            return self
+        kernel, key, config = self.tuned.ranked_for(device)
+        return Specialization(kernel, key, self.workload, tuned=_Chosen(config))
+
+
+@dataclass(frozen=True)
+class TunedLaunch:
+    """One launch of an autotuned kernel: what ranking it for a device needs."""
+    tuned: object           # AutotunedKernel
+    grid: object
+    group: object
+    args: tuple
+
+    def ranked_for(self, device):
+        """(kernel variant, constexpr key, config) of the config ranked best for ``device``."""
+        profile = device_choice(device)[0]
+        config = self.tuned.choose(self.grid, self.group, self.args, device=profile).config
+        variant = self.tuned._variant(config)
+        key, _ = variant._split_args(self.tuned._full_args(config, self.args))
+        return variant, key, config
+
+
+@dataclass(frozen=True)
+class _Chosen:
+    config: dict            # the config a device's ranking chose (its simd shows in the row)
 
 
 @dataclass
@@ -63,24 +98,37 @@ class Row:
 
 @contextlib.contextmanager
 def recording():
-    """Record every kernel specialization asked for while the block runs:
-    yields a list of (Kernel, constexpr key), each once, in first-use order."""
+    """Record every kernel specialization asked for while the block runs: yields a list
+    of (Kernel, constexpr key, TunedLaunch or None), each once, in first-use order; a
+    launch through cm.autotune is recorded with its TunedLaunch (the specialization it
+    used here is the current device's choice)."""
+    from .autotuning import AutotunedKernel
     from .kernel import Kernel
     seen, found = set(), []
-    original = Kernel.specialization
+    original, original_launch = Kernel.specialization, AutotunedKernel._launch
+    state = {"launch": None}
 
     def specialization(self, key=(), target="spirv", *rest):
         ident = (self.fn, self.simd, key)
         if ident not in seen and not in_tuning():     # an autotuner's trials are not the program
             seen.add(ident)
-            found.append((self, key))
+            found.append((self, key, state["launch"]))
         return original(self, key, target, *rest)
 
+    def tuned_launch(self, grid, group, args):
+        outer, state["launch"] = state["launch"], TunedLaunch(self, grid, group, tuple(args))
+        try:
+            return original_launch(self, grid, group, args)
+        finally:
+            state["launch"] = outer
+
     Kernel.specialization = specialization
+    AutotunedKernel._launch = tuned_launch
     try:
         yield found
     finally:
         Kernel.specialization = original
+        AutotunedKernel._launch = original_launch
 
 
 def launched_specializations(names=(), size="quick", report=print) -> list:
@@ -101,11 +149,11 @@ def launched_specializations(names=(), size="quick", report=print) -> list:
                     setup(inputs, device).run()
                 except harness.Skip as exc:
                     report(f"skipped {b.name} {impl}: {exc}")
-            for kernel, key in found:
+            for kernel, key, tuned in found:
                 ident = (kernel.fn, kernel.simd, key)
                 if ident not in seen:
                     seen.add(ident)
-                    out.append(Specialization(kernel, key, b.name))
+                    out.append(Specialization(kernel, key, b.name, tuned))
     return out
 
 
@@ -114,11 +162,28 @@ def build_rows(specs, devices, targets, progress=True, workers=None) -> list:
     with ``error`` set.  SPIR-V compiles here (LLVM is one per process); the ocloc
     builds run ``workers`` at a time."""
     from .codegen.intel_gpu import build_native, find_ocloc
-    from .errors import CompileError
+    from .errors import CompileError, LaunchError
     find_ocloc()                          # no compiler: one clear error, before any work
-    jobs = [(spec, target, device) for spec in specs for target in targets for device in devices]
+    for_device = {}
+
+    def resolved(spec, device):
+        """A tuned launch's config for ``device``, ranked once per (launch, device);
+        (spec, why ranking failed or "")."""
+        if (id(spec), device) not in for_device:
+            try:
+                for_device[id(spec), device] = (spec.for_device(device), "")
+            except (CompileError, LaunchError) as exc:
+                for_device[id(spec), device] = (spec, f"cmlang autotune for {device}: {exc}")
+        return for_device[id(spec), device]
+    jobs, failed = [], []
+    for spec in specs:
+        for target in targets:
+            for device in devices:
+                chosen, why = resolved(spec, device)
+                jobs.append((chosen, target, device))
+                failed.append(why)
     bar = _progress_bar(len(jobs), progress)
-    rows = [Row(spec.name, _jsonable(spec.constexprs()), spec.argument_types(), target, device,
+    rows = [Row(spec.name, _jsonable(_constexprs_shown(spec)), spec.argument_types(), target, device,
                 spec.workload) for spec, target, device in jobs]
 
     def build(index, spirv, name):
@@ -137,6 +202,10 @@ def build_rows(specs, devices, targets, progress=True, workers=None) -> list:
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
         futures = []
         for index, (spec, target, device) in enumerate(jobs):
+            if failed[index]:
+                rows[index].error = failed[index]
+                bar.update(1)
+                continue
             try:
                 ck = spec.kernel.specialization(spec.key, target, device_choice(device)[0])
             except CompileError as exc:
@@ -148,6 +217,14 @@ def build_rows(specs, devices, targets, progress=True, workers=None) -> list:
             future.result()
     bar.close()
     return rows
+
+
+def _constexprs_shown(spec) -> dict:
+    """The constexprs of a specialization, with the simd a tuned config chose."""
+    values = dict(spec.constexprs())
+    if spec.tuned is not None and "simd" in spec.tuned.config:
+        values["simd"] = spec.tuned.config["simd"]
+    return values
 
 
 def _progress_bar(total, enabled):

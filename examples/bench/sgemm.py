@@ -10,6 +10,14 @@ k-step: on the CPU device the conversion of a loaded row is one instruction per
 through local memory, as the OpenCL C version does, would only add traffic; the
 f16 data halves what the kernel reads.
 
+``cmlang-dpas`` (hgemm; ``bgemm``, bf16 inputs; ``igemm``, i8 inputs with i32 accumulate):
+the tile kernel of ``examples/core/dpas_gemm.py``, whose products are one ``cm.dpas`` per
+k-step, so that on a GPU with a systolic unit (PVC, DG2) they are ``dpas`` instructions.
+Its tile (M x N, and simd: the unit's width, 16 on PVC and 8 on DG2) is chosen per device
+by cm.autotune: timed on the device that runs, ranked by Intel's compiler's stats on a
+compile-only profile (``cmlang isa`` ranks for each GPU it builds for).  On the CPU device
+the products are exact and summed in f32 (i32), as the unit does.
+
 OpenCL C (SIMT): the classic local-memory tiled kernel. A 16 x 16 work-group
 computes a 64 x 64 block of C; each k-step stages a 64 x 16 tile of A (transposed)
 and a 16 x 64 tile of B in local memory, and each work-item accumulates a 4 x 4
@@ -20,9 +28,12 @@ import numpy as np
 
 import cmlang as cm
 import cmlang.runtime
-from cmlang import f16, f32, i32
+from cmlang import bf16, f16, f32, i8, i32
 from cmlang.bench import (Benchmark, Run, Skip, event_seconds, from_buffer, host_run, opencl_kernel,
                           span_seconds, to_buffer)
+from cmlang.runtime.interpreter import bf16_bits_to_f32, f32_to_bf16_bits
+
+from ..core.dpas_gemm import K_STEP, gemm_kernel
 
 # cmlang: the C tile per CM thread (TM x TN), the k unrolling (KU) and the sub-group size,
 # chosen per device and problem shape by timing (cm.autotune; CMLANG_AUTOTUNE_LOG=1 prints
@@ -71,6 +82,46 @@ def _launcher(a, b):
     assert all(m % c["TM"] == 0 and n % c["TN"] == 0 and k % c["KU"] == 0 for c in GEMM_CONFIGS)
     kernel = hgemm_kernel if a.dtype == np.float16 else sgemm_kernel
     return kernel[lambda config: (n // config["TN"], m // config["TM"])]
+
+
+# cmlang-dpas: the C tile (M x N) per CM thread and the simd, per device.  A GPU's systolic
+# unit takes the configs whose simd is its width (16 on PVC, 8 on DG2) and N a multiple of
+# it; the others do not compile there and are skipped.  Ranked by IGC for PVC, 16 x 32 wins
+# (f16: 726 instructions, 4 dpas, no spill, per 512 outputs) and 32 x 32 spills; for DG2,
+# 16 x 16 at simd 8.  The first config is the one-instruction tile of PVC.
+DPAS_CONFIGS = [
+    {"M": 8, "N": 16, "simd": 16},
+    {"M": 16, "N": 32, "simd": 16},
+    {"M": 8, "N": 32, "simd": 16},
+    {"M": 32, "N": 32, "simd": 16},
+    {"M": 8, "N": 8, "simd": 8},
+    {"M": 8, "N": 16, "simd": 8},
+    {"M": 16, "N": 16, "simd": 8},
+]
+
+
+def _dpas_kernel(T, inputs):
+    configs = [dict(c, KT=K_STEP[inputs]) for c in DPAS_CONFIGS]
+    return cm.autotune(configs=configs, key=["a", "b"], budget=TUNING_BUDGET_S)(gemm_kernel(T))
+
+
+DPAS_KERNELS = {"f16": _dpas_kernel(f16, "f16"), "bf16": _dpas_kernel(bf16, "bf16"),
+                "i8": _dpas_kernel(i8, "i8")}
+
+
+def dpas_matmul(a: np.ndarray, b: np.ndarray, inputs="f16") -> np.ndarray:
+    """C = A @ B through cm.dpas: ``inputs`` "f16", "bf16" (uint16 bits) or "i8" (C in
+    i32); sizes multiples of every config's tile (64 in each dimension do)."""
+    (m, k), (_, n) = a.shape, b.shape
+    c = np.empty((m, n), np.int32 if inputs == "i8" else np.float32)
+    _dpas_launcher(inputs, a, b)(a, b, c, k, n)
+    return c
+
+
+def _dpas_launcher(inputs, a, b):
+    (m, k), (_, n) = a.shape, b.shape
+    assert all(m % c["M"] == 0 and n % c["N"] == 0 and k % K_STEP[inputs] == 0 for c in DPAS_CONFIGS)
+    return DPAS_KERNELS[inputs][lambda config: (n // config["N"], m // config["M"])]
 
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -152,12 +203,51 @@ def reference(inputs):
     return (a @ b).astype(np.float32)
 
 
+def make_bf16_inputs(params, rng):
+    """bf16 matrices as their uint16 bits (rounded to nearest even)."""
+    f32_inputs = make_inputs(params, rng)
+    return {name: f32_to_bf16_bits(x) for name, x in f32_inputs.items()}
+
+
+def bf16_reference(inputs):
+    return reference({name: bf16_bits_to_f32(x) for name, x in inputs.items()})
+
+
+def make_i8_inputs(params, rng):
+    m, n, k = params["m"], params["n"], params["k"]
+    return {"a": rng.integers(-128, 128, (m, k)).astype(np.int8),
+            "b": rng.integers(-128, 128, (k, n)).astype(np.int8)}
+
+
+def i8_reference(inputs):
+    return (inputs["a"].astype(np.int64) @ inputs["b"].astype(np.int64)).astype(np.int32)
+
+
+def numpy_as(convert):
+    """numpy's matmul after ``convert`` (numpy has no f16/bf16/i8 BLAS), timed with it."""
+    def setup(inputs, device):
+        a, b = inputs["a"], inputs["b"]
+        return host_run(lambda: convert(a) @ convert(b))
+    return setup
+
+
 def cmlang_impl(inputs, device):
     a, b = inputs["a"], inputs["b"]
     (m, k), (_, n) = a.shape, b.shape
     da, db, dc = cm.to_device(a), cm.to_device(b), cm.to_device(np.zeros((m, n), np.float32))
     launch = _launcher(a, b)
     return Run(lambda: event_seconds([launch(da, db, dc, k, n)]), dc.numpy)
+
+
+def cmlang_dpas(inputs_type):
+    def setup(inputs, device):
+        a, b = inputs["a"], inputs["b"]
+        (m, k), (_, n) = a.shape, b.shape
+        out = np.int32 if inputs_type == "i8" else np.float32
+        da, db, dc = cm.to_device(a), cm.to_device(b), cm.to_device(np.zeros((m, n), out))
+        launch = _dpas_launcher(inputs_type, a, b)
+        return Run(lambda: event_seconds([launch(da, db, dc, k, n)]), dc.numpy)
+    return setup
 
 
 def opencl_simt(inputs, device):
@@ -226,7 +316,21 @@ benchmarks = [
         name="hgemm", description="C = A @ B, f16 inputs, f32 accumulate",
         sizes=SIZES, make_inputs=lambda p, rng: make_inputs(p, rng, np.float16), reference=reference,
         implementations={"cmlang": cmlang_impl, "opencl-simt": opencl_simt,
-                         "numpy": lambda inputs, device: numpy_impl(inputs)},
+                         "numpy": lambda inputs, device: numpy_impl(inputs),
+                         "cmlang-dpas": cmlang_dpas("f16")},
         flops=_flops, bytes=_bytes(2), rtol=1e-3, atol=1e-3,
         size_label=lambda p: f"{p['m']}x{p['n']}x{p['k']}"),
+    Benchmark(
+        name="bgemm", description="C = A @ B, bf16 inputs, f32 accumulate (cm.dpas)",
+        sizes=SIZES, make_inputs=make_bf16_inputs, reference=bf16_reference,
+        implementations={"cmlang-dpas": cmlang_dpas("bf16"), "numpy": numpy_as(bf16_bits_to_f32)},
+        flops=_flops, bytes=_bytes(2), rtol=1e-3, atol=1e-3,
+        size_label=lambda p: f"{p['m']}x{p['n']}x{p['k']}"),
+    Benchmark(
+        name="igemm", description="C = A @ B, i8 inputs, i32 accumulate (cm.dpas)",
+        sizes=SIZES, make_inputs=make_i8_inputs, reference=i8_reference,
+        implementations={"cmlang-dpas": cmlang_dpas("i8"),
+                         "numpy": numpy_as(lambda x: x.astype(np.int32))},
+        flops=_flops, bytes=lambda p: p["m"] * p["k"] + p["k"] * p["n"] + 4 * p["m"] * p["n"],
+        rtol=0, atol=0, size_label=lambda p: f"{p['m']}x{p['n']}x{p['k']}"),
 ]
