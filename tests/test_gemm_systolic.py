@@ -154,3 +154,22 @@ def test_the_bound_catches_a_product_rounded_to_the_input_type():
     c = products.astype(np.float32).sum(axis=1)
     with pytest.raises(AssertionError):
         check_within_rounding(c, "f16", a64, b64, exact_a, exact_b)
+
+
+# --- cmlang isa: the benchmark kernels, ranked per GPU ------------------------------------------
+
+@needs_ocloc
+def test_cmlang_isa_shows_the_dpas_gemm_on_the_unit_of_each_gpu():
+    """``cmlang isa hgemm bgemm igemm``: a tuned launch is ranked for each GPU, so each row
+    carries that GPU's config (simd = its unit's width) and IGC's dpas count."""
+    from cmlang.isa_report import build_rows, launched_specializations
+    specs = launched_specializations(["hgemm", "bgemm", "igemm"], size="tiny", report=print)
+    tuned = [s for s in specs if s.name == "dpas_gemm"]
+    assert len(tuned) == 3 and all(s.tuned is not None for s in tuned)
+    with pytest.warns(cm.AutotuneWarning):
+        rows = build_rows(tuned, ["pvc", "dg2"], ["spirv"], progress=False)
+    assert len(rows) == 6
+    for row in rows:
+        assert not row.error, row.error
+        assert row.constexprs["simd"] == EXEC_SIZE[row.device]
+        assert row.dpas > 0 and row.spill_bytes == 0, row

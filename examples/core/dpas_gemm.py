@@ -38,8 +38,10 @@ def gemm_kernel(T, simd=16):
 
 
 dpas_gemm = gemm_kernel(f32)
-KERNELS = {name: gemm_kernel(T) for name, T in INPUT_TYPES.items() if name != "f32"}
-KERNELS["f32"] = dpas_gemm
+dpas_gemm_f16 = gemm_kernel(f16)
+dpas_gemm_bf16 = gemm_kernel(bf16)
+dpas_gemm_i8 = gemm_kernel(i8)
+KERNELS = {"f32": dpas_gemm, "f16": dpas_gemm_f16, "bf16": dpas_gemm_bf16, "i8": dpas_gemm_i8}
 
 
 def to_bf16(x: np.ndarray) -> np.ndarray:
