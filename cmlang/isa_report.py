@@ -9,9 +9,9 @@ One row per (specialization, target, device): IGC's instruction count, spill byt
 GRF mode, dpas instructions and 2-D block messages.
 
 A launch of a ``cm.autotune`` kernel is recorded as the launch, not as the config the
-current device chose: for each GPU its configs are ranked by IGC's stats for that GPU's
-profile (SIMT builds; the spirv-vc build takes the same config), since the tile shape
-that suits the CPU device may spill on a GPU or not reach its systolic unit at all.
+current device chose: for each GPU and target its configs are ranked by IGC's stats for
+that GPU's profile and that flavour's code, since the tile shape that suits the CPU device
+may spill on a GPU or not reach its systolic unit at all.
 """
 from __future__ import annotations
 
@@ -48,11 +48,12 @@ class Specialization:
     def argument_types(self) -> list:
         return [str(t) for _, t in self.kernel.runtime_params]
 
-    def for_device(self, device) -> "Specialization":
-        """This specialization, or for a tuned launch the config ranked for ``device``."""
+    def for_device(self, device, target="spirv") -> "Specialization":
+        """This specialization, or for a tuned launch the config ranked for ``device`` and
+        ``target``."""
         if self.tuned is None:
             return self
-        kernel, key, config = self.tuned.ranked_for(device)
+        kernel, key, config = self.tuned.ranked_for(device, target)
         return Specialization(kernel, key, self.workload, tuned=_Chosen(config))
 
 
@@ -64,10 +65,11 @@ class TunedLaunch:
     group: object
     args: tuple
 
-    def ranked_for(self, device):
-        """(kernel variant, constexpr key, config) of the config ranked best for ``device``."""
+    def ranked_for(self, device, target="spirv"):
+        """(kernel variant, constexpr key, config) of the config ranked best for ``device``
+        and ``target``."""
         profile = device_choice(device)[0]
-        config = self.tuned.choose(self.grid, self.group, self.args, device=profile).config
+        config = self.tuned.choose(self.grid, self.group, self.args, profile, target).config
         variant = self.tuned._variant(config)
         key, _ = variant._split_args(self.tuned._full_args(config, self.args))
         return variant, key, config
@@ -166,20 +168,21 @@ def build_rows(specs, devices, targets, progress=True, workers=None) -> list:
     find_ocloc()                          # no compiler: one clear error, before any work
     for_device = {}
 
-    def resolved(spec, device):
-        """A tuned launch's config for ``device``, ranked once per (launch, device);
-        (spec, why ranking failed or "")."""
-        if (id(spec), device) not in for_device:
+    def resolved(spec, device, target):
+        """A tuned launch's config for ``device`` and ``target``, ranked once per
+        (launch, device, target); (spec, why ranking failed or "")."""
+        memo = (id(spec), device, target)
+        if memo not in for_device:
             try:
-                for_device[id(spec), device] = (spec.for_device(device), "")
+                for_device[memo] = (spec.for_device(device, target), "")
             except (CompileError, LaunchError) as exc:
-                for_device[id(spec), device] = (spec, f"cmlang autotune for {device}: {exc}")
-        return for_device[id(spec), device]
+                for_device[memo] = (spec, f"cmlang autotune for {device} {target}: {exc}")
+        return for_device[memo]
     jobs, failed = [], []
     for spec in specs:
         for target in targets:
             for device in devices:
-                chosen, why = resolved(spec, device)
+                chosen, why = resolved(spec, device, target)
                 jobs.append((chosen, target, device))
                 failed.append(why)
     bar = _progress_bar(len(jobs), progress)
