@@ -225,7 +225,7 @@ def build_rows(specs, devices, targets, progress=True, workers=None) -> list:
 def _constexprs_shown(spec) -> dict:
     """The constexprs of a specialization, with the simd a tuned config chose."""
     values = dict(spec.constexprs())
-    if spec.tuned is not None and "simd" in spec.tuned.config:
+    if isinstance(spec.tuned, _Chosen) and "simd" in spec.tuned.config:
         values["simd"] = spec.tuned.config["simd"]
     return values
 

@@ -1,4 +1,4 @@
-"""The GEMM tile kernel (examples/core/dpas_gemm.py, also the ``cmlang-dpas`` kernel of the
+"""The GEMM tile kernel (examples/core/dpas_gemm.py, also the dpas kernel of the
 hgemm/bgemm/igemm benchmarks) reaches the systolic unit on the GPUs and matches numpy on
 the CPU device.
 
@@ -16,6 +16,8 @@ the CPU device.
   input rounding adds (2 u_in + u_in^2) * (|A| @ |B|), u_in = 2^-11 (f16), 2^-8 (bf16).
   i8 with i32 accumulate is exact.
 """
+import warnings
+
 import numpy as np
 import pytest
 
@@ -107,6 +109,25 @@ def test_the_tuned_tile_for_each_gpu_is_on_the_unit(inputs, device):
     assert chosen.stats["dpas"] > 0 and chosen.stats["spill_bytes"] == 0
     assert all(row.status == "ok" or "needs simd" in row.status or "spill" in row.status
                for row in tuned.table)
+
+
+@needs_ocloc
+@pytest.mark.parametrize("inputs", ["f16", "bf16"])
+@pytest.mark.parametrize("device", list(EXEC_SIZE))
+def test_the_tuned_tile_for_each_gpu_in_spirv_vc(inputs, device):
+    """Ranked by the stats of the spirv-vc code, a choice of its own (another memo and
+    disk key than SIMT's), on the unit without spilling (a spirv-vc thread is not a
+    sub-group: the unit's width is the dpas tile's N, whatever the simd)."""
+    a, b, *_ = operands(inputs, 256, 256, 256)
+    c = np.zeros((256, 256), np.float32)
+    tuned = bench_gemm.DPAS_KERNELS[inputs]
+    launch = tuned[lambda cf: (256 // cf["N"], 256 // cf["M"])]
+    with warnings.catch_warnings():     # on DG2 the simd-16 configs do not build; PVC takes all
+        warnings.simplefilter("ignore", cm.AutotuneWarning)
+        config = launch.tune(a, b, c, 256, 256, device=device, target="spirv-vc")
+    chosen = [row for row in tuned.table if row.config == config][0]
+    assert chosen.stats["dpas"] > 0 and chosen.stats["spill_bytes"] == 0
+    assert any(where == f"{device}/spirv-vc" for where, _ in tuned._choices)
 
 
 def test_a_tile_the_unit_cannot_take_is_an_error_on_pvc():

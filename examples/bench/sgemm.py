@@ -10,8 +10,8 @@ k-step: on the CPU device the conversion of a loaded row is one instruction per
 through local memory, as the OpenCL C version does, would only add traffic; the
 f16 data halves what the kernel reads.
 
-``cmlang-dpas`` (hgemm; ``bgemm``, bf16 inputs; ``igemm``, i8 inputs with i32 accumulate):
-the tile kernel of ``examples/core/dpas_gemm.py``, whose products are one ``cm.dpas`` per
+``cmlang-dpas`` in hgemm, and ``cmlang`` in ``bgemm`` (bf16 inputs, f32 accumulate) and
+``igemm`` (i8 inputs, i32 accumulate): the tile kernel of ``examples/core/dpas_gemm.py``, whose products are one ``cm.dpas`` per
 k-step, so that on a GPU with a systolic unit (PVC, DG2) they are ``dpas`` instructions.
 Its tile (M x N, and simd: the unit's width, 16 on PVC and 8 on DG2) is chosen per device
 by cm.autotune: timed on the device that runs, ranked by Intel's compiler's stats on a
@@ -22,7 +22,8 @@ OpenCL C (SIMT): the classic local-memory tiled kernel. A 16 x 16 work-group
 computes a 64 x 64 block of C; each k-step stages a 64 x 16 tile of A (transposed)
 and a 16 x 64 tile of B in local memory, and each work-item accumulates a 4 x 4
 micro-tile with strided columns so that neighbouring work-items read neighbouring
-addresses.
+addresses. bf16 inputs (ushort bits) are widened by a shift as they are staged; i8
+inputs accumulate in int.
 """
 import numpy as np
 
@@ -136,6 +137,18 @@ OPENCL_SOURCE = r"""
 #ifdef USE_HALF
 #pragma OPENCL EXTENSION cl_khr_fp16 : enable
 #endif
+#ifdef INT8                 /* i8 inputs accumulate in int; ACC is the accumulator type */
+#define ACC int
+#define MAD(a, b, c) ((a) * (b) + (c))
+#else
+#define ACC float
+#define MAD(a, b, c) fma(a, b, c)
+#endif
+#ifdef BF16                 /* bf16 inputs arrive as their ushort bits */
+#define LOAD(x) as_float((uint)(x) << 16)
+#else
+#define LOAD(x) (x)
+#endif
 #define TS 64               /* C block per work-group */
 #define TK 16               /* k-step staged in local memory */
 #define WPT 4               /* WPT x WPT outputs per work-item */
@@ -143,34 +156,34 @@ OPENCL_SOURCE = r"""
 
 __kernel __attribute__((reqd_work_group_size(WG, WG, 1)))
 void gemm_tiled(const int M, const int N, const int K,
-                __global const T* A, __global const T* B, __global float* C)
+                __global const T* A, __global const T* B, __global ACC* C)
 {
     const int tx = get_local_id(0), ty = get_local_id(1);
     const int lid = ty * WG + tx;
     const int col0 = get_group_id(0) * TS, row0 = get_group_id(1) * TS;
-    __local float As[TK][TS];          /* A tile, transposed: As[k][m] */
-    __local float Bs[TK][TS];
-    float acc[WPT][WPT];
+    __local ACC As[TK][TS];          /* A tile, transposed: As[k][m] */
+    __local ACC Bs[TK][TS];
+    ACC acc[WPT][WPT];
     for (int i = 0; i < WPT; i++)
         for (int j = 0; j < WPT; j++)
-            acc[i][j] = 0.0f;
+            acc[i][j] = 0;
     for (int k0 = 0; k0 < K; k0 += TK) {
         for (int i = lid; i < TS * TK; i += WG * WG) {
             const int r = i / TK, c = i % TK;
-            As[c][r] = A[(row0 + r) * K + k0 + c];
+            As[c][r] = LOAD(A[(row0 + r) * K + k0 + c]);
             const int br = i / TS, bc = i % TS;
-            Bs[br][bc] = B[(k0 + br) * N + col0 + bc];
+            Bs[br][bc] = LOAD(B[(k0 + br) * N + col0 + bc]);
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int k = 0; k < TK; k++) {
-            float a[WPT], b[WPT];
+            ACC a[WPT], b[WPT];
             for (int w = 0; w < WPT; w++) {
                 a[w] = As[k][ty + w * WG];
                 b[w] = Bs[k][tx + w * WG];
             }
             for (int i = 0; i < WPT; i++)
                 for (int j = 0; j < WPT; j++)
-                    acc[i][j] = fma(a[i], b[j], acc[i][j]);
+                    acc[i][j] = MAD(a[i], b[j], acc[i][j]);
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
@@ -180,6 +193,13 @@ void gemm_tiled(const int M, const int N, const int K,
 }
 """
 OPENCL_TILE, OPENCL_WPT = 64, 4
+# Per input dtype: bf16 (uint16 bits) widens by a shift, i8 accumulates in int.
+OPENCL_OPTIONS = {
+    np.dtype(np.float32).str: "-DT=float",
+    np.dtype(np.float16).str: "-DT=half -DUSE_HALF",
+    np.dtype(np.uint16).str: "-DT=ushort -DBF16",
+    np.dtype(np.int8).str: "-DT=char -DINT8",
+}
 
 
 def opencl_matmul(a: np.ndarray, b: np.ndarray, device=None) -> np.ndarray:
@@ -253,15 +273,16 @@ def cmlang_dpas(inputs_type):
 def opencl_simt(inputs, device):
     a, b = inputs["a"], inputs["b"]
     (m, k), (_, n) = a.shape, b.shape
-    options = "-DT=half -DUSE_HALF" if a.dtype == np.float16 else "-DT=float"
+    options = OPENCL_OPTIONS[a.dtype.str]
+    out = np.int32 if a.dtype == np.int8 else np.float32
     kernel = opencl_kernel(device, OPENCL_SOURCE, "gemm_tiled", options)
-    da, db, dc = to_buffer(device, a), to_buffer(device, b), to_buffer(device, np.empty((m, n), np.float32), copy=False)
+    da, db, dc = to_buffer(device, a), to_buffer(device, b), to_buffer(device, np.empty((m, n), out), copy=False)
     wg = OPENCL_TILE // OPENCL_WPT
     grid = (n // OPENCL_WPT, m // OPENCL_WPT)
 
     def run():
         return event_seconds([kernel(device.queue, grid, (wg, wg), np.int32(m), np.int32(n), np.int32(k), da, db, dc)])
-    return Run(run, lambda: from_buffer(device, dc, ((m, n), np.float32)))
+    return Run(run, lambda: from_buffer(device, dc, ((m, n), out)))
 
 
 def numpy_impl(inputs):
@@ -323,13 +344,14 @@ benchmarks = [
     Benchmark(
         name="bgemm", description="C = A @ B, bf16 inputs, f32 accumulate (cm.dpas)",
         sizes=SIZES, make_inputs=make_bf16_inputs, reference=bf16_reference,
-        implementations={"cmlang-dpas": cmlang_dpas("bf16"), "numpy": numpy_as(bf16_bits_to_f32)},
+        implementations={"cmlang": cmlang_dpas("bf16"), "opencl-simt": opencl_simt,
+                         "numpy": numpy_as(bf16_bits_to_f32)},
         flops=_flops, bytes=_bytes(2), rtol=1e-3, atol=1e-3,
         size_label=lambda p: f"{p['m']}x{p['n']}x{p['k']}"),
     Benchmark(
         name="igemm", description="C = A @ B, i8 inputs, i32 accumulate (cm.dpas)",
         sizes=SIZES, make_inputs=make_i8_inputs, reference=i8_reference,
-        implementations={"cmlang-dpas": cmlang_dpas("i8"),
+        implementations={"cmlang": cmlang_dpas("i8"), "opencl-simt": opencl_simt,
                          "numpy": numpy_as(lambda x: x.astype(np.int32))},
         flops=_flops, bytes=lambda p: p["m"] * p["k"] + p["k"] * p["n"] + 4 * p["m"] * p["n"],
         rtol=0, atol=0, size_label=lambda p: f"{p['m']}x{p['n']}x{p['k']}"),
