@@ -36,7 +36,8 @@ class Specialization:
     kernel: object          # cmlang Kernel
     key: tuple              # its constexpr key (Kernel._split_args)
     workload: str
-    tuned: object = None    # a TunedLaunch when the launch went through cm.autotune
+    launch: object = None   # a TunedLaunch when the launch went through cm.autotune
+    config: dict | None = None  # the config a GPU's ranking chose (from for_device)
 
     @property
     def name(self) -> str:
@@ -51,10 +52,10 @@ class Specialization:
     def for_device(self, device, target="spirv") -> "Specialization":
         """This specialization, or for a tuned launch the config ranked for ``device`` and
         ``target``."""
-        if self.tuned is None:
+        if self.launch is None:
             return self
-        kernel, key, config = self.tuned.ranked_for(device, target)
-        return Specialization(kernel, key, self.workload, tuned=_Chosen(config))
+        kernel, key, config = self.launch.ranked_for(device, target)
+        return Specialization(kernel, key, self.workload, config=config)
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,6 @@ class TunedLaunch:
         variant = self.tuned._variant(config)
         key, _ = variant._split_args(self.tuned._full_args(config, self.args))
         return variant, key, config
-
-
-@dataclass(frozen=True)
-class _Chosen:
-    config: dict            # the config a device's ranking chose (its simd shows in the row)
 
 
 @dataclass
@@ -225,8 +221,8 @@ def build_rows(specs, devices, targets, progress=True, workers=None) -> list:
 def _constexprs_shown(spec) -> dict:
     """The constexprs of a specialization, with the simd a tuned config chose."""
     values = dict(spec.constexprs())
-    if isinstance(spec.tuned, _Chosen) and "simd" in spec.tuned.config:
-        values["simd"] = spec.tuned.config["simd"]
+    if spec.config and "simd" in spec.config:
+        values["simd"] = spec.config["simd"]
     return values
 
 

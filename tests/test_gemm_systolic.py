@@ -186,7 +186,7 @@ def test_cmlang_isa_shows_the_dpas_gemm_on_the_unit_of_each_gpu():
     from cmlang.isa_report import build_rows, launched_specializations
     specs = launched_specializations(["hgemm", "bgemm", "igemm"], size="tiny", report=print)
     tuned = [s for s in specs if s.name == "dpas_gemm"]
-    assert len(tuned) == 3 and all(s.tuned is not None for s in tuned)
+    assert len(tuned) == 3 and all(s.launch is not None for s in tuned)
     with pytest.warns(cm.AutotuneWarning):
         rows = build_rows(tuned, ["pvc", "dg2"], ["spirv"], progress=False)
     assert len(rows) == 6
