@@ -1,17 +1,15 @@
 """``cmlang isa``: what Intel's GPU compiler makes of every kernel the benchmarks launch.
 
 The specializations are not listed by hand: each benchmark workload's cmlang
-implementations run once at the chosen size (``quick`` by default) while every
-specialization they ask for is recorded (kernel, constexpr values, simd).  Each is then
+implementations run once per device at the chosen size (``quick`` by default), with
+``CMLANG_AUTOTUNE_DEVICE`` naming that device's profile, while every specialization they ask
+for is recorded (kernel, constexpr values, simd): tile shapes chosen per device (by
+``cm.autotune``, ranked by Intel's compiler, or by host code reading
+``cmlang.autotuning.tuning_profile()``) are the ones built for it.  Each is then
 compiled to SPIR-V for every target asked for and built by ``ocloc`` for every device
 (cmlang.codegen.intel_gpu; the ocloc runs go in parallel, each a process of its own).
 One row per (specialization, target, device): IGC's instruction count, spill bytes,
 GRF mode, dpas instructions and 2-D block messages.
-
-A launch of a ``cm.autotune`` kernel is recorded as the launch, not as the config the
-current device chose: for each GPU and target its configs are ranked by IGC's stats for
-that GPU's profile and that flavour's code, since the tile shape that suits the CPU device
-may spill on a GPU or not reach its systolic unit at all.
 """
 from __future__ import annotations
 
@@ -36,8 +34,7 @@ class Specialization:
     kernel: object          # cmlang Kernel
     key: tuple              # its constexpr key (Kernel._split_args)
     workload: str
-    launch: object = None   # a TunedLaunch when the launch went through cm.autotune
-    config: dict | None = None  # the config a GPU's ranking chose (from for_device)
+    device: str | None = None   # the device it was chosen for (None: every device)
 
     @property
     def name(self) -> str:
@@ -48,32 +45,6 @@ class Specialization:
 
     def argument_types(self) -> list:
         return [str(t) for _, t in self.kernel.runtime_params]
-
-    def for_device(self, device, target="spirv") -> "Specialization":
-        """This specialization, or for a tuned launch the config ranked for ``device`` and
-        ``target``."""
-        if self.launch is None:
-            return self
-        kernel, key, config = self.launch.ranked_for(device, target)
-        return Specialization(kernel, key, self.workload, config=config)
-
-
-@dataclass(frozen=True)
-class TunedLaunch:
-    """One launch of an autotuned kernel: what ranking it for a device needs."""
-    tuned: object           # AutotunedKernel
-    grid: object
-    group: object
-    args: tuple
-
-    def ranked_for(self, device, target="spirv"):
-        """(kernel variant, constexpr key, config) of the config ranked best for ``device``
-        and ``target``."""
-        profile = device_choice(device)[0]
-        config = self.tuned.choose(self.grid, self.group, self.args, profile, target).config
-        variant = self.tuned._variant(config)
-        key, _ = variant._split_args(self.tuned._full_args(config, self.args))
-        return variant, key, config
 
 
 @dataclass
@@ -96,42 +67,30 @@ class Row:
 
 @contextlib.contextmanager
 def recording():
-    """Record every kernel specialization asked for while the block runs: yields a list
-    of (Kernel, constexpr key, TunedLaunch or None), each once, in first-use order; a
-    launch through cm.autotune is recorded with its TunedLaunch (the specialization it
-    used here is the current device's choice)."""
-    from .autotuning import AutotunedKernel
+    """Record every kernel specialization asked for while the block runs:
+    yields a list of (Kernel, constexpr key), each once, in first-use order."""
     from .kernel import Kernel
     seen, found = set(), []
-    original, original_launch = Kernel.specialization, AutotunedKernel._launch
-    state = {"launch": None}
+    original = Kernel.specialization
 
     def specialization(self, key=(), target="spirv", *rest):
         ident = (self.fn, self.simd, key)
         if ident not in seen and not in_tuning():     # an autotuner's trials are not the program
             seen.add(ident)
-            found.append((self, key, state["launch"]))
+            found.append((self, key))
         return original(self, key, target, *rest)
 
-    def tuned_launch(self, grid, group, args):
-        outer, state["launch"] = state["launch"], TunedLaunch(self, grid, group, tuple(args))
-        try:
-            return original_launch(self, grid, group, args)
-        finally:
-            state["launch"] = outer
-
     Kernel.specialization = specialization
-    AutotunedKernel._launch = tuned_launch
     try:
         yield found
     finally:
         Kernel.specialization = original
-        AutotunedKernel._launch = original_launch
 
 
-def launched_specializations(names=(), size="quick", report=print) -> list:
+def launched_specializations(names=(), size="quick", report=print, for_device=None) -> list:
     """Every specialization the cmlang implementations of the named benchmarks (all
-    when none) launch at ``size``; one run of each on the current device."""
+    when none) launch at ``size``; one run of each on the current device, with the tile
+    shapes chosen for ``for_device`` (an ocloc device name) when given."""
     from . import bench as harness
     from .runtime import get_device
     device = get_device()
@@ -142,17 +101,35 @@ def launched_specializations(names=(), size="quick", report=print) -> list:
         for impl, setup in b.implementations.items():
             if not impl.startswith("cmlang"):
                 continue
-            with recording() as found:
+            with recording() as found, _choosing_for(for_device):
                 try:
                     setup(inputs, device).run()
                 except harness.Skip as exc:
                     report(f"skipped {b.name} {impl}: {exc}")
-            for kernel, key, tuned in found:
+            for kernel, key in found:
                 ident = (kernel.fn, kernel.simd, key)
                 if ident not in seen:
                     seen.add(ident)
-                    out.append(Specialization(kernel, key, b.name, tuned))
+                    out.append(Specialization(kernel, key, b.name, for_device))
     return out
+
+
+@contextlib.contextmanager
+def _choosing_for(device):
+    """Tile shapes chosen for ``device``'s profile while the block runs (None: unchanged)."""
+    if device is None:
+        yield
+        return
+    from .autotuning import DEVICE_ENV
+    before = os.environ.get(DEVICE_ENV)
+    os.environ[DEVICE_ENV] = device_choice(device)[0].name
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[DEVICE_ENV]
+        else:
+            os.environ[DEVICE_ENV] = before
 
 
 def build_rows(specs, devices, targets, progress=True, workers=None) -> list:
@@ -160,29 +137,12 @@ def build_rows(specs, devices, targets, progress=True, workers=None) -> list:
     with ``error`` set.  SPIR-V compiles here (LLVM is one per process); the ocloc
     builds run ``workers`` at a time."""
     from .codegen.intel_gpu import build_native, find_ocloc
-    from .errors import CompileError, LaunchError
+    from .errors import CompileError
     find_ocloc()                          # no compiler: one clear error, before any work
-    for_device = {}
-
-    def resolved(spec, device, target):
-        """A tuned launch's config for ``device`` and ``target``, ranked once per
-        (launch, device, target); (spec, why ranking failed or "")."""
-        memo = (id(spec), device, target)
-        if memo not in for_device:
-            try:
-                for_device[memo] = (spec.for_device(device, target), "")
-            except (CompileError, LaunchError) as exc:
-                for_device[memo] = (spec, f"cmlang autotune for {device} {target}: {exc}")
-        return for_device[memo]
-    jobs, failed = [], []
-    for spec in specs:
-        for target in targets:
-            for device in devices:
-                chosen, why = resolved(spec, device, target)
-                jobs.append((chosen, target, device))
-                failed.append(why)
+    jobs = [(spec, target, device) for spec in specs for target in targets for device in devices
+            if spec.device in (None, device)]
     bar = _progress_bar(len(jobs), progress)
-    rows = [Row(spec.name, _jsonable(_constexprs_shown(spec)), spec.argument_types(), target, device,
+    rows = [Row(spec.name, _jsonable(spec.constexprs()), spec.argument_types(), target, device,
                 spec.workload) for spec, target, device in jobs]
 
     def build(index, spirv, name):
@@ -201,10 +161,6 @@ def build_rows(specs, devices, targets, progress=True, workers=None) -> list:
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
         futures = []
         for index, (spec, target, device) in enumerate(jobs):
-            if failed[index]:
-                rows[index].error = failed[index]
-                bar.update(1)
-                continue
             try:
                 ck = spec.kernel.specialization(spec.key, target, device_choice(device)[0])
             except CompileError as exc:
@@ -216,14 +172,6 @@ def build_rows(specs, devices, targets, progress=True, workers=None) -> list:
             future.result()
     bar.close()
     return rows
-
-
-def _constexprs_shown(spec) -> dict:
-    """The constexprs of a specialization, with the simd a tuned config chose."""
-    values = dict(spec.constexprs())
-    if spec.config and "simd" in spec.config:
-        values["simd"] = spec.config["simd"]
-    return values
 
 
 def _progress_bar(total, enabled):
@@ -304,11 +252,13 @@ def run_command(args) -> int:
     targets = _split_list(args.target)
     start = time.perf_counter()
     notes = []
-    specs = launched_specializations(args.names, args.size, report=notes.append)
+    specs = [spec for device in devices
+             for spec in launched_specializations(args.names, args.size, notes.append, device)]
     rows = build_rows(specs, devices, targets, progress=not args.quiet, workers=args.jobs)
     seconds = time.perf_counter() - start
     print(f"Intel GPU code ({describe_compiler(compiler_version())}), "
-          f"{len(specs)} specializations launched at size {args.size}:")
+          f"{len({(s.kernel.fn, s.kernel.simd, s.key) for s in specs})} specializations launched at "
+          f"size {args.size}:")
     print(format_grid(rows) if args.grid else format_table(rows))
     print(summary(rows, seconds))
     for note in notes:

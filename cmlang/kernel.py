@@ -20,7 +20,7 @@ from .errors import CompileError, LaunchError, USER_ERRORS, public, trimmed
 from .runtime import launch_config
 from .runtime.binary import constexpr_key
 from .runtime.launcher import Launched, launch as _runtime_launch
-from .types import ScalarType, PtrType, SCALAR_TYPES, constexpr, i32, f32, bool_
+from .types import ScalarType, PtrType, VectorType, SCALAR_TYPES, constexpr, i32, f32, bool_
 from .targets import check_target_name, target_names
 from .runtime.profiles import get_profile, profile_for_device, device_choice, DEFAULT_PROFILE
 
@@ -352,9 +352,10 @@ def _read_params(fn):
                                f"(e.g. cm.ptr[cm.f32], cm.i32 or cm.constexpr)")
         if isinstance(ann, str) and ann in SCALAR_TYPES:
             ann = SCALAR_TYPES[ann]
-        if not (ann is constexpr or isinstance(ann, (ScalarType, PtrType))):
+        if not (ann is constexpr or isinstance(ann, (ScalarType, PtrType, VectorType))):
             raise CompileError(f"{fn.__name__}: parameter '{p.name}' has unsupported annotation "
-                               f"{ann!r}; use cm.ptr[T], a scalar type or cm.constexpr")
+                               f"{ann!r}; use cm.ptr[T], a scalar type, a register type such as "
+                               f"cm.vector[cm.f32, 9] or cm.constexpr")
         if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
             raise CompileError(f"{fn.__name__}: parameter '{p.name}': only plain positional "
                                f"parameters are supported")

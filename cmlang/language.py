@@ -64,13 +64,24 @@ def _builtin(name, doc):
 _builtin("static_range", "static_range([start,] stop[, step]): `for i in cm.static_range(n)` unrolls the "
          "loop at compile time; `i` is a compile-time int in every copy of the body.")
 
+_builtin("simd", "simd(mask): only as the condition of `if`/`elif`/`while`: SIMD control flow (CM "
+         "SIMD_IF / SIMD_DO_WHILE). The body runs for the lanes where the mask is true: writes of "
+         "registers with as many elements as the mask, and memory accesses of that width, happen only "
+         "in active lanes; `break`/`continue` in `while cm.simd(...)` act per lane.")
+
 # --- register construction and conversion -------------------------------------------
 _builtin("zeros", "zeros(type): a register (or scalar) of `type` filled with 0.")
 _builtin("full", "full(type, value): a register of `type` with every element `value` (run-time scalars "
          "are converted and broadcast).")
 _builtin("iota", "iota(T, n, start=0, step=1): vector[T, n] with element i = start + i*step.")
-_builtin("merge", "merge(a, b, mask): `a` where `mask` else `b`, element-wise (CM merge).")
-_builtin("sat", "sat(x.astype(T)): saturating conversion: values are clamped to T's range (NaN -> 0).")
+_builtin("merge", "merge(a, b, mask): `a` where `mask` else `b`, element-wise (CM merge). An integer "
+         "scalar mask is a bit mask: element i takes a[i] where bit i is set (CM merge with an int mask).")
+_builtin("sat", "sat(x.astype(T)): saturating conversion: values are clamped to T's range (NaN -> 0); "
+         "a floating-point T, or sat(x) of a floating-point x, clamps to [0.0, 1.0] (CM / ESIMD).")
+_builtin("pack_mask", "pack_mask(mask) -> u32: bit i is set where element i of the mask (at most 32 "
+         "elements, row-major; non-bool registers: != 0) is true (CM cm_pack_mask).")
+_builtin("unpack_mask", "unpack_mask(bits, n) -> vector[bool, n]: element i is bit i of the integer `bits` "
+         "(n a compile-time int, 1..32; CM cm_unpack_mask).")
 
 # --- regions and cross-lane operations ---------------------------------------------
 _builtin("shuffle", "shuffle(v, idx): r[i] = v[idx[i]] (same as v.iselect(idx)).")
@@ -91,6 +102,30 @@ for _name, _what in [("exp", "e ** x"), ("exp2", "2 ** x"), ("log", "natural log
                      ("ceil", "round toward +inf")]:
     _builtin(_name, f"{_name}(x): element-wise {_what}; integer inputs are converted to f32 first.")
 _builtin("abs", "abs(x): element-wise absolute value.")
+for _name, _what in [("rndd", "round down (toward -inf)"), ("rndu", "round up (toward +inf)"),
+                     ("rnde", "round to the nearest integer, ties to even"),
+                     ("rndz", "round toward zero"), ("frc", "fraction: x - rndd(x), in [0, 1)")]:
+    _builtin(_name, f"{_name}(x): element-wise {_what} (CM cm_{_name}); integer inputs are converted "
+             "to f32 first.")
+_builtin("cbit", "cbit(x) -> u32 register or scalar: the number of set bits of each element of an "
+         "integer x of at most 32 bits (its own width; CM cm_cbit).")
+_builtin("fbl", "fbl(x) -> u32: the index of the lowest set bit of each element (integers of at most "
+         "32 bits), 0xFFFFFFFF where the element is 0 (CM cm_fbl).")
+_builtin("fbh", "fbh(x): CM cm_fbh, the first bit from the MSB side, of the type of x after integer "
+         "promotion (i32 or u32): unsigned, the number of leading zeros; signed, the number of "
+         "leading bits equal to the sign bit; 0xFFFFFFFF (-1 for i32) for 0 (and for -1 when signed).")
+_builtin("lzd", "lzd(x) -> u32: the number of leading zeros of each element as a 32-bit integer "
+         "(after integer promotion), 32 for 0 (CM cm_lzd).")
+_builtin("avg", "avg(a, b): (a + b + 1) >> 1 element-wise on integers, computed without overflow; "
+         "the operands' common type without integer promotion (CM cm_avg).")
+_builtin("mulhi", "mulhi(a, b): the high 32 bits of the 64-bit product of 32-bit integers (after "
+         "integer promotion; signed or unsigned by the type; CM cm_imul's high result).")
+for _name, _what in [("dp2", "a[0]*b[0] + a[1]*b[1]"), ("dp3", "a[0]*b[0] + a[1]*b[1] + a[2]*b[2]"),
+                     ("dp4", "a[0]*b[0] + ... + a[3]*b[3]"),
+                     ("dph", "a[0]*b[0] + a[1]*b[1] + a[2]*b[2] + b[3]")]:
+    _builtin(_name, f"{_name}(a, b): for each group of 4 elements (float registers of a multiple of 4 "
+             f"elements; b may be a scalar), {_what} of the group, written to all 4 elements of it "
+             f"(CM cm_{_name}).")
 _builtin("min", "min(a, b, ...): element-wise minimum (floats: a NaN loses to a number).")
 _builtin("max", "max(a, b, ...): element-wise maximum (floats: a NaN loses to a number).")
 _builtin("fma", "fma(a, b, c): a * b + c element-wise, rounded once.")

@@ -25,7 +25,7 @@ import numpy as np
 from llvmlite import ir
 
 from cmlang.errors import CompileError
-from cmlang.types import FLOAT_MAX, ScalarType
+from cmlang.types import ScalarType
 from .llvm_builtins import I1, I8, I16, I32, FLOAT, Builtins, value_type
 
 
@@ -130,6 +130,15 @@ class TargetMath:
         """The target's saturating conversion: clamp to dty's range, NaN -> 0, toward zero."""
         raise NotImplementedError
 
+    def round(self, b, mode: str, x):
+        """Float rounding, mode in rndd rndu rnde rndz (down, up, to even, toward zero)."""
+        raise NotImplementedError
+
+    def bit_scan(self, b, opcode: str, signed: bool, x):
+        """cbit fbl fbh lzd of 32-bit integers, exactly as ``cmlang.ir.ops`` says (0xFFFFFFFF
+        where fbl/fbh find no bit, lzd(0) = 32)."""
+        raise NotImplementedError
+
 
 class OpenCLMath(TargetMath):
     """SIMT (``target="spirv"``): LLVM intrinsics the SPIR-V backend knows and OpenCL
@@ -166,6 +175,33 @@ class OpenCLMath(TargetMath):
     def float_to_int_sat(self, b, x, dty, signed):
         name = f"llvm.fpto{'s' if signed else 'u'}i.sat.{_isuffix(dty)}.{_fsuffix(x.type)}"
         return self.bi.intrinsic(b, name, dty, x)
+
+    _ROUNDING = {"rndd": "floor", "rndu": "ceil", "rnde": "rint", "rndz": "trunc"}
+
+    def round(self, b, mode, x):
+        return self.bi.math(b, self._ROUNDING[mode], x)
+
+    def bit_scan(self, b, opcode, signed, x):
+        """OpenCL popcount / ctz / clz (defined at 0: 32), with CM's no-bit answers selected."""
+        if opcode == "cbit":
+            return self.bi.math(b, "popcount", x)
+        none = constant(x.type, -1)
+        is_zero = b.icmp_unsigned("==", x, constant(x.type, 0))
+        if opcode == "fbl":
+            return b.select(is_zero, none, self.bi.math(b, "ctz", x))
+        if opcode == "lzd":
+            return self.bi.math(b, "clz", x)
+        return fbh_from_clz(b, signed, x, lambda v: self.bi.math(b, "clz", v))
+
+
+def fbh_from_clz(b, signed, x, clz):
+    """CM fbh through a leading-zero count: of x (unsigned) or of x ^ (x >> 31) (signed: the
+    leading bits equal to the sign bit, the sign bit included); 0xFFFFFFFF where none differs."""
+    none = constant(x.type, -1)
+    if not signed:
+        return b.select(b.icmp_unsigned("==", x, constant(x.type, 0)), none, clz(x))
+    flipped = b.xor(x, b.ashr(x, constant(x.type, 31)))
+    return b.select(b.icmp_unsigned("==", flipped, constant(x.type, 0)), none, clz(flipped))
 
 
 # --- bf16 and memory representations ----------------------------------------------------
@@ -260,6 +296,16 @@ def _int_binary(b, m, opcode, elem, x, y):
         return simple[opcode](x, y)
     if opcode in ("min", "max"):
         return m.int_min_max(b, opcode, signed, x, y)
+    if opcode == "avg":
+        # ceil((x + y) / 2) without a wider type: (x | y) - ((x ^ y) >> 1)
+        half_diff = b.xor(x, y)
+        half_diff = (b.ashr if signed else b.lshr)(half_diff, constant(x.type, 1))
+        return b.sub(b.or_(x, y), half_diff)
+    if opcode == "mulhi":
+        wide = ir.IntType(2 * elem.bits)
+        product = b.mul(int_resize(b, x, signed, wide), int_resize(b, y, signed, wide))
+        high = (b.ashr if signed else b.lshr)(product, constant(product.type, elem.bits))
+        return b.trunc(high, x.type)
     if opcode in ("shl", "shr"):
         count = b.and_(y, constant(y.type, elem.bits - 1))
         if opcode == "shl":
@@ -299,6 +345,10 @@ def unary(b: ir.IRBuilder, m: TargetMath, opcode: str, elem: ScalarType, x):
             return b.sub(constant(x.type, 0), x)
         if opcode == "abs":
             return m.int_abs(b, x) if elem.is_signed else x
+        if opcode in ("cbit", "fbl", "fbh", "lzd"):
+            if elem.bits != 32:
+                raise CompileError(f"'{opcode}' is defined on 32-bit integers, got {elem}")
+            return m.bit_scan(b, opcode, elem.is_signed, x)
         raise CompileError(f"'{opcode}' is not defined on integer values")
     if opcode == "neg":
         return b.fneg(x)           # exact: no rounding needed even for bf16
@@ -306,6 +356,10 @@ def unary(b: ir.IRBuilder, m: TargetMath, opcode: str, elem: ScalarType, x):
         return m.float_abs(b, x)
     if opcode == "inv":
         return finish(b, elem, b.fdiv(constant(x.type, 1.0), x))
+    if opcode in ("rndd", "rndu", "rnde", "rndz"):
+        return m.round(b, opcode, x)        # exact: an integer of a bf16 value is a bf16 value
+    if opcode == "frc":
+        return finish(b, elem, b.fsub(x, m.round(b, "rndd", x)))
     return finish(b, elem, m.math(b, opcode, elem, x))
 
 
@@ -341,7 +395,7 @@ def int_range(t: ScalarType):
 
 
 def convert(b: ir.IRBuilder, m: TargetMath, src: ScalarType, dst: ScalarType, x, sat: bool = False):
-    if src == dst:
+    if src == dst and not (sat and dst.is_float):
         return x
     dty = like(x.type, value_type(dst))
     if dst.is_bool:
@@ -358,8 +412,8 @@ def convert(b: ir.IRBuilder, m: TargetMath, src: ScalarType, dst: ScalarType, x,
         v = b.sitofp(x, dty) if src.is_signed else b.uitofp(x, dty)
     else:                     # float -> float
         v = _float_resize(b, x, dty)
-    if sat and dst.name != "f64":      # saturate to the narrower type's finite range
-        v = _clamp_float(b, m, v, FLOAT_MAX[dst.name])
+    if sat:                   # CM / ESIMD float saturation
+        v = clamp_unit(b, m, v)
     return finish(b, dst, v)
 
 
@@ -369,10 +423,12 @@ def _float_resize(b, x, ty):
     return x if a == c else (b.fpext(x, ty) if c > a else b.fptrunc(x, ty))
 
 
-def _clamp_float(b, m, v, limit):
+def clamp_unit(b, m, v):
+    """v clamped to [0.0, 1.0], NaN -> 0 (exact in every float type: rounding after it is
+    the identity)."""
     is_nan = b.fcmp_unordered("uno", v, v)     # before clamping: min/max would hide the NaN
-    v = m.float_min_max(b, "min", v, constant(v.type, limit))
-    v = m.float_min_max(b, "max", v, constant(v.type, -limit))
+    v = m.float_min_max(b, "min", v, constant(v.type, 1.0))
+    v = m.float_min_max(b, "max", v, constant(v.type, 0.0))
     return b.select(is_nan, constant(v.type, 0.0), v)
 
 

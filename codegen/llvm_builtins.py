@@ -87,7 +87,8 @@ def mangled(name: str, *codes: str) -> str:
 MATH_BUILTINS = {
     "exp": "exp", "exp2": "exp2", "log": "log", "log2": "log2", "sqrt": "sqrt",
     "rsqrt": "rsqrt", "sin": "sin", "cos": "cos", "tanh": "tanh", "floor": "floor",
-    "ceil": "ceil", "pow": "pow",
+    "ceil": "ceil", "pow": "pow", "trunc": "trunc", "rint": "rint",
+    "popcount": "popcount", "clz": "clz", "ctz": "ctz",
 }
 
 PURE = ("nounwind", "readnone")

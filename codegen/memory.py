@@ -23,6 +23,7 @@ from llvmlite import ir
 
 from cmlang.errors import CompileError
 from cmlang.ir.core import Value
+from cmlang.ir.ops import atomic_mask_index
 from cmlang.passes import known_multiple
 from cmlang.types import ScalarType, VectorType
 from . import elementwise as ew
@@ -306,7 +307,9 @@ class MemoryLowering:
         kind = op.attrs["kind"]
         offs = self.get(op.operands[1])
         v = self.get(op.operands[2])
-        v2 = self.get(op.operands[3]) if len(op.operands) > 3 else None
+        v2 = self.get(op.operands[3]) if kind == "cmpxchg" and len(op.operands) > 3 else None
+        at = atomic_mask_index(kind)
+        mask = self.get(op.operands[at]) if len(op.operands) > at else None
         if kind == "cmpxchg" and v2 is None:
             raise CompileError("atomic cmpxchg needs a compare value and a new value")
         if not isinstance(offs, Reg):
@@ -321,7 +324,7 @@ class MemoryLowering:
         slots = []
         for k, o in enumerate(offs.slots):
             index = self._to_i64(o, offs.elem)
-            cond = self._lane_conditions(offs.n, None, k)
+            cond = self._lane_conditions(offs.n, mask, k)
             slots.append(self._guarded(cond, lambda: self._atomic_one(p, elem, index, kind, vs[k], v2s[k]),
                                        value_type(elem)))
         return Reg(t, slots)

@@ -113,7 +113,7 @@ class KernelLowering(RegionLowering, SystolicLowering, Block2DLowering, MemoryLo
     # ------------------------------------------------------------------ kernel skeleton
     def run(self) -> str:
         fn = self.fn
-        arg_types = [self._param_type(p.type) for p in fn.params]
+        arg_types = [a for p in fn.params for a in self._param_types(p.type)]
         kernel = ir.Function(self.module, ir.FunctionType(VOID, arg_types), fn.name)
         kernel.calling_convention = "spir_kernel"
         kernel.attributes.add("nounwind")
@@ -127,21 +127,38 @@ class KernelLowering(RegionLowering, SystolicLowering, Block2DLowering, MemoryLo
         prologue.position_before(jump)
         self.prologue = prologue
         self.lanes = Lanes(self.simd, self.bi, prologue)
-        for name, param, arg in zip(fn.param_names, fn.params, kernel.args):
-            arg.name = name
+        self.b = prologue           # register parameters are assembled in the entry block
+        args = iter(kernel.args)
+        for name, param in zip(fn.param_names, fn.params):
             t = param.type
+            if isinstance(t, VectorType):
+                # one scalar argument per element (the launch ABI), placed in the register layout
+                scalars = []
+                for i in range(t.size):
+                    arg = next(args)
+                    arg.name = f"{name}.{i}"
+                    scalars.append(ew.from_memory(prologue, t.elem, arg))
+                self.values[param] = Reg(t, [self._build_slot(scalars, k)
+                                             for k in range(slot_count(t.size, self.simd))])
+                continue
+            arg = next(args)
+            arg.name = name
             self.values[param] = arg if isinstance(t, PtrType) else ew.from_memory(prologue, t, arg)
         self.b = ir.IRBuilder(body)
         self.lower_kernel_body()
         return str(self.module)
 
-    def _param_type(self, t):
+    def _param_types(self, t):
+        """The LLVM kernel arguments of one parameter: a register is passed by value as one
+        scalar argument per element (row-major)."""
         if isinstance(t, PtrType):
             if t.space != "global":
                 raise CompileError(f"kernel parameter of type {t} is not supported")
-            return ptr_type(GLOBAL)
+            return [ptr_type(GLOBAL)]
         if isinstance(t, ScalarType):
-            return memory_type(t)
+            return [memory_type(t)]
+        if isinstance(t, VectorType):
+            return [memory_type(t.elem)] * t.size
         raise CompileError(f"kernel parameter of type {t} is not supported")
 
     # ------------------------------------------------------------------ blocks and ops

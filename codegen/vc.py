@@ -28,6 +28,8 @@ exp exp2 log log2 sin cos pow         ``llvm.genx.exp/log/sin/cos/pow`` (native 
                                       log scale by log2(e) / ln 2, in f32 for f16); tanh from
                                       ``genx.exp`` (an odd polynomial for |x| < 1/8); f64:
                                       CompileError
+rndd rndu rnde rndz (frc = x - rndd)  ``llvm.genx.rndd/rndu/rnde/rndz``
+cbit fbl fbh lzd                      ``llvm.genx.cbit/fbl/sfbh/ufbh/lzd``
 sqrt rsqrt inv floor ceil             OpenCL ``sqrt`` for f32, else ``llvm.genx.(ieee.)sqrt``
                                       (+ ``fdiv``), ``fdiv``,
                                       ``llvm.genx.rndd`` / ``llvm.genx.rndu``
@@ -67,12 +69,12 @@ from llvmlite import ir
 from cmlang.errors import CompileError
 from cmlang.ir.core import Function
 from cmlang.passes import induction_loops
-from cmlang.types import PtrType, ScalarType, f32
+from cmlang.types import PtrType, ScalarType, VectorType, f32
 from . import elementwise as ew
 from .elementwise import constant, lanes_of, scalar_of
 from .llvm_builtins import FLOAT, I32, I64, VOID, GLOBAL, memory_type
 from .control_flow import StructuredControlFlow
-from .vc_intrinsics import Genx, size_of, undef
+from .vc_intrinsics import Genx, reg_type, size_of, undef
 from .vc_memory import Pointer, VCMemoryLowering
 from .vc_regions import VCRegionLowering
 from .vc_block2d import VCBlock2DLowering
@@ -125,6 +127,15 @@ class GenxMath(ew.TargetMath):
 
     def float_to_int_sat(self, b, x, dty, signed):
         return self.genx(b, "fptosi.sat" if signed else "fptoui.sat", dty, [x], [dty, x.type])
+
+    def round(self, b, mode, x):
+        return self.genx(b, mode, x.type, [x], [x.type])        # llvm.genx.rndd/rndu/rnde/rndz
+
+    def bit_scan(self, b, opcode, signed, x):
+        """llvm.genx.cbit / fbl / sfbh / ufbh / lzd: the vISA instructions CM's own
+        cm_cbit/cm_fbl/cm_fbh/cm_lzd become, with CM's answers for 0 built in."""
+        name = ("sfbh" if signed else "ufbh") if opcode == "fbh" else opcode
+        return self.genx(b, name, x.type, [x], [x.type, x.type])
 
     def sqrt(self, b, elem, x):
         ty = x.type
@@ -215,7 +226,7 @@ class VCLowering(VCRegionLowering, VCMemoryLowering, VCBlock2DLowering, Structur
     # ------------------------------------------------------------------ kernel skeleton
     def run(self) -> str:
         fn = self.fn
-        kernel = ir.Function(self.module, ir.FunctionType(VOID, [self._param_type(p.type) for p in fn.params]),
+        kernel = ir.Function(self.module, ir.FunctionType(VOID, [a for p in fn.params for a in self._param_types(p.type)]),
                              fn.name)
         kernel.calling_convention = "spir_kernel"
         # SIMD1: one work-item per hardware thread (IGC's reader turns this into "oclrt"="1").
@@ -226,9 +237,24 @@ class VCLowering(VCRegionLowering, VCMemoryLowering, VCBlock2DLowering, Structur
         self.prologue = ir.IRBuilder(entry)
         jump = self.prologue.branch(body)
         self.prologue.position_before(jump)
-        for name, param, arg in zip(fn.param_names, fn.params, kernel.args):
+        args = iter(kernel.args)
+        for name, param in zip(fn.param_names, fn.params):
+            t = param.type
+            if isinstance(t, VectorType):
+                # one scalar argument per element (the launch ABI), gathered into the register
+                elements = []
+                for i in range(t.size):
+                    arg = next(args)
+                    arg.name = f"{name}.{i}"
+                    elements.append(ew.from_memory(self.prologue, t.elem, arg))
+                v = elements[0] if t.size == 1 else undef(reg_type(t.elem, t.size))
+                for i, e in enumerate(elements if t.size > 1 else ()):
+                    v = self.prologue.insert_element(v, e, ir.Constant(I32, i))
+                self.values[param] = v
+                continue
+            arg = next(args)
             arg.name = name
-            self.values[param] = self._param_value(param.type, arg)
+            self.values[param] = self._param_value(t, arg)
         self.b = ir.IRBuilder(body)
         self.lower_kernel_body()
         # The OpenCL version tells the translator to read OpenCL builtins (fma) as OpExtInst.
@@ -244,13 +270,17 @@ class VCLowering(VCRegionLowering, VCMemoryLowering, VCBlock2DLowering, Structur
         text = text[:marker] + ") #0" + text[marker + 1:]
         return text + f"\nattributes #0 = {{ {attrs} }}\n"
 
-    def _param_type(self, t):
+    def _param_types(self, t):
+        """The LLVM kernel arguments of one parameter: a register is one scalar argument per
+        element (row-major), as on the SIMT target."""
         if isinstance(t, PtrType):
             if t.space != "global":
                 raise CompileError(f"kernel parameter of type {t} is not supported")
-            return ir.PointerType(addrspace=GLOBAL)
+            return [ir.PointerType(addrspace=GLOBAL)]
         if isinstance(t, ScalarType):
-            return memory_type(t)
+            return [memory_type(t)]
+        if isinstance(t, VectorType):
+            return [memory_type(t.elem)] * t.size
         raise CompileError(f"kernel parameter of type {t} is not supported")
 
     def _param_value(self, t, arg):

@@ -10,6 +10,7 @@ from llvmlite import ir
 
 from cmlang.errors import CompileError
 from cmlang.ir.core import Value
+from cmlang.ir.ops import atomic_mask_index
 from cmlang.passes import known_multiple
 from cmlang.types import ScalarType
 from . import elementwise as ew
@@ -370,7 +371,9 @@ class VCMemoryLowering:
             raise CompileError("atomic cmpxchg needs a compare value and a new value")
         ty = reg_type(elem, n)
         v = self.broadcast_like(self.get(op.operands[2]), ty)
-        v2 = self.broadcast_like(self.get(op.operands[3]), ty) if len(op.operands) > 3 else None
+        v2 = self.broadcast_like(self.get(op.operands[3]), ty) if kind == "cmpxchg" else None
+        at = atomic_mask_index(kind)
+        mask = self.get(op.operands[at]) if len(op.operands) > at else None
         if ptr.space == "local":
             if elem.bits != 32:
                 self.unsupported("64-bit atomics on shared local memory")
@@ -380,7 +383,7 @@ class VCMemoryLowering:
         widths = (16, 8) if ptr.space == "local" else (8, 4, 2)
         pieces = []
         for start, count, lanes in self._chunks(n, widths):
-            pred = self._predicate(None, start, count, lanes)
+            pred = self._predicate(mask, start, count, lanes)
             args = [self._lanes(x, start, count, lanes) if x is not None else None for x in (where, v, v2)]
             old = self._atomic_message(ptr.space, kind, elem, pred, *args)
             pieces.append((self.piece(old, 0, count), count))
@@ -408,11 +411,11 @@ class VCMemoryLowering:
             data = [b.bitcast(x, ity) for x in data]
         rty = data[0].type
         if space == "local":
-            args = [pred, ir.Constant(I32, SLM_SURFACE), where] + data + [undef(rty)]
+            args = [pred, ir.Constant(I32, SLM_SURFACE), where] + data + [constant(rty, 0)]
             overloads = [rty, pred.type] + ([] if name == "cmpxchg" else [where.type])
             old = self.genx(b, "dword.atomic." + name, rty, args, overloads)
         else:
-            old = self.genx(b, "svm.atomic." + name, rty, [pred, where] + data + [undef(rty)],
+            old = self.genx(b, "svm.atomic." + name, rty, [pred, where] + data + [constant(rty, 0)],
                             [rty, pred.type, where.type])
         return b.bitcast(old, v.type) if old.type != v.type else old
 
@@ -443,7 +446,7 @@ class VCMemoryLowering:
         current.add_incoming(next_current, loop)
         pending.add_incoming(pred, before)
         pending.add_incoming(still, loop)
-        result.add_incoming(undef(v.type), before)
+        result.add_incoming(constant(v.type, 0), before)     # lanes disabled by the predicate: 0
         result.add_incoming(next_result, loop)
         b.position_at_end(done)
         return next_result

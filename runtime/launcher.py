@@ -26,7 +26,7 @@ import numpy as np
 
 from cmlang import limits
 from cmlang.errors import LaunchError
-from cmlang.types import PtrType, bf16, f32
+from cmlang.types import PtrType, VectorType, bf16, f32
 
 from . import interop, launch_config, profiling
 from .disk_store import build_device_kernel   # the driver's own binary from disk
@@ -121,6 +121,8 @@ def launch(binary, grid, group, args, device=None) -> "Launched":
         kernel_args = [convert(arg, device, staged) for convert, arg in zip(plan.converters, args)]
     else:
         kernel_args = _convert_shared(plan.converters, args, shared, device, staged)
+    if plan.registers:
+        kernel_args = flatten_registers(kernel_args)
     if not staged:
         launched = Launched(device.launch(kernel, kernel_args, global_size, local_size, wait=False),
                             device, False)
@@ -175,7 +177,9 @@ def prepare_host_args(binary, args):
             converted = convert(arg, _HostMemory, staged)
         else:  # another argument with this memory is written: copy it back
             converted = convert(arg, _HostMemory, staged, copy_back=writes)
-        if not isinstance(param.type, PtrType) and param.type.kind == "b":
+        if isinstance(converted, RegisterArgument):
+            converted = converted.array
+        elif not isinstance(param.type, PtrType) and param.type.kind == "b":
             converted = np.bool_(converted)
         host_args[i] = converted
 
@@ -201,7 +205,7 @@ def clear_caches() -> None:
 
 class _Plan:
     __slots__ = ("name", "spirv", "sha", "arity", "param_list", "converters", "pointers", "kernels",
-                 "build_options", "ndranges")
+                 "build_options", "ndranges", "registers")
 
     def __init__(self, binary):
         problem = spirv_problem(binary.spirv)
@@ -214,6 +218,7 @@ class _Plan:
         self.param_list = ", ".join(p.name for p in binary.params)
         self.converters = tuple(_converter(binary.name, p) for p in binary.params)
         self.pointers = tuple(i for i, p in enumerate(binary.params) if isinstance(p.type, PtrType))
+        self.registers = any(isinstance(p.type, VectorType) for p in binary.params)
         self.build_options = binary.build_options    # as its target said (e.g. -vc-codegen)
         self.kernels = {}   # device -> kernel handle
         self.ndranges = {}  # (grid, group, device) -> (global size, local size), checked
@@ -396,14 +401,20 @@ def _converter(kernel_name, param):
     where = f"{kernel_name}(): argument '{param.name}' ({param.type})"
     if isinstance(param.type, PtrType):
         return _pointer_converter(kernel_name, where, param)
-    kind = param.type.kind
+    if isinstance(param.type, VectorType):
+        return _register_converter(where, param.type)
+    return _scalar_converter(where, param.type)
+
+
+def _scalar_converter(where, scalar_type):
+    kind = scalar_type.kind
     if kind == "b":
         return _bool_converter(where)
     if kind in "iu":
-        return _int_converter(where, param.type)
-    if param.type.name == "bf16":
+        return _int_converter(where, scalar_type)
+    if scalar_type.name == "bf16":
         return _bf16_converter(where)
-    return _float_converter(where, param.type)
+    return _float_converter(where, scalar_type)
 
 
 def _pointer_converter(kernel_name, where, param):
@@ -484,6 +495,54 @@ def _pointer_converter(kernel_name, where, param):
         buffer = device.upload(host)
         staged.append((host, buffer, foreign.write) if back else (None, buffer, None))
         return buffer
+
+    return convert
+
+
+class RegisterArgument(tuple):
+    """A register parameter's value: its elements in row-major order, each as the kernel ABI
+    passes a scalar (one kernel argument per element on every target); ``array`` is the
+    register as the interpreter takes it."""
+
+    array: np.ndarray
+
+
+def flatten_registers(kernel_args):
+    out = []
+    for a in kernel_args:
+        if isinstance(a, RegisterArgument):
+            out.extend(a)
+        else:
+            out.append(a)
+    return out
+
+
+def _register_converter(where, t):
+    """A sequence or numpy array of exactly the register's shape (a vector: any sequence of
+    its length), passed by value; each element checked as a scalar argument of t's element
+    type is."""
+    elements = [_scalar_converter(f"{where}: element {i}", t.elem) for i in range(t.size)]
+
+    def convert(arg, device, copy_back=None):
+        if isinstance(arg, (str, bytes)) or not hasattr(arg, "__len__"):
+            raise LaunchError(f"{where} takes a sequence or numpy array of shape {t.shape}, "
+                              f"got {type(arg).__name__}")
+        try:
+            values = np.asarray(arg, dtype=object)
+        except ValueError:      # ragged nesting
+            raise LaunchError(f"{where} takes an array of shape {t.shape}, got a ragged sequence") from None
+        if values.shape != t.shape:
+            raise LaunchError(f"{where} takes an array of shape {t.shape}, got shape {values.shape}")
+        items = tuple(element(v.item() if isinstance(v, np.generic) else v, device, None)
+                      for element, v in zip(elements, values.reshape(-1)))
+        out = RegisterArgument(items)
+        host = np.array(items)
+        if t.elem == bf16:
+            host = (host.astype(np.uint32) << 16).view(np.float32)
+        elif t.elem.kind == "b":
+            host = host != 0
+        out.array = host.reshape(t.shape)
+        return out
 
     return convert
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from cmlang import limits
 from cmlang.errors import LaunchError
-from cmlang.types import PtrType, ScalarType, parse_type
+from cmlang.types import PtrType, ScalarType, VectorType, parse_type
 
 from . import launch_config
 from .binary import KernelBinary, Param, constexpr_key
@@ -190,6 +190,11 @@ def _type_fit(arg, t):
             return 1 if np.dtype(dtype) == np.dtype(t.elem.np_dtype) else None
         except TypeError:
             return 0
+    if isinstance(t, VectorType):      # a register passed by value: any sequence of its shape
+        try:
+            return 0 if np.shape(arg) == t.shape else None
+        except ValueError:
+            return None
     if isinstance(arg, PtrType) or isinstance(arg, np.ndarray):
         return None
     if isinstance(arg, np.generic):

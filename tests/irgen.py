@@ -571,6 +571,36 @@ class Generator:
         return self.define(f"cm.{fn}({a.name})", elem, a.shape, [a], f"math.{fn}",
                            tol=Tolerance("ulp", ULP_BOUND["approx"][elem]))
 
+    def op_cm(self):
+        """The CM operations: bit scans, rounding, avg / mulhi, dot products, float saturation."""
+        fn = self.weighted({"cbit": 1, "fbl": 1, "fbh": 1, "lzd": 1, "rndd": 0.5, "rndu": 0.5, "rnde": 1,
+                            "rndz": 0.5, "frc": 0.5, "avg": 1, "mulhi": 1, "dp4": 1, "dph": 0.5, "sat": 1})
+        narrow_int = lambda v: v.elem.is_int and v.elem.bits <= 32       # noqa: E731
+        if fn in ("cbit", "fbl", "fbh", "lzd"):
+            a = self.pick(narrow_int, lambda: self.load(self.choice(INT_TYPES[:-1])))
+            elem = tr.promote_int(a.elem) if fn == "fbh" else u32
+            return self.define(f"cm.{fn}({a.name})", elem, a.shape, [a], f"cm.{fn}")
+        if fn in ("avg", "mulhi"):
+            a = self.pick(narrow_int, lambda: self.load(self.choice(INT_TYPES[:-1])))
+            b = self.pick_shaped(a.shape, elems=INT_TYPES[:-1]) if self.chance(0.7) else \
+                Weak(self.choice([0, 1, 7, -1, 255, -128]) if a.elem.is_signed else self.choice([0, 1, 7, 255]))
+            elem, shape = self.result_type(a, b, "min" if fn == "avg" else "*")
+            if elem.bits > 32 or (fn == "mulhi" and elem.bits != 32):
+                return None
+            uses = [a] + ([b] if isinstance(b, Var) else [])
+            return self.define(f"cm.{fn}({a.name}, {b.name})", elem, shape, uses, f"cm.{fn}")
+        if fn in ("dp4", "dph"):
+            a = self.pick(lambda v: v.elem.is_float and v.shape != () and v.size % 4 == 0,
+                          lambda: self.load(self.choice(FLOAT_TYPES), (4 * self.rnd.randint(1, 8),)))
+            b = self.pick_shaped(a.shape, elems=(a.elem,))
+            return self.define(f"cm.{fn}({a.name}, {b.name})", a.elem, a.shape, [a, b], f"cm.{fn}")
+        if fn == "sat":
+            a = self.pick(lambda v: v.elem.is_float, lambda: self.load(self.choice(FLOAT_TYPES)))
+            return self.define(f"cm.sat({a.name})", a.elem, a.shape, [a], "cm.sat.float")
+        a = self.pick(lambda v: not v.elem.is_bool)
+        elem = a.elem if a.elem.is_float else f32
+        return self.define(f"cm.{fn}({a.name})", elem, a.shape, [a], f"cm.{fn}")
+
     def op_compare(self, a=None):
         if a is None and self.chance(0.15):
             return self.op_mask_logic()
@@ -1002,6 +1032,29 @@ class Generator:
         var = Var(name, elem, a.shape)
         return self.define_lines(var, lines, [a, b], "control.if")
 
+    def op_simd_if(self):
+        """SIMD control flow: ``if cm.simd(mask)`` / ``elif`` / ``else`` writing a register of the
+        mask's width in the active lanes, sometimes a predicated store of that width, and a
+        scalar written whatever the mask."""
+        a = self.pick(lambda u: u.elem in LOOP_TYPES and len(u.shape) == 1,
+                      lambda: self.load(self.choice(LOOP_TYPES)))
+        b = self.pick_shaped(a.shape, elems=(a.elem,))
+        mask = self.pick_mask(a.shape)
+        name = self.new_name("z")
+        lines = [f"{name} = {a.name}.copy()", f"if cm.simd({mask.name}):", f"    {name} = {a.name} - {b.name}"]
+        uses, tag = [a, b, mask], "control.simd_if"
+        if self.chance(0.5):
+            buf = self.buffer("out", a.elem)
+            seg = buf.alloc(a.size, tol=a.tol)     # the inactive lanes keep the fill
+            lines.append(f"    cm.store({buf.name}, b_{buf.name} + {seg.offset}, {b.name})")
+            tag += ".store"
+        if self.chance(0.5):
+            lines += [f"elif cm.simd({b.name} > {a.name}):", f"    {name} += {b.name}"]
+            tag += ".elif"
+        lines += ["else:", f"    {name} = cm.min({a.name}, {b.name})"]
+        var = Var(name, a.elem, a.shape)
+        return self.define_lines(var, lines, uses, tag)
+
     # --- nested loops, while, break/continue (issue 11: none of these were generated) ---
     def loop_bound(self, group_uniform=False):
         """A trip count uniform over the lanes (``group_uniform``: over the CM threads of a
@@ -1200,9 +1253,9 @@ class Generator:
            "op_bitcast": 1.5, "op_reshape": 0.7, "op_region_read": 3, "op_replicate": 1, "op_region_write": 2,
            "op_element_write": 1, "op_extract": 1, "op_shuffle": 4, "op_reduce": 3, "op_construct": 0.7,
            "op_gather": 1, "op_scatter": 1, "op_load2d": 0.7, "op_store2d": 0.7, "op_atomic": 1.2,
-           "op_loop": 0.5, "op_if": 0.5,
+           "op_loop": 0.5, "op_if": 0.5, "op_simd_if": 0.5,
            "op_nested_loop": 0.8, "op_loop_memory": 0.4, "op_slm": 0.5, "op_dpas": 0.4,
-           "op_wide_narrow_float": 0.8, "op_edge_constant": 0.5}
+           "op_wide_narrow_float": 0.8, "op_edge_constant": 0.5, "op_cm": 1.5}
 
     def generate(self, n_ops, cases=1):
         """``cases`` independent sub-cases (each starts from an empty pool) in one kernel:

@@ -725,7 +725,8 @@ def test_enough_cases_and_ops():
                 "control.continue.inner", "control.break.outer", "control.continue.outer",
                 "memory.in_loop.while", "memory.in_loop.for", "memory.slm.block", "memory.slm.gather.loop",
                 "memory.alias", "dpas.f32", "dpas.f16", "dpas.bf16", "dpas.i8", "dpas.u8", "float.bf16", "float.f64",
-                "construct.edge.full", "construct.edge.build", "construct.edge.element", "constant.beyond"):
+                "construct.edge.full", "construct.edge.build", "construct.edge.element", "constant.beyond",
+                "control.simd_if"):
         assert any(k.startswith(tag) for k in COVERAGE["ops"]), tag
     for opcode in ("rdregion.2d", "rdregion.1d.dynamic", "wrregion.1d", "wrregion.2d", "iselect", "extract",
                    "insert", "reduce.and.axisNone", "reduce.or.axis0", "reduce.max.axis1", "convert.sat",

@@ -44,14 +44,13 @@ def bf16_values(bits):
 
 
 def saturated(values, dst):
-    """CM saturation: NaN -> 0, clamped to dst's range; integers truncate toward zero."""
+    """CM saturation: NaN -> 0, clamped to dst's range; integers truncate toward zero; float
+    destinations clamp to [0.0, 1.0] (CM / ESIMD float saturation)."""
     x = np.nan_to_num(np.asarray(values, np.float64), nan=0.0, posinf=np.inf, neginf=-np.inf)
     if dst == bf16:
-        big = float(bf16_values([0x7F7F])[0])
-        return bf16_bits(np.clip(x, -big, big).astype(np.float32))
+        return bf16_bits(np.clip(x, 0.0, 1.0).astype(np.float32))
     if dst == f16:
-        big = float(np.finfo(np.float16).max)
-        return np.clip(x, -big, big).astype(np.float16)
+        return np.clip(x, 0.0, 1.0).astype(np.float16)
     info = np.iinfo(NP[dst])
     return np.clip(np.trunc(x), info.min, info.max).astype(NP[dst])
 
@@ -92,9 +91,10 @@ CONVERSIONS = {
     "f32-u32": (f32, u32, [NAN, -1.0, 4294967040.0, 4294967296.0, 1e20, 123.9, -INF, 2147483648.0]),
     "f32-i32": (f32, i32, [NAN, 2147483520.0, 2147483648.0, -2147483648.0, -3e9, INF, -INF, -7.9]),
     # NaN -> 0 here too (spirv-vc gave the limit: genx fmin/fmax hid the NaN before the check)
-    "f32-f16": (f32, f16, [NAN, 1e6, -1e6, 65504.0, 65519.0, 65520.0, INF, -INF, 1.0, 3e-8]),
-    "f32-bf16": (f32, bf16, [NAN, INF, -INF, 3.4028234663852886e38, 3.3895313892515355e38,
-                             1.00390625, 1.01171875, 1.0039063, -2.5, 1e-40]),
+    "f32-f16": (f32, f16, [NAN, 1e6, -1e6, 65504.0, 65520.0, INF, -INF, 1.0, 0.99999, 0.9997,
+                           -0.0, -3e-8, 3e-8, 0.5]),
+    "f32-bf16": (f32, bf16, [NAN, INF, -INF, 3.4028234663852886e38, 1.00390625, 0.999, 0.9980469,
+                             0.5, -2.5, 1e-40, -1e-40]),
 }
 
 

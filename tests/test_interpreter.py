@@ -272,7 +272,9 @@ def test_convert_to_float_bool_and_bf16():
     x = np.array([1.00390625, 1.01171875, 70000.0, -3.4e38], np.float64)
     got = one_op("convert", [(v(f32, 4), x.astype(np.float32))], v(bf16, 4), sat=False)
     assert got.tolist() == [1.0, 1.015625, 70144.0, -np.inf]
-    assert one_op("convert", [(f32, 1e6)], f16, sat=True).tolist() == 65504.0
+    assert one_op("convert", [(f32, 1e6)], f16, sat=True).tolist() == 1.0        # CM: [0, 1]
+    assert one_op("convert", [(v(f32, 3), np.array([-2.0, 0.25, np.nan], np.float32))], v(f32, 3),
+                  sat=True).tolist() == [0.0, 0.25, 0.0]
     assert one_op("convert", [(f32, 1e6)], f16, sat=False).tolist() == np.inf
     # int -> bf16 rounds once (via float32 it would round twice): 2^24 + 2^16 + 1 -> 2^24 + 2^17
     assert one_op("convert", [(i32, 2 ** 24 + 2 ** 16 + 1)], bf16, sat=False) == 2 ** 24 + 2 ** 17

@@ -140,10 +140,10 @@ def catalogue_kernel():
     sp = b.op1("splat", [s], v8)
     quad = b.op1("build", [s, s, s, s], vec(f32, 4))
     for name in BINARY:
-        a = iota if name in ("and", "or", "xor", "shl", "shr") else x
+        a = iota if name in ("and", "or", "xor", "shl", "shr", "avg", "mulhi") else x
         b.op1(name, [a, a], a.type)
     for name in UNARY:
-        a = iota if name == "not" else x
+        a = iota if name in ("not", "cbit", "fbl", "fbh", "lzd") else x
         b.op1(name, [a], a.type)
     b.op1("fma", [x, sp, x], v8)
     mask = b.op1("cmp", [x, sp], bv8, pred="le")

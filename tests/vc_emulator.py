@@ -21,7 +21,7 @@ import numpy as np
 import llvmlite.binding as llvm
 from llvmlite import ir
 
-from cmlang.types import PtrType
+from cmlang.types import PtrType, VectorType
 
 I1, I8, I16, I32, I64 = (ir.IntType(w) for w in (1, 8, 16, 32, 64))
 F32 = ir.FloatType()
@@ -307,11 +307,45 @@ class Emulation:
     emit_ieee_sqrt = _unary("sqrt")
     emit_rndd = _unary("floor")
     emit_rndu = _unary("ceil")
+    emit_rnde = _unary("rint")            # the host's rounding mode: to nearest even
+    emit_rndz = _unary("trunc")
     emit_absf = _unary("fabs")
 
     def emit_absi(self, b, ret, args):
         t = args[0].type
         return b.call(self.intrinsic("abs", t, [t, I1], [t]), [args[0], ir.Constant(I1, 0)])
+
+    # bit scans (vc-intrinsics: cbit counts set bits, fbl/ufbh/sfbh give 0xFFFFFFFF where no
+    # bit is found, sfbh counts the bits equal to the sign bit, lzd(0) = 32)
+    def _count(self, b, name, x):
+        t = x.type
+        if name == "ctpop":
+            return b.call(self.intrinsic(name, t, [t], [t]), [x])
+        return b.call(self.intrinsic(name, t, [t, I1], [t]), [x, ir.Constant(I1, 0)])
+
+    def _none_if_zero(self, b, v, x):
+        zero = ir.Constant(x.type, [0] * lanes(x.type) if isinstance(x.type, ir.VectorType) else 0)
+        none = ir.Constant(x.type, [-1] * lanes(x.type) if isinstance(x.type, ir.VectorType) else -1)
+        return b.select(b.icmp_unsigned("==", x, zero), none, v)
+
+    def emit_cbit(self, b, ret, args):
+        return self._count(b, "ctpop", args[0])
+
+    def emit_lzd(self, b, ret, args):
+        return self._count(b, "ctlz", args[0])
+
+    def emit_fbl(self, b, ret, args):
+        return self._none_if_zero(b, self._count(b, "cttz", args[0]), args[0])
+
+    def emit_ufbh(self, b, ret, args):
+        return self._none_if_zero(b, self._count(b, "ctlz", args[0]), args[0])
+
+    def emit_sfbh(self, b, ret, args):
+        x = args[0]
+        n = lanes(x.type)
+        sign = ir.Constant(x.type, [31] * n if isinstance(x.type, ir.VectorType) else 31)
+        flipped = b.xor(x, b.ashr(x, sign))
+        return self._none_if_zero(b, self._count(b, "ctlz", flipped), flipped)
 
     def _binary(llvm_name):
         def emit(self, b, ret, args):
@@ -421,7 +455,30 @@ def host_module(vc_ir: str):
     text = re.sub(r"^declare .*$", "", text, flags=re.M)
     text = re.sub(r'^target (triple|datalayout) = .*$', "", text, flags=re.M)
     emulation = str(emu.module)
-    return text + "\n" + "\n".join(l for l in emulation.splitlines() if not l.startswith(("target", "; Module")))
+    return (text + "\n" + "\n".join(l for l in emulation.splitlines() if not l.startswith(("target", "; Module")))
+            + _entry(text))
+
+
+ENTRY = "emu_entry"
+
+
+def _entry(text):
+    """A C-callable entry: the kernel's arguments with every ``half`` taken as its 16 bits
+    (ctypes has no half type, and the host ABI passes half in a float register), bitcast and
+    passed on."""
+    m = re.search(r'^define void @"?([\w.]+)"?\((.*?)\)', text, re.M)
+    types = [re.sub(r'\s*%"?[\w.]+"?$', "", p.strip()) for p in m.group(2).split(",") if p.strip()]
+    params, body, args = [], [], []
+    for i, t in enumerate(types):
+        if t == "half":
+            params.append(f"i16 %a{i}")
+            body.append(f"  %h{i} = bitcast i16 %a{i} to half")
+            args.append(f"half %h{i}")
+        else:
+            params.append(f"{t} %a{i}")
+            args.append(f"{t} %a{i}")
+    return (f"\ndefine void @{ENTRY}({', '.join(params)}) {{\n" + "".join(b + "\n" for b in body)
+            + f'  call void @"{m.group(1)}"({", ".join(args)})\n  ret void\n}}\n')
 
 
 class HostKernel:
@@ -445,16 +502,16 @@ class HostKernel:
         self.engine = llvm.create_mcjit_compiler(module, tm)
         self.engine.finalize_object()
         _keep.append(self.engine)
-        address = self.engine.get_function_address(compiled.binary.name)
+        address = self.engine.get_function_address(ENTRY)
         params = self.function.params
         self.uses_barrier = any(op.opcode == "barrier" for op in self.function.walk())
-        self.cfunc = ctypes.CFUNCTYPE(None, *[_ctype(p.type) for p in params])(address)
+        self.cfunc = ctypes.CFUNCTYPE(None, *[c for p in params for c in _ctypes(p.type)])(address)
 
     def run(self, grid, group, args):
         grid3 = _dims(grid)
         group3 = _dims(group) if group is not None else (1, 1, 1)
         counts = tuple(g // l for g, l in zip(grid3, group3))
-        cargs = [_carg(p.type, a) for p, a in zip(self.function.params, args)]
+        cargs = [c for p, a in zip(self.function.params, args) for c in _cargs(p.type, a)]
         slm_bytes = int(re.search(r'"VCSLMSize"="(\d+)"', self.compiled.llvm_ir).group(1))
         for gz in range(counts[2]):
             for gy in range(counts[1]):
@@ -497,12 +554,28 @@ def _ctype(t):
     return ctypes.c_void_p if isinstance(t, PtrType) else _CTYPES[t.name]
 
 
+def _ctypes(t):
+    """A register parameter is one scalar argument per element (the launch ABI)."""
+    return [_ctype(t.elem)] * t.size if isinstance(t, VectorType) else [_ctype(t)]
+
+
+def _cargs(t, a):
+    if isinstance(t, VectorType):
+        return [_carg(t.elem, x) for x in np.asarray(a).reshape(-1)]
+    return [_carg(t, a)]
+
+
 def _carg(t, a):
     if isinstance(t, PtrType):
         assert isinstance(a, np.ndarray) and a.flags.c_contiguous
         return ctypes.c_void_p(a.ctypes.data)
     if t.name == "f16":
         return ctypes.c_uint16(int(np.float16(a).view(np.uint16)))
+    if t.name == "bf16" and isinstance(a, (float, np.floating)):     # a value, not its bits
+        from cmlang.codegen.elementwise import bf16_bits_host
+        return ctypes.c_uint16(bf16_bits_host(float(a)))
+    if t.name == "bool":
+        return ctypes.c_uint8(int(bool(a)))
     return _CTYPES[t.name](a)
 
 

@@ -66,7 +66,7 @@ import numpy as np
 
 from ..errors import CompileError
 from ..ir import Block, Function
-from ..types import ScalarType, PtrType
+from ..types import ScalarType, PtrType, VectorType
 from .source import function_source
 
 __all__ = ["compile_to_ir"]
@@ -75,7 +75,7 @@ __all__ = ["compile_to_ir"]
 def compile_to_ir(pyfn, param_types: dict, constexprs: dict, simd: int, name: str | None = None) -> Function:
     """Compiles the Python kernel ``pyfn`` into an IR Function.
 
-    ``param_types``: each run-time parameter's cmlang type (ScalarType or PtrType);
+    ``param_types``: each run-time parameter's cmlang type (ScalarType, VectorType or PtrType);
     ``constexprs``: the compile-time parameters' values. ``Function.params`` follow the
     Python parameter order without the constexprs.
     """
@@ -97,9 +97,9 @@ def compile_to_ir(pyfn, param_types: dict, constexprs: dict, simd: int, name: st
         if a.arg in constexprs:
             continue
         t = param_types.get(a.arg)
-        if not isinstance(t, (ScalarType, PtrType)):
-            raise CompileError(f"kernel parameter '{a.arg}' needs a scalar or pointer type or "
-                               f"cm.constexpr, got {t!r}", src.loc(a))
+        if not isinstance(t, (ScalarType, PtrType, VectorType)):
+            raise CompileError(f"kernel parameter '{a.arg}' needs a scalar, register or pointer type "
+                               f"or cm.constexpr, got {t!r}", src.loc(a))
         params.append((a.arg, t))
     body = Block([t for _, t in params], [n for n, _ in params])
     fn = Function(name or pyfn.__name__, body, [n for n, _ in params], simd,

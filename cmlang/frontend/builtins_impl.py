@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import language as lang
 from ..ir import Value
-from ..types import ScalarType, VectorType, PtrType, i32, i64, f32, bool_, with_elem
+from ..types import ScalarType, VectorType, PtrType, i32, i64, u8, u16, u32, f32, bool_, with_elem
 from ..ir.ops import FLOAT_ONLY_UNARY
 from . import operators as ops
 from . import regions
@@ -138,16 +138,66 @@ def scalar_cast(em, t: ScalarType, args, kwargs):
 
 @implements(lang.merge)
 def merge(em, a, b, mask):
-    """select(mask, a, b): a where mask else b."""
+    """select(mask, a, b): a where mask else b; an integer scalar mask is a bit mask."""
     for x, what in ((a, "merge's first value"), (b, "merge's second value"), (mask, "merge's mask")):
         _numeric(em, x, what)
     shape = ops.common_shape(em, [a, b, mask], "cm.merge")
     elem = ops.common_elem(em, [a, b], promote=False)
     t = VectorType(elem, shape) if shape else elem
-    m = em.as_bool(mask) if not is_weak(mask) else em.const(bool_, bool(mask))
+    if shape and _is_int_scalar(mask):
+        m = _bits_to_mask(em, mask, shape, "cm.merge: the bit mask")
+    else:
+        m = em.as_bool(mask) if not is_weak(mask) else em.const(bool_, bool(mask))
     if shape and isinstance(m.type, ScalarType):
         m = em.splat(m, VectorType(bool_, shape))
     return em.op("select", [m, em.coerce(a, t), em.coerce(b, t)], t)
+
+
+def _is_int_scalar(x):
+    if isinstance(x, bool):
+        return False
+    if isinstance(x, int):
+        return True
+    return isinstance(x, Value) and isinstance(x.type, ScalarType) and x.type.is_int
+
+
+def _bits_to_mask(em, bits, shape, what):
+    """bool register of ``shape``: element i (row-major) is bit i of the integer ``bits``."""
+    n = int(np.prod(shape))
+    if n > 32:
+        raise em.error(f"{what}: a 32-bit mask covers at most 32 elements, the register has {n}")
+    if is_weak(bits):
+        return em.const(VectorType(bool_, shape), tuple(bool((int(bits) >> i) & 1) for i in range(n)))
+    it = VectorType(u32, shape)
+    word = em.splat(em.convert(bits, u32), it)
+    shifted = em.op("shr", [word, em.const(it, tuple(range(n)))], it)
+    return em.op("cmp", [em.op("and", [shifted, em.const(it, 1)], it), em.const(it, 0)],
+                 VectorType(bool_, shape), pred="ne")
+
+
+@implements(lang.pack_mask)
+def pack_mask(em, mask):
+    """u32 with bit i = element i of the mask: or-reduction of mask[i] << i."""
+    if is_weak(mask):
+        return int(bool(mask))
+    _numeric(em, mask, "the mask of cm.pack_mask")
+    m = em.as_bool(mask)
+    if isinstance(m.type, ScalarType):
+        return em.convert(m, u32)
+    n = m.type.size
+    if n > 32:
+        raise em.error(f"cm.pack_mask: a mask of at most 32 elements fits in u32, got {m.type}")
+    it = VectorType(u32, m.type.shape)
+    placed = em.op("shl", [em.convert(m, u32), em.const(it, tuple(range(n)))], it)
+    return em.op("reduce", [placed], u32, kind="or", axis=None)
+
+
+@implements(lang.unpack_mask)
+def unpack_mask(em, bits, n):
+    n = _const_int(em, n, "cm.unpack_mask: the number of elements", 1, 32)
+    if not _is_int_scalar(bits):
+        raise em.error(f"cm.unpack_mask: the bits must be an integer scalar, got {describe(bits)}")
+    return _bits_to_mask(em, bits, (n,), "cm.unpack_mask")
 
 
 # --- cross-lane ----------------------------------------------------------------------------
@@ -235,6 +285,8 @@ _NP_MATH = {
     "exp": np.exp, "exp2": np.exp2, "log": np.log, "log2": np.log2, "sqrt": np.sqrt,
     "rsqrt": lambda x: 1.0 / np.sqrt(x), "inv": lambda x: 1.0 / x, "sin": np.sin, "cos": np.cos,
     "tanh": np.tanh, "floor": np.floor, "ceil": np.ceil,
+    "rndd": np.floor, "rndu": np.ceil, "rnde": np.rint, "rndz": np.trunc,
+    "frc": lambda x: x - np.floor(x),
 }
 
 
@@ -256,6 +308,106 @@ def _unary_math(name):
 
 for _name in sorted(FLOAT_ONLY_UNARY):
     implements(getattr(lang, _name))(_unary_math(_name))
+
+
+# --- CM bit operations and integer arithmetic ------------------------------------------------
+
+def _int_operand(em, x, who):
+    """An integer operand of at most 32 bits as a run-time value (weak ints become i32 or u32)."""
+    if is_weak(x):
+        if isinstance(x, float):
+            raise em.error(f"{who} takes integers, got {x!r}")
+        return em.const(i32 if -2**31 <= x < 2**31 else u32, x)
+    _numeric(em, x, f"the argument of {who}")
+    elem = x.type.elem
+    if not elem.is_int or elem.bits > 32:
+        raise em.error(f"{who} takes integers of at most 32 bits, got {x.type}")
+    return x
+
+
+def _as_u32_bits(em, x):
+    """x's own bits zero-extended to u32 (i8 -1 -> 0xFF): what cbit/fbl count."""
+    elem = x.type.elem
+    if elem.is_signed:
+        x = em.op("bitcast", [x], with_elem(x.type, {8: u8, 16: u16, 32: u32}[elem.bits]))
+    return em.convert(x, u32)
+
+
+def _promoted_32(em, x):
+    """C integer promotion to i32 or u32 (what CM's dword-only fbh/lzd see)."""
+    return em.convert(x, tr.promote_int(x.type.elem))
+
+
+def _bit_scan(name, operand, result_u32):
+    def impl(em, x):
+        x = operand(em, _int_operand(em, x, f"cm.{name}"))
+        r = em.op(name, [x], x.type)
+        return em.convert(r, u32) if result_u32 else r
+    return impl
+
+
+implements(lang.cbit)(_bit_scan("cbit", _as_u32_bits, True))
+implements(lang.fbl)(_bit_scan("fbl", _as_u32_bits, True))
+implements(lang.fbh)(_bit_scan("fbh", _promoted_32, False))
+implements(lang.lzd)(_bit_scan("lzd", _promoted_32, True))
+
+
+@implements(lang.avg)
+def avg(em, a, b):
+    if is_weak(a) and is_weak(b) and not isinstance(a, float) and not isinstance(b, float):
+        return (a + b + 1) >> 1
+    (a, b), t = ops.unify(em, [_int_operand(em, a, "cm.avg") if not is_weak(a) else a,
+                               _int_operand(em, b, "cm.avg") if not is_weak(b) else b],
+                          "cm.avg", promote=False)
+    if not t.elem.is_int or t.elem.bits > 32:
+        raise em.error(f"cm.avg takes integers of at most 32 bits, got {t}")
+    return em.op("avg", [a, b], t)
+
+
+@implements(lang.mulhi)
+def mulhi(em, a, b):
+    a = _int_operand(em, a, "cm.mulhi") if not is_weak(a) else a
+    b = _int_operand(em, b, "cm.mulhi") if not is_weak(b) else b
+    (a, b), t = ops.unify(em, [a, b], "cm.mulhi")
+    if not t.elem.is_int or t.elem.bits != 32:
+        raise em.error(f"cm.mulhi takes integers of at most 32 bits, got {t}")
+    return em.op("mulhi", [a, b], t)
+
+
+def _dot(name):
+    """CM's dp2/dp3/dp4/dph: per group of 4 elements, one sum of products, replicated in it."""
+    terms = {"dp2": 2, "dp3": 3, "dp4": 4, "dph": 3}[name]
+
+    def impl(em, a, b):
+        _reg(em, a, f"the first argument of cm.{name}")
+        _numeric(em, b, f"the second argument of cm.{name}")
+        (a, b), t = ops.unify(em, [ops.float_of(em, a), ops.float_of(em, b)], f"cm.{name}")
+        if not t.elem.is_float:
+            (a, b), t = ops.unify(em, [em.convert(a, f32), em.convert(b, f32)], f"cm.{name}")
+        n = t.size
+        if n % 4:
+            raise em.error(f"cm.{name} works on groups of 4 elements: the size must be a multiple "
+                           f"of 4, got {t}")
+        g = n // 4
+        lane_t = VectorType(t.elem, (g,))
+
+        def lane(v, k):      # element k of every group of 4
+            return em.op("rdregion", [v], lane_t, offset=k, vsize=g, vstride=4, hsize=1, hstride=1)
+
+        product = em.op("mul", [a, b], t)
+        total = lane(product, 0)
+        for k in range(1, terms):
+            total = em.op("add", [total, lane(product, k)], lane_t)
+        if name == "dph":
+            total = em.op("add", [total, lane(b, 3)], lane_t)
+        flat = VectorType(t.elem, (n,))
+        spread = em.op("rdregion", [total], flat, offset=0, vsize=g, vstride=1, hsize=4, hstride=0)
+        return spread if flat == t else em.op("bitcast", [spread], t)
+    return impl
+
+
+for _name in ("dp2", "dp3", "dp4", "dph"):
+    implements(getattr(lang, _name))(_dot(_name))
 
 
 @implements(lang.abs)
@@ -403,6 +555,76 @@ def _mask(em, mask, shape, who):
     return [m]
 
 
+@implements(lang.simd)
+def simd(em, mask):
+    raise em.error("cm.simd(mask) can only be the whole condition of an if, elif or while")
+
+
+def _lane_offsets(em, off, rows, cols, pitch=None):
+    """The element offsets of a load/store of rows x cols elements at ``off`` (rows ``pitch``
+    apart), as a vector: how a predicated (SIMD control flow) load/store addresses memory."""
+    n = rows * cols
+    t = VectorType(off.type, (n,))
+    offs = em.op("add", [em.splat(off, t), em.const(t, tuple(i % cols for i in range(n)))], t)
+    if rows > 1:
+        row_starts = em.op("mul", [em.const(t, tuple(i // cols for i in range(n))), em.splat(pitch, t)], t)
+        offs = em.op("add", [offs, row_starts], t)
+    return offs
+
+
+def _flat(em, v):
+    if not v.type.is_matrix:
+        return v
+    n = v.type.size
+    return em.op("rdregion", [v], VectorType(v.type.elem, (n,)), offset=0, vsize=1, vstride=0, hsize=n, hstride=1)
+
+
+def _predicated_load(em, p, off, shape, pitch, lanes):
+    """A load under SIMD control flow: a gather of the active lanes (the others read 0)."""
+    rows, cols = shape if len(shape) == 2 else (1, shape[0])
+    t = VectorType(p.type.elem, shape)
+    v = em.op("gather", [p, _lane_offsets(em, off, rows, cols, pitch), lanes], VectorType(t.elem, (rows * cols,)))
+    if t.is_matrix:
+        v = em.op("rdregion", [v], t, offset=0, vsize=1, vstride=0, hsize=rows * cols, hstride=1)
+    return v
+
+
+def _predicated_store(em, p, off, v, pitch, lanes):
+    """A store under SIMD control flow: a scatter of the active lanes."""
+    rows, cols = v.type.shape if v.type.is_matrix else (1, v.type.size)
+    em.effect("scatter", [p, _lane_offsets(em, off, rows, cols, pitch), _flat(em, v), lanes])
+
+
+def _simd_mask_and(em, mask_operands, shape):
+    """The mask operands of a gather/scatter of ``shape`` with SIMD control flow's active lanes
+    and-ed in (when it has as many lanes as the access has elements)."""
+    if shape is None:
+        return mask_operands       # one element: not predicated (as a scalar store)
+    n = 1
+    for d in shape:
+        n *= d
+    lanes = em.simd_lanes(n)
+    if lanes is None:
+        return mask_operands
+    want = VectorType(bool_, tuple(shape))
+    if lanes.type != want:
+        lanes = em.op("rdregion", [lanes], want, offset=0, vsize=1, vstride=0, hsize=n, hstride=1)
+    if not mask_operands:
+        return [lanes]
+    return [em.op("and", [mask_operands[0], lanes], want)]
+
+
+def _shape(t):
+    """A register's shape; a scalar (one element, e.g. an atomic at a scalar offset) has none."""
+    return t.shape if isinstance(t, VectorType) else None
+
+
+def _no_simd(em, n, who):
+    if em.simd_lanes(n) is not None:
+        raise em.error(f"{who} of {n} elements under SIMD control flow of {n} lanes is not supported "
+                       "yet (it would not be predicated); move it out of the cm.simd block")
+
+
 @implements(lang.load)
 def load(em, p, offset, shape, pitch=None):
     t = _pointer(em, p, "cm.load")
@@ -414,10 +636,16 @@ def load(em, p, offset, shape, pitch=None):
         c = _const_int(em, shape[1], "the number of columns", lo=1)
         pitch = em.memory_offset(pitch, "cm.load: the pitch")
         pitch = em.convert(pitch, off.type)
+        lanes = em.simd_lanes(r * c)
+        if lanes is not None:
+            return _predicated_load(em, p, off, (r, c), pitch, lanes)
         return em.op("load2d", [p, off, pitch], VectorType(t.elem, (r, c)))
     n = _const_int(em, shape, "the number of elements", lo=1)
     if pitch is not None:
         raise em.error("cm.load: a pitch needs a (rows, cols) shape")
+    lanes = em.simd_lanes(n)
+    if lanes is not None:
+        return _predicated_load(em, p, off, (n,), None, lanes)
     return em.op("load", [p, off], VectorType(t.elem, (n,)))
 
 
@@ -428,12 +656,19 @@ def store(em, p, offset, value, pitch=None):
     # A register stores all its elements, a scalar one element.
     target = with_elem(value.type, t.elem) if is_register(value) else t.elem
     v = _stored(em, value, target, "cm.store")
+    lanes = em.simd_lanes(v.type.size) if isinstance(v.type, VectorType) else None
     if pitch is None:
-        em.effect("store", [p, off, v])
+        if lanes is not None:
+            _predicated_store(em, p, off, v, None, lanes)
+        else:
+            em.effect("store", [p, off, v])
         return None
     if not (isinstance(v.type, VectorType) and v.type.is_matrix):
         raise em.error(f"cm.store with a pitch stores a matrix, got {v.type}")
     pitch = em.convert(em.memory_offset(pitch, "cm.store: the pitch"), off.type)
+    if lanes is not None:
+        _predicated_store(em, p, off, v, pitch, lanes)
+        return None
     em.effect("store2d", [p, off, pitch, v])
     return None
 
@@ -467,6 +702,7 @@ def load_2d(em, p, shape, x, y, width, height, pitch, transpose=False):
     if not isinstance(transpose, bool):
         raise em.error(f"cm.load_2d: transpose must be True or False, got {describe(transpose)}")
     result = VectorType(t.elem, (cols, rows) if transpose else (rows, cols))
+    _no_simd(em, result.size, "cm.load_2d")
     return em.op("block_load2d", [p, *_surface(em, "cm.load_2d", x, y, width, height, pitch)], result,
                  transpose=int(transpose))
 
@@ -477,6 +713,7 @@ def store_2d(em, p, m, x, y, width, height, pitch):
     if not (is_register(m) and m.type.is_matrix):
         raise em.error(f"cm.store_2d stores a matrix, got {describe(m)}")
     v = _stored(em, m, with_elem(m.type, t.elem), "cm.store_2d")
+    _no_simd(em, v.type.size, "cm.store_2d")
     em.effect("block_store2d", [p, *_surface(em, "cm.store_2d", x, y, width, height, pitch), v])
     return None
 
@@ -494,7 +731,7 @@ def prefetch_2d(em, p, shape, x, y, width, height, pitch):
 def gather(em, p, offsets, mask=None):
     t = _pointer(em, p, "cm.gather")
     offs = _offsets(em, offsets, "cm.gather")
-    m = _mask(em, mask, offs.type.shape, "cm.gather")
+    m = _simd_mask_and(em, _mask(em, mask, offs.type.shape, "cm.gather"), offs.type.shape)
     return em.op("gather", [p, offs, *m], VectorType(t.elem, offs.type.shape))
 
 
@@ -503,7 +740,7 @@ def scatter(em, p, offsets, values, mask=None):
     t = _pointer(em, p, "cm.scatter")
     offs = _offsets(em, offsets, "cm.scatter")
     v = _stored(em, values, VectorType(t.elem, offs.type.shape), "cm.scatter")
-    m = _mask(em, mask, offs.type.shape, "cm.scatter")
+    m = _simd_mask_and(em, _mask(em, mask, offs.type.shape, "cm.scatter"), offs.type.shape)
     em.effect("scatter", [p, offs, v, *m])
     return None
 
@@ -516,7 +753,7 @@ def _atomic(kind):
         offs = _offsets(em, offsets, who, allow_scalar=True)
         vt = with_elem(offs.type, t.elem)
         v = _stored(em, value, vt, who)
-        return em.op("atomic", [p, offs, v], vt, kind=kind)
+        return em.op("atomic", [p, offs, v, *_simd_mask_and(em, [], _shape(vt))], vt, kind=kind)
     return impl
 
 
@@ -531,7 +768,7 @@ def atomic_cmpxchg(em, p, offsets, expected, desired):
     offs = _offsets(em, offsets, who, allow_scalar=True)
     vt = with_elem(offs.type, t.elem)
     e, d = _stored(em, expected, vt, who), _stored(em, desired, vt, who)
-    return em.op("atomic", [p, offs, e, d], vt, kind="cmpxchg")
+    return em.op("atomic", [p, offs, e, d, *_simd_mask_and(em, [], _shape(vt))], vt, kind="cmpxchg")
 
 
 @implements(lang.slm)

@@ -198,10 +198,14 @@ class ControlFlowMixin:
             env[name] = True
 
     def stmt_Break(self, node):
+        if self.simd_exit(node, is_break=True):
+            return
         flags = self._flags()
         self._set_flags(node, [flags.left, flags.broke])
 
     def stmt_Continue(self, node):
+        if self.simd_exit(node, is_break=False):
+            return
         self._set_flags(node, [self._flags().left])
 
     def _has_left(self, env):
@@ -222,6 +226,9 @@ class ControlFlowMixin:
             self._join_branches(cond, then, skipped, node, else_left=True)
 
     def _return(self, node):
+        if any(entry.frame is self.frame for entry in self.simd_stack):
+            raise self.error("return under SIMD control flow (cm.simd) is not supported: lanes cannot "
+                             "leave the kernel one by one", node)
         if self.frame.loop_depth:
             raise self.error("return inside a loop is not supported", node)
         if self.frame.is_kernel:
@@ -234,6 +241,10 @@ class ControlFlowMixin:
     def _if_with_return(self, node, rest):
         """An if whose branches may return: the rest of the list goes into both branches
         (where a branch returns first, the copy there is never compiled)."""
+        if self.simd_condition(node.test) is not None:
+            inner = next(n for n in ast.walk(node) if isinstance(n, ast.Return))
+            raise self.error("return under SIMD control flow (cm.simd) is not supported: lanes cannot "
+                             "leave the kernel one by one", inner)
         cond = self.condition(node.test)
         if not isinstance(cond, Value):
             return self.compile_stmts((node.body if cond else node.orelse) + rest)
@@ -255,6 +266,9 @@ class ControlFlowMixin:
 
     # --- if -------------------------------------------------------------------------
     def stmt_If(self, node):
+        mask = self.simd_condition(node.test)
+        if mask is not None:
+            return self.simd_if(node, mask)
         cond = self.condition(node.test)
         if not isinstance(cond, Value):
             self.compile_stmts(node.body if cond else node.orelse)
@@ -551,6 +565,9 @@ class ControlFlowMixin:
     # --- while --------------------------------------------------------------------------
     def stmt_While(self, node):
         """``while c:`` -> while op: block 0 computes c, block 1 is the body."""
+        mask = self.simd_condition(node.test)
+        if mask is not None:
+            return self.simd_while(node, mask)
         if node.orelse:
             raise self.unsupported("while ... else", node)
         flags = self._loop_flags(node.body)

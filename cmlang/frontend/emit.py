@@ -17,6 +17,9 @@ class Emitter:
     def __init__(self, builder: Builder, body: Block):
         self.b = builder
         self.body = body   # the kernel's top-level block (cm.slm is only allowed there)
+        # simd_lanes(n): the active lanes when SIMD control flow of n lanes is being compiled,
+        # else None (memory builtins of n elements are predicated with it; frontend/simd.py)
+        self.simd_lanes = lambda n: None
 
     # --- basics -----------------------------------------------------------------
     @property

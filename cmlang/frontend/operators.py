@@ -261,7 +261,8 @@ def truth(em, x):
     if isinstance(x, Value) and isinstance(x.type, ScalarType):
         return em.as_bool(x)
     if isinstance(x, Value) and isinstance(x.type, VectorType) and x.type.elem.is_bool:
-        raise em.error(f"the condition is a {x.type} mask; use mask.any() or mask.all()")
+        raise em.error(f"the condition is a {x.type} mask; use mask.any() or mask.all(), or "
+                       f"cm.simd(mask) to run the body per lane")
     raise em.error(f"the condition must be a scalar, got {describe(x)}")
 
 

@@ -401,4 +401,7 @@ def attribute(em, v: Value, name: str):
         return t.size
     if name in METHODS:
         return RegisterMethod(v, name)
+    if name == "merge":
+        raise em.error(f"{t}.merge(x, mask) changes the register in place and is a statement of its "
+                       "own (CM's member merge); for a new value use cm.merge(x, y, mask)")
     raise em.error(f"{t} has no attribute '{name}'")

@@ -92,21 +92,25 @@ class ViewsMixin:
         for step in view.steps:
             parents.append(self._step(parents[-1], step))
         steps = list(view.steps)
+        part = None         # the current value of the written part (for SIMD control flow)
         if key is not None:
             steps.append(regions.subscript_region(self.em, parents[-1], key))
+            if self.simd_stack and steps[-1].shape is not None:
+                part = regions.read_region(self.em, parents[-1], steps[-1])
         elif steps:
-            parents.pop()       # the view's own value: replaced whole
+            part = parents.pop()       # the view's own value: replaced whole
         if not steps:       # the whole variable
             target = parents[0].type
             new = self.em.coerce(regions.reshaped(self.em, value, target.shape), target)
         else:
-            new = value
+            new = self.simd_merge_part(parents[0], value, part)
             for step, parent in reversed(list(zip(steps, parents))):
                 if isinstance(step, VectorType):
                     new = self.em.op("bitcast", [self.em.coerce(regions.reshaped(self.em, new, step.shape), step)],
                                      parent.type)
                 else:
                     new = regions.write_region(self.em, parent, step, new)
+        new = self.simd_merge_root(parents[0], new)
         if not new.hint:
             new.hint = view.root
         env[view.root] = new

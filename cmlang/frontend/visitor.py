@@ -32,6 +32,7 @@ from . import regions
 from . import builtins_impl
 from .control_flow import ControlFlowMixin
 from .views import ViewsMixin
+from .simd import SimdMixin
 from .emit import Emitter
 from .source import FunctionSource, function_source
 from .values import (Undefined, RegisterMethod, View, is_constexpr, is_weak, is_numeric, is_register,
@@ -78,7 +79,7 @@ def _closure(pyfn):
     return dict(zip(pyfn.__code__.co_freevars, cells))
 
 
-class FunctionCompiler(ControlFlowMixin, ViewsMixin):
+class FunctionCompiler(ControlFlowMixin, ViewsMixin, SimdMixin):
     def __init__(self, function: Function, pyfn):
         self.function = function
         self.builder = Builder(function.body)
@@ -91,6 +92,7 @@ class FunctionCompiler(ControlFlowMixin, ViewsMixin):
         # re-checks them before it serves this kernel again).
         self.reads = recorded.ReadRecord()
         self._init_views()
+        self._init_simd()
 
     # --- entry -------------------------------------------------------------------
     def compile_kernel(self, constexprs: dict):
@@ -206,7 +208,42 @@ class FunctionCompiler(ControlFlowMixin, ViewsMixin):
     def stmt_Expr(self, node):
         if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
             return  # a docstring or a string used as a comment
+        if self.member_merge(node.value):
+            return
         self.expr(node.value)
+
+    def member_merge(self, call) -> bool:
+        """CM's in-place member merge as a statement: ``v.merge(x, mask)`` writes ``x`` into
+        ``v`` where ``mask`` (elsewhere ``v`` keeps its value), ``v.merge(x, y, mask)`` writes
+        ``x`` where ``mask`` else ``y``; ``v`` a register variable or a view of one, ``mask``
+        a bool register or an integer bit mask (as ``cm.merge``). False: not such a call."""
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                and call.func.attr == "merge"):
+            return False
+        receiver = call.func.value
+        if isinstance(receiver, ast.Name):
+            bound = self.frame.env.get(receiver.id)
+            if not (isinstance(bound, View) or is_register(bound)):
+                return False        # cm.merge(...) and other objects' merge
+            view = self.target_view(receiver)
+        else:
+            value = self.expr(receiver)
+            if not is_register(value):
+                return False
+            view = self.view_of(value)
+            if view is None:
+                raise self.error("v.merge(...) changes v in place: v must be a register variable or "
+                                 "a view of one (use cm.merge(x, y, mask) for a new value)", call)
+        if call.keywords or len(call.args) not in (2, 3):
+            raise self.error("v.merge() takes (x, mask) or (x, y, mask)", call)
+        args = [self.expr(a) for a in call.args]
+        with self.at_node(call):
+            if len(args) == 2:
+                new = builtins_impl.merge(self.em, args[0], self.read_view(view, tag=False), args[1])
+            else:
+                new = builtins_impl.merge(self.em, *args)
+            self.write_view(view, new)
+        return True
 
     def stmt_Assign(self, node):
         value = self.expr(node.value)
@@ -270,7 +307,7 @@ class FunctionCompiler(ControlFlowMixin, ViewsMixin):
     def assign(self, target, value):
         """Binds ``value`` to an assignment target (name, tuple, subscript)."""
         if isinstance(target, ast.Name):
-            self.rebind(target.id, value)
+            self.rebind(target.id, self.simd_assign(target.id, value))
         elif isinstance(target, (ast.Tuple, ast.List)):
             if any(isinstance(e, ast.Starred) for e in target.elts):
                 raise self.unsupported("starred assignment", target)
@@ -539,11 +576,19 @@ class FunctionCompiler(ControlFlowMixin, ViewsMixin):
         return _escape(str(value))
 
     def call_sat(self, node):
-        """``cm.sat(x.astype(T))`` -> convert [sat=true]."""
-        inner = node.args[0] if len(node.args) == 1 and not node.keywords else None
+        """``cm.sat(x.astype(T))`` -> convert [sat=true]; ``cm.sat(x)`` of a floating-point x ->
+        convert to its own type [sat=true], the clamp to [0.0, 1.0] of CM and ESIMD."""
+        if len(node.args) != 1 or node.keywords:
+            raise self.error("cm.sat() takes one value: a conversion such as cm.sat(v.astype(cm.u8)) "
+                             "or a floating-point value", node)
+        inner = node.args[0]
         if not (isinstance(inner, ast.Call) and isinstance(inner.func, ast.Attribute)
                 and inner.func.attr == "astype" and len(inner.args) == 1 and not inner.keywords):
-            raise self.error("cm.sat() takes a conversion, e.g. cm.sat(v.astype(cm.u8))", node)
+            value = self.expr(inner)
+            if not (isinstance(value, Value) and is_numeric(value) and value.type.elem.is_float):
+                raise self.error("cm.sat() takes a conversion, e.g. cm.sat(v.astype(cm.u8)), or a "
+                                 f"floating-point value to clamp to [0.0, 1.0]; got {describe(value)}", node)
+            return self.em.convert(value, value.type.elem, sat=True)
         with self.at_node(inner):
             value = self.expr(inner.func.value)
             t = self.expr(inner.args[0])
@@ -552,7 +597,7 @@ class FunctionCompiler(ControlFlowMixin, ViewsMixin):
                                  f"{describe(value)}", inner)
             if not isinstance(t, ScalarType):
                 raise self.error(f"astype() needs a scalar type, got {describe(t)}", inner)
-            if t == value.type.elem:
+            if t == value.type.elem and not t.is_float:
                 return value
             return self.em.convert(value, t, sat=True)
 

@@ -14,6 +14,9 @@ Conventions shared by all ops:
 - Integer arithmetic wraps (two's complement); ``div``/``rem`` on integers truncate
   toward zero like C; division by zero is undefined (the interpreter raises).
 - Memory offsets are element indices (not bytes) into the pointer's buffer.
+- SIMD control flow (``if cm.simd(mask)``, ``while cm.simd(mask)``) has no op of its own:
+  the front end lowers it to ``select`` merges, masked ``gather``/``scatter``/``atomic`` and a
+  ``while`` that carries the active lanes (``cmlang/frontend/simd.py``).
 """
 from __future__ import annotations
 
@@ -56,7 +59,11 @@ BINARY = {
     "and": "bitwise and (bool: logical and)", "or": "bitwise or (bool: logical or)",
     "xor": "bitwise xor (bool: logical xor)",
     "shl": "a << (b & (bits-1))", "shr": "a >> (b & (bits-1)): arithmetic for signed, logical for unsigned",
+    "avg": "(a + b + 1) >> 1 computed without overflow: the average rounded up (integers only; CM avg)",
+    "mulhi": "the high half of the double-width product a * b (32-bit integers only; signed or "
+             "unsigned by the type; CM imul's high result)",
 }
+INT_ONLY_BINARY = {"avg", "mulhi"}
 for _name, _doc in BINARY.items():
     _op(_name, "binary", f"(a, b) -> element-wise {_doc}.")
 
@@ -66,8 +73,19 @@ UNARY = {
     "sqrt": "square root", "rsqrt": "1 / sqrt(a)", "inv": "1 / a",
     "sin": "sine", "cos": "cosine", "tanh": "hyperbolic tangent",
     "floor": "round toward -inf", "ceil": "round toward +inf",
+    "rndd": "round toward -inf (CM rndd)", "rndu": "round toward +inf (CM rndu)",
+    "rnde": "round to the nearest integer, ties to even (CM rnde)",
+    "rndz": "round toward zero (CM rndz)", "frc": "a - rndd(a), the fraction in [0, 1) (CM frc)",
+    "cbit": "the number of set bits (32-bit integers; CM cbit)",
+    "fbl": "the index of the lowest set bit, 0xFFFFFFFF (-1 for i32) if a is 0 (32-bit integers; CM fbl)",
+    "fbh": "CM fbh on 32-bit integers, the first bit from the MSB side: unsigned, the number of "
+           "leading zeros; signed, the number of leading bits equal to the sign bit (the sign bit "
+           "included); 0xFFFFFFFF (-1 for i32) where no bit differs: a = 0, and for signed a = -1",
+    "lzd": "the number of leading zero bits, 32 for 0 (32-bit integers; CM lzd)",
 }
-FLOAT_ONLY_UNARY = {"exp", "exp2", "log", "log2", "sqrt", "rsqrt", "inv", "sin", "cos", "tanh", "floor", "ceil"}
+FLOAT_ONLY_UNARY = {"exp", "exp2", "log", "log2", "sqrt", "rsqrt", "inv", "sin", "cos", "tanh", "floor", "ceil",
+                    "rndd", "rndu", "rnde", "rndz", "frc"}
+BIT_UNARY = {"cbit", "fbl", "fbh", "lzd"}      # element-wise on i32 or u32 only
 for _name, _doc in UNARY.items():
     _op(_name, "unary", f"(a) -> element-wise {_doc}.")
 
@@ -78,7 +96,8 @@ _op("select", "ternary", "(mask, a, b) -> a where mask else b; mask is a bool sc
     "register of a's shape (CM merge).")
 _op("convert", "convert", "(a) -> the result element type, same shape. float->int truncates toward "
     "zero; int->int wraps; to float rounds to nearest even. With sat=true the value is first clamped "
-    "to the result type's range (NaN -> 0; float results clamp to +-max finite).", ["sat"])
+    "to the result type's range (NaN -> 0); a float result with sat=true is clamped to [0.0, 1.0] (CM and "
+    "ESIMD saturation; NaN -> 0), also when the element types are equal.", ["sat"])
 _op("bitcast", "convert", "(a) -> the same bits seen as the result type (CM format); total bit "
     "size must match; the result may have any shape; bool registers pack element 0 into bit 0.")
 
@@ -126,11 +145,12 @@ _op("gather", "memory", "(p, offs[, mask]) -> register of offs' shape: r[i] = p[
     "(else 0, no access).")
 _op("scatter", "memory", "(p, offs, v[, mask]): p[offs[i]] = v[i] where mask; when two elements hit one "
     "address the higher index wins.", has_side_effects=True)
-_op("atomic", "memory", "(p, offs, v[, v2]) -> old values: for each element i in order, atomically "
+_op("atomic", "memory", "(p, offs, v[, v2][, mask]) -> old values: for each element i in order, atomically "
     "old = p[offs[i]]; p[offs[i]] = old `kind` v[i] with kind in add sub min max and or xor xchg; "
     "cmpxchg stores v2[i] if old == v[i] bit for bit (a float NaN matches the same NaN, -0.0 does "
     "not match +0.0); float min/max ignore a NaN operand. A scalar offset "
-    "updates one element.",
+    "updates one element. With a mask (a bool register of offs' shape; only with register offsets), "
+    "elements where it is false have no access and give 0.",
     ["kind"], has_side_effects=True)
 _op("slm", "memory", "() -> ptr<T, local> to `n` elements of shared local memory, one allocation "
     "per group of CM threads, contents undefined until written.", ["n"])
@@ -170,6 +190,11 @@ _op("breakpoint", "debug", "(): the interpreter stops in pdb at this kernel line
 REDUCE_KINDS = ("add", "mul", "min", "max", "and", "or")
 ATOMIC_KINDS = ("add", "sub", "min", "max", "and", "or", "xor", "xchg", "cmpxchg")
 CMP_PREDS = ("eq", "ne", "lt", "le", "gt", "ge")
+
+
+def atomic_mask_index(kind):
+    """Where an atomic op's optional mask operand is: after p, offs and its one or two values."""
+    return 4 if kind == "cmpxchg" else 3
 
 
 def is_register(t):

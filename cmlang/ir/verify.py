@@ -14,8 +14,8 @@ import numbers
 from ..errors import CompileError
 from ..types import ScalarType, VectorType, PtrType, bool_, i32
 from .core import Function, Block, Op, Value
-from .ops import (OPS, BINARY, UNARY, FLOAT_ONLY_UNARY, IDS, REDUCE_KINDS, ATOMIC_KINDS,
-                  CMP_PREDS, is_register, is_scalar, is_ptr)
+from .ops import (OPS, BINARY, UNARY, FLOAT_ONLY_UNARY, BIT_UNARY, INT_ONLY_BINARY, IDS, REDUCE_KINDS, ATOMIC_KINDS,
+                  CMP_PREDS, is_register, is_scalar, is_ptr, atomic_mask_index)
 
 ANY = None  # "any number of" in ARITY
 
@@ -28,7 +28,7 @@ ARITY = {
     "insert": ((2, 3), 1), "iselect": (2, 1), "reduce": (1, 1), "dpas": (3, 1),
     "load": (2, 1), "store": (3, 0), "load2d": (3, 1), "store2d": (4, 0),
     "block_load2d": (6, 1), "block_store2d": (7, 0), "block_prefetch2d": (6, 0),
-    "gather": ((2, 3), 1), "scatter": ((3, 4), 0), "atomic": ((3, 4), (0, 1)),
+    "gather": ((2, 3), 1), "scatter": ((3, 4), 0), "atomic": ((3, 5), (0, 1)),
     "slm": (0, 1), "barrier": (0, 0), "fence": (0, 0),
     **{name: (0, 1) for name in IDS},
     "for": ((3, ANY), (0, ANY)), "if": (1, (0, ANY)), "while": ((0, ANY), (0, ANY)),
@@ -57,9 +57,10 @@ class _Verifier:
 
     def function(self, fn: Function):
         for arg in fn.params:
-            if not (is_scalar(arg.type) or (is_ptr(arg.type) and arg.type.space == "global")):
+            if not (is_scalar(arg.type) or is_register(arg.type)
+                    or (is_ptr(arg.type) and arg.type.space == "global")):
                 raise CompileError(f"invalid IR: kernel parameter {arg.hint or '?'} has type {arg.type}; "
-                                   "parameters are scalars or global pointers")
+                                   "parameters are scalars, registers (by value) or global pointers")
         self.block(fn.body)
         last = fn.body.terminator
         if last is None or last.opcode != "return":
@@ -209,6 +210,10 @@ def _elementwise(op):
         _require(op, t.elem.is_int or t.elem.is_bool, f"needs integer or bool operands, got {t}")
     elif op.opcode in ("shl", "shr"):
         _require(op, t.elem.is_int, f"needs integer operands, got {t}")
+    elif op.opcode in BIT_UNARY:
+        _require(op, t.elem.is_int and t.elem.bits == 32, f"needs i32 or u32 operands, got {t}")
+    elif op.opcode in INT_ONLY_BINARY:
+        _require(op, t.elem.is_int and t.elem.bits <= 32, f"needs integer operands of at most 32 bits, got {t}")
 
 
 def _const(op):
@@ -449,12 +454,16 @@ def _atomic(op):
     p, offs, v = _pointer(op), op.operands[1], op.operands[2]
     kind = op.attrs["kind"]
     _require(op, kind in ATOMIC_KINDS, f"unknown kind {kind!r}")
-    _offsets_and_mask(op, offs, None, allow_scalar=True)
+    at = atomic_mask_index(kind)
+    mask = op.operands[at] if len(op.operands) > at else None
+    _require(op, mask is None or is_register(offs.type), "a masked atomic needs register offsets")
+    _offsets_and_mask(op, offs, mask, allow_scalar=True)
     want = VectorType(p.elem, offs.type.shape) if is_register(offs.type) else p.elem
     _require(op, v.type == want, f"value must be {want}, got {v.type}")
-    _require(op, (len(op.operands) == 4) == (kind == "cmpxchg"),
-             "cmpxchg takes (p, offs, expected, new); the other kinds take (p, offs, v)")
-    if len(op.operands) == 4:
+    _require(op, len(op.operands) >= at,
+             "cmpxchg takes (p, offs, expected, new); the other kinds take (p, offs, v); either may end "
+             "in a mask")
+    if kind == "cmpxchg":
         _require(op, op.operands[3].type == want, f"new value must be {want}, got {op.operands[3].type}")
     if op.results:
         _result_is(op, want)

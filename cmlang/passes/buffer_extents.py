@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ir.core import Function, Op
+from ..ir.ops import atomic_mask_index
 from ..ir.printer import print_function
 from ..types import PtrType
 
@@ -67,7 +68,8 @@ def constant_extent(op: Op):
 
 def _indexed_extent(op: Op):
     offs = op.operands[1]
-    mask_at = {"gather": 2, "scatter": 3}.get(op.opcode)
+    mask_at = {"gather": 2, "scatter": 3}.get(op.opcode) if op.opcode != "atomic" \
+        else atomic_mask_index(op.attrs["kind"])
     has_mask = mask_at is not None and len(op.operands) > mask_at
     enabled = _const_elems(op.operands[mask_at], offs.type.size) if has_mask else [True] * offs.type.size
     offsets = _const_elems(offs, offs.type.size)

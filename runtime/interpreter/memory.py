@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...types import bf16
+from ...ir.ops import atomic_mask_index
 from .values import KernelFault, value_dtype, bf16_bits_to_f32, f32_to_bf16_bits, as_scalar, float_min, float_max
 
 
@@ -244,15 +245,23 @@ def _atomic_update(kind, elem):
 
 
 def make_atomic(op):
-    update = _atomic_update(op.attrs["kind"], op.operands[0].type.elem)
+    kind = op.attrs["kind"]
+    update = _atomic_update(kind, op.operands[0].type.elem)
+    mask_at = atomic_mask_index(kind)
 
-    def atomic(p, offs, v, v2=None):
+    def atomic(p, offs, *data):
+        v, v2 = data[0], (data[1] if kind == "cmpxchg" else None)
+        mask = np.ravel(data[mask_at - 2]) if len(data) > mask_at - 2 else None
         idx = _flat_indices(offs)
-        check_indices(p, f"atomic {op.attrs['kind']} on", idx)
+        enabled = idx if mask is None else idx[mask]
+        check_indices(p, f"atomic {kind} on", enabled)
         values = np.ravel(v)
         seconds = values if v2 is None else np.ravel(v2)
-        old = p.read(idx).copy()           # shape/dtype of the result; refilled in order below
+        # the result's shape and dtype (refilled in order below; elements masked off read 0)
+        old = p.read(idx).copy() if mask is None else np.zeros(idx.shape[0], p.read(idx[:0]).dtype)
         for i in range(idx.shape[0]):      # element order: duplicates see earlier updates
+            if mask is not None and not mask[i]:
+                continue                   # no access; the old value reads 0
             j = idx[i]
             old[i] = p.read(j)
             new = update(old[i], values[i], seconds[i])

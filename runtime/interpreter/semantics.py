@@ -106,10 +106,79 @@ def make_binary(op):
             {"min": float_min, "max": float_max}[name]
     elif name in ("shl", "shr"):
         fn = _shift(np.left_shift if name == "shl" else np.right_shift, t.elem)
+    elif name == "avg":
+        fn = _avg
+    elif name == "mulhi":
+        fn = _mulhi(t.elem)
     else:
         fn = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "pow": np.power,
               "and": np.bitwise_and, "or": np.bitwise_or, "xor": np.bitwise_xor}[name]
     return _with_bf16_rounding(op, fn)
+
+
+def _avg(a, b):
+    """(a + b + 1) >> 1 without overflow: exact in Python integers, back to the operand type."""
+    dtype = np.asarray(a).dtype
+    exact = (np.asarray(a, object) + np.asarray(b, object) + 1) // 2
+    return as_scalar(np.asarray(exact, dtype=np.int64 if dtype.kind == "i" else np.uint64).astype(dtype))
+
+
+def _mulhi(elem):
+    """The high 32 bits of the 64-bit product (signed or unsigned as the operands)."""
+    wide = np.int64 if elem.is_signed else np.uint64
+    dtype = np.dtype(elem.np_dtype)
+
+    def mulhi(a, b):
+        product = np.asarray(a).astype(wide) * np.asarray(b).astype(wide)   # exact in 64 bits
+        return as_scalar((product >> wide(32)).astype(dtype))
+    return mulhi
+
+
+def _bits_u32(a):
+    return np.asarray(a).astype(np.uint32)     # i32 -> its two's complement bits
+
+
+def _cbit(a):
+    bits = np.unpackbits(_bits_u32(a).reshape(-1, 1).view(np.uint8), axis=1)
+    return as_scalar(bits.sum(axis=1, dtype=np.uint32).reshape(np.shape(a)).astype(np.asarray(a).dtype))
+
+
+def _leading_zeros(u):
+    """Leading zeros of uint32 values (32 for 0): 32 minus the bit length."""
+    u = np.asarray(u, np.uint32)
+    length = np.zeros(u.shape, np.int64)
+    for bit in range(32):
+        length = np.where((u >> np.uint32(bit)) != 0, bit + 1, length)
+    return 32 - length
+
+
+def _fbl(a):
+    u = _bits_u32(a)
+    with np.errstate(over="ignore"):
+        lowest = u & (~u + np.uint32(1))              # the lowest set bit alone
+    index = 31 - _leading_zeros(lowest)
+    out = np.where(u == 0, -1, index)
+    return as_scalar(out.astype(np.asarray(a).dtype))
+
+
+def _lzd(a):
+    return as_scalar(_leading_zeros(_bits_u32(a)).astype(np.asarray(a).dtype))
+
+
+def _fbh(a):
+    arr = np.asarray(a)
+    if arr.dtype.kind == "i":
+        # the leading bits equal to the sign bit (the sign bit included): leading zeros of a or ~a
+        u = _bits_u32(np.where(arr < 0, ~arr, arr))
+        out = np.where((arr == 0) | (arr == -1), -1, _leading_zeros(u))
+    else:
+        u = _bits_u32(arr)
+        out = np.where(u == 0, -1, _leading_zeros(u))
+    return as_scalar(out.astype(arr.dtype))
+
+
+def _frc(a):
+    return np.subtract(a, np.floor(a))
 
 
 def _rsqrt(a):
@@ -125,6 +194,8 @@ _UNARY_FUNCTIONS = {
     "neg": np.negative, "not": np.invert, "abs": np.abs, "exp": np.exp, "exp2": np.exp2,
     "log": np.log, "log2": np.log2, "sqrt": np.sqrt, "rsqrt": _rsqrt, "inv": _inv,
     "sin": np.sin, "cos": np.cos, "tanh": np.tanh, "floor": np.floor, "ceil": np.ceil,
+    "rndd": np.floor, "rndu": np.ceil, "rnde": np.rint, "rndz": np.trunc, "frc": _frc,
+    "cbit": _cbit, "fbl": _fbl, "fbh": _fbh, "lzd": _lzd,
 }
 assert set(_UNARY_FUNCTIONS) == set(UNARY)
 
@@ -219,9 +290,6 @@ def _int_to_int(src, dst, sat):
     return lambda a: np.clip(a, lo, hi).astype(dtype)
 
 
-_BF16_MAX = float(bf16_bits_to_f32(np.uint16(0x7F7F)))
-
-
 def _to_float(src, dst, sat):
     if dst == bf16:
         exact_in_f32 = src.is_float and src.bits <= 32
@@ -231,11 +299,10 @@ def _to_float(src, dst, sat):
         narrow = lambda a: as_scalar(np.asarray(a).astype(dtype))     # noqa: E731  (nearest even)
     if not sat:
         return narrow
-    big = _BF16_MAX if dst == bf16 else float(np.finfo(dst.np_dtype).max)
 
-    def saturate(a):
+    def saturate(a):            # CM / ESIMD float saturation: [0.0, 1.0], NaN -> 0
         x = np.asarray(a, np.float64)
-        return narrow(np.where(np.isnan(x), 0.0, np.clip(x, -big, big)))
+        return narrow(np.where(np.isnan(x), 0.0, np.clip(x, 0.0, 1.0)))
     return saturate
 
 
