@@ -406,12 +406,15 @@ class AutotunedKernel(_Tuned):
         choice = self.choose(grid, group, args)
         return self._launch_config(choice.config, grid, group, args)
 
-    def choose(self, grid, group, args, device=None):
-        """The Choice for these launch arguments (tuning on a miss)."""
+    def choose(self, grid, group, args, device=None, target="spirv"):
+        """The Choice for these launch arguments (tuning on a miss).  ``target``: the
+        flavour whose compiler stats rank the configs on a compile-only profile (a
+        choice per flavour there: spirv-vc code of a shape may spill where SIMT does not)."""
         key_values = _key_values(self.options.key, self.launch_params, args)
         here = _current_profile()
         target_profile = get_profile(device) if device else tuning_profile()
         runs_here = target_profile.name == here.name
+        flavour = "" if runs_here or target == "spirv" else target     # "" keeps the SIMT keys
         interpreted = self.kernel.interpret or os.environ.get("CMLANG_INTERPRET", "") not in ("", "0")
         measure = rank = None
         if runs_here and not interpreted:
@@ -421,9 +424,11 @@ class AutotunedKernel(_Tuned):
                 raise LaunchError(f"{self.__name__}: cannot tune for device profile "
                                   f"'{target_profile.name}': it is not the device launches run on "
                                   f"and Intel's compiler has no build for it")
-            rank = lambda configs: self._rank_all(grid, args, target_profile, configs)   # noqa: E731
-        return self._select(key_values, target_profile.name, measure, rank,
-                            lambda: (_kernel_sources(self.kernel), _device_identity(target_profile, runs_here)))
+            rank = lambda configs: self._rank_all(grid, args, target_profile, configs, target)   # noqa: E731
+        where = target_profile.name + (f"/{flavour}" if flavour else "")
+        return self._select(key_values, where, measure, rank,
+                            lambda: (_kernel_sources(self.kernel),
+                                     _device_identity(target_profile, runs_here, flavour)))
 
     def _launch_config(self, config, grid, group, args):
         grid, group = _resolve(grid, config), _resolve(group, config)
@@ -495,11 +500,12 @@ class _TunedLaunch:
     def __call__(self, *args, **kwargs):
         return self.kernel._launch(self.grid, self.group, self.kernel._binder.bind(args, kwargs))
 
-    def tune(self, *args, device=None, **kwargs):
+    def tune(self, *args, device=None, target="spirv", **kwargs):
         """Choose (or recall) the config for these arguments without launching;
-        ``device`` names a device profile (a compile-only one ranks by compiler stats)."""
+        ``device`` names a device profile (a compile-only one ranks by compiler stats of
+        ``target``'s code)."""
         args = self.kernel._binder.bind(args, kwargs)
-        return dict(self.kernel.choose(self.grid, self.group, args, device).config)
+        return dict(self.kernel.choose(self.grid, self.group, args, device, target).config)
 
 
 # ---------------------------------------------------------------------------
@@ -776,9 +782,12 @@ def _is_plain(value) -> bool:
     return False
 
 
-def _device_identity(profile, runs_here):
-    """The device a choice is for: the one launches run on, or a profile ranked by IGC."""
+def _device_identity(profile, runs_here, flavour=""):
+    """The device a choice is for: the one launches run on, or a profile ranked by IGC
+    (with the flavour ranked, where not SIMT)."""
     identity = {"profile": profile.name, "profile_key": profile.key()}
+    if flavour:
+        identity["target"] = flavour
     if runs_here:
         from .runtime.device import get_device
         device = get_device()

@@ -1167,7 +1167,11 @@ class Generator:
 
     # --- dpas ---
     def op_dpas(self):
-        """acc + a @ b with f32, f16 or bf16 inputs of small integers (every sum exact)."""
+        """acc + a @ b with f32, f16 or bf16 inputs of small integers (every sum exact), or
+        i8/u8 inputs (any values, each operand's signedness drawn) with an i32 accumulator
+        (wrapping)."""
+        if self.chance(0.3):
+            return self.integer_dpas()
         elem = self.choice([f32, f16, bf16])
         M, K, N = self.choice([1, 2, 4, 8]), self.choice([8, 16]), self.choice([8, 16])
         if elem == f32 and self.chance(0.5):
@@ -1182,6 +1186,18 @@ class Generator:
                  f"b{name} = cm.load(sm_f32, {offs[2]}, ({K}, {N}), {N}){conv}",
                  f"{name} = cm.dpas(c{name}, a{name}, b{name})"]
         return self.define_lines(Var(name, f32, (M, N)), lines, [], f"dpas.{elem.name}")
+
+    def integer_dpas(self):
+        a_elem, b_elem = self.choice([i8, u8]), self.choice([i8, u8])
+        M, K, N = self.choice([1, 2, 4, 8]), self.choice([8, 16, 32]), self.choice([8, 16])
+        c_off = self.input_offset(i32, M * N)
+        a_off, b_off = self.input_offset(a_elem, M * K), self.input_offset(b_elem, K * N)
+        name = self.new_name("d")
+        lines = [f"c{name} = cm.load(in_i32, {c_off}, ({M}, {N}), {N})",
+                 f"a{name} = cm.load(in_{a_elem.name}, {a_off}, ({M}, {K}), {K})",
+                 f"b{name} = cm.load(in_{b_elem.name}, {b_off}, ({K}, {N}), {N})",
+                 f"{name} = cm.dpas(c{name}, a{name}, b{name})"]
+        return self.define_lines(Var(name, i32, (M, N)), lines, [], f"dpas.{a_elem.name}.{b_elem.name}")
 
     # --- bf16 and f64 arithmetic (kept out of the pool: the other ops know f16/f32 only) ---
     def op_wide_narrow_float(self):

@@ -14,7 +14,7 @@ from cmlang.runtime import get_device
 
 BENCHMARKS = bench.load_benchmarks(report=lambda message: pytest.fail(message))
 BY_NAME = {b.name: b for b in BENCHMARKS}
-EXPECTED = {"sgemm", "hgemm", "histogram", "bitonic_sort", "prefix_sum", "transpose", "filter3x3",
+EXPECTED = {"sgemm", "hgemm", "bgemm", "igemm", "histogram", "bitonic_sort", "prefix_sum", "transpose", "filter3x3",
             "kmeans", "spmv"}
 
 

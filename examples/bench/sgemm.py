@@ -10,19 +10,31 @@ k-step: on the CPU device the conversion of a loaded row is one instruction per
 through local memory, as the OpenCL C version does, would only add traffic; the
 f16 data halves what the kernel reads.
 
+``cmlang-dpas`` in hgemm, and ``cmlang`` in ``bgemm`` (bf16 inputs, f32 accumulate) and
+``igemm`` (i8 inputs, i32 accumulate): the tile kernel of ``examples/core/dpas_gemm.py``, whose products are one ``cm.dpas`` per
+k-step, so that on a GPU with a systolic unit (PVC, DG2) they are ``dpas`` instructions.
+Its tile (M x N, and simd: the unit's width, 16 on PVC and 8 on DG2) is chosen per device
+by cm.autotune: timed on the device that runs, ranked by Intel's compiler's stats on a
+compile-only profile (``cmlang isa`` ranks for each GPU it builds for).  On the CPU device
+the products are exact and summed in f32 (i32), as the unit does.
+
 OpenCL C (SIMT): the classic local-memory tiled kernel. A 16 x 16 work-group
 computes a 64 x 64 block of C; each k-step stages a 64 x 16 tile of A (transposed)
 and a 16 x 64 tile of B in local memory, and each work-item accumulates a 4 x 4
 micro-tile with strided columns so that neighbouring work-items read neighbouring
-addresses.
+addresses. bf16 inputs (ushort bits) are widened by a shift as they are staged; i8
+inputs accumulate in int.
 """
 import numpy as np
 
 import cmlang as cm
 import cmlang.runtime
-from cmlang import f16, f32, i32
+from cmlang import bf16, f16, f32, i8, i32
 from cmlang.bench import (Benchmark, Run, Skip, event_seconds, from_buffer, host_run, opencl_kernel,
                           span_seconds, to_buffer)
+from cmlang.runtime.interpreter import bf16_bits_to_f32, f32_to_bf16_bits
+
+from ..core.dpas_gemm import K_STEP, gemm_kernel
 
 # cmlang: the C tile per CM thread (TM x TN), the k unrolling (KU) and the sub-group size,
 # chosen per device and problem shape by timing (cm.autotune; CMLANG_AUTOTUNE_LOG=1 prints
@@ -73,6 +85,46 @@ def _launcher(a, b):
     return kernel[lambda config: (n // config["TN"], m // config["TM"])]
 
 
+# cmlang-dpas: the C tile (M x N) per CM thread and the simd, per device.  A GPU's systolic
+# unit takes the configs whose simd is its width (16 on PVC, 8 on DG2) and N a multiple of
+# it; the others do not compile there and are skipped.  Ranked by IGC for PVC, 16 x 32 wins
+# (f16: 726 instructions, 4 dpas, no spill, per 512 outputs) and 32 x 32 spills; for DG2,
+# 16 x 16 at simd 8.  The first config is the one-instruction tile of PVC.
+DPAS_CONFIGS = [
+    {"M": 8, "N": 16, "simd": 16},
+    {"M": 16, "N": 32, "simd": 16},
+    {"M": 8, "N": 32, "simd": 16},
+    {"M": 32, "N": 32, "simd": 16},
+    {"M": 8, "N": 8, "simd": 8},
+    {"M": 8, "N": 16, "simd": 8},
+    {"M": 16, "N": 16, "simd": 8},
+]
+
+
+def _dpas_kernel(T, inputs):
+    configs = [dict(c, KT=K_STEP[inputs]) for c in DPAS_CONFIGS]
+    return cm.autotune(configs=configs, key=["a", "b"], budget=TUNING_BUDGET_S)(gemm_kernel(T))
+
+
+DPAS_KERNELS = {"f16": _dpas_kernel(f16, "f16"), "bf16": _dpas_kernel(bf16, "bf16"),
+                "i8": _dpas_kernel(i8, "i8")}
+
+
+def dpas_matmul(a: np.ndarray, b: np.ndarray, inputs="f16") -> np.ndarray:
+    """C = A @ B through cm.dpas: ``inputs`` "f16", "bf16" (uint16 bits) or "i8" (C in
+    i32); sizes multiples of every config's tile (64 in each dimension do)."""
+    (m, k), (_, n) = a.shape, b.shape
+    c = np.empty((m, n), np.int32 if inputs == "i8" else np.float32)
+    _dpas_launcher(inputs, a, b)(a, b, c, k, n)
+    return c
+
+
+def _dpas_launcher(inputs, a, b):
+    (m, k), (_, n) = a.shape, b.shape
+    assert all(m % c["M"] == 0 and n % c["N"] == 0 and k % K_STEP[inputs] == 0 for c in DPAS_CONFIGS)
+    return DPAS_KERNELS[inputs][lambda config: (n // config["N"], m // config["M"])]
+
+
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """C = A @ B (f32 or f16 inputs, f32 result); sizes multiples of every config's tile."""
     (m, k), (_, n) = a.shape, b.shape
@@ -85,6 +137,18 @@ OPENCL_SOURCE = r"""
 #ifdef USE_HALF
 #pragma OPENCL EXTENSION cl_khr_fp16 : enable
 #endif
+#ifdef INT8                 /* i8 inputs accumulate in int; ACC is the accumulator type */
+#define ACC int
+#define MAD(a, b, c) ((a) * (b) + (c))
+#else
+#define ACC float
+#define MAD(a, b, c) fma(a, b, c)
+#endif
+#ifdef BF16                 /* bf16 inputs arrive as their ushort bits */
+#define LOAD(x) as_float((uint)(x) << 16)
+#else
+#define LOAD(x) (x)
+#endif
 #define TS 64               /* C block per work-group */
 #define TK 16               /* k-step staged in local memory */
 #define WPT 4               /* WPT x WPT outputs per work-item */
@@ -92,34 +156,34 @@ OPENCL_SOURCE = r"""
 
 __kernel __attribute__((reqd_work_group_size(WG, WG, 1)))
 void gemm_tiled(const int M, const int N, const int K,
-                __global const T* A, __global const T* B, __global float* C)
+                __global const T* A, __global const T* B, __global ACC* C)
 {
     const int tx = get_local_id(0), ty = get_local_id(1);
     const int lid = ty * WG + tx;
     const int col0 = get_group_id(0) * TS, row0 = get_group_id(1) * TS;
-    __local float As[TK][TS];          /* A tile, transposed: As[k][m] */
-    __local float Bs[TK][TS];
-    float acc[WPT][WPT];
+    __local ACC As[TK][TS];          /* A tile, transposed: As[k][m] */
+    __local ACC Bs[TK][TS];
+    ACC acc[WPT][WPT];
     for (int i = 0; i < WPT; i++)
         for (int j = 0; j < WPT; j++)
-            acc[i][j] = 0.0f;
+            acc[i][j] = 0;
     for (int k0 = 0; k0 < K; k0 += TK) {
         for (int i = lid; i < TS * TK; i += WG * WG) {
             const int r = i / TK, c = i % TK;
-            As[c][r] = A[(row0 + r) * K + k0 + c];
+            As[c][r] = LOAD(A[(row0 + r) * K + k0 + c]);
             const int br = i / TS, bc = i % TS;
-            Bs[br][bc] = B[(k0 + br) * N + col0 + bc];
+            Bs[br][bc] = LOAD(B[(k0 + br) * N + col0 + bc]);
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int k = 0; k < TK; k++) {
-            float a[WPT], b[WPT];
+            ACC a[WPT], b[WPT];
             for (int w = 0; w < WPT; w++) {
                 a[w] = As[k][ty + w * WG];
                 b[w] = Bs[k][tx + w * WG];
             }
             for (int i = 0; i < WPT; i++)
                 for (int j = 0; j < WPT; j++)
-                    acc[i][j] = fma(a[i], b[j], acc[i][j]);
+                    acc[i][j] = MAD(a[i], b[j], acc[i][j]);
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
@@ -129,6 +193,13 @@ void gemm_tiled(const int M, const int N, const int K,
 }
 """
 OPENCL_TILE, OPENCL_WPT = 64, 4
+# Per input dtype: bf16 (uint16 bits) widens by a shift, i8 accumulates in int.
+OPENCL_OPTIONS = {
+    np.dtype(np.float32).str: "-DT=float",
+    np.dtype(np.float16).str: "-DT=half -DUSE_HALF",
+    np.dtype(np.uint16).str: "-DT=ushort -DBF16",
+    np.dtype(np.int8).str: "-DT=char -DINT8",
+}
 
 
 def opencl_matmul(a: np.ndarray, b: np.ndarray, device=None) -> np.ndarray:
@@ -152,6 +223,34 @@ def reference(inputs):
     return (a @ b).astype(np.float32)
 
 
+def make_bf16_inputs(params, rng):
+    """bf16 matrices as their uint16 bits (rounded to nearest even)."""
+    f32_inputs = make_inputs(params, rng)
+    return {name: f32_to_bf16_bits(x) for name, x in f32_inputs.items()}
+
+
+def bf16_reference(inputs):
+    return reference({name: bf16_bits_to_f32(x) for name, x in inputs.items()})
+
+
+def make_i8_inputs(params, rng):
+    m, n, k = params["m"], params["n"], params["k"]
+    return {"a": rng.integers(-128, 128, (m, k)).astype(np.int8),
+            "b": rng.integers(-128, 128, (k, n)).astype(np.int8)}
+
+
+def i8_reference(inputs):
+    return (inputs["a"].astype(np.int64) @ inputs["b"].astype(np.int64)).astype(np.int32)
+
+
+def numpy_as(convert):
+    """numpy's matmul after ``convert`` (numpy has no f16/bf16/i8 BLAS), timed with it."""
+    def setup(inputs, device):
+        a, b = inputs["a"], inputs["b"]
+        return host_run(lambda: convert(a) @ convert(b))
+    return setup
+
+
 def cmlang_impl(inputs, device):
     a, b = inputs["a"], inputs["b"]
     (m, k), (_, n) = a.shape, b.shape
@@ -160,18 +259,30 @@ def cmlang_impl(inputs, device):
     return Run(lambda: event_seconds([launch(da, db, dc, k, n)]), dc.numpy)
 
 
+def cmlang_dpas(inputs_type):
+    def setup(inputs, device):
+        a, b = inputs["a"], inputs["b"]
+        (m, k), (_, n) = a.shape, b.shape
+        out = np.int32 if inputs_type == "i8" else np.float32
+        da, db, dc = cm.to_device(a), cm.to_device(b), cm.to_device(np.zeros((m, n), out))
+        launch = _dpas_launcher(inputs_type, a, b)
+        return Run(lambda: event_seconds([launch(da, db, dc, k, n)]), dc.numpy)
+    return setup
+
+
 def opencl_simt(inputs, device):
     a, b = inputs["a"], inputs["b"]
     (m, k), (_, n) = a.shape, b.shape
-    options = "-DT=half -DUSE_HALF" if a.dtype == np.float16 else "-DT=float"
+    options = OPENCL_OPTIONS[a.dtype.str]
+    out = np.int32 if a.dtype == np.int8 else np.float32
     kernel = opencl_kernel(device, OPENCL_SOURCE, "gemm_tiled", options)
-    da, db, dc = to_buffer(device, a), to_buffer(device, b), to_buffer(device, np.empty((m, n), np.float32), copy=False)
+    da, db, dc = to_buffer(device, a), to_buffer(device, b), to_buffer(device, np.empty((m, n), out), copy=False)
     wg = OPENCL_TILE // OPENCL_WPT
     grid = (n // OPENCL_WPT, m // OPENCL_WPT)
 
     def run():
         return event_seconds([kernel(device.queue, grid, (wg, wg), np.int32(m), np.int32(n), np.int32(k), da, db, dc)])
-    return Run(run, lambda: from_buffer(device, dc, ((m, n), np.float32)))
+    return Run(run, lambda: from_buffer(device, dc, ((m, n), out)))
 
 
 def numpy_impl(inputs):
@@ -226,7 +337,22 @@ benchmarks = [
         name="hgemm", description="C = A @ B, f16 inputs, f32 accumulate",
         sizes=SIZES, make_inputs=lambda p, rng: make_inputs(p, rng, np.float16), reference=reference,
         implementations={"cmlang": cmlang_impl, "opencl-simt": opencl_simt,
-                         "numpy": lambda inputs, device: numpy_impl(inputs)},
+                         "numpy": lambda inputs, device: numpy_impl(inputs),
+                         "cmlang-dpas": cmlang_dpas("f16")},
         flops=_flops, bytes=_bytes(2), rtol=1e-3, atol=1e-3,
         size_label=lambda p: f"{p['m']}x{p['n']}x{p['k']}"),
+    Benchmark(
+        name="bgemm", description="C = A @ B, bf16 inputs, f32 accumulate (cm.dpas)",
+        sizes=SIZES, make_inputs=make_bf16_inputs, reference=bf16_reference,
+        implementations={"cmlang": cmlang_dpas("bf16"), "opencl-simt": opencl_simt,
+                         "numpy": numpy_as(bf16_bits_to_f32)},
+        flops=_flops, bytes=_bytes(2), rtol=1e-3, atol=1e-3,
+        size_label=lambda p: f"{p['m']}x{p['n']}x{p['k']}"),
+    Benchmark(
+        name="igemm", description="C = A @ B, i8 inputs, i32 accumulate (cm.dpas)",
+        sizes=SIZES, make_inputs=make_i8_inputs, reference=i8_reference,
+        implementations={"cmlang": cmlang_dpas("i8"), "opencl-simt": opencl_simt,
+                         "numpy": numpy_as(lambda x: x.astype(np.int32))},
+        flops=_flops, bytes=lambda p: p["m"] * p["k"] + p["k"] * p["n"] + 4 * p["m"] * p["n"],
+        rtol=0, atol=0, size_label=lambda p: f"{p['m']}x{p['n']}x{p['k']}"),
 ]
