@@ -29,7 +29,7 @@ def specializations(modules):
     for module in modules:
         for name, obj in vars(module).items():
             if isinstance(obj, Kernel):
-                for (key, target, _profile), compiled in obj._specializations.items():
+                for (key, target, *_profile_and_mode), compiled in obj._specializations.items():
                     yield f"{module.__name__}.{name}{key}", compiled
 
 

@@ -188,7 +188,7 @@ def test_cmlang_isa_shows_the_dpas_gemm_on_the_unit_of_each_gpu(device):
     with warnings.catch_warnings():     # the configs at the other GPU's simd are skipped
         warnings.simplefilter("ignore", cm.AutotuneWarning)
         specs = launched_specializations(["hgemm", "bgemm", "igemm"], size="tiny", report=print,
-                                         for_device=device)
+                                         devices=[device])
     tuned = [s for s in specs if s.name == "dpas_gemm"]
     assert len(tuned) == 3 and all(s.kernel.simd == EXEC_SIZE[device] for s in tuned)
     rows = build_rows(tuned, [device], ["spirv"], progress=False)

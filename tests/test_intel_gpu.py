@@ -438,8 +438,7 @@ def test_every_quick_benchmark_specialization_builds_for_pvc_and_dg2():
     start = time.perf_counter()
     # as cmlang isa does: each GPU's launches, with the tiles tuned for it (the dpas GEMM's
     # simd is the GPU's systolic width: PVC's choice does not build for DG2)
-    specs = [spec for device in ("pvc", "dg2")
-             for spec in launched_specializations(size="quick", report=print, for_device=device)]
+    specs = launched_specializations(size="quick", report=print, devices=["pvc", "dg2"])
     rows = build_rows(specs, ["pvc", "dg2"], ["spirv", "spirv-vc"], progress=False)
     print()
     print(format_table(rows))

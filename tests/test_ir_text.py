@@ -523,10 +523,14 @@ def test_verifier_error_carries_the_location():
     assert str(info.value).startswith("user.py:12:9: invalid IR: exp: needs floating-point operands, got i32")
 
 
-def test_verifier_rejects_register_parameters():
+def test_verifier_takes_register_parameters_and_rejects_slm_pointers():
     fn, b, _ = new_kernel(("v", vec(f32, 8)))
     b.create("return")
-    with pytest.raises(CompileError, match="kernel parameter v has type vector<f32, 8>"):
+    verify_function(fn)                       # registers are passed by value
+    fn, b, _ = new_kernel(("p", PtrType(f32, "local")))
+    b.create("return")
+    with pytest.raises(CompileError, match="kernel parameter p has type .*; parameters are scalars, "
+                                           "registers \\(by value\\) or global pointers"):
         verify_function(fn)
 
 
