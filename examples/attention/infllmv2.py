@@ -39,7 +39,8 @@ SCORE_CONFIGS = {
 }
 ATTEND_CONFIGS = {                  # GR query heads of the G of a token per CM thread
     "pvc": [dict(GR=8, KB=64), dict(GR=4, KB=64), dict(GR=8, KB=16, grf=256)],
-    "dg2": [dict(GR=4, KB=64, simd=8), dict(GR=8, KB=64, simd=8)],
+    # KB=16 keeps a (d, KB) key tile of bf16 at d = 128 within what vector compute addresses
+    "dg2": [dict(GR=4, KB=64, simd=8), dict(GR=8, KB=64, simd=8), dict(GR=4, KB=16, simd=8)],
     "default": [dict(GR=4, KB=64, simd=8)],
 }
 LSE_CONFIGS = {
