@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import cmlang as cm
-from cmlang import f16, f32, i32
+from cmlang import f16, f32, i32, u8
 from cmlang.codegen import intel_gpu
 from cmlang.runtime.profiles import get_profile
 from test_block2d import SURFACE_ROWS, block_reference, store_reference
@@ -185,3 +185,20 @@ def test_the_run_time_check_picks_the_path(monkeypatch, x, y, w, h, pitch, messa
                        align=not unaligned)
     want = np.ones((8, 16), np.float16) if message else block_reference(src, (8, 16), x, y, w, h, pitch)
     np.testing.assert_array_equal(got[1].reshape(8, 16), want)
+
+
+@pytest.mark.parametrize("place", [(8, 4, 100, 30), (84, 25, 100, 29), (-4, -3, 100, 30), (0, 40, 100, 30)],
+                         ids=["inside", "partly-outside", "left-top", "below"])
+def test_8_bit_blocks_match_numpy(place):
+    # 8-bit image rows as the ports read and write them: (8, 32) blocks, d8 messages
+    x, y, w, h = place
+    pitch = 128
+    src = np.random.default_rng(8).integers(0, 256, SURFACE_ROWS * pitch).astype(np.uint8)
+    k = loads(u8, 8, 32)
+    assert lsc_calls(k, "pvc", "load2d") == 1
+    got = run_emulated(k, [src, np.zeros(8 * 32, np.uint8), x, y, w, h, pitch])
+    np.testing.assert_array_equal(got[1].reshape(8, 32), block_reference(src, (8, 32), x, y, w, h, pitch))
+    block = src[:8 * 32].copy()
+    dst = np.random.default_rng(9).integers(0, 256, SURFACE_ROWS * pitch).astype(np.uint8)
+    got = run_emulated(stores(u8, 8, 32), [block, dst, x, y, w, h, pitch])
+    np.testing.assert_array_equal(got[1], store_reference(dst, block.reshape(8, 32), x, y, w, h, pitch))
