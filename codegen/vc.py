@@ -53,7 +53,8 @@ load / store (global)                 ``llvm.genx.svm.block.ld.unaligned`` / ``s
                                       16..128-byte pieces where aligned, ``svm.gather`` /
                                       ``svm.scatter`` (8/16 lanes, predicated) for the rest
 load2d / store2d                      one contiguous access per row
-block_load2d / block_store2d          predicated svm gathers / scatters (``vc_block2d.py``)
+block_load2d / block_store2d          predicated svm gathers / scatters; on PVC LSC 2-D block
+                                      messages where shape and surface allow (``vc_block2d.py``)
 gather / scatter (global)             ``llvm.genx.svm.gather`` / ``llvm.genx.svm.scatter``
 atomic (global)                       ``llvm.genx.svm.atomic.*`` (<= 8 lanes); float add/sub: a
                                       ``svm.atomic.cmpxchg`` retry loop

@@ -35,6 +35,7 @@ class Block2D:
     """2-D block load/store messages and their limits (bytes of a row, rows)."""
     max_width_bytes: int = 64
     max_height: int = 32
+    max_store_height: int = 8
     transpose: bool = True
     vnni: bool = True
 

@@ -79,7 +79,7 @@ class Emulation:
 
     def intrinsic(self, name, ret, args, overloads):
         """An LLVM intrinsic (llvm.<name>.<overloads>) for the host."""
-        key = f"llvm.{name}." + ".".join(suffix(t) for t in overloads)
+        key = f"llvm.{name}" + "".join("." + suffix(t) for t in overloads)
         if key not in self.intrinsics:
             self.intrinsics[key] = ir.Function(self.module, ir.FunctionType(ret, args), key)
         return self.intrinsics[key]
@@ -226,6 +226,75 @@ class Emulation:
                 for log2, ty in ((0, I8), (1, I16), (2, I32)):
                     with b.if_then(b.icmp_unsigned("==", log2_blocks, ir.Constant(I32, log2))):
                         b.store(b.trunc(v, ty) if ty != I32 else v, p, align=1)
+
+    # 2-D block messages (LSC, stateless): operands pred, L1 and L3 cache controls, data size,
+    # data order (1 as in memory, 2 transposed), blocks, block width and height (elements),
+    # VNNI, surface base, width - 1 (bytes), height - 1, pitch - 1 (bytes), x (elements), y.
+    # In registers each block is its rows (transposed: its columns) one after another, each
+    # padded to a power of two elements, the block padded to 64 bytes; block k starts at
+    # column x + k * width.  Elements outside the surface read 0 and are not written; the
+    # padding reads 0.  The element size is the data's (the data-size operand says the same).
+    def _block2d_loop(self, b, n, es, args, body):
+        """A loop over the register elements e < n of a 2-D block message, calling
+        ``body(e, address)`` (at a builder inside the loop) for those in a block and inside
+        the surface."""
+        pred, _l1, _l3, _size, order, blocks, bw, bh, vnni, base, wm1, hm1, pm1, x, y = args[:15]
+        with b.if_then(b.icmp_unsigned("!=", vnni, ir.Constant(I8, 0))):    # not emulated
+            b.call(self.intrinsic("trap", ir.VoidType(), [], []), [])
+        c = lambda v: ir.Constant(I32, v)      # noqa: E731
+        w, h, nb = b.zext(bw, I32), b.zext(bh, I32), b.zext(blocks, I32)
+        transposed = b.icmp_unsigned("==", order, ir.Constant(I8, 2))
+        row_len, row_count = b.select(transposed, h, w), b.select(transposed, w, h)
+        ctlz = self.intrinsic("ctlz", I32, [I32, I1], [I32])
+        pitch = b.shl(c(1), b.sub(c(32), b.call(ctlz, [b.sub(row_len, c(1)), ir.Constant(I1, 0)])))
+        per_grf = c(64 // es)
+        block = b.mul(b.udiv(b.add(b.mul(pitch, row_count), c(64 // es - 1)), per_grf), per_grf)
+        on = b.extract_element(pred, c(0))
+        counter = b.alloca(I32)
+        b.store(c(0), counter)
+        head = b.append_basic_block("element")
+        step = b.append_basic_block("element.body")
+        done = b.append_basic_block("elements.done")
+        b.branch(head)
+        b.position_at_end(head)
+        e = b.load(counter)
+        b.cbranch(b.icmp_unsigned("<", e, c(n)), step, done)
+        b.position_at_end(step)
+        k, rem = b.udiv(e, block), b.urem(e, block)
+        gr, gc = b.udiv(rem, pitch), b.urem(rem, pitch)
+        r, col_in_block = b.select(transposed, gc, gr), b.select(transposed, gr, gc)
+        in_block = b.and_(b.and_(b.icmp_unsigned("<", gc, row_len), b.icmp_unsigned("<", gr, row_count)),
+                          b.and_(b.icmp_unsigned("<", k, nb), on))
+        col = b.add(x, b.add(b.mul(k, w), col_in_block))
+        row = b.add(y, r)
+        inside = b.and_(b.and_(b.icmp_signed(">=", col, c(0)),
+                               b.icmp_signed("<=", b.mul(b.add(col, c(1)), c(es)), b.add(wm1, c(1)))),
+                        b.and_(b.icmp_signed(">=", row, c(0)), b.icmp_signed("<=", row, hm1)))
+        with b.if_then(b.and_(in_block, inside)):
+            address = b.add(base, b.add(b.mul(b.sext(row, I64), b.sext(b.add(pm1, c(1)), I64)),
+                                        b.mul(b.sext(col, I64), ir.Constant(I64, es))))
+            body(e, address)
+        b.store(b.add(e, c(1)), counter)
+        b.branch(head)
+        b.position_at_end(done)
+
+    def emit_lsc_load2d_stateless(self, b, ret, args):
+        slot = b.alloca(ret)
+        b.store(ir.Constant(ret, None), slot)           # zeros: padding and outside the surface
+
+        def load(e, address):
+            v = b.load(self._ptr(b, address), typ=elem(ret), align=1)
+            b.store(b.insert_element(b.load(slot), v, e), slot)
+        self._block2d_loop(b, lanes(ret), nbytes(ret), args, load)
+        return b.load(slot)
+
+    def emit_lsc_store2d_stateless(self, b, ret, args):
+        data = args[15]
+        self._block2d_loop(b, lanes(data.type), nbytes(data.type), args,
+                           lambda e, address: b.store(b.extract_element(data, e), self._ptr(b, address), align=1))
+
+    def emit_lsc_prefetch2d_stateless(self, b, ret, args):
+        return None                                      # a cache hint: nothing to see
 
     _RMW = {"add": "add", "sub": "sub", "min": "umin", "max": "umax", "imin": "min", "imax": "max",
             "xchg": "xchg", "and": "and", "or": "or", "xor": "xor", "fmin": "fmin", "fmax": "fmax",
