@@ -40,7 +40,7 @@ setup(
         "tqdm>=4",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "dpcpp-llvm-spirv", "ml_dtypes>=0.3"],   # CI validates spirv-vc modules
+        "test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6", "dpcpp-llvm-spirv", "ml_dtypes>=0.3"],   # CI validates spirv-vc modules
         "plot": ["matplotlib>=3.5"],
         "vc": ["dpcpp-llvm-spirv"],     # target "spirv-vc": the Khronos SPIR-V translator (llvm-spirv)
     },

@@ -39,8 +39,7 @@ SCORE_CONFIGS = {
 }
 ATTEND_CONFIGS = {                  # GR query heads of the G of a token per CM thread
     "pvc": [dict(GR=8, KB=64), dict(GR=4, KB=64), dict(GR=8, KB=16, grf=256)],
-    # KB=16 keeps a (d, KB) key tile of bf16 at d = 128 within what vector compute addresses
-    "dg2": [dict(GR=4, KB=64, simd=8), dict(GR=8, KB=64, simd=8), dict(GR=4, KB=16, simd=8)],
+    "dg2": [dict(GR=4, KB=64, simd=8), dict(GR=8, KB=64, simd=8)],
     "default": [dict(GR=4, KB=64, simd=8)],
 }
 LSE_CONFIGS = {
@@ -51,6 +50,10 @@ LSE_CONFIGS = {
 lse_gpu = cm.autotune(configs=LSE_CONFIGS, key=["D"])(kernels.infllm_lse)
 block_scores_gpu = cm.autotune(configs=SCORE_CONFIGS, key=["D", "R", "O"])(kernels.infllm_block_scores)
 attend_gpu = cm.autotune(configs=ATTEND_CONFIGS, key=["D", "G"])(kernels.infllm_attend)
+# 16-bit operands on the systolic unit (d = 128 in the model): on DG2 a (d, 64) key tile is a
+# 16 KiB register, past what its vector-compute code can address, so 16 keys per tile there.
+ATTEND_LOWP_CONFIGS = dict(ATTEND_CONFIGS, dg2=[dict(GR=4, KB=16, simd=8), dict(GR=8, KB=16, simd=8)])
+attend_lowp_gpu = cm.autotune(configs=ATTEND_LOWP_CONFIGS, key=["D", "G"])(kernels.infllm_attend)
 
 
 def _on_gpu():
@@ -134,7 +137,8 @@ def _select_and_attend(q, k, v, pos0, p, want_output=True, out=cm.f32):
     o = empty((rows, hq, d), out)
     attend_args = (qd, kt, vp, selected, o, pos0, hq, hkv, padded, block, p["topk"], qscale)
     if _on_gpu() and group % 8 == 0 and block % 64 == 0:
-        attend_gpu[lambda c: (rows, hkv * (group // c["GR"]))](*attend_args, D=d, G=group, T=t, P=pt, OT=out)
+        tuned = attend_lowp_gpu if pt.bits == 16 else attend_gpu
+        tuned[lambda c: (rows, hkv * (group // c["GR"]))](*attend_args, D=d, G=group, T=t, P=pt, OT=out)
     else:
         for_systolic_unit(kernels.infllm_attend, pt)[(rows, hkv)](*attend_args, d, group, keys, group, t, pt, out)
     return o.numpy(), selected
