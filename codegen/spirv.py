@@ -20,7 +20,7 @@ import threading
 import llvmlite.binding as llvm
 
 from cmlang.errors import CompileError
-from cmlang.forked import ChildCrashed, call_in_child
+from cmlang.runtime.forked import ChildCrashed, call_in_child
 
 TRIPLE = "spirv64-unknown-unknown"
 

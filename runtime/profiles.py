@@ -162,8 +162,8 @@ _planned: list = []          # planning_for's stack
 
 @contextlib.contextmanager
 def planning_for(profile):
-    """Host code that picks tiles or element types per device profile (``planned_profile``)
-    plans for ``profile`` inside the block while its kernels still run on the current
+    """Host code that picks tiles or element types per device profile (it reads
+    ``cmlang.autotuning.tuning_profile()``) plans for ``profile`` inside the block while its kernels still run on the current
     device: how ``cmlang isa`` records the specializations a GPU would be given."""
     _planned.append(get_profile(profile))
     try:
@@ -175,17 +175,6 @@ def planning_for(profile):
 def planning():
     """The profile an enclosing ``planning_for`` block names, or None."""
     return _planned[-1] if _planned else None
-
-
-def planned_profile(device=None) -> DeviceProfile:
-    """The profile host code should plan launches for: planning_for's, else the device's
-    (default: the current device)."""
-    if _planned:
-        return _planned[-1]
-    if device is None:
-        from .device import get_device
-        device = get_device()
-    return profile_for_device(device)
 
 
 def profile_for_device(device) -> DeviceProfile:

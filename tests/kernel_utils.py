@@ -45,7 +45,7 @@ def spirv_from_ir(ir: str, extensions: str = "") -> bytes:
     after earlier in-process uses of LLVM's SPIR-V backend, the test process once emitted a
     corrupt module (an id defined twice) that the driver ran as a kernel doing nothing."""
     from cmlang.codegen.spirv import validate
-    from cmlang.forked import call_in_child
+    from cmlang.runtime.forked import call_in_child
     spirv = call_in_child(_emit_spirv, ir, extensions)
     validate(spirv)                  # spirv-val, where installed (CI installs it)
     return spirv

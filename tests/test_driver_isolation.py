@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import cmlang as cm
-from cmlang.forked import ChildCrashed, call_in_child
+from cmlang.runtime.forked import ChildCrashed, call_in_child
 from cmlang.runtime import disk_store, launcher
 from cmlang.runtime.launcher import launch
 

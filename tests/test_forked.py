@@ -1,10 +1,10 @@
-"""cmlang.forked: results, exceptions and crashes of a forked child reach the parent."""
+"""cmlang.runtime.forked: results, exceptions and crashes of a forked child reach the parent."""
 import os
 
 import pytest
 
 from cmlang.errors import CompileError
-from cmlang.forked import ChildCrashed, call_in_child
+from cmlang.runtime.forked import ChildCrashed, call_in_child
 
 
 def test_result_comes_back():

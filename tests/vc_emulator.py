@@ -689,7 +689,7 @@ def _carg(t, a):
 def run_isolated(compiled, grid, group, args):
     """Run the kernel in a forked child (a bad lowering may crash the JIT code, which must not
     take the test session with it); returns the arguments as the kernel left them."""
-    from cmlang.forked import ChildCrashed, call_in_child
+    from cmlang.runtime.forked import ChildCrashed, call_in_child
 
     def run():
         HostKernel(compiled).run(grid, group, args)

@@ -19,7 +19,7 @@ from cmlang.autotuning import tuning_profile
 
 from . import kernels
 from .checks import check_qkv, check_infllm_params, check_token, check_heads, float_array
-from .layout import (F32, element_type, empty, for_systolic_unit, host_dtype, output_type, pack_kv, packed_type,
+from .layout import (element_type, empty, for_systolic_unit, host_dtype, output_type, pack_kv, packed_type,
                      round_up, softmax_scale, to_device, zeros)
 from .reference import (infllmv2_attention_reference, infllmv2_select_reference,  # noqa: F401
                         infllmv2_decode_reference)
