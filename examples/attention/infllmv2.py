@@ -28,10 +28,13 @@ ROWS = 8            # query rows per CM thread in the score kernels
 SCORE_TILE = 64     # first-level compressed keys per tile (the N of the score dpas)
 LSE_TILE = 16       # second-level compressed keys per tile
 SELECT_CHUNK = 16   # blocks compared per step of the top-k search
+K_SLICE = 16        # the K of one systolic dpas of 16-bit operands
 
 # Tiles on Intel GPUs, chosen per device by cm.autotune (ranked by IGC's stats); the CPU keeps
-# ROWS x SCORE_TILE score tiles and attends all G heads of a token per CM thread.  DG2 has half
-# PVC's register file: its sub-group of 8 lanes halves the registers a tile takes.
+# ROWS x SCORE_TILE score tiles and attends all G heads of a token per CM thread, with every
+# product whole and streamed from memory (KD = VN = d).  DG2 has half PVC's register file: its
+# sub-group of 8 lanes halves the registers a tile takes.
+# f32 products (FMA code on every device):
 SCORE_CONFIGS = {
     "pvc": [dict(M=8, JT=16), dict(M=4, JT=16)],
     "dg2": [dict(M=8, JT=16, simd=8), dict(M=4, JT=16, simd=8)],
@@ -47,13 +50,39 @@ LSE_CONFIGS = {
     "dg2": [dict(M=ROWS // 2, JT=LSE_TILE), dict(M=ROWS, JT=LSE_TILE, simd=8)],
     "default": [dict(M=ROWS // 2, JT=LSE_TILE)],
 }
+# 16-bit operands on the systolic unit (bf16/f16 on PVC and DG2; d = 128 in the model): it
+# reads its operands from registers, so the products run in KD = 16 deep slices of d (the
+# query rows of a tile in registers, one 16-row slice of the key tile at a time) and P V in
+# VN-column tiles of V; chosen for 0 spill bytes in both flavours at d = 128
+# (`cmlang isa attn-infllmv2-bf16 --device pvc,dg2`).  DG2 (simd 8, 4 KiB of registers a
+# thread) takes 2 query rows and 1 head per CM thread.
+SCORE_LOWP_CONFIGS = {
+    "pvc": [dict(M=8, JT=16, grf=256), dict(M=4, JT=16)],
+    "dg2": [dict(M=2, JT=16, simd=8)],
+    "default": [dict(M=2, JT=16, simd=8)],
+}
+ATTEND_LOWP_CONFIGS = {
+    "pvc": [dict(GR=8, KB=16, VN=128, grf=256), dict(GR=8, KB=32, VN=128, grf=256)],
+    "dg2": [dict(GR=1, KB=16, VN=16, simd=8), dict(GR=2, KB=16, VN=16, simd=8)],
+    "default": [dict(GR=1, KB=16, VN=16, simd=8)],
+}
+LSE_LOWP_CONFIGS = {
+    "pvc": [dict(M=8, JT=LSE_TILE, grf=256), dict(M=4, JT=LSE_TILE)],
+    "dg2": [dict(M=4, JT=LSE_TILE, simd=8)],
+    "default": [dict(M=4, JT=LSE_TILE, simd=8)],
+}
 lse_gpu = cm.autotune(configs=LSE_CONFIGS, key=["D"])(kernels.infllm_lse)
 block_scores_gpu = cm.autotune(configs=SCORE_CONFIGS, key=["D", "R", "O"])(kernels.infllm_block_scores)
 attend_gpu = cm.autotune(configs=ATTEND_CONFIGS, key=["D", "G"])(kernels.infllm_attend)
-# 16-bit operands on the systolic unit (d = 128 in the model): on DG2 a (d, 64) key tile is a
-# 16 KiB register, past what its vector-compute code can address, so 16 keys per tile there.
-ATTEND_LOWP_CONFIGS = dict(ATTEND_CONFIGS, dg2=[dict(GR=4, KB=16, simd=8), dict(GR=8, KB=16, simd=8)])
+lse_lowp_gpu = cm.autotune(configs=LSE_LOWP_CONFIGS, key=["D"])(kernels.infllm_lse)
+block_scores_lowp_gpu = cm.autotune(configs=SCORE_LOWP_CONFIGS, key=["D", "R", "O"])(kernels.infllm_block_scores)
 attend_lowp_gpu = cm.autotune(configs=ATTEND_LOWP_CONFIGS, key=["D", "G"])(kernels.infllm_attend)
+
+
+def _products(d: int, pt) -> dict:
+    """The constexprs of the products on Intel GPUs: for 16-bit operands on the systolic unit
+    KD = 16 deep slices; f32 whole products (KD = d), as on the CPU; K/V by row loads."""
+    return dict(KD=K_SLICE if pt.bits == 16 and d % K_SLICE == 0 else d, B2D=False)
 
 
 def _on_gpu():
@@ -116,19 +145,23 @@ def _select_and_attend(q, k, v, pos0, p, want_output=True, out=cm.f32):
     k2t, n2 = _compressed(kd, n, hkv, d, p["l2"], p["s2"], padded2, t, pt)
     lse = empty((hq, rows_padded))
     lse_args = (qd, k2t, lse, rows, pos0, hq, group, n2, padded2, rows_padded, p["l2"], p["s2"], qscale)
+    lowp = pt.bits == 16
     if _on_gpu():
-        lse_gpu[lambda c: (rows_padded // c["M"], hq)](*lse_args, D=d, T=t, P=pt)
+        (lse_lowp_gpu if lowp else lse_gpu)[lambda c: (rows_padded // c["M"], hq)](
+            *lse_args, D=d, T=t, P=pt, **_products(d, pt))
     else:
-        for_systolic_unit(kernels.infllm_lse, pt)[(rows_padded // ROWS, hq)](*lse_args, d, ROWS, LSE_TILE, t, pt)
+        for_systolic_unit(kernels.infllm_lse, pt)[(rows_padded // ROWS, hq)](*lse_args, d, ROWS, LSE_TILE, d, False,
+                                                                               t, pt)
     score_pitch = round_up(padded1 // r, SELECT_CHUNK)
     scores = empty((hkv, rows_padded, score_pitch))
     score_args = (qd, k1t, lse, scores, rows, pos0, hq, group, n1, padded1, rows_padded, score_pitch,
                   rows_padded, block, p["l1"], p["s1"], qscale)
     if _on_gpu() and r <= 8:      # the GPU tiles hold at least two blocks' windows (JT = 16)
-        block_scores_gpu[lambda c: (rows_padded // c["M"], hkv)](*score_args, D=d, R=r, O=o_tail, T=t, P=pt)
+        (block_scores_lowp_gpu if lowp else block_scores_gpu)[lambda c: (rows_padded // c["M"], hkv)](
+            *score_args, D=d, R=r, O=o_tail, T=t, P=pt, **_products(d, pt))
     else:
         for_systolic_unit(kernels.infllm_block_scores, pt)[(rows_padded // ROWS, hkv)](
-            *score_args, d, ROWS, SCORE_TILE, r, o_tail, t, pt)
+            *score_args, d, ROWS, SCORE_TILE, r, o_tail, d, False, t, pt)
     selected = empty((rows, hkv, p["topk"]), np.int32)
     kernels.infllm_select[(rows, hkv)](scores, selected, pos0, hkv, rows_padded, score_pitch, n_blocks, block,
                                        p["init_blocks"], p["local_blocks"], p["topk"], SELECT_CHUNK)
@@ -137,10 +170,15 @@ def _select_and_attend(q, k, v, pos0, p, want_output=True, out=cm.f32):
     o = empty((rows, hq, d), out)
     attend_args = (qd, kt, vp, selected, o, pos0, hq, hkv, padded, block, p["topk"], qscale)
     if _on_gpu() and group % 8 == 0 and block % 64 == 0:
-        tuned = attend_lowp_gpu if pt.bits == 16 else attend_gpu
-        tuned[lambda c: (rows, hkv * (group // c["GR"]))](*attend_args, D=d, G=group, T=t, P=pt, OT=out)
+        if lowp:
+            attend_lowp_gpu[lambda c: (rows, hkv * (group // c["GR"]))](*attend_args, D=d, G=group, T=t, P=pt,
+                                                                          OT=out, **_products(d, pt))
+        else:
+            attend_gpu[lambda c: (rows, hkv * (group // c["GR"]))](*attend_args, D=d, G=group, T=t, P=pt, OT=out,
+                                                                     VN=d, **_products(d, pt))
     else:
-        for_systolic_unit(kernels.infllm_attend, pt)[(rows, hkv)](*attend_args, d, group, keys, group, t, pt, out)
+        for_systolic_unit(kernels.infllm_attend, pt)[(rows, hkv)](*attend_args, d, group, keys, group, d, d, False,
+                                                                  t, pt, out)
     return o.numpy(), selected
 
 

@@ -332,22 +332,57 @@ def lightning_step(q: cm.ptr[T], k: cm.ptr[T], v: cm.ptr[T], decay: cm.ptr[f32],
 
 # --------------------------------------------------------------------------- InfLLM-V2
 
+@cm.func
+def load_tile(p, x: i32, y: i32, width: i32, height: i32, pitch: i32, ROWS: cm.constexpr, COLS: cm.constexpr,
+              BLOCK2D: cm.constexpr):
+    """matrix[ROWS, COLS] at column x, row y of the surface p (width x height elements, rows
+    pitch apart; the block lies inside it).  BLOCK2D: as a 2-D block load (on PVC a block
+    message; as the right operand of a 16-bit dpas, one that packs it for the systolic
+    unit), else as rows (the CPU runtime streams those into the dpas)."""
+    if BLOCK2D:
+        return cm.load_2d(p, (ROWS, COLS), x, y, width, height, pitch)
+    return cm.load(p, y * pitch + x, (ROWS, COLS), pitch)
+
+
+@cm.func
+def rows_times_keys(acc, a, a_offset: i32, a_pitch: i32, kt, x: i32, y: i32, width: i32, height: i32,
+                    M: cm.constexpr, K: cm.constexpr, N: cm.constexpr, KD: cm.constexpr,
+                    BLOCK2D: cm.constexpr):
+    """acc + A @ B in KD-deep slices: A the M rows of K elements at a_offset of a (a_pitch
+    apart), B the (K, N) block of transposed keys at column x, row y of kt (width x height,
+    pitch = width).  KD = K: one product, both operands read where the dpas uses them (the
+    CPU runtime streams them from memory); KD = 16: the systolic unit's form, the rows of A
+    loaded into registers once, then one dpas per 16-row slice of B."""
+    if KD == K:
+        return cm.dpas(acc, cm.load(a, a_offset, (M, K), a_pitch).astype(kt.dtype),
+                       load_tile(kt, x, y, width, height, width, K, N, BLOCK2D))
+    rows = cm.zeros(matrix[kt.dtype, M, K])
+    for r in cm.static_range(M):
+        rows[r] = cm.load(a, a_offset + r * a_pitch, K).astype(kt.dtype)
+    for k0 in cm.static_range(0, K, KD):
+        acc = cm.dpas(acc, rows[:, k0:k0 + KD], load_tile(kt, x, y + k0, width, height, width, KD, N, BLOCK2D))
+    return acc
+
+
 @cm.kernel(simd=16)
 def infllm_lse(q: cm.ptr[T], k2t: cm.ptr[P], lse: cm.ptr[f32], rows: i32, pos0: i32, hq: i32,
                group: i32, n2: i32, padded2: i32, lse_pitch: i32, l2: i32, s2: i32, qscale: f32,
-               D: cm.constexpr, M: cm.constexpr, JT: cm.constexpr, T: cm.constexpr, P: cm.constexpr):
+               D: cm.constexpr, M: cm.constexpr, JT: cm.constexpr, KD: cm.constexpr, B2D: cm.constexpr,
+               T: cm.constexpr, P: cm.constexpr):
     """Base-2 log-sum-exp of each query row over its visible second-level keys
-    (s2*j + l2 - 1 <= t).  Rows that see none get +inf, so that every exp2(z - lse) is 0."""
+    (s2*j + l2 - 1 <= t).  Rows that see none get +inf, so that every exp2(z - lse) is 0.
+    q has whole tiles of M rows (the host pads it); z = q K2 reads its operands where they
+    lie (rows_times_keys; KD, B2D: its slices and loads) and is scaled after."""
     r0 = cm.thread_id(0) * M
     h = cm.thread_id(1)
     g = h // group
-    qt = load_rows(q, r0, rows, hq * D, h * D, qscale, M, D)
     # windows visible to the tile's last row (padding rows included; <= 0: none, as // truncates)
     j_end = (pos0 + r0 + M - 1 - l2 + 1 + s2) // s2
     m = cm.full(vector[f32, M], NEG_INF)
     l = cm.zeros(vector[f32, M])
     for j0 in range(0, j_end, JT):
-        z = matmul_chunked(cm.zeros(matrix[f32, M, JT]), qt, k2t, g * D * padded2 + j0, padded2, D, JT)
+        z = rows_times_keys(cm.zeros(matrix[f32, M, JT]), q, r0 * hq * D + h * D, hq * D,
+                            k2t, j0, g * D, padded2, hq // group * D, M, D, JT, KD, B2D) * qscale
         js = cm.iota(i32, JT) + j0
         ends = js * s2 + (l2 - 1)
         for r in cm.static_range(M):
@@ -363,13 +398,14 @@ def infllm_block_scores(q: cm.ptr[T], k1t: cm.ptr[P], lse: cm.ptr[f32], scores: 
                         lse_pitch: i32, score_pitch: i32, rows_padded: i32, block: i32, l1: i32, s1: i32,
                         qscale: f32,
                         D: cm.constexpr, M: cm.constexpr, JT: cm.constexpr, R: cm.constexpr,
-                        O: cm.constexpr, T: cm.constexpr, P: cm.constexpr):
+                        O: cm.constexpr, KD: cm.constexpr, B2D: cm.constexpr, T: cm.constexpr,
+                        P: cm.constexpr):
     """Block scores of M query rows for KV head g.  S(t, j) = sum over the group's heads of
     exp2(z - lse) for visible j (0 for invisible j, -inf past the last window); the score of
     block b is the max of S over the windows overlapping it: its own R = block/s1 windows and
     the last O = l1/s1 - 1 windows of block b-1.  Writes blocks 0..(last row's block).
-    q has whole tiles of M rows (the host pads it): the z = q K1 dpas reads both operands
-    where they lie, and z is scaled after (a q tile kept in registers spills on GPUs)."""
+    q has whole tiles of M rows (the host pads it): z = q K1 reads its operands where they
+    lie (rows_times_keys; KD, B2D: its slices and loads) and is scaled after."""
     r0 = cm.thread_id(0) * M
     g = cm.thread_id(1)
     j_end = ((pos0 + r0 + M - 1) // block + 1) * R     # windows of the blocks up to the last row's
@@ -380,8 +416,10 @@ def infllm_block_scores(q: cm.ptr[T], k1t: cm.ptr[P], lse: cm.ptr[f32], scores: 
         total = cm.zeros(matrix[f32, M, JT])
         for i in range(group):
             h = g * group + i
-            z = cm.dpas(cm.zeros(matrix[f32, M, JT]), cm.load(q, r0 * hq * D + h * D, (M, D), hq * D).astype(P),
-                        cm.load(k1t, g * D * padded1 + j0, (D, JT), padded1)) * qscale
+            # the key tile's rows as h // group * D (= g * D): written from h, IGC keeps its
+            # addresses in the head loop (hoisted out, they filled the register file)
+            z = rows_times_keys(cm.zeros(matrix[f32, M, JT]), q, r0 * hq * D + h * D, hq * D,
+                                k1t, j0, h // group * D, padded1, hq // group * D, M, D, JT, KD, B2D) * qscale
             lse_h = cm.load(lse, h * lse_pitch + r0, M)
             for r in cm.static_range(M):
                 total[r] = total[r] + cm.merge(cm.exp2(z[r] - lse_h[r]), 0.0, ends <= pos0 + r0 + r)
@@ -444,13 +482,17 @@ def infllm_select(scores: cm.ptr[f32], selected: cm.ptr[i32], pos0: i32, hkv: i3
 @cm.kernel(simd=16)
 def infllm_attend(q: cm.ptr[T], kt: cm.ptr[P], vp: cm.ptr[P], selected: cm.ptr[i32], o: cm.ptr[OT],
                   pos0: i32, hq: i32, hkv: i32, padded: i32, block: i32, topk: i32, qscale: f32,
-                  D: cm.constexpr, G: cm.constexpr, KB: cm.constexpr, GR: cm.constexpr, T: cm.constexpr,
-                  P: cm.constexpr, OT: cm.constexpr):
+                  D: cm.constexpr, G: cm.constexpr, KB: cm.constexpr, GR: cm.constexpr, KD: cm.constexpr,
+                  VN: cm.constexpr, B2D: cm.constexpr, T: cm.constexpr, P: cm.constexpr, OT: cm.constexpr):
     """Block-sparse attention of GR of one token's G query heads (one KV head's group: they
     share the selection, so they are the rows of every dpas) over its selected blocks; a CM
-    thread per (token, GR heads).  The S = q Kt dpas reads both operands where they lie
-    (a q tile kept in registers spills on GPUs) and S is scaled after.  T, P, OT: the
-    element types of q, of the packed K/V (the dpas inputs) and of the output."""
+    thread per (token, GR heads).  The S = q Kt dpas reads both operands where they lie, in
+    KD-deep slices of d (rows_times_keys), and S is scaled after; P V runs in VN-column tiles
+    of V, 16 keys per dpas (KD = VN = D: whole products streamed from memory, the CPU's form;
+    KD = 16 and VN < D: the slices the systolic unit reads from registers; a VN that does
+    not divide D means all of D).  B2D: K and V
+    tiles by 2-D block loads.  T, P, OT: the element types of q, of the packed K/V (the dpas
+    inputs) and of the output."""
     r = cm.thread_id(0)
     g = cm.thread_id(1) // (G // GR)
     base = (r * hq + g * G + cm.thread_id(1) % (G // GR) * GR) * D
@@ -462,13 +504,20 @@ def infllm_attend(q: cm.ptr[T], kt: cm.ptr[P], vp: cm.ptr[P], selected: cm.ptr[i
         b = cm.load(selected, (r * hkv + g) * topk + i, 1)[0]
         if b >= 0:
             for j0 in range(b * block, b * block + block, KB):     # keys past t are masked
-                s = cm.dpas(cm.zeros(matrix[f32, GR, KB]), cm.load(q, base, (GR, D), D).astype(P),
-                            cm.load(kt, g * D * padded + j0, (D, KB), padded)) * qscale
+                s = rows_times_keys(cm.zeros(matrix[f32, GR, KB]), q, base, D, kt, j0, g * D, padded, hkv * D,
+                                    GR, D, KB, KD, B2D) * qscale
                 keys = cm.iota(i32, KB) + j0
                 for row in cm.static_range(GR):
                     s[row] = cm.merge(s[row], NEG_INF, keys <= t)
                 p, m, l, alpha = softmax_step(s, m, l, GR)
-                acc = matmul_chunked(scale_rows(acc, alpha, GR), p, vp, (g * padded + j0) * D, D, KB, D)
+                acc = scale_rows(acc, alpha, GR)
+                KC = K_CHUNK if KB % K_CHUNK == 0 else KB
+                VW = VN if D % VN == 0 else D
+                for n0 in cm.static_range(0, D, VW):
+                    for k0 in cm.static_range(0, KB, KC):
+                        acc[:, n0:n0 + VW] = cm.dpas(acc[:, n0:n0 + VW], p[:, k0:k0 + KC].astype(P),
+                                                     load_tile(vp, n0, g * padded + j0 + k0, D, hkv * padded, D,
+                                                               KC, VW, B2D))
     cm.store(o, base, scale_rows(acc, 1.0 / l, GR).astype(OT), D)
 
 
