@@ -100,3 +100,21 @@ def test_the_isa_grid_names_element_type_constexprs():
               instructions=10, spill_bytes=0, grf=256, dpas=2, block2d=0, messages=1)
     grid = format_grid([row])
     assert "| attn-infllmv2-bf16 | infllm_attend | D=128, T=bf16 | 10 / 0; GRF 256; dpas 2 |" in grid
+
+
+def test_k_and_v_tiles_by_2d_block_loads_compute_the_same(monkeypatch):
+    """B2D (K and V tiles read by cm.load_2d instead of row loads; no config sets it yet: the
+    run-time surface check's fallback path spills on PVC) changes how the tiles come in, not
+    what is computed: the same output, bit for bit, with PVC's first tiles
+    (CMLANG_AUTOTUNE=0), run on the CPU device."""
+    from examples.attention import infllmv2
+    monkeypatch.setenv("CMLANG_AUTOTUNE_DEVICE", "pvc")
+    monkeypatch.setenv("CMLANG_AUTOTUNE", "0")
+    q, k, v = model_inputs(150, BF16, seed=5)
+    params = dict(SPARSE, topk=3, local_blocks=1)
+    by_rows = att.infllmv2_attention(q, k, v, **params)
+    products = infllmv2._products
+    assert products(D, cm.bf16)["B2D"] is False
+    monkeypatch.setattr(infllmv2, "_products", lambda d, pt: dict(products(d, pt), B2D=True))
+    by_blocks = att.infllmv2_attention(q, k, v, **params)
+    np.testing.assert_array_equal(by_blocks.astype(np.float32), by_rows.astype(np.float32))
