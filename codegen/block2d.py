@@ -13,10 +13,11 @@ elements read 0).  The surface is a run-time value, so the messages run where it
 message's limits (base, width and pitch below) and the generic code where not.  Three
 kinds, each checked in IGC 1.0.12504's ISA (tests/test_block2d_messages.py):
 
-- a 16-bit (R, 16c) load, R in 1, 2, 4 or a multiple of 8: ``_u16_m{R}k16v1`` (R <= 8), one
-  ``load_block2d.d16`` per 8 (or R) rows x 16 columns.  (IGC 1.0.12504 reads two blocks side
-  by side for these names, 64 bytes a row, and keeps the first; it does not know ``_m16``:
-  such a call was left unresolved and the register read uninitialised);
+- a 16-bit (R, 16c) load, R in 1, 2, 4 or a multiple of 8: one ``load_block2d.d16`` per 8
+  (or R) rows x 32 columns, two blocks of 16 (``_u16_m{R}k16v2``, R <= 8, R >= 2), and
+  ``_u16_m{R}k16v1`` for a last 16 columns or R = 1.  (IGC 1.0.12504 reads two blocks side
+  by side for the one-block names too, 64 bytes a row, and keeps the first; it does not know
+  ``_m16``: such a call was left unresolved and the register read uninitialised);
 - a 32-bit (R, 16c) load, R in 1, 2, 4 or a multiple of 8: the rows read as 32 halves with
   ``_u16_m{R'}k16v2`` (both blocks kept), one ``load_block2d.d16`` per 8 (or R) rows x 16
   dwords, then two shuffles a row put each dword back in its lane (the 32-bit names,
@@ -320,22 +321,31 @@ class Block2DLowering:
         return b.call(fn, [base, bytes_minus_one(width), b.add(height, minus1), bytes_minus_one(pitch), coord])
 
     def _block_read_messages(self, p, elem, t, x, y, width, height, pitch):  # -> slots
-        """(R, 16c) 16-bit as messages of (R', 16), R' = R if R <= 8 else 8: the builtin
-        returns R' values per lane, row r of its block in element r (lane l: column l) --
-        for the message at rows r0.., columns 16j: slot (r0 + r) * c + j of the register."""
+        """(R, 16c) 16-bit as messages of (R', 16 or 32), R' = R if R <= 8 else 8: the
+        builtin returns R' values per lane per block, row r of block k in element k R' + r
+        (lane l: column l of the block) -- for the message at rows r0.., columns 16j: slot
+        (r0 + r) * c + j + k of the register.  Two neighbouring blocks of 16 columns are one
+        message (``_u16_m{R'}k16v2``: 64 bytes a row) where R' >= 2 (IGC 1.0.12504's
+        one-block names read the same 64 bytes and drop half)."""
         b = self.b
         rows, cols = t.shape
         per_row = cols // 16
         step = min(rows, 8)
         slots = [None] * (rows * per_row)
         for r0 in range(0, rows, step):
-            for j in range(per_row):
-                ret = I16 if step == 1 else ir.VectorType(I16, step)
-                raw = self._read_builtin(block_read_name(step), ret, p, elem, b.add(x, ir.Constant(I32, 16 * j)),
+            j = 0
+            while j < per_row:
+                blocks = 2 if step >= 2 and j + 1 < per_row else 1
+                name = dword_read_name(step) if blocks == 2 else block_read_name(step)
+                count = blocks * step
+                ret = I16 if count == 1 else ir.VectorType(I16, count)
+                raw = self._read_builtin(name, ret, p, elem, b.add(x, ir.Constant(I32, 16 * j)),
                                          b.add(y, ir.Constant(I32, r0)), width, height, pitch)
-                for r in range(step):
-                    bits = raw if step == 1 else b.extract_element(raw, ir.Constant(I32, r))
-                    slots[(r0 + r) * per_row + j] = so.from_bits(b, elem, bits)
+                for k in range(blocks):
+                    for r in range(step):
+                        bits = raw if count == 1 else b.extract_element(raw, ir.Constant(I32, k * step + r))
+                        slots[(r0 + r) * per_row + j + k] = so.from_bits(b, elem, bits)
+                j += blocks
         return slots
 
     def _dword_read_messages(self, p, elem, t, x, y, width, height, pitch):  # -> slots
