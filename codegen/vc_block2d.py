@@ -14,7 +14,8 @@ out-of-surface elements read 0 and are not written -- CM's meaning -- with no pe
 code.  A block larger than one message (a row of at most ``max_width_bytes``, at most
 ``max_height`` rows, ``max_store_height`` for stores; transposed: 32-bit, at most 8 columns)
 is several messages.  The surface is a run-time value: the messages run where it meets their
-limits (``_surface_fits``), the gathers and scatters above where not.  Not yet by message:
+limits (``_surface_fits``), the gathers and scatters above where not -- unless the launch
+proved it fits (``surface_fits``: cmlang/passes/block_surfaces.py), then messages alone.  Not yet by message:
 transposed 8/16/64-bit blocks, SLM, VNNI-transforming loads for dpas.
 
 A message's data in registers (vc-intrinsics / ESIMD's ``lsc_load_2d``): one block of h rows
@@ -26,14 +27,14 @@ from __future__ import annotations
 from llvmlite import ir
 
 from . import elementwise as ew
+from cmlang.passes.block_surfaces import BASE_ALIGN, MAX_EXTENT, MIN_WIDTH_BYTES, PITCH_QUANTUM
+
 from .llvm_builtins import I32, I64, memory_type
 
 I1, I8, I16 = ir.IntType(1), ir.IntType(8), ir.IntType(16)
 VOID = ir.VoidType()
-# What a 2-D block message needs of the surface (PVC): a 64-byte aligned base, rows of at
-# least 64 bytes and whole dwords, a pitch of whole 16 bytes not below the width, extents
-# at most 2**24, at least one row; 8- and 16-bit blocks start at a whole dword (x).
-MIN_WIDTH_BYTES, PITCH_QUANTUM, BASE_ALIGN, MAX_EXTENT = 64, 16, 64, 1 << 24
+# What a 2-D block message needs of the surface (PVC): block_surfaces' limits, with rows
+# of whole dwords; 8- and 16-bit blocks start at a whole dword (x).
 MAX_MESSAGES = 64               # more than this: the gathers are no worse
 NONTRANSPOSED, TRANSPOSED = 1, 2                        # LSC data order
 DATA_SIZE = {1: 1, 2: 2, 4: 3, 8: 4}                    # LSC data size codes: d8 d16 d32 d64
@@ -110,8 +111,7 @@ class VCBlock2DLowering:
         if plan is None:
             raw = self._gathered_load(op, ptr, t, transpose)
         else:
-            raw = self._either(self._surface_fits(op, ptr),
-                               lambda: self._load_messages(op, ptr, t, plan),
+            raw = self._either(op, ptr, lambda: self._load_messages(op, ptr, t, plan),
                                lambda: self._gathered_load(op, ptr, t, transpose))
         return ew.from_memory(self.b, ptr.elem, raw)
 
@@ -123,7 +123,7 @@ class VCBlock2DLowering:
         if plan is None:
             self._scattered_store(op, ptr, t, v)
             return None
-        self._either(self._surface_fits(op, ptr), lambda: self._store_messages(op, ptr, t, v, plan),
+        self._either(op, ptr, lambda: self._store_messages(op, ptr, t, v, plan),
                      lambda: self._scattered_store(op, ptr, t, v))
         return None
 
@@ -133,7 +133,9 @@ class VCBlock2DLowering:
         ptr = self.get(op.operands[0])
         shape = (op.attrs["rows"], op.attrs["cols"])
         plan = self._message_plan(ptr, shape, False, "prefetch")
-        if plan is not None:
+        if plan is not None and op.attrs.get("surface_fits"):
+            self._prefetch_messages(op, ptr, plan)
+        elif plan is not None:
             with self.b.if_then(self._surface_fits(op, ptr)):
                 self._prefetch_messages(op, ptr, plan)
         return None
@@ -187,11 +189,14 @@ class VCBlock2DLowering:
         aligned = b.icmp_unsigned("==", b.and_(ptr.base, ir.Constant(I64, BASE_ALIGN - 1)), ir.Constant(I64, 0))
         return b.and_(ok, aligned)
 
-    def _either(self, fits, fast, slow):
-        """``fast()`` where ``fits`` (a uniform i1), ``slow()`` where not; their values (if
-        any) joined."""
+    def _either(self, op, ptr, fast, slow):
+        """``fast()`` where the surface fits (a uniform branch), ``slow()`` where not; their
+        values (if any) joined.  Only ``fast()`` where the launch proved the surface fits
+        (``surface_fits``, cmlang/passes/block_surfaces.py)."""
+        if op.attrs.get("surface_fits"):
+            return fast()
         b = self.b
-        with b.if_else(fits) as (then, otherwise):
+        with b.if_else(self._surface_fits(op, ptr)) as (then, otherwise):
             with then:
                 fast_value = fast()
                 fast_end = b.block
