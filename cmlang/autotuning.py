@@ -651,8 +651,27 @@ def _check_key_names(name, key, params):
 
 
 def _key_values(key, params, args):
+    """The named key arguments' values, then the element types of all arguments (as
+    Triton's autotuner keys on every tensor's dtype): a choice made for f32 operands never
+    serves bf16 ones, whose registers and products differ."""
     given = dict(zip(params, args))
-    return tuple(_key_value(given.get(k)) for k in key)
+    listed = tuple(_key_value(given.get(k)) for k in key)
+    types = tuple(t for t in map(_element_type, args) if t is not None)
+    return listed + (("types",) + types,) if types else listed
+
+
+def _element_type(value):
+    """An array's dtype, or an element type given as an argument (cm.bf16 to a constexpr)."""
+    from .types import ScalarType
+    if isinstance(value, ScalarType):
+        return str(value)
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        return None
+    try:
+        return str(np.dtype(dtype))
+    except TypeError:
+        return str(dtype)
 
 
 def _key_value(value):
