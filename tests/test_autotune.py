@@ -328,6 +328,20 @@ def test_ranking_no_spill_first_then_instructions_per_work(monkeypatch):
     assert scores == [900 / 512, 900 / 512, 400 / 256, 60 / 64]
 
 
+def test_ranking_is_not_cut_short_by_the_budget(monkeypatch):
+    """A spent budget stops timing, not ranking: under load the builds took longer than the
+    budget and the first config (which spilled most) was kept instead of the best."""
+    table = {(8, 64): {"instructions": 900, "spill_bytes": 4096},
+             (4, 64): {"instructions": 400, "spill_bytes": 0}}
+    stats, calls = _fake_stats(table)
+    monkeypatch.setattr(tuning, "native_stats", stats)
+    configs = [{"TM": 8, "TN": 64}, {"TM": 4, "TN": 64}]
+    k = cm.autotune(configs=configs, key=["n"], budget=0)(_gemm_like())
+    chosen = k[lambda c: 4096 // (c["TM"] * c["TN"])].tune(np.zeros(4096, np.float32), 4096, device="pvc")
+    assert chosen == {"TM": 4, "TN": 64} and len(calls) == 2
+    assert [r.status for r in k.table] == ["ok", "ok"]
+
+
 def test_ranking_by_threads_when_no_work_measure_and_failures_skipped(monkeypatch, capsys):
     monkeypatch.setenv("CMLANG_AUTOTUNE_LOG", "1")
     table = {(8, 64): cm.CompileError("IGC rejected it"),
