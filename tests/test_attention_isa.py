@@ -17,18 +17,16 @@ needs_ocloc = pytest.mark.skipif(not intel_gpu.available(),
 
 DEVICES = ("pvc", "dg2")
 # The f32 workloads (d = 64 at the quick size); the bf16 ones (d = 128) are in
-# tests/test_attention_lowp.py, and most of their InfLLM-V2 and Lightning kernels still spill.
+# tests/test_attention_lowp.py and (Lightning) tests/test_lightning_isa.py.
 F32_WORKLOADS = ["attn-dense", "attn-lightning", "attn-infllmv2", "attn-rope", "attn-rmsnorm"]
 TARGETS = ("spirv", "spirv-vc")
 
-# Builds that still spill (kernel, target, device): lightning_intra and rope_kernel on DG2,
-# not reshaped for GPUs yet (issue 16).  The test fails when one more spills and when one of
-# these stops spilling, so the list stays the truth.
-STILL_SPILLING = {
-    ("lightning_intra", "spirv", "dg2"), ("lightning_intra", "spirv-vc", "dg2"),
-    ("rope_kernel", "spirv", "dg2"),
-}
-RESHAPED = ("flash_attention", "lightning_scan", "infllm_lse", "infllm_block_scores", "infllm_attend")
+# Builds that still spill (kernel, target, device): none since Lightning and RoPE were
+# reshaped for GPUs (issue 16).  The test fails when one more spills and when one of these
+# stops spilling, so the set stays the truth.
+STILL_SPILLING = set()
+RESHAPED = ("flash_attention", "lightning_intra", "lightning_scan", "infllm_lse", "infllm_block_scores",
+            "infllm_attend", "rope_kernel")
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ def scan_tile(d: int, heads: int, chunk: int) -> tuple:
 # CPU, use scan_tile and CPU_INTRA_ROWS.
 SCAN_CONFIGS = {
     "pvc": [dict(M=8, NT=16, KS=16, grf=256), dict(M=4, NT=16, KS=16, grf=256)],
-    "dg2": [dict(M=4, NT=16, KS=16, simd=8), dict(M=2, NT=16, KS=16, simd=8), dict(M=8, NT=16, KS=16, simd=8)],
+    "dg2": [dict(M=8, NT=16, KS=16, simd=8), dict(M=4, NT=16, KS=16, simd=8)],
     "default": [dict(M=8, NT=16, KS=16, simd=8)],
 }
 INTRA_CONFIGS = {
