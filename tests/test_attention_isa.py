@@ -114,3 +114,15 @@ def test_the_gpu_flash_tiles_compute_dense_attention(rng, monkeypatch, device, c
     q, k, v = (rng.standard_normal((n, h, d)).astype(np.float32) for h in (hq, hkv, hkv))
     got, want = att.dense_attention(q, k, v, causal), att.dense_attention_reference(q, k, v, causal)
     assert float(np.abs(got - want).max()) / max(1.0, float(np.abs(want).max())) < 2e-5
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("heads", [8, 3])
+@needs_ocloc
+def test_the_gpu_rope_blocks_compute_rope(rng, monkeypatch, device, heads):
+    """RoPE with the GPU profiles' head blocks (autotuned where they divide the heads, else
+    at most 2 heads a block), run on the CPU device: the reference's result."""
+    monkeypatch.setenv("CMLANG_AUTOTUNE_DEVICE", device)
+    x = rng.standard_normal((37, heads, 128)).astype(np.float32)
+    got, want = att.rope(x, offset=3), att.rope_reference(x.astype(np.float64), offset=3)
+    assert float(np.abs(got - want).max()) < 1e-5
