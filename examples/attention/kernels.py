@@ -245,9 +245,10 @@ def lightning_intra(q: cm.ptr[T], kt: cm.ptr[P], decay_mask: cm.ptr[f32], powers
     past n; ktw[h] = K^T diag(lambda^(L-1-j)) of the chunk (L its length, zero past L): the
     left factor of its contribution to the state.  powers[h, p] = lambda_h^p, p <= C.
     T: the element type of q; P: that of the packed operands (as pack_keys), computed in f32.
-    Tiles: M query rows by NC keys (from registers, KC > 0; else, or when NC is 0 or does not divide C, all C); Q K^T in KC-wide slices of d (KC = 0: one product streamed from
-    memory, the CPU's form and f32's on GPUs; 16: the systolic unit's, from registers), read
-    by 2-D block loads where B2D; ktw R rows per loop step."""
+    Tiles: M query rows; Q K^T in KC-wide slices of d (KC = 0: one product streamed from
+    memory, the CPU's form and f32's on GPUs; 16: the systolic unit's, from registers, in
+    tiles of NC keys where NC > 0 divides C, the K tiles by 2-D block loads where B2D); ktw
+    R rows per loop step."""
     chunk = cm.thread_id(0)
     h = cm.thread_id(1)
     g = h // group
@@ -324,8 +325,8 @@ def lightning_scan(qp: cm.ptr[P], vp: cm.ptr[P], p: cm.ptr[P], ktw: cm.ptr[P], p
     fastest form); KS > 0 walks the row tiles and their keys in loops, KS keys per dpas
     (on Intel GPUs the unrolled form spills registers); a last KS past the triangle reads
     P's zeros (C % KS == 0).  The Q H and state products take KC of their K (D, C) per dpas
-    (KC = 0: all, streamed from memory; 16: the systolic unit's).  B2D: P, V and ktw tiles by
-    2-D block loads.
+    (KC = 0: all, streamed from memory; 16: the systolic unit's).  B2D: the V tiles (right
+    operands) by 2-D block loads.
 
     P: the packed operands' element type (the dpas inputs; the f32 state is rounded to it
     as the right operand of Q H); O: the output's."""
