@@ -262,8 +262,8 @@ def lightning_intra(q: cm.ptr[T], kt: cm.ptr[P], decay_mask: cm.ptr[f32], powers
                 row = cm.load(q, ((c0 + i0 + r) * hq + h) * D, D).astype(P)
             cm.store(qp, (q_row + r) * D, row)
         for n0 in cm.static_range(0, C, KN):
-            s = lightning_product(cm.zeros(matrix[f32, M, KN]), qp, q_row, 0, hq * padded, D,
-                                  kt, g * D, c0 + n0, (g + 1) * D, padded, D, KC, B2D, M, KN)
+            s = lightning_product(cm.zeros(matrix[f32, M, KN]), qp, q_row, 0, hq * padded, D,   # kt has hkv*D
+                                  kt, g * D, c0 + n0, hq * D, padded, D, KC, B2D, M, KN)     # <= hq*D rows
             for r in cm.static_range(M):
                 s[r] = s[r] * cm.load(decay_mask, (h * C + i0 + r) * C + n0, KN)
             cm.store(p_out, ((h * n_chunks + chunk) * C + i0) * C + n0, s.astype(P), C)
