@@ -216,7 +216,7 @@ def format_grid(rows) -> str:
                for d in dict.fromkeys(r.device for r in rows) if (t, d) in present]
     lines, cells = {}, {}
     for r in rows:
-        ident = (r.kernel, json.dumps(r.constexprs), tuple(r.argument_types), r.simd)
+        ident = (r.kernel, json.dumps(r.constexprs, default=str), tuple(r.argument_types), r.simd)
         lines.setdefault(ident, r)
         if r.error:
             text = "rejected"
