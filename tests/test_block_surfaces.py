@@ -55,7 +55,20 @@ def sites(kernel, *constexprs):
 def test_a_surface_of_scalar_arguments_is_a_site():
     (site,) = sites(load_f32)
     assert (site.pointer, site.elem_bytes) == (0, 4)
-    assert (site.width, site.height, site.pitch) == ((0, ((4, 1),)), (0, ((5, 1),)), (0, ((6, 1),)))
+    assert (site.width, site.height, site.pitch) == (("arg", 4), ("arg", 5), ("arg", 6))
+
+
+@cm.kernel(simd=16)
+def load_product_height(src: cm.ptr[f32], out: cm.ptr[f32], heads: i32, n: i32, w: i32):
+    cm.store(out, 0, cm.load_2d(src, (8, 16), 0, 0, w, heads * n, w << 1), 16)
+
+
+def test_products_and_shifts_of_arguments_are_evaluated_at_launch():
+    (site,) = sites(load_product_height)
+    assert site.height == ("mul", ("arg", 2), ("arg", 3))
+    assert bs.proven_sites((site,), [None, None, 2, 300, 40], lambda i: True) == (0,)
+    # 2^16 x 2^16 rows: past i32 in the kernel, so nothing is claimed
+    assert bs.proven_sites((site,), [None, None, 1 << 16, 1 << 16, 40], lambda i: True) == ()
 
 
 def test_16_bit_x_must_be_whole_dwords_in_every_thread():

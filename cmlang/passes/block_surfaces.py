@@ -8,8 +8,8 @@ kernel runs, the launch decides it instead:
 
 - the base is a pointer parameter, and the launch knows whether that buffer starts on 64
   bytes (the buffers cmlang allocates do; other memory is asked);
-- width, height and pitch are constants and integer scalar parameters combined by +, -
-  and * by constants (the forms ``buffer_extents._affine`` follows, without thread ids);
+- width, height and pitch are computed from constants and integer scalar parameters by
+  +, -, * and << (evaluated at launch in the kernel's i32 arithmetic);
 - x, for 8- and 16-bit data, is provably a multiple of whole dwords in every CM thread
   (``alignment.known_multiple``: constants, sums and products, loop counters).
 
@@ -30,7 +30,6 @@ from ..ir.core import Function
 from ..ir.printer import print_function
 from ..types import PtrType, ScalarType
 from .alignment import known_multiple
-from .buffer_extents import _affine
 from .induction import induction_loops
 
 # What a 2-D block message needs of the surface (PVC's 2-D block limits): a 64-byte aligned
@@ -54,7 +53,7 @@ def surface_fits(elem_bytes: int, width: int, height: int, pitch: int, base_alig
 class SurfaceSite:
     """A block op (the ``index``-th block op of the function in walk order) whose surface a
     launch can decide: the base is parameter ``pointer``; width, height and pitch are
-    ``(constant, ((parameter, coefficient), ...))`` forms of the scalar arguments."""
+    ``_launch_form`` expressions of the scalar arguments."""
     index: int
     pointer: int
     elem_bytes: int
@@ -108,41 +107,66 @@ def mark_proven(fn: Function, proven) -> None:
         ops[index].attrs["surface_fits"] = 1
 
 
-def _launch_form(value, scalars):
-    """``(constant, ((parameter, coefficient), ...))`` for a value computed from constants and
-    scalar parameters only, else None."""
-    form = _affine(value, scalars)
-    if form is None or form[0] != form[1] or any(kind != "arg" for kind, _ in form[2]):
+LAUNCH_OPS = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
+              "shl": lambda a, b: a << b if 0 <= b < 32 else None}
+MAX_DEPTH = 16
+
+
+def _launch_form(value, scalars, depth=0):
+    """An expression of integer scalar parameters and constants that computes ``value``:
+    ``("arg", i)``, ``("const", c)`` or ``(op, a, b)`` with op in LAUNCH_OPS; else None."""
+    if value in scalars:
+        return "arg", scalars[value]
+    op = value.defining_op
+    if op is None or depth > MAX_DEPTH:
         return None
-    return form[0], tuple((i, c) for (_, i), c in sorted(form[2].items()) if c)
+    if op.opcode == "const":
+        v = op.attrs.get("value")
+        return ("const", int(v)) if isinstance(v, int) and not isinstance(v, bool) else None
+    if op.opcode in LAUNCH_OPS:
+        a, b = (_launch_form(v, scalars, depth + 1) for v in op.operands)
+        return None if a is None or b is None else (op.opcode, a, b)
+    return None
 
 
 def _evaluate(form, args):
-    constant, terms = form
-    try:
-        value = constant + sum(c * int(args[i]) for i, c in terms)
-    except (TypeError, ValueError):           # not an integer: the launch refuses it anyway
-        return None
-    return value if I32_MIN <= value <= I32_MAX else None   # the kernel computes in i32
+    """The form's value for these arguments, or None where the kernel's i32 arithmetic would
+    leave the range (or an argument is not an integer: the launch refuses it anyway)."""
+    kind = form[0]
+    if kind == "const":
+        value = form[1]
+    elif kind == "arg":
+        try:
+            value = int(args[form[1]])
+        except (TypeError, ValueError):
+            return None
+    else:
+        a, b = _evaluate(form[1], args), _evaluate(form[2], args)
+        value = None if a is None or b is None else LAUNCH_OPS[kind](a, b)
+    return value if value is not None and I32_MIN <= value <= I32_MAX else None
+
+
+def _spelling(form, params, name):
+    kind = form[0]
+    if kind == "const":
+        return str(form[1])
+    if kind == "arg":
+        return name(params[form[1]])
+    sign = {"add": "+", "sub": "-", "mul": "*", "shl": "<<"}[kind]
+    return f"({_spelling(form[1], params, name)} {sign} {_spelling(form[2], params, name)})"
 
 
 def describe(fn: Function) -> str:
     """``// block surfaces decided at launch: S of B block ops``, then the IR with ``// surface
-    decided at launch: width .., height .., pitch ..`` after each block op that is a site (each
-    form as ``c + k*%arg``, terms left out where 0 or 1)."""
+    decided at launch: width .., height .., pitch ..`` after each block op that is a site."""
     sites = {site.index: site for site in surface_sites(fn)}
     ops = {id(op): i for i, op in enumerate(block_ops(fn))}
     header = f"// block surfaces decided at launch: {len(sites)} of {len(ops)} block ops\n"
-
-    def form(f, name):
-        constant, terms = f
-        return " + ".join([str(constant)] * (constant != 0 or not terms)
-                          + [f"{c}*" * (c != 1) + name(fn.params[i]) for i, c in terms])
 
     def note(op, name):
         site = sites.get(ops.get(id(op)))
         if site is None:
             return None
-        return (f"surface decided at launch: width {form(site.width, name)}, height "
-                f"{form(site.height, name)}, pitch {form(site.pitch, name)}")
+        width, height, pitch = (_spelling(f, fn.params, name) for f in (site.width, site.height, site.pitch))
+        return f"surface decided at launch: width {width}, height {height}, pitch {pitch}"
     return header + print_function(fn, annotate=note)
