@@ -14,13 +14,14 @@ out-of-surface elements read 0 and are not written -- CM's meaning -- with no pe
 code.  A block larger than one message (a row of at most ``max_width_bytes``, at most
 ``max_height`` rows, ``max_store_height`` for stores) is several messages.  The surface is a
 run-time value: the messages run where it meets their limits (``_surface_fits``), the gathers
-and scatters above where not.
+and scatters above where not -- unless the launch proved it fits (``surface_fits``:
+cmlang/passes/block_surfaces.py, whose rule is this check's), then messages alone.
 
 - Transposed: the hardware transposes 32-bit (at most 8 block columns; at most 16 rows in
-  IGC 1.0.12504) and 64-bit data (1, 2 or 4 columns of exactly 8 rows).  8- and 16-bit blocks are read as dwords, as CM
-  does (the SIMT lowering too): the transposed dword block holds 4 or 2 neighbouring columns
-  per dword, which one shuffle spreads over the register's rows (the run-time check already
-  asks for a column x and a width of whole dwords).
+  IGC 1.0.12504) and 64-bit data (1, 2 or 4 columns of exactly 8 rows).  8- and 16-bit
+  blocks are read as dwords, as CM does (the SIMT lowering too): the transposed dword block
+  holds 4 or 2 neighbouring columns per dword, which strided regions spread over the
+  register's rows (the surface check already asks for a column x and a width of whole dwords).
 - The b operand of a dpas on the systolic unit that comes straight from a ``load_2d`` of 16- or
   8-bit data (``block2d.vnni_block_loads``) is read by VNNI-transforming messages (operand
   VNNI = 1: a dword holds 2 or 4 consecutive rows of one column, the packing dpas wants), with
@@ -42,14 +43,14 @@ from __future__ import annotations
 from llvmlite import ir
 
 from . import elementwise as ew
+from cmlang.passes.block_surfaces import BASE_ALIGN, MAX_EXTENT, MIN_WIDTH_BYTES, PITCH_QUANTUM
+
 from .llvm_builtins import I32, I64, memory_type
 
 I1, I8, I16 = ir.IntType(1), ir.IntType(8), ir.IntType(16)
 VOID = ir.VoidType()
-# What a 2-D block message needs of the surface (PVC): a 64-byte aligned base, rows of at
-# least 64 bytes and whole dwords, a pitch of whole 16 bytes not below the width, extents
-# at most 2**24, at least one row; 8- and 16-bit blocks start at a whole dword (x).
-MIN_WIDTH_BYTES, PITCH_QUANTUM, BASE_ALIGN, MAX_EXTENT = 64, 16, 64, 1 << 24
+# What a 2-D block message needs of the surface (PVC): block_surfaces' limits, with rows
+# of whole dwords; 8- and 16-bit blocks start at a whole dword (x).
 GATHER_PIECE = 16               # elements per gather or scatter of the generic path
 MAX_MESSAGES = 64               # more than this: the gathers are no worse
 NONTRANSPOSED, TRANSPOSED = 1, 2                        # LSC data order
@@ -176,7 +177,7 @@ class VCBlock2DLowering:
         if plan is None:
             raw = self._gathered_load(op, ptr, positions)
         else:
-            raw = self._either(self._surface_fits(op, ptr), lambda: self._as_memory(ptr, fast()),
+            raw = self._either(op, ptr, lambda: self._as_memory(ptr, fast()),
                                lambda: self._gathered_load(op, ptr, positions))
         return ew.from_memory(self.b, ptr.elem, raw)
 
@@ -188,7 +189,7 @@ class VCBlock2DLowering:
         if plan is None:
             self._scattered_store(op, ptr, t, v)
             return None
-        self._either(self._surface_fits(op, ptr), lambda: self._store_messages(op, ptr, t, v, plan),
+        self._either(op, ptr, lambda: self._store_messages(op, ptr, t, v, plan),
                      lambda: self._scattered_store(op, ptr, t, v))
         return None
 
@@ -198,7 +199,9 @@ class VCBlock2DLowering:
         ptr = self.get(op.operands[0])
         shape = (op.attrs["rows"], op.attrs["cols"])
         plan = self._message_plan(ptr, shape, False, "prefetch")
-        if plan is not None:
+        if plan is not None and op.attrs.get("surface_fits"):
+            self._prefetch_messages(op, ptr, plan)
+        elif plan is not None:
             with self.b.if_then(self._surface_fits(op, ptr)):
                 self._prefetch_messages(op, ptr, plan)
         return None
@@ -261,11 +264,14 @@ class VCBlock2DLowering:
         aligned = b.icmp_unsigned("==", b.and_(ptr.base, ir.Constant(I64, BASE_ALIGN - 1)), ir.Constant(I64, 0))
         return b.and_(ok, aligned)
 
-    def _either(self, fits, fast, slow):
-        """``fast()`` where ``fits`` (a uniform i1), ``slow()`` where not; their values (if
-        any) joined."""
+    def _either(self, op, ptr, fast, slow):
+        """``fast()`` where the surface fits (a uniform branch), ``slow()`` where not; their
+        values (if any) joined.  Only ``fast()`` where the launch proved the surface fits
+        (``surface_fits``, cmlang/passes/block_surfaces.py)."""
+        if op.attrs.get("surface_fits"):
+            return fast()
         b = self.b
-        with b.if_else(fits) as (then, otherwise):
+        with b.if_else(self._surface_fits(op, ptr)) as (then, otherwise):
             with then:
                 fast_value = fast()
                 fast_end = b.block
@@ -365,7 +371,6 @@ class VCBlock2DLowering:
         per_dword = 4 // es
         K, N = op.result.type.shape
         kt, tile_n = 8 * per_dword, 8 * nt
-        fits = self._surface_fits(op, ptr)
         s = self._surface(op, ptr)
         tiles = {}
         for m in _vnni_plan(K, N, es):
@@ -378,7 +383,7 @@ class VCBlock2DLowering:
                              for c in range(VNNI_WIDTH) for t in range(per_dword)]
                 raw = self._gathered_load(op, ptr, positions)
                 return self.b.bitcast(raw, ir.VectorType(I32, m.n // per_dword))
-            data = self._either(fits, message, gathers)
+            data = self._either(op, ptr, message, gathers)
             block_dwords = m.block_n // per_dword
             for j in range(m.blocks):
                 for t in range(m.height // kt):
