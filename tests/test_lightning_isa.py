@@ -43,8 +43,8 @@ def launched(device=None) -> list:
 @pytest.fixture(scope="module")
 def rows():
     from cmlang.isa_report import Specialization, build_rows
-    specs = [Specialization(kernel, key, "attn-lightning-bf16", device)
-             for device in DEVICES for kernel, key in launched(device)]
+    specs = [Specialization(kernel, key, "attn-lightning-bf16", device, surfaces)
+             for device in DEVICES for kernel, key, surfaces in launched(device)]
     built = build_rows(specs, list(DEVICES), list(TARGETS), progress=False)
     assert [f"{r.kernel} {r.target} {r.device}: {r.error}" for r in built if r.error] == []
     return built
@@ -77,7 +77,7 @@ def test_key_and_value_tiles_by_2d_block_loads_on_pvc(rows):
 
 
 def test_the_cpu_keeps_f32_products_streamed_from_memory():
-    kernels = {kernel.__name__: kernel._constexpr_dict(key) for kernel, key in launched()}
+    kernels = {kernel.__name__: kernel._constexpr_dict(key) for kernel, key, _ in launched()}
     assert kernels["lightning_scan"]["P"] == cm.f32 and kernels["lightning_scan"]["KS"] == 0
     assert kernels["lightning_intra"]["P"] == cm.f32 and kernels["lightning_intra"]["KC"] == 0
 
