@@ -33,9 +33,10 @@ the configs, the key values and the toolchain; later processes reuse it without 
   before each config runs and after tuning, so the caller's own launch sees its inputs
   as they were and leaves the correct result.
 - ``CMLANG_AUTOTUNE=0`` takes the first config; ``CMLANG_AUTOTUNE_LOG=1`` prints the
-  table; ``budget`` (``CMLANG_AUTOTUNE_BUDGET``, default 10 s) stops tuning a key once
+  table; ``budget`` (``CMLANG_AUTOTUNE_BUDGET``, default 10 s) stops timing a key once
   spent and keeps the best so far for this process (not on disk: a later process, which
-  finds the configs compiled in the cache, tries again).
+  finds the configs compiled in the cache, tries again).  Ranking by compiler stats ranks
+  every config whatever the budget: its answer must not depend on the machine's load.
 
 ``k.best`` is the config chosen for the last key launched, ``k.timed`` whether it was
 measured in this process, ``k.how`` how it was chosen ("timed", "ranked", "cached",
@@ -260,10 +261,10 @@ class _Tuned:
         except ValueError:
             raise ValueError(f"{BUDGET_ENV}={raw!r} is not a number of seconds") from None
 
-    def _tune(self, attempt, what, configs, start=None):
+    def _tune(self, attempt, what, configs, start=None, budgeted=True):
         """Run ``attempt(index, config) -> Row`` over ``configs`` within the budget
-        (counted from ``start``, default now)."""
-        budget, start = self._budget(), start if start is not None else time.perf_counter()
+        (counted from ``start``, default now; ``budgeted`` False: every config)."""
+        budget, start = self._budget() if budgeted else math.inf, start if start is not None else time.perf_counter()
         rows, partial = [], False
         from tqdm import tqdm
         with tqdm(total=len(configs), desc=f"{what} {self.__name__}", unit="config",
@@ -488,7 +489,9 @@ class AutotunedKernel(_Tuned):
                 raise _Rejected(f"{type(exc).__name__}: {_first_line(exc)}") from None
             return Row(index, config, stats=dict(stats),
                        score=instructions_per_work(stats, config, self.options.work, grid))
-        return self._tune(attempt, f"ranking for {profile.name}", configs)
+        # Every config is ranked, whatever the budget: IGC's stats do not depend on the clock,
+        # so a loaded machine must choose as a quiet one does (the builds are cached).
+        return self._tune(attempt, f"ranking for {profile.name}", configs, budgeted=False)
 
 
 class _TunedLaunch:
@@ -651,8 +654,27 @@ def _check_key_names(name, key, params):
 
 
 def _key_values(key, params, args):
+    """The named key arguments' values, then the element types of all arguments (as
+    Triton's autotuner keys on every tensor's dtype): a choice made for f32 operands never
+    serves bf16 ones, whose registers and products differ."""
     given = dict(zip(params, args))
-    return tuple(_key_value(given.get(k)) for k in key)
+    listed = tuple(_key_value(given.get(k)) for k in key)
+    types = tuple(t for t in map(_element_type, args) if t is not None)
+    return listed + (("types",) + types,) if types else listed
+
+
+def _element_type(value):
+    """An array's dtype, or an element type given as an argument (cm.bf16 to a constexpr)."""
+    from .types import ScalarType
+    if isinstance(value, ScalarType):
+        return str(value)
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        return None
+    try:
+        return str(np.dtype(dtype))
+    except TypeError:
+        return str(dtype)
 
 
 def _key_value(value):

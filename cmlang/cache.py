@@ -136,7 +136,7 @@ def toolchain() -> dict:
 # ---------------------------------------------------------------------------
 # The key of one kernel specialization
 
-def kernel_key(kernel, constexpr_key, target: str, profile="cpu", checked=False):
+def kernel_key(kernel, constexpr_key, target: str, profile="cpu", checked=False, surfaces=()):
     """sha256 (hex) naming one specialization; None when the kernel's source cannot
     be read (defined in a REPL or exec'd string): such kernels are not cached.
     What the kernel reads beyond its own source is checked on lookup (``load_compiled``)."""
@@ -157,6 +157,7 @@ def kernel_key(kernel, constexpr_key, target: str, profile="cpu", checked=False)
         "grf": getattr(kernel, "grf", 128),
         "target": target,
         "checked": bool(checked),       # checked mode's bounds checks are other code
+        "surfaces": list(surfaces),     # block ops whose surfaces the launch proved (no run-time check)
         # Everything the code generator may read about the device (cmlang.runtime.profiles).
         "profile": [get_profile(profile).name, get_profile(profile).key()],
         **toolchain(),

@@ -35,6 +35,7 @@ class Specialization:
     key: tuple              # its constexpr key (Kernel._split_args)
     workload: str
     device: str | None = None     # recorded while planning for this device only (None: all)
+    surfaces: tuple = ()          # block ops whose surfaces the launch proved (Kernel.proven_surfaces)
 
     @property
     def name(self) -> str:
@@ -69,17 +70,18 @@ class Row:
 @contextlib.contextmanager
 def recording():
     """Record every kernel specialization asked for while the block runs:
-    yields a list of (Kernel, constexpr key), each once, in first-use order."""
+    yields a list of (Kernel, constexpr key, proven surfaces), each once, in first-use order."""
     from .kernel import Kernel
     seen, found = set(), []
     original = Kernel.specialization
 
-    def specialization(self, key=(), target="spirv", *rest):
-        ident = (self.fn, self.simd, key)
+    def specialization(self, key=(), target="spirv", *rest, **options):
+        surfaces = options.get("surfaces", rest[2] if len(rest) > 2 else ())
+        ident = (self.fn, self.simd, key, surfaces)
         if ident not in seen and not in_tuning():     # an autotuner's trials are not the program
             seen.add(ident)
-            found.append((self, key))
-        return original(self, key, target, *rest)
+            found.append((self, key, surfaces))
+        return original(self, key, target, *rest, **options)
 
     Kernel.specialization = specialization
     try:
@@ -114,17 +116,17 @@ def launched_specializations(names=(), size="quick", report=print, devices=None)
                             setup(inputs, device).run()
                         except harness.Skip as exc:
                             report(f"skipped {b.name} {impl}: {exc}")
-                    for kernel, key in found:
-                        ident = (kernel.fn, kernel.simd, key)
+                    for kernel, key, surfaces in found:
+                        ident = (kernel.fn, kernel.simd, key, surfaces)
                         if ident not in launched:
-                            launched[ident] = (Specialization(kernel, key, b.name), [])
+                            launched[ident] = (Specialization(kernel, key, b.name, surfaces=surfaces), [])
                         launched[ident][1].append(plan)
     out = []
     for spec, planned in launched.values():
         if len(planned) == len(plans):
             out.append(spec)
         else:
-            out += [Specialization(spec.kernel, spec.key, spec.workload, plan) for plan in planned]
+            out += [Specialization(spec.kernel, spec.key, spec.workload, plan, spec.surfaces) for plan in planned]
     return out
 
 
@@ -158,7 +160,8 @@ def build_rows(specs, devices, targets, progress=True, workers=None) -> list:
         futures = []
         for index, (spec, target, device) in enumerate(jobs):
             try:
-                ck = spec.kernel.specialization(spec.key, target, device_choice(device)[0])
+                ck = spec.kernel.specialization(spec.key, target, device_choice(device)[0],
+                                                surfaces=spec.surfaces)
             except CompileError as exc:
                 rows[index].error = f"cmlang: {exc}"
                 bar.update(1)

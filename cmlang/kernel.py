@@ -120,8 +120,9 @@ class Kernel:
             raise CompileError(e.message, def_location(fn)) from None
         self.runtime_params = [(n, t) for n, t in self.params if t is not constexpr]
         self._constexpr_positions = [i for i, (_, t) in enumerate(self.params) if t is constexpr]
-        self._specializations = {}   # (constexpr values, target, profile[, "checked"]) -> CompiledKernel
+        self._specializations = {}   # (constexpr values, target, profile[, "checked"][, surfaces]) -> CompiledKernel
         self._ir_cache = {}                                # constexpr values -> Function
+        self._surface_sites = {}                           # constexpr values -> SurfaceSites
         self._binder = launch_config.Binder(self.__name__, [n for n, _ in self.params])
 
     def __repr__(self):
@@ -173,6 +174,33 @@ class Kernel:
             self._ir_cache[key] = fn
         return fn
 
+    def _ir_with_proven_surfaces(self, key, surfaces):
+        """A fresh copy of the specialization's IR whose block ops at the ``surfaces``
+        indices carry ``surface_fits`` (cmlang/passes/block_surfaces.py)."""
+        from .frontend import compile_to_ir
+        from .passes.block_surfaces import mark_proven
+        from .passes.pipeline import run_pipeline
+        with self._compiling():
+            fn = compile_to_ir(self.fn, dict(self.param_types(key)), self._constexpr_dict(key),
+                               self.simd, name=self.__name__)
+            run_pipeline(fn)
+        mark_proven(fn, surfaces)
+        return fn
+
+    def proven_surfaces(self, key, runtime_args, profile) -> tuple:
+        """The block ops (indices) whose surfaces these launch arguments prove to fit the 2-D
+        block messages of ``profile``; () where it has none (every other device)."""
+        if get_profile(profile).block2d is None:
+            return ()
+        sites = self._surface_sites.get(key)
+        if sites is None:
+            from .passes.block_surfaces import surface_sites
+            sites = self._surface_sites[key] = surface_sites(self.ir_function(key))
+        if not sites:
+            return ()
+        from .passes.block_surfaces import proven_sites
+        return proven_sites(sites, runtime_args, lambda i: _starts_aligned(runtime_args[i]))
+
     def _checked_ir_function(self, key):
         """A fresh copy of the specialization's IR with checked mode's bounds checks
         (``cmlang.passes.bounds_checks``), their sites and the number of hidden parameters.
@@ -200,30 +228,39 @@ class Kernel:
             raise CompileError(limits.recursion_message(f"kernel '{self.__name__}'"),
                                def_location(self.fn)) from None
 
-    def specialization(self, key=(), target="spirv", profile=DEFAULT_PROFILE, checked=None) -> CompiledKernel:
-        """``checked`` None: checked mode if the kernel asks for it or ``CMLANG_CHECK=1``."""
+    def specialization(self, key=(), target="spirv", profile=DEFAULT_PROFILE, checked=None,
+                       surfaces=()) -> CompiledKernel:
+        """``checked`` None: checked mode if the kernel asks for it or ``CMLANG_CHECK=1``.
+        ``surfaces``: the block ops whose surfaces the launch proved (``proven_surfaces``);
+        checked mode keeps every run-time check."""
         profile = get_profile(profile)
         checked = self.checked_mode() if checked is None else checked
-        spec_key = (key, target, profile.name) + (("checked",) if checked else ())
+        surfaces = () if checked or profile.block2d is None else tuple(surfaces)
+        spec_key = (key, target, profile.name) + (("checked",) if checked else ()) + \
+            ((("surfaces",) + surfaces,) if surfaces else ())
         ck = self._specializations.get(spec_key)
         if ck is None:
-            ck = self._specializations[spec_key] = self._build(key, target, profile, checked)
+            ck = self._specializations[spec_key] = self._build(key, target, profile, checked, surfaces)
         return ck
 
     def checked_mode(self) -> bool:
         return self.check or os.environ.get(CHECK_ENV, "") not in ("", "0")
 
-    def _build(self, key, target, profile, checked=False):
+    def _build(self, key, target, profile, checked=False, surfaces=()):
         check_target_name(target)
         # The disk cache (cmlang/cache.py): a hit loads neither the front end nor codegen.
         from . import cache
-        disk_key = cache.kernel_key(self, key, target, profile, checked) if cache.enabled() else None
+        disk_key = cache.kernel_key(self, key, target, profile, checked, surfaces) if cache.enabled() else None
         if disk_key is not None:
             ck = cache.load_compiled(self, disk_key, target, self._constexpr_dict(key))
             if ck is not None:
                 return ck
         from cmlang.codegen import compile_function
-        fn, checks, hidden = (self._checked_ir_function(key) if checked else (self.ir_function(key), (), 0))
+        if checked:
+            fn, checks, hidden = self._checked_ir_function(key)
+        else:
+            fn = self._ir_with_proven_surfaces(key, surfaces) if surfaces else self.ir_function(key)
+            checks, hidden = (), 0
         with self._compiling():
             result = _with_register_file(compile_function(fn, target=target, profile=profile),
                                          self.grf, profile, self.__name__)
@@ -242,18 +279,18 @@ class Kernel:
         the result also carries IGC's build (``.native``, ``.isa``, ``.stats``).  Default: the
         profile of the current device, no native build.  ``checked``: checked mode (default:
         the kernel's ``check`` or ``CMLANG_CHECK``)."""
+        runtime_args = None
         if args_or_types:
-            key, _ = self._split_args(args_or_types)
+            key, runtime_args = self._split_args(args_or_types)
         else:
             names = [self.params[i][0] for i in self._constexpr_positions]
             missing = [n for n in names if n not in constexprs]
             if missing:
                 raise CompileError(f"{self.__name__}: constexpr parameter(s) {', '.join(missing)} need a value")
             key = tuple(constexpr_key(constexprs[n]) for n in names)
-        if device is None:
-            return self.specialization(key, target, _current_profile(), checked)
-        profile, native_device = device_choice(device)
-        ck = self.specialization(key, target, profile, checked)
+        profile, native_device = (_current_profile(), None) if device is None else device_choice(device)
+        surfaces = self.proven_surfaces(key, runtime_args, profile) if _all_values(runtime_args) else ()
+        ck = self.specialization(key, target, profile, checked, surfaces)
         return ck if native_device is None else _with_native_build(ck, native_device, getattr(self, "grf", 128))
 
     # --- launch -----------------------------------------------------------------
@@ -268,7 +305,13 @@ class Kernel:
         key, runtime_args = self._split_args(args)
         if self.interpret or os.environ.get("CMLANG_INTERPRET", "") not in ("", "0"):
             return self._interpret(key, grid, group, runtime_args)
-        return _launch_binary(self.specialization(key, "spirv", _current_profile()).binary, grid, group,
+        # Surfaces are proven for the profile host code plans for (`cmlang isa` records them
+        # with the specialization), else the current device's; a device without 2-D block
+        # messages drops them.
+        from .runtime.profiles import planning
+        profile = _current_profile()
+        surfaces = self.proven_surfaces(key, runtime_args, planning() or profile)
+        return _launch_binary(self.specialization(key, "spirv", profile, surfaces=surfaces).binary, grid, group,
                               runtime_args)
 
     def _interpret(self, key, grid, group, args):
@@ -280,6 +323,30 @@ class Kernel:
         run(fn, grid, group, host_args)
         write_back()
         return Launched.finished()
+
+
+def _all_values(args) -> bool:
+    """Whether compile() was given launch arguments (not types): only values prove surfaces."""
+    import numpy as np
+    return args is not None and not any(isinstance(a, (ScalarType, VectorType, PtrType, type, np.dtype))
+                                        for a in args)
+
+
+def _starts_aligned(arg) -> bool:
+    """Whether the buffer a pointer argument becomes starts on 64 bytes: host arrays are
+    copied into buffers cmlang allocates (at least 64-byte aligned on OpenCL and USM), as
+    are cmlang's device arrays; other memory only where its address says so."""
+    import numpy as np
+    from .runtime.arrays import DeviceArray
+    from .runtime.interop import Foreign, recognise
+    from .passes.block_surfaces import BASE_ALIGN
+    if isinstance(arg, (np.ndarray, DeviceArray)):
+        return True
+    foreign = arg if isinstance(arg, Foreign) else recognise(arg)
+    if isinstance(foreign, np.ndarray):
+        return True
+    extent = foreign.extent() if isinstance(foreign, Foreign) else None
+    return extent is not None and extent[1] % BASE_ALIGN == 0
 
 
 class _BoundLaunch:

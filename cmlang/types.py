@@ -51,6 +51,13 @@ class ScalarType:
         """The numpy dtype that holds this type in host memory (bf16 travels as uint16)."""
         return _NP_DTYPES[self.name]
 
+    def holds(self, dtype) -> bool:
+        """Whether host memory of numpy ``dtype`` holds elements of this type: np_dtype, and
+        for bf16 also a numpy bfloat16 dtype (ml_dtypes) of the same bits."""
+        dtype = np.dtype(dtype)
+        return dtype == np.dtype(self.np_dtype) or (
+            self.name == "bf16" and dtype.name == "bfloat16" and dtype.itemsize == 2)
+
     # Element type of a scalar is itself: lets code treat scalars as 1-element shapes.
     @property
     def elem(self):

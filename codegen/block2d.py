@@ -10,13 +10,15 @@ IGC's internal block-read builtins (``__builtin_IB_subgroup_block_read_flat*``),
 turns into ``load_block2d``; such names are imports the module may keep on that profile
 (``allowed_imports``).  The message does the bounds work in hardware (out-of-surface
 elements read 0).  The surface is a run-time value, so the messages run where it meets the
-message's limits (base, width and pitch below) and the generic code where not.  Three
+message's limits (base, width and pitch: cmlang/passes/block_surfaces.py) and the generic
+code where not, unless the launch proved the surface fits (``surface_fits``).  Three
 kinds, each checked in IGC 1.0.12504's ISA (tests/test_block2d_messages.py):
 
-- a 16-bit (R, 16c) load, R in 1, 2, 4 or a multiple of 8: ``_u16_m{R}k16v1`` (R <= 8), one
-  ``load_block2d.d16`` per 8 (or R) rows x 16 columns.  (IGC 1.0.12504 reads two blocks side
-  by side for these names, 64 bytes a row, and keeps the first; it does not know ``_m16``:
-  such a call was left unresolved and the register read uninitialised);
+- a 16-bit (R, 16c) load, R in 1, 2, 4 or a multiple of 8: one ``load_block2d.d16`` per 8
+  (or R) rows x 32 columns, two blocks of 16 (``_u16_m{R}k16v2``, R <= 8, R >= 2), and
+  ``_u16_m{R}k16v1`` for a last 16 columns or R = 1.  (IGC 1.0.12504 reads two blocks side
+  by side for the one-block names too, 64 bytes a row, and keeps the first; it does not know
+  ``_m16``: such a call was left unresolved and the register read uninitialised);
 - a 32-bit (R, 16c) load, R in 1, 2, 4 or a multiple of 8: the rows read as 32 halves with
   ``_u16_m{R'}k16v2`` (both blocks kept), one ``load_block2d.d16`` per 8 (or R) rows x 16
   dwords, then two shuffles a row put each dword back in its lane (the 32-bit names,
@@ -49,7 +51,9 @@ from __future__ import annotations
 
 from llvmlite import ir
 
+from cmlang.passes.block_surfaces import BASE_ALIGN, MAX_EXTENT, MIN_WIDTH_BYTES, PITCH_QUANTUM
 from cmlang.types import u16, u32
+
 from . import elementwise as so
 from .layout import Reg, slot_count
 from .llvm_builtins import I32, I64, value_type
@@ -63,10 +67,6 @@ VNNI_READ = {16: "__builtin_IB_subgroup_block_read_flat_transform_u16_k16",  # 1
 VNNI_ROWS = {16: 16, 8: 32}
 PREFETCH = "__builtin_IB_lsc_prefetch_global_uint"   # (global uint *p, int elements, int cache)
 PREFETCH_LINE = 64                                  # bytes between prefetched addresses
-# What the message needs of the surface (PVC's 2-D block limits): a 64-byte aligned base,
-# rows at least 64 bytes wide, a pitch of whole 16 bytes not below the width, width, pitch
-# (bytes) and height at most 2**24, at least one row.
-MIN_WIDTH_BYTES, PITCH_QUANTUM, BASE_ALIGN, MAX_EXTENT = 64, 16, 64, 1 << 24
 
 
 def block_read_name(rows: int) -> str:
@@ -89,9 +89,10 @@ def allowed_imports(profile) -> frozenset:
 class BlockSource:
     """A ``load_2d`` not yet read: the b operand of a dpas that reads it with VNNI-
     transforming block messages where the surface allows (``vnni_block_loads``)."""
-    def __init__(self, t, p, elem, x, y, width, height, pitch):
+    def __init__(self, t, p, elem, x, y, width, height, pitch, proven=False):
         self.type, self.p, self.elem = t, p, elem
         self.surface = (x, y, width, height, pitch)
+        self.proven = proven          # the launch proved the surface fits: messages alone
 
 
 def vnni_block_loads(fn, profile, simd: int) -> set:
@@ -156,11 +157,13 @@ class Block2DLowering:
         transpose = bool(op.attrs.get("transpose"))
         x, y, width, height, pitch = self._surface_operands(op)
         if op in self.vnni_loads:         # read by the dpas that uses it (dpas_systolic)
-            return BlockSource(t, p, elem, x, y, width, height, pitch)
+            return BlockSource(t, p, elem, x, y, width, height, pitch, bool(op.attrs.get("surface_fits")))
         shape = t.shape[::-1] if transpose else t.shape
         message = self._block_message(elem, shape, transpose)
         if message is None:
             return Reg(t, self._per_lane_load(p, elem, t, transpose, x, y, width, height, pitch))
+        if op.attrs.get("surface_fits"):    # proven at launch (cmlang/passes/block_surfaces.py)
+            return Reg(t, message(p, elem, t, x, y, width, height, pitch))
         # 16-bit data read as dwords: an even column and width keep dwords whole
         even = transpose and elem.bits == 16
         return Reg(t, self._message_or_per_lane(
@@ -320,22 +323,31 @@ class Block2DLowering:
         return b.call(fn, [base, bytes_minus_one(width), b.add(height, minus1), bytes_minus_one(pitch), coord])
 
     def _block_read_messages(self, p, elem, t, x, y, width, height, pitch):  # -> slots
-        """(R, 16c) 16-bit as messages of (R', 16), R' = R if R <= 8 else 8: the builtin
-        returns R' values per lane, row r of its block in element r (lane l: column l) --
-        for the message at rows r0.., columns 16j: slot (r0 + r) * c + j of the register."""
+        """(R, 16c) 16-bit as messages of (R', 16 or 32), R' = R if R <= 8 else 8: the
+        builtin returns R' values per lane per block, row r of block k in element k R' + r
+        (lane l: column l of the block) -- for the message at rows r0.., columns 16j: slot
+        (r0 + r) * c + j + k of the register.  Two neighbouring blocks of 16 columns are one
+        message (``_u16_m{R'}k16v2``: 64 bytes a row) where R' >= 2 (IGC 1.0.12504's
+        one-block names read the same 64 bytes and drop half)."""
         b = self.b
         rows, cols = t.shape
         per_row = cols // 16
         step = min(rows, 8)
         slots = [None] * (rows * per_row)
         for r0 in range(0, rows, step):
-            for j in range(per_row):
-                ret = I16 if step == 1 else ir.VectorType(I16, step)
-                raw = self._read_builtin(block_read_name(step), ret, p, elem, b.add(x, ir.Constant(I32, 16 * j)),
+            j = 0
+            while j < per_row:
+                blocks = 2 if step >= 2 and j + 1 < per_row else 1
+                name = dword_read_name(step) if blocks == 2 else block_read_name(step)
+                count = blocks * step
+                ret = I16 if count == 1 else ir.VectorType(I16, count)
+                raw = self._read_builtin(name, ret, p, elem, b.add(x, ir.Constant(I32, 16 * j)),
                                          b.add(y, ir.Constant(I32, r0)), width, height, pitch)
-                for r in range(step):
-                    bits = raw if step == 1 else b.extract_element(raw, ir.Constant(I32, r))
-                    slots[(r0 + r) * per_row + j] = so.from_bits(b, elem, bits)
+                for k in range(blocks):
+                    for r in range(step):
+                        bits = raw if count == 1 else b.extract_element(raw, ir.Constant(I32, k * step + r))
+                        slots[(r0 + r) * per_row + j + k] = so.from_bits(b, elem, bits)
+                j += blocks
         return slots
 
     def _dword_read_messages(self, p, elem, t, x, y, width, height, pitch):  # -> slots
@@ -415,5 +427,7 @@ class Block2DLowering:
         def per_lane():
             reg = Reg(src.type, self._per_lane_load(src.p, src.elem, src.type, False, *src.surface))
             return [self._vnni_b(reg, src.elem, k0, n0, N) for k0, n0 in keys]
+        if src.proven:
+            return dict(zip(keys, messages()))
         fits = self._surface_fits_message(src.p, src.elem, width, height, pitch)
         return dict(zip(keys, self._message_or_per_lane(fits, messages, per_lane)))

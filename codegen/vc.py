@@ -84,6 +84,7 @@ from .vc_memory import Pointer, VCMemoryLowering
 from .vc_regions import VCRegionLowering
 from .vc_dpas import VCDpasLowering, plan_rows_left_in_memory
 from .vc_block2d import VCBlock2DLowering
+from .block2d import vnni_block_loads
 
 TRIPLE = "spir64-unknown-unknown"
 DATA_LAYOUT = "e-i64:64-v16:16-v24:32-v32:32-v48:64-v96:128-v192:256-v256:256-v512:512-v1024:1024-n8:16:32:64"
@@ -231,6 +232,9 @@ class VCLowering(VCRegionLowering, VCDpasLowering, VCMemoryLowering, VCBlock2DLo
         self.iv_loops = induction_loops(fn)
         # 2-D loads that a dpas loop reads row by row (vc_dpas.py; the profile's dpas_loop_fmas)
         self.rows_left_in_memory = plan_rows_left_in_memory(fn, self.profile)
+        # 2-D loads a dpas on the unit reads as its b with VNNI-transforming messages (vc_block2d.py)
+        systolic = self.profile.systolic
+        self.vnni_loads = vnni_block_loads(fn, self.profile, systolic.exec_size if systolic else 0)
 
     # ------------------------------------------------------------------ kernel skeleton
     def run(self) -> str:

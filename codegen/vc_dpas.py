@@ -37,6 +37,7 @@ from . import elementwise as ew
 from .llvm_builtins import I16, I32
 from .regions import rows_left_in_memory
 from .vc_memory import MatrixInMemory
+from .vc_block2d import VNNIBlock, register_positions
 
 DPAS_EXEC_SIZE = 16               # dpas N where the profile has no systolic unit (see _dpas_exec_size)
 DPAS_DEPTH = 8                    # systolic depth: 8 dwords of K per row
@@ -67,15 +68,20 @@ class VCDpasLowering:
         acc, a, bm = self.operands(op)
         exec_size = self._dpas_unit(op)
         if exec_size:
-            return self._dpas_systolic(op, acc, self.registers(a), self.registers(bm), m, k, n, exec_size)
+            return self._dpas_systolic(op, acc, self.registers(a), self.registers(bm, systolic=True), m, k, n,
+                                       exec_size)
         if acc_t.elem.is_int:
             return self._dpas_integer(acc, self.registers(a), self.registers(bm), a_t.elem, b_t.elem, m, k, n)
         if k > 1 and self.profile.dpas_loop_fmas and m * k * -(-n // FMA_PIECE) >= self.profile.dpas_loop_fmas:
             return self._dpas_fma_k_loop(op, acc, a, bm, m, k, n)
         return self._dpas_fma(op, acc, self.registers(a), self.registers(bm), m, k, n)
 
-    def registers(self, x):
-        """A dpas operand in registers (a 2-D load left in memory is read now)."""
+    def registers(self, x, systolic=False):
+        """A dpas operand in registers (a 2-D load left in memory is read now); a b that
+        VNNI-transforming messages read stays as it is for ``_dpas_systolic``."""
+        if isinstance(x, VNNIBlock) and not systolic:
+            return ew.from_memory(self.b, x.ptr.elem, self._gathered_load(
+                x.op, x.ptr, register_positions(x.op.result.type.shape, False)))
         return self.load_matrix(x) if isinstance(x, MatrixInMemory) else x
 
     # ------------------------------------------------------------------ choosing the unit
@@ -137,7 +143,12 @@ class VCDpasLowering:
         a_kind, b_kind = _precision_of(op, a_t.elem), _precision_of(op, b_t.elem)
         per_dword = ELEMENTS_PER_DWORD[a_kind]
         kt, nt = DPAS_DEPTH * per_dword, exec_size
-        a_bits, b_bits = self._dpas_bits(a_kind, a_t.elem, a), self._dpas_bits(b_kind, b_t.elem, bm)
+        a_bits = self._dpas_bits(a_kind, a_t.elem, a)
+        if isinstance(bm, VNNIBlock):           # b read by VNNI-transforming messages (vc_block2d.py)
+            b_tile_at = self.vnni_tiles(bm, nt).__getitem__
+        else:
+            b_bits = self._dpas_bits(b_kind, b_t.elem, bm)
+            b_tile_at = lambda key: self._vnni(b_bits, key[0], key[1], n, nt, per_dword)   # noqa: E731
         for m0 in range(0, m, MAX_REPEAT):
             rc = min(MAX_REPEAT, m - m0)
             for n0 in range(0, n, nt):
@@ -145,7 +156,7 @@ class VCDpasLowering:
                 for k0 in range(0, k, kt):
                     a_tile = b.bitcast(self.rdregion(a_bits, rc * kt, k, kt, 1, m0 * k + k0),
                                        ir.VectorType(I32, rc * DPAS_DEPTH))
-                    b_tile = self._vnni(b_bits, k0, n0, n, nt, per_dword)
+                    b_tile = b_tile_at((k0, n0))
                     args = [tile, b_tile, a_tile] + [ir.Constant(I32, v) for v in (
                         PRECISION[b_kind], PRECISION[a_kind], DPAS_DEPTH, rc, 1, 1)]
                     tile = self.genx(b, "dpas2", tile.type, args, [tile.type, tile.type, b_tile.type, a_tile.type])

@@ -272,8 +272,9 @@ def _pyopencl(arg):
 # DLDeviceType values (dlpack.h)
 DL_CPU, DL_CUDA_HOST, DL_ROCM_HOST, DL_ONEAPI = 1, 3, 11, 14
 _HOST_DEVICES = (DL_CPU, DL_CUDA_HOST, DL_ROCM_HOST)
-# DLDataTypeCode -> numpy kind
-_DL_KINDS = {0: "i", 1: "u", 2: "f", 5: "c", 6: "b"}
+# DLDataTypeCode -> numpy kind; bfloat16 (code 4) is read as its 16-bit patterns
+DL_BFLOAT = 4
+_DL_KINDS = {0: "i", 1: "u", 2: "f", DL_BFLOAT: "u", 5: "c", 6: "b"}
 
 
 def _dlpack(arg):
@@ -282,6 +283,9 @@ def _dlpack(arg):
         try:
             return np.from_dlpack(arg)
         except (BufferError, TypeError, RuntimeError) as exc:
+            bfloat16 = _host_bfloat16(arg)     # numpy has no bfloat16 to import it as
+            if bfloat16 is not None:
+                return bfloat16
             raise LaunchError(f"cannot read the {type(arg).__name__} through DLPack: "
                               f"{exc}") from None
     if device_type == DL_ONEAPI:
@@ -321,6 +325,46 @@ _capsule_pointer.restype = ctypes.c_void_p
 _capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
 
 
+def _capsule_tensor(arg, capsule) -> DLTensor:
+    try:
+        address = _capsule_pointer(capsule, b"dltensor")
+    except ValueError:
+        raise LaunchError(f"the {type(arg).__name__}'s __dlpack__() gave no DLPack "
+                          "tensor capsule") from None
+    return DLManagedTensor.from_address(address).dl_tensor
+
+
+class _CapsuleView:
+    """Host memory of a DLPack capsule as numpy's array interface; the numpy view
+    references this object, which keeps the capsule (so the producer's memory) alive."""
+
+    def __init__(self, capsule, tensor, typestr):
+        itemsize = tensor.dtype.bits // 8
+        shape = tuple(tensor.shape[i] for i in range(tensor.ndim))
+        strides = (tuple(tensor.strides[i] * itemsize for i in range(tensor.ndim))
+                   if tensor.strides else None)
+        self.capsule = capsule
+        self.__array_interface__ = {"data": ((tensor.data or 0) + tensor.byte_offset, False),
+                                    "shape": shape, "strides": strides, "typestr": typestr,
+                                    "version": 3}
+
+
+def _host_bfloat16(arg):
+    """A host bfloat16 tensor (torch.bfloat16 on the CPU) as a numpy view: ml_dtypes'
+    bfloat16 where installed, else its uint16 bit patterns (what ``ptr[bf16]`` takes
+    either way); None for any other element type."""
+    capsule = arg.__dlpack__()
+    tensor = _capsule_tensor(arg, capsule)
+    if (tensor.dtype.code, tensor.dtype.bits, tensor.dtype.lanes) != (DL_BFLOAT, 16, 1):
+        return None
+    bits = np.asarray(_CapsuleView(capsule, tensor, "<u2"))
+    try:
+        import ml_dtypes
+    except ImportError:
+        return bits
+    return bits.view(ml_dtypes.bfloat16)
+
+
 def _dlpack_oneapi(arg, device_id):
     """A tensor in USM memory of a SYCL device (PyTorch XPU, dpnp): its SUAI view.
 
@@ -333,12 +377,7 @@ def _dlpack_oneapi(arg, device_id):
     """
     import dpctl
     capsule = arg.__dlpack__()
-    try:
-        address = _capsule_pointer(capsule, b"dltensor")
-    except ValueError:
-        raise LaunchError(f"the {type(arg).__name__}'s __dlpack__() gave no DLPack "
-                          "tensor capsule") from None
-    tensor = DLManagedTensor.from_address(address).dl_tensor
+    tensor = _capsule_tensor(arg, capsule)
     kind = _DL_KINDS.get(tensor.dtype.code)
     if kind is None or tensor.dtype.lanes != 1:
         raise LaunchError(f"the {type(arg).__name__} has a DLPack element type cmlang does "

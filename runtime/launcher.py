@@ -482,9 +482,7 @@ def _pointer_converter(kernel_name, where, param):
     dtype_text = f"{dtype} (bf16 bits) or bfloat16" if is_bf16 else str(dtype)
     min_elems, writes = param.min_elems, param.writes
 
-    def dtype_ok(given) -> bool:
-        """bf16 memory: uint16 bit patterns, or a numpy bfloat16 dtype (ml_dtypes) of the same bits."""
-        return given == dtype or (is_bf16 and given.name == "bfloat16" and given.itemsize == 2)
+    dtype_ok = param.type.elem.holds
 
     def check_size(size):
         if size < min_elems:

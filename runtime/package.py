@@ -194,7 +194,7 @@ def _type_fit(arg, t):
         if dtype is None:
             return 0  # USM memory, dlpack objects...: the launcher checks them
         try:
-            return 1 if np.dtype(dtype) == np.dtype(t.elem.np_dtype) else None
+            return 1 if t.elem.holds(dtype) else None
         except TypeError:
             return 0
     if isinstance(t, VectorType):      # a register passed by value: any sequence of its shape

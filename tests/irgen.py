@@ -972,6 +972,59 @@ class Generator:
         return self.effect([f"cm.store(out_{v.elem.name}, b_out_{v.elem.name} + {seg.offset}, {v.name}, "
                             f"{pitch_text})"], [v], "memory.store2d")
 
+    # --- 2-D block IO on a surface (cm.load_2d / store_2d / prefetch_2d) ---
+    BLOCK_SHAPES = [(8, 16), (16, 16), (4, 32), (16, 8), (2, 8), (5, 3), (32, 16), (8, 32), (1, 16), (3, 12),
+                    (16, 4)]
+    BLOCK_TYPES = {f16: 3, u8: 2, i8: 1, i16: 2, u16: 1, i32: 2, f32: 3, i64: 1}
+
+    def surface(self, elem, r, c, role, values=None, above=True):
+        """A surface in a buffer of its own for an r x c block: each CM thread's section is H
+        rows of P elements; thread t's surface is rows 0 .. t*H + Hs - 1 of the buffer and
+        columns 0 .. W - 1, the block at (x0, t*H + y0), anywhere from wholly inside to
+        wholly outside.  Above the block (y0 < 0) lie the previous thread's rows: a thread
+        writes there only where that thread's surface ends (H >= Hs - y0).  Widths and
+        pitches are often what 2-D block messages take (rows of >= 64 bytes, a pitch of
+        whole 16 bytes), sometimes not.  ``values(rng, n)``: the input data (default random).
+        Returns (buffer, the surface's source text)."""
+        es = max(1, elem.bits // 8)
+        if self.chance(0.7):
+            W = max(c, 64 // es) + self.rnd.randint(0, 8)
+        else:
+            W = self.rnd.randint(1, max(1, 64 // es - 1))
+        P = W + self.rnd.randint(0, 4)
+        if self.chance(0.7):
+            quantum = max(1, 16 // es)
+            P = -(-P // quantum) * quantum
+        Hs = self.rnd.randint(0 if self.chance(0.05) else 1, r + 3)
+        y0 = self.rnd.randint(-(r - 1) if above else 0, Hs + 1)
+        x0 = self.rnd.randint(-(c - 1), W + 1)
+        H = max(1, Hs - min(y0, 0))
+        self.count += 1
+        buf = self.buffers[f"surf{self.count}_{elem.name}"] = Buffer(f"surf{self.count}_{elem.name}", elem, role)
+        if role == "out":
+            buf.alloc(H * P, tol=EXACT)
+        else:
+            values = values or (lambda rng, n: random_data(elem, rng, n))
+            buf.alloc(H * P, lambda rng, t, n=H * P: values(rng, n))
+        x_text = str(x0) if self.chance(0.7) else f"s - s + {x0}"
+        return buf, f"{x_text}, t * {H} + {y0}, {W}, t * {H} + {Hs}, {P}"
+
+    def op_block2d(self):
+        kind = self.weighted({"load": 5, "store": 3, "prefetch": 1})
+        elem = self.weighted(self.BLOCK_TYPES)
+        r, c = self.choice(self.BLOCK_SHAPES)
+        if kind == "store":
+            v = self.pick_shaped((r, c), elems=(elem,))
+            buf, where = self.surface(elem, r, c, "out")
+            return self.effect([f"cm.store_2d({buf.name}, {v.name}, {where})"], [v], "memory.block2d.store")
+        buf, where = self.surface(elem, r, c, "in")
+        if kind == "prefetch":
+            return self.effect([f"cm.prefetch_2d({buf.name}, ({r}, {c}), {where})"], [], "memory.block2d.prefetch")
+        transpose = self.chance(0.4)
+        shape = (c, r) if transpose else (r, c)
+        return self.define(f"cm.load_2d({buf.name}, ({r}, {c}), {where}{', transpose=True' if transpose else ''})",
+                           elem, shape, [], "memory.block2d.load" + (".transpose" if transpose else ""), raw=True)
+
     def op_atomic(self):
         elem = self.choice([i32, i32, u32, f32, i64])
         kinds = ["add", "sub", "min", "max", "xchg", "cmpxchg"] + (["and", "or", "xor"] if elem.is_int else [])
@@ -1169,23 +1222,48 @@ class Generator:
     def op_dpas(self):
         """acc + a @ b with f32, f16 or bf16 inputs of small integers (every sum exact), or
         i8/u8 inputs (any values, each operand's signedness drawn) with an i32 accumulator
-        (wrapping)."""
+        (wrapping), or tf32; b sometimes a ``cm.load_2d`` of a surface (the VNNI-transforming
+        2-D block load where the hardware has it)."""
         if self.chance(0.3):
             return self.integer_dpas()
+        if self.chance(0.15):
+            return self.tf32_dpas()
         elem = self.choice([f32, f16, bf16])
         M, K, N = self.choice([1, 2, 4, 8]), self.choice([8, 16]), self.choice([8, 16])
         if elem == f32 and self.chance(0.5):
             K = self.choice([4, 8])
+        from_surface = elem != f32 and self.chance(0.4)
+        if from_surface:        # shapes the VNNI-transforming load takes
+            K, N = self.choice([16, 32]), self.choice([16, 32])
         small = lambda rng, t, size: rng.integers(-4, 5, size).astype(np.float32)  # noqa: E731
         offs = [self.input_offset(f32, r * c, "sm", lambda rng, t, size=r * c: small(rng, t, size))
                 for r, c in ((M, N), (M, K), (K, N))]
         conv = "" if elem == f32 else f".astype({tname(elem)})"
         name = self.new_name("d")
+        b_line, tag = f"b{name} = cm.load(sm_f32, {offs[2]}, ({K}, {N}), {N}){conv}", f"dpas.{elem.name}"
+        if from_surface:
+            to_bits = (lambda v: v.astype(np.float16)) if elem == f16 else bf16_bits
+            buf, where = self.surface(elem, K, N, "in", lambda rng, n: to_bits(small(rng, 0, n)))
+            b_line, tag = f"b{name} = cm.load_2d({buf.name}, ({K}, {N}), {where})", f"dpas.{elem.name}.load_2d"
         lines = [f"c{name} = cm.load(sm_f32, {offs[0]}, ({M}, {N}), {N})",
-                 f"a{name} = cm.load(sm_f32, {offs[1]}, ({M}, {K}), {K}){conv}",
-                 f"b{name} = cm.load(sm_f32, {offs[2]}, ({K}, {N}), {N}){conv}",
+                 f"a{name} = cm.load(sm_f32, {offs[1]}, ({M}, {K}), {K}){conv}", b_line,
                  f"{name} = cm.dpas(c{name}, a{name}, b{name})"]
-        return self.define_lines(Var(name, f32, (M, N)), lines, [], f"dpas.{elem.name}")
+        return self.define_lines(Var(name, f32, (M, N)), lines, [], tag)
+
+    def tf32_dpas(self):
+        """f32 inputs through tf32 (``precision="tf32"``): positive values with a full f32
+        mantissa (the rounding to tf32 shows: an unrounded input is off by up to 2**-11
+        relative), so the sums do not cancel and a few ulps bound the order of the additions."""
+        M, K, N = self.choice([1, 4, 8]), self.choice([8, 16]), 16
+        data = lambda rng, t, size: rng.uniform(0.5, 2.0, size).astype(np.float32)  # noqa: E731
+        offs = [self.input_offset(f32, r * c, "tf", lambda rng, t, size=r * c: data(rng, t, size))
+                for r, c in ((M, N), (M, K), (K, N))]
+        name = self.new_name("d")
+        lines = [f"c{name} = cm.load(tf_f32, {offs[0]}, ({M}, {N}), {N})",
+                 f"a{name} = cm.load(tf_f32, {offs[1]}, ({M}, {K}), {K})",
+                 f"b{name} = cm.load(tf_f32, {offs[2]}, ({K}, {N}), {N})",
+                 f'{name} = cm.dpas(c{name}, a{name}, b{name}, precision="tf32")']
+        return self.define_lines(Var(name, f32, (M, N), Tolerance("ulp", 2 * K + 2)), lines, [], "dpas.tf32")
 
     def integer_dpas(self):
         a_elem, b_elem = self.choice([i8, u8]), self.choice([i8, u8])
@@ -1255,7 +1333,8 @@ class Generator:
     OPS = {"op_binary": 7, "op_unary": 2, "op_math": 2, "op_compare": 2, "op_merge": 2, "op_convert": 4,
            "op_bitcast": 1.5, "op_reshape": 0.7, "op_region_read": 3, "op_replicate": 1, "op_region_write": 2,
            "op_element_write": 1, "op_extract": 1, "op_shuffle": 4, "op_reduce": 3, "op_construct": 0.7,
-           "op_gather": 1, "op_scatter": 1, "op_load2d": 0.7, "op_store2d": 0.7, "op_atomic": 1.2,
+           "op_gather": 1, "op_scatter": 1, "op_load2d": 0.7, "op_store2d": 0.7, "op_block2d": 0.8,
+           "op_atomic": 1.2,
            "op_loop": 0.5, "op_if": 0.5, "op_simd_if": 0.5,
            "op_nested_loop": 0.8, "op_loop_memory": 0.4, "op_slm": 0.5, "op_dpas": 0.4,
            "op_wide_narrow_float": 0.8, "op_edge_constant": 0.5, "op_cm": 1.5}

@@ -17,18 +17,16 @@ needs_ocloc = pytest.mark.skipif(not intel_gpu.available(),
 
 DEVICES = ("pvc", "dg2")
 # The f32 workloads (d = 64 at the quick size); the bf16 ones (d = 128) are in
-# tests/test_attention_lowp.py, and most of their InfLLM-V2 and Lightning kernels still spill.
+# tests/test_attention_lowp.py and (Lightning) tests/test_lightning_isa.py.
 F32_WORKLOADS = ["attn-dense", "attn-lightning", "attn-infllmv2", "attn-rope", "attn-rmsnorm"]
 TARGETS = ("spirv", "spirv-vc")
 
-# Builds that still spill (kernel, target, device): lightning_intra and rope_kernel on DG2,
-# not reshaped for GPUs yet (issue 16).  The test fails when one more spills and when one of
-# these stops spilling, so the list stays the truth.
-STILL_SPILLING = {
-    ("lightning_intra", "spirv", "dg2"), ("lightning_intra", "spirv-vc", "dg2"),
-    ("rope_kernel", "spirv", "dg2"),
-}
-RESHAPED = ("flash_attention", "lightning_scan", "infllm_lse", "infllm_block_scores", "infllm_attend")
+# Builds that still spill (kernel, target, device): none since Lightning and RoPE were
+# reshaped for GPUs (issue 16).  The test fails when one more spills and when one of these
+# stops spilling, so the set stays the truth.
+STILL_SPILLING = set()
+RESHAPED = ("flash_attention", "lightning_intra", "lightning_scan", "infllm_lse", "infllm_block_scores",
+            "infllm_attend", "rope_kernel")
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +114,15 @@ def test_the_gpu_flash_tiles_compute_dense_attention(rng, monkeypatch, device, c
     q, k, v = (rng.standard_normal((n, h, d)).astype(np.float32) for h in (hq, hkv, hkv))
     got, want = att.dense_attention(q, k, v, causal), att.dense_attention_reference(q, k, v, causal)
     assert float(np.abs(got - want).max()) / max(1.0, float(np.abs(want).max())) < 2e-5
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("heads", [8, 3])
+@needs_ocloc
+def test_the_gpu_rope_blocks_compute_rope(rng, monkeypatch, device, heads):
+    """RoPE with the GPU profiles' head blocks (autotuned where they divide the heads, else
+    at most 2 heads a block), run on the CPU device: the reference's result."""
+    monkeypatch.setenv("CMLANG_AUTOTUNE_DEVICE", device)
+    x = rng.standard_normal((37, heads, 128)).astype(np.float32)
+    got, want = att.rope(x, offset=3), att.rope_reference(x.astype(np.float64), offset=3)
+    assert float(np.abs(got - want).max()) < 1e-5

@@ -64,12 +64,32 @@ def test_picks_the_fastest_and_the_result_is_right(rng):
     assert slow.seconds > 5 * fast.seconds, (slow.seconds, fast.seconds)
 
 
+def test_a_choice_is_per_element_type():
+    """Key values alike, element types not: two choices (a tile ranked for f32 operands once
+    served bf16 ones, for which it did not even build)."""
+    @cm.autotune(configs=[{"B": 16}, {"B": 32}], key=["n"])
+    @cm.kernel(simd=16)
+    def scale(x: "cm.ptr[T]", y: "cm.ptr[T]", n: i32, T: cm.constexpr, B: cm.constexpr):
+        i = cm.thread_id(0) * B
+        cm.store(y, i, (cm.load(x, i, B).astype(f32) * 2.0).astype(T))
+
+    keys = set()
+    for t, dtype in ((f32, np.float32), (cm.f16, np.float16)):
+        x = np.arange(64, dtype=dtype)
+        y = np.zeros_like(x)
+        scale[lambda c: 64 // c["B"]](x, y, 64, t)
+        np.testing.assert_array_equal(y, 2 * x)
+        keys.add(tuning._key_values(["n"], ("x", "y", "n", "T"), (x, y, 64, t)))
+    assert len(keys) == 2 and len(scale._choices) == 2
+
+
 def test_log_prints_the_table(rng, monkeypatch, capsys):
     monkeypatch.setenv("CMLANG_AUTOTUNE_LOG", "1")
     k = _tuned_double()
     _launch_double(k, rng.standard_normal(N).astype(np.float32))
     err = capsys.readouterr().err
-    assert "cm.autotune double key=(('array', (65536,), 'float32'),): timed on the device" in err
+    assert ("cm.autotune double key=(('array', (65536,), 'float32'), ('types', 'float32', 'float32')): "
+            "timed on the device") in err
     chosen = [line for line in err.splitlines() if line.startswith(" * ")]
     assert chosen == [line for line in err.splitlines() if "'REDUNDANT': 1}" in line]
     assert " ms" in chosen[0]
@@ -306,6 +326,20 @@ def test_ranking_no_spill_first_then_instructions_per_work(monkeypatch):
     assert [c[3] for c in calls] == [128, 256, 128, 128]        # the grf of each config reached the build
     scores = [r.score for r in k.table]
     assert scores == [900 / 512, 900 / 512, 400 / 256, 60 / 64]
+
+
+def test_ranking_is_not_cut_short_by_the_budget(monkeypatch):
+    """A spent budget stops timing, not ranking: under load the builds took longer than the
+    budget and the first config (which spilled most) was kept instead of the best."""
+    table = {(8, 64): {"instructions": 900, "spill_bytes": 4096},
+             (4, 64): {"instructions": 400, "spill_bytes": 0}}
+    stats, calls = _fake_stats(table)
+    monkeypatch.setattr(tuning, "native_stats", stats)
+    configs = [{"TM": 8, "TN": 64}, {"TM": 4, "TN": 64}]
+    k = cm.autotune(configs=configs, key=["n"], budget=0)(_gemm_like())
+    chosen = k[lambda c: 4096 // (c["TM"] * c["TN"])].tune(np.zeros(4096, np.float32), 4096, device="pvc")
+    assert chosen == {"TM": 4, "TN": 64} and len(calls) == 2
+    assert [r.status for r in k.table] == ["ok", "ok"]
 
 
 def test_ranking_by_threads_when_no_work_measure_and_failures_skipped(monkeypatch, capsys):

@@ -58,7 +58,8 @@ def stores(T):
 
 MESSAGE_CASES = [  # kernel, messages, the opcode of each
     ("f16 8x16", lambda: loads(f16, 8, 16, False), 1, "load_block2d.ugm.d16.a64"),
-    ("f16 16x32 split", lambda: loads(f16, 16, 32, False), 4, "load_block2d.ugm.d16.a64"),
+    ("f16 16x32 split", lambda: loads(f16, 16, 32, False), 2, "load_block2d.ugm.d16.a64"),   # 2 blocks each
+    ("f16 2x48 2+1 blocks", lambda: loads(f16, 2, 48, False), 2, "load_block2d.ugm.d16.a64"),
     ("f32 8x16 as halves", lambda: loads(f32, 8, 16, False), 1, "load_block2d.ugm.d16.a64"),
     ("f32 1x16 as halves", lambda: loads(f32, 1, 16, False), 1, "load_block2d.ugm.d16.a64"),
     ("i32 16x32 as halves split", lambda: loads(i32, 16, 32, False), 4, "load_block2d.ugm.d16.a64"),
@@ -205,7 +206,9 @@ PLACE_IDS = ["x%d,y%d,w%d,h%d,p%d" % p for p in PLACES]
 
 @pytest.mark.parametrize("place", PLACES, ids=PLACE_IDS)
 @pytest.mark.parametrize("T,rows,cols,transpose,expect", [
-    (f16, 16, 32, False, "__builtin_IB_subgroup_block_read_flat_u16_m8k16v1"),
+    (f16, 16, 32, False, "__builtin_IB_subgroup_block_read_flat_u16_m8k16v2"),     # two blocks a message
+    (f16, 2, 48, False, "__builtin_IB_subgroup_block_read_flat_u16_m2k16v1"),      # 2 + 1 blocks
+    (f16, 8, 16, False, "__builtin_IB_subgroup_block_read_flat_u16_m8k16v1"),
     (f32, 8, 16, False, "__builtin_IB_subgroup_block_read_flat_u16_m8k16v2"),
     (f32, 1, 16, False, "__builtin_IB_subgroup_block_read_flat_u16_m2k16v2"),
     (f32, 4, 32, False, "__builtin_IB_subgroup_block_read_flat_u16_m4k16v2"),

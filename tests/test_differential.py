@@ -39,7 +39,15 @@ bf16 inputs (small integers: every sum exact) and with i8/u8 inputs and an i32 a
 (any values, wrapping; spirv-vc does not take them yet, so such a kernel is not emulated
 there), bf16 and f64 arithmetic, constants at the
 edges of their types' ranges, all-NaN vectors, and one output array passed to two pointer
-parameters (the same memory: writes through either must land).
+parameters (the same memory: writes through either must land). Since issue 14: dpas through
+tf32 (``precision="tf32"``: inputs with full f32 mantissas, so an unrounded input shows),
+dpas whose b is a ``cm.load_2d`` (the VNNI-transforming load where the hardware has it), and
+``cm.load_2d`` (also transposed) / ``cm.store_2d`` / ``cm.prefetch_2d`` of 8- to 64-bit
+blocks on surfaces of their own, from wholly inside to wholly outside (reads 0, no write),
+with widths and pitches the 2-D block messages take and ones they do not. The emulator runs
+spirv-vc for the CPU profile with PVC's systolic unit and 2-D block messages
+(``emulated_profile``), on 64-byte aligned copies of the arrays, so those blocks take the
+LSC messages (split, transposed, VNNI, several blocks a message) where their surfaces allow.
 
 Backends: every kernel runs in the interpreter (the reference) and on the default device
 (SIMT SPIR-V); every ``CMLANG_DIFF_VC_EVERY``-th kernel (default 4; 1 for all) is also
@@ -332,6 +340,35 @@ def runs_on_vc(case):
     return case.data_seed % VC_EVERY == 0
 
 
+def emulated_profile():
+    """The profile the emulator runs spirv-vc for: the CPU runtime's with PVC's systolic unit
+    and 2-D block messages, so generated 2-D blocks take the LSC messages (split, transposed,
+    VNNI-transforming for a dpas's b) where their surfaces allow and the gathers where not."""
+    import dataclasses
+    from cmlang.runtime.profiles import get_profile
+    pvc = get_profile("pvc")
+    return dataclasses.replace(get_profile("cpu"), name="cpu-with-pvc-messages", block2d=pvc.block2d,
+                               systolic=pvc.systolic)
+
+
+def aligned_copies(args):
+    """The arguments with each array copied to 64-byte aligned memory (a 2-D block message's
+    base must be), one copy per distinct array (aliased parameters stay one memory)."""
+    copies = {}
+    out = []
+    for a in args:
+        if isinstance(a, np.ndarray):
+            if id(a) not in copies:
+                buf = np.empty(a.nbytes + 64, np.uint8)
+                start = -buf.ctypes.data % 64
+                copy = buf[start:start + a.nbytes].view(a.dtype)
+                copy[:] = a
+                copies[id(a)] = copy
+            a = copies[id(a)]
+        out.append(a)
+    return out
+
+
 def buffers_of(case, args):
     """The arrays of the case's buffers among launch arguments (aliases come after them)."""
     return args[:len(case.buffers)]
@@ -364,8 +401,8 @@ def start_on_vc(case, kernel):
         try:
             os.close(read_end)
             try:
-                compiled = kernel.specialization(key, "spirv-vc")
-                args = list(runtime)
+                compiled = kernel.specialization(key, "spirv-vc", emulated_profile())
+                args = aligned_copies(list(runtime))
                 HostKernel(compiled, opt=0).run(irgen.THREADS, case.group, args)
                 payload = ("ok", [np.asarray(a) for a in buffers_of(case, args)])
             except cm.CompileError as e:
@@ -724,7 +761,10 @@ def test_enough_cases_and_ops():
     for tag in ("control.while.while", "control.for.while", "control.while.never", "control.break.inner",
                 "control.continue.inner", "control.break.outer", "control.continue.outer",
                 "memory.in_loop.while", "memory.in_loop.for", "memory.slm.block", "memory.slm.gather.loop",
-                "memory.alias", "dpas.f32", "dpas.f16", "dpas.bf16", "dpas.i8", "dpas.u8", "float.bf16", "float.f64",
+                "memory.alias", "dpas.f32", "dpas.f16", "dpas.bf16", "dpas.i8", "dpas.u8", "dpas.tf32",
+                "dpas.f16.load_2d",
+                "memory.block2d.load.transpose", "memory.block2d.store", "memory.block2d.prefetch",
+                "float.bf16", "float.f64",
                 "construct.edge.full", "construct.edge.build", "construct.edge.element", "constant.beyond",
                 "control.simd_if"):
         assert any(k.startswith(tag) for k in COVERAGE["ops"]), tag
@@ -732,6 +772,6 @@ def test_enough_cases_and_ops():
                    "insert", "reduce.and.axisNone", "reduce.or.axis0", "reduce.max.axis1", "convert.sat",
                    "bitcast", "select", "gather.masked", "scatter.masked", "load2d", "store2d",
                    "atomic.cmpxchg", "atomic.xor", "for", "while", "if", "pow", "fma", "shl", "shr", "dpas",
-                   "slm", "barrier", "local_id"):
+                   "slm", "barrier", "local_id", "block_load2d", "block_store2d", "block_prefetch2d"):
         assert any(k.startswith(opcode) for k in COVERAGE["ir_ops"]), opcode
     assert COVERAGE["runs"]["device"] and (COVERAGE["runs"]["spirv-vc"] or not HAVE_VC)

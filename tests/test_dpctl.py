@@ -495,6 +495,62 @@ def test_dlpack_torch_cpu_tensors(on, saxpy):
         assert torch.equal(y, 2 * x + 1)
 
 
+class BFloat16HostTensor:
+    """bfloat16 host memory behind DLPack (type code 4), as a CPU torch.bfloat16 tensor
+    exports it: numpy cannot import that type, so cmlang reads the capsule itself."""
+
+    def __init__(self, bits):
+        self.bits = bits                                 # uint16 patterns, owned here
+        self._shape = (ctypes.c_int64 * 1)(bits.size)
+        self._managed = []
+
+    def __dlpack_device__(self):
+        return interop.DL_CPU, 0
+
+    def __dlpack__(self, **kwargs):
+        managed = interop.DLManagedTensor()
+        tensor = managed.dl_tensor
+        tensor.data = self.bits.ctypes.data
+        tensor.device.device_type, tensor.device.device_id = self.__dlpack_device__()
+        tensor.ndim, tensor.shape = 1, self._shape
+        tensor.dtype.code, tensor.dtype.bits, tensor.dtype.lanes = interop.DL_BFLOAT, 16, 1
+        self._managed.append(managed)
+        return _capsule_new(ctypes.addressof(managed), _DLTENSOR, None)
+
+
+@cm.kernel(simd=16)
+def twice_plus_one_bf16(x: cm.ptr[cm.bf16], y: cm.ptr[cm.bf16]):
+    i = cm.thread_id(0) * 16
+    cm.store(y, i, (cm.load(x, i, 16).astype(f32) * 2.0 + 1.0).astype(cm.bf16))
+
+
+@pytest.mark.parametrize("spec", BOTH)
+def test_dlpack_bfloat16_host_tensor_is_written_in_place(on, spec):
+    from cmlang.runtime.interpreter import bf16_bits_to_f32
+    on(spec)
+    x = np.linspace(-3, 3, 64).astype(np.float32)
+    x_bits = (x.view(np.uint32) >> 16).astype(np.uint16)       # truncated to bf16 patterns
+    x = bf16_bits_to_f32(x_bits)
+    y = BFloat16HostTensor(np.zeros(64, np.uint16))
+    twice_plus_one_bf16[4](BFloat16HostTensor(x_bits), y)
+    np.testing.assert_array_equal(bf16_bits_to_f32(y.bits), _round_bf16(2 * x + 1))
+
+
+def _round_bf16(values):
+    from cmlang.runtime.interpreter import bf16_bits_to_f32, f32_to_bf16_bits
+    return bf16_bits_to_f32(f32_to_bf16_bits(values.astype(np.float32)))
+
+
+def test_dlpack_torch_bfloat16_tensors(on):
+    torch = pytest.importorskip("torch")
+    for spec in BOTH:
+        on(spec)
+        x = torch.linspace(-3, 3, 64, dtype=torch.bfloat16)
+        y = torch.zeros(64, dtype=torch.bfloat16)
+        twice_plus_one_bf16[4](x, y)
+        assert torch.equal(y, (2 * x.float() + 1).bfloat16())
+
+
 @pytest.fixture
 def no_staging(monkeypatch):
     """Fail any attempt to copy foreign memory through the host."""

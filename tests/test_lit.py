@@ -163,7 +163,7 @@ kernel @k(%p: ptr<f32>) simd=16 {
     ("lower spirv --devcie=pvc", "the only option is --device=PROFILE"),
     ("analyze", "analyze takes one name"),
     ("optimize", "unknown RUN action 'optimize'"),
-    ("analyze liveness", "unknown analysis 'liveness'; analyses are buffer-extents"),
+    ("analyze liveness", "unknown analysis 'liveness'; analyses are block-surfaces"),
     ("pass licm", "unknown IR pass 'licm'; passes are verify, dce"),
     ("lower nvptx", "unknown target 'nvptx'"),
 ])

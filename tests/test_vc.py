@@ -65,7 +65,7 @@ KERNELS = {
     "histogram": lambda: (histogram.histogram_kernel, dict(PER_THREAD=256, GROUP=4)),
     "transpose": lambda: (transpose.transpose_kernel, dict(T=16)),
     "slm_reverse": lambda: (slm_reverse.reverse_groups, dict(N=32, GROUP=4)),
-    "dpas_gemm": lambda: (dpas_gemm.dpas_gemm, dict(M=8, N=16, KT=8)),
+    "dpas_gemm": lambda: (dpas_gemm.dpas_gemm, dict(M=8, N=16, KT=8, B2D=0)),
 }
 
 
@@ -467,7 +467,7 @@ EMULATED = {
                             (rand(np.float32, 256), np.zeros(256, np.float32), 32, 4), {}),
     "dpas_gemm": lambda: (dpas_gemm.dpas_gemm, (1, 1), None,
                           (rand(np.float32, 8 * 16, -1, 1), rand(np.float32, 16 * 16, -1, 1), np.zeros(128, np.float32),
-                           16, 16, 8, 16, 8), dict(rtol=1e-5, atol=1e-5)),
+                           8, 16, 16, 8, 16, 8, 0), dict(rtol=1e-5, atol=1e-5)),
 }
 
 

@@ -68,7 +68,7 @@ def dpas2_calls(llvm_ir):
 
 # --- f32: a loop over k, and a module of proportionate size ---------------------------------------
 
-LIGHTNING_SCAN = dict(D=64, C=64, M=4, NT=64, KS=0, P=f32, O=f32)   # the attention benchmark's quick size, CPU form
+LIGHTNING_SCAN = dict(D=64, C=64, M=4, NT=64, KS=0, KC=0, B2D=False, P=f32, O=f32)   # the attention benchmark's quick size, CPU form
 
 
 def test_lightning_scan_module_is_within_a_small_multiple_of_the_simt_module():
@@ -170,7 +170,7 @@ def test_lightning_scan_on_vector_compute_matches_the_interpreter(monkeypatch):
     """The attention kernel whose module was 9 MiB, with its three dpas looping over k
     (operands in global memory), run in the emulator against the interpreter."""
     from examples.attention import kernels
-    shape = dict(D=16, C=16, M=4, NT=16, KS=0, P=f32, O=f32)
+    shape = dict(D=16, C=16, M=4, NT=16, KS=0, KC=0, B2D=False, P=f32, O=f32)
     # a small size whose dpas loop as the quick size's do (the emulator's JIT is slow on big modules)
     looping = dataclasses.replace(get_profile("cpu"), name="cpu-loop-32", dpas_loop_fmas=32)
     key = tuple(constexpr_key(v) for v in shape.values())

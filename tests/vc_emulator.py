@@ -232,23 +232,26 @@ class Emulation:
     # VNNI, surface base, width - 1 (bytes), height - 1, pitch - 1 (bytes), x (elements), y.
     # In registers each block is its rows (transposed: its columns) one after another, each
     # padded to a power of two elements, the block padded to 64 bytes; block k starts at
-    # column x + k * width.  Elements outside the surface read 0 and are not written; the
-    # padding reads 0.  The element size is the data's (the data-size operand says the same).
+    # column x + k * width.  VNNI (8/16-bit loads): p = 4 / element bytes consecutive rows of
+    # a column share a dword, so a register row is p block rows, dword c holding column c
+    # (the row of lowest index in the low bits).  Elements outside the surface read 0 and are
+    # not written; the padding reads 0.  The element size is the data's (the data-size
+    # operand says the same).
     def _block2d_loop(self, b, n, es, args, body):
         """A loop over the register elements e < n of a 2-D block message, calling
         ``body(e, address)`` (at a builder inside the loop) for those in a block and inside
         the surface."""
         pred, _l1, _l3, _size, order, blocks, bw, bh, vnni, base, wm1, hm1, pm1, x, y = args[:15]
-        with b.if_then(b.icmp_unsigned("!=", vnni, ir.Constant(I8, 0))):    # not emulated
-            b.call(self.intrinsic("trap", ir.VoidType(), [], []), [])
         c = lambda v: ir.Constant(I32, v)      # noqa: E731
         w, h, nb = b.zext(bw, I32), b.zext(bh, I32), b.zext(blocks, I32)
         transposed = b.icmp_unsigned("==", order, ir.Constant(I8, 2))
+        packed = b.select(b.icmp_unsigned("!=", vnni, ir.Constant(I8, 0)), c(max(1, 4 // es)), c(1))
         row_len, row_count = b.select(transposed, h, w), b.select(transposed, w, h)
         ctlz = self.intrinsic("ctlz", I32, [I32, I1], [I32])
-        pitch = b.shl(c(1), b.sub(c(32), b.call(ctlz, [b.sub(row_len, c(1)), ir.Constant(I1, 0)])))
+        pitch = b.mul(b.shl(c(1), b.sub(c(32), b.call(ctlz, [b.sub(row_len, c(1)), ir.Constant(I1, 0)]))), packed)
+        reg_rows = b.udiv(b.add(row_count, b.sub(packed, c(1))), packed)
         per_grf = c(64 // es)
-        block = b.mul(b.udiv(b.add(b.mul(pitch, row_count), c(64 // es - 1)), per_grf), per_grf)
+        block = b.mul(b.udiv(b.add(b.mul(pitch, reg_rows), c(64 // es - 1)), per_grf), per_grf)
         on = b.extract_element(pred, c(0))
         counter = b.alloca(I32)
         b.store(c(0), counter)
@@ -262,8 +265,11 @@ class Emulation:
         b.position_at_end(step)
         k, rem = b.udiv(e, block), b.urem(e, block)
         gr, gc = b.udiv(rem, pitch), b.urem(rem, pitch)
-        r, col_in_block = b.select(transposed, gc, gr), b.select(transposed, gr, gc)
-        in_block = b.and_(b.and_(b.icmp_unsigned("<", gc, row_len), b.icmp_unsigned("<", gr, row_count)),
+        # (block row, block column) of register row gr, element gc: VNNI rows gr p + gc % p
+        packed_row = b.add(b.mul(gr, packed), b.urem(gc, packed))
+        r = b.select(transposed, gc, packed_row)
+        col_in_block = b.select(transposed, gr, b.udiv(gc, packed))
+        in_block = b.and_(b.and_(b.icmp_unsigned("<", r, h), b.icmp_unsigned("<", col_in_block, w)),
                           b.and_(b.icmp_unsigned("<", k, nb), on))
         col = b.add(x, b.add(b.mul(k, w), col_in_block))
         row = b.add(y, r)

@@ -575,6 +575,26 @@ class ControlFlowMixin:
         if flags.broke:
             names, inits = names + [flags.broke], inits + [False]
 
+        def emit_condition(carried, names, args):
+            c = self._while_test(node.test, carried.get(flags.broke, False))
+            self.em.effect("condition", [c, *args])
+
+        try:
+            self.while_loop(node, names, inits, frozen, flags, emit_condition,
+                            body_bindings=lambda block: flags.fresh())
+        except _ConstantCondition as c:
+            if c.value:
+                raise self.error("the while condition is always true and the loop has no break",
+                                 node.test) from None
+            # never runs
+
+    def while_loop(self, node, names, inits, frozen, flags, emit_condition, body_bindings,
+                   compile_body=lambda compile: compile()):
+        """The while op of ``while c:`` and ``while cm.simd(m):``.  Block 0 evaluates the test
+        with the carried variables bound: ``emit_condition(carried, names, args)`` emits its
+        ``condition`` effect.  Block 1 is the body, compiled (through ``compile_body``, which
+        may wrap it) with the carried variables and ``body_bindings(block)`` bound.  The
+        carried variables' types settle first (_settle)."""
         def build(names, types, weak):
             before, after = Block(types, names), Block(types, names)
             saved = self.frame.env
@@ -583,21 +603,14 @@ class ControlFlowMixin:
                 carried = self._carried_bindings(names, before.args, weak)
                 self.frame.env.update(carried)
                 with self.builder.at(before):
-                    c = self._while_test(node.test, carried.get(flags.broke, False))
-                    self.em.effect("condition", [c, *before.args])
+                    emit_condition(carried, names, before.args)
             finally:
                 self.frame.env = saved
-            bindings = {**self._carried_bindings(names, after.args, weak), **flags.fresh()}
-            env_end = self._loop_body(node.body, after, bindings)
+            bindings = {**self._carried_bindings(names, after.args, weak), **body_bindings(after)}
+            env_end = compile_body(lambda: self._loop_body(node.body, after, bindings))
             return [before, after], env_end, after.args
 
-        try:
-            names, inits, types, blocks, env_end = self._settle(node, names, inits, build)
-        except _ConstantCondition as c:
-            if c.value:
-                raise self.error("the while condition is always true and the loop has no break",
-                                 node.test) from None
-            return   # never runs
+        names, inits, types, blocks, env_end = self._settle(node, names, inits, build)
         self._end_block(blocks[1], names, types, env_end)
         init_values = [self.em.coerce(v, t) for v, t in zip(inits, types)]
         op = self.builder.create("while", init_values, types, blocks=blocks)

@@ -236,33 +236,18 @@ class SimdMixin:
         names, inits, frozen = self._loop_state(node.body, exclude=set())
         names, inits = names + [act], inits + [entering]
 
-        def build(names, types, weak):
-            before, after = Block(types, names), Block(types, names)
-            saved = self.frame.env
-            self.frame.env = dict(saved)
-            try:
-                carried = self._carried_bindings(names, before.args, weak)
-                self.frame.env.update(carried)
-                with self.builder.at(before):
-                    still = carried[act]
-                    mask = self._under(_Entry(self.frame, depth, still, width),
-                                       lambda: self._lane_mask(mask_node))
-                    with self.at_node(node.test):
-                        going = em.op("and", [still, mask], lanes_t)
-                        go = em.op("reduce", [going], bool_, kind="or", axis=None)
-                        em.effect("condition", [go, *(going if n == act else a for n, a in zip(names, before.args))])
-            finally:
-                self.frame.env = saved
-            bindings = {**self._carried_bindings(names, after.args, weak)}
-            with self.builder.at(after), self.at_node(node):
-                bindings[left] = em.const(lanes_t, False)
-            env_end = self._under(_Entry(self.frame, depth, None, width),
-                                  lambda: self._loop_body(node.body, after, bindings))
-            return [before, after], env_end, after.args
+        def emit_condition(carried, names, args):
+            still = carried[act]
+            mask = self._under(_Entry(self.frame, depth, still, width), lambda: self._lane_mask(mask_node))
+            with self.at_node(node.test):
+                going = em.op("and", [still, mask], lanes_t)
+                go = em.op("reduce", [going], bool_, kind="or", axis=None)
+                em.effect("condition", [go, *(going if n == act else a for n, a in zip(names, args))])
 
-        names, inits, types, blocks, env_end = self._settle(node, names, inits, build)
-        self._end_block(blocks[1], names, types, env_end)
-        init_values = [em.coerce(v, t) for v, t in zip(inits, types)]
-        op = self.builder.create("while", init_values, types, blocks=blocks)
+        def body_bindings(block):
+            with self.builder.at(block), self.at_node(node):
+                return {left: em.const(lanes_t, False)}
+
         from .control_flow import _LoopFlags
-        self._after_loop(node, names, op.results, env_end, frozen, [], _LoopFlags(left, act))
+        self.while_loop(node, names, inits, frozen, _LoopFlags(left, act), emit_condition, body_bindings,
+                        compile_body=lambda compile: self._under(_Entry(self.frame, depth, None, width), compile))

@@ -133,17 +133,18 @@ _op("load2d", "memory", "(p, off, pitch) -> matrix<T, r, c>: element (i, j) is p
 _op("store2d", "memory", "(p, off, pitch, m): p[off + i*pitch + j] = m[i, j]; where rows overlap "
     "(pitch < c) the later element in row-major order wins.", has_side_effects=True)
 _SURFACE = ("a block of the surface `width` x `height` elements with rows `pitch` elements "
-            "apart (x, y, width, height, pitch: i32 scalars; x, y may be negative)")
+            "apart (x, y, width, height, pitch: i32 scalars; x, y may be negative; surface_fits=1: "
+            "the launch proved the surface meets the 2-D block messages' limits)")
 _op("block_load2d", "memory", "(p, x, y, width, height, pitch) -> matrix<T, r, c>: " + _SURFACE + ": "
     "element (i, j) is p[(y + i)*pitch + x + j] where 0 <= x + j < width and 0 <= y + i < height, "
     "else 0 (no access). transpose=1: the block read is c rows of r elements and element (i, j) is "
-    "the block's (j, i).", ["transpose"])
+    "the block's (j, i).", ["transpose"], optional_attrs=["surface_fits"])
 _op("block_store2d", "memory", "(p, x, y, width, height, pitch, m): p[(y + i)*pitch + x + j] = m[i, j] "
     "where 0 <= x + j < width and 0 <= y + i < height; elements outside the surface are not "
-    "written.", has_side_effects=True)
+    "written.", optional_attrs=["surface_fits"], has_side_effects=True)
 _op("block_prefetch2d", "memory", "(p, x, y, width, height, pitch): a hint that the `rows` x `cols` "
     "block at (x, y) of the surface will be read; no effect on any value.", ["rows", "cols"],
-    has_side_effects=True)
+    optional_attrs=["surface_fits"], has_side_effects=True)
 _op("gather", "memory", "(p, offs[, mask]) -> register of offs' shape: r[i] = p[offs[i]] where mask "
     "(else 0, no access).")
 _op("scatter", "memory", "(p, offs, v[, mask]): p[offs[i]] = v[i] where mask; when two elements hit one "

@@ -405,6 +405,7 @@ def _store2d(op):
 
 
 def _surface(op):
+    _require(op, op.attrs.get("surface_fits", 1) == 1, "surface_fits must be 1")
     for value, what in zip(op.operands[1:6], ("x", "y", "the width", "the height", "the pitch")):
         _require(op, value.type == i32, f"{what} of a 2-D block must be an i32 scalar, got {value.type}")
 

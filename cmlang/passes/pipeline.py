@@ -19,7 +19,7 @@ from ..errors import CompileError
 from ..ir.core import Function
 from ..ir.printer import print_function
 from ..ir.verify import verify_function
-from . import alignment, buffer_extents, constants, group_use, induction
+from . import alignment, block_surfaces, buffer_extents, constants, group_use, induction
 from .dce import eliminate_dead_code
 
 PRINT_IR_AFTER_ENV = "CMLANG_PRINT_IR_AFTER"
@@ -45,6 +45,8 @@ PASSES = (
 )
 
 ANALYSES = {a.name: a for a in (
+    Analysis("block-surfaces", block_surfaces.describe,
+             "2-D block ops whose surface check the launch decides (messages alone where it fits)"),
     Analysis("buffer-extents", buffer_extents.describe,
              "per pointer parameter: written or not, minimum length (the launch contract)"),
     Analysis("constant-value", constants.describe, "scalars a const op defines"),

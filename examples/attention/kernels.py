@@ -217,46 +217,91 @@ def flash_attention(qs: cm.ptr[T], kt: cm.ptr[T], vp: cm.ptr[T], o: cm.ptr[O], n
 
 # --------------------------------------------------------------------------- Lightning
 
+@cm.func
+def lightning_tile(p, row: i32, col: i32, rows: i32, pitch: i32, R: cm.constexpr, N: cm.constexpr,
+                   B2D: cm.constexpr):
+    """The [R, N] tile at (row, col) of p, an array of ``rows`` rows ``pitch`` elements long,
+    for a dpas that takes it from registers: a 2-D block load where B2D (PVC's block messages;
+    the b operand of a systolic dpas is then read VNNI-packed), else R row loads (one
+    message each, where a 2-D load of 16-bit data is one per element and its per-lane
+    addresses spill)."""
+    if B2D:
+        return cm.load_2d(p, (R, N), col, row, pitch, rows, pitch)
+    tile = cm.zeros(matrix[p.dtype, R, N])
+    for r in cm.static_range(R):
+        tile[r] = cm.load(p, (row + r) * pitch + col, N)
+    return tile
+
+
 @cm.kernel(simd=16)
 def lightning_intra(q: cm.ptr[T], kt: cm.ptr[P], decay_mask: cm.ptr[f32], powers: cm.ptr[f32],
                     p_out: cm.ptr[P], qp: cm.ptr[P], ktw: cm.ptr[P], n: i32, hq: i32, group: i32,
                     padded: i32, n_chunks: i32, D: cm.constexpr, C: cm.constexpr, M: cm.constexpr,
-                    T: cm.constexpr, P: cm.constexpr):
+                    NC: cm.constexpr, KC: cm.constexpr, R: cm.constexpr, B2D: cm.constexpr, T: cm.constexpr,
+                    P: cm.constexpr):
     """What one chunk (C tokens) of head h needs that does not depend on the state, for
     all chunks in parallel: p_out[h, chunk] = (Q K^T) (.) decay_mask[h] (decay_mask[h, i, j]
     = lambda^(i-j) for j <= i, else 0); qp[h] = the chunk's query rows, head-major and zero
     past n; ktw[h] = K^T diag(lambda^(L-1-j)) of the chunk (L its length, zero past L): the
     left factor of its contribution to the state.  powers[h, p] = lambda_h^p, p <= C.
-    T: the element type of q; P: that of the packed operands (as pack_keys), computed in f32."""
+    T: the element type of q; P: that of the packed operands (as pack_keys), computed in f32.
+    Tiles: M query rows; Q K^T in KC-wide slices of d (KC = 0: one product streamed from
+    memory, the CPU's form and f32's on GPUs; 16: the systolic unit's, from registers, in
+    tiles of NC keys where NC > 0 divides C, the K tiles by 2-D block loads where B2D); ktw
+    R rows per loop step."""
     chunk = cm.thread_id(0)
     h = cm.thread_id(1)
     g = h // group
     c0 = chunk * C
+    KN = NC if KC > 0 and NC > 0 and C % NC == 0 else C       # keys per Q K^T tile
     for i0 in range(0, C, M):
-        at = (h * padded + c0 + i0) * D
-        cm.store(qp, at, load_rows(q, c0 + i0, n, hq * D, h * D, 1.0, M, D).astype(P), D)
-        s = cm.dpas(cm.zeros(matrix[f32, M, C]), cm.load(qp, at, (M, D), D),       # both operands
-                    cm.load(kt, g * D * padded + c0, (D, C), padded))              # from memory
-        s = s * cm.load(decay_mask, (h * C + i0) * C, (M, C), C)
-        cm.store(p_out, ((h * n_chunks + chunk) * C + i0) * C, s.astype(P), C)
+        q_row = h * padded + c0 + i0
+        for r in cm.static_range(M):                # row by row: an M x d f32 tile spills on DG2
+            row = cm.zeros(vector[P, D])
+            if c0 + i0 + r < n:
+                row = cm.load(q, ((c0 + i0 + r) * hq + h) * D, D).astype(P)
+            cm.store(qp, (q_row + r) * D, row)
+        for n0 in cm.static_range(0, C, KN):
+            s = lightning_product(cm.zeros(matrix[f32, M, KN]), qp, q_row, 0, hq * padded, D,   # kt has hkv*D
+                                  kt, g * D, c0 + n0, hq * D, padded, D, KC, B2D, M, KN)     # <= hq*D rows
+            for r in cm.static_range(M):
+                s[r] = s[r] * cm.load(decay_mask, (h * C + i0 + r) * C + n0, KN)
+            cm.store(p_out, ((h * n_chunks + chunk) * C + i0) * C + n0, s.astype(P), C)
     length = cm.min(C, n - c0)
     jj = cm.iota(i32, C)
     weights = cm.gather(powers, h * (C + 1) + length - 1 - jj, jj < length)      # lambda^(L-1-j), 0 past L
-    for r0 in cm.static_range(0, D, 16):
-        rows = cm.load(kt, (g * D + r0) * padded + c0, (16, C), padded).astype(f32)
-        for r in cm.static_range(16):
-            rows[r] = rows[r] * weights
-        cm.store(ktw, (h * D + r0) * padded + c0, rows.astype(P), padded)
+    for r0 in range(0, D, R):                   # R rows of 1-D loads and stores (a 16-bit
+        for r in cm.static_range(R):            # 2-D tile is one message per element on GPUs)
+            row = cm.load(kt, (g * D + r0 + r) * padded + c0, C).astype(f32) * weights
+            cm.store(ktw, (h * D + r0 + r) * padded + c0, row.astype(P))
 
 
 @cm.func
-def scan_output(o, qp, state, powers, intra, chunk_row: i32, c0: i32, i0: i32, n: i32, hq: i32, pw: i32,
-                hd: i32, e0: i32, h: i32, scale: f32, D: cm.constexpr, M: cm.constexpr, NT: cm.constexpr,
-                P: cm.constexpr, O: cm.constexpr):
+def lightning_product(acc, a, a_row: i32, a_col: i32, a_rows: i32, a_pitch: i32, b, b_row: i32, b_col: i32,
+                      b_rows: i32, b_pitch: i32, K: cm.constexpr, KC: cm.constexpr, B2D: cm.constexpr,
+                      M: cm.constexpr, N: cm.constexpr):
+    """acc [M, N] + A[a_row:+M, a_col:+K] @ B[b_row:+K, b_col:+N] of two arrays in memory
+    (a_rows x a_pitch, b_rows x b_pitch), one dpas per KC of K (KC = 0: one product over all
+    of K, streamed from memory; 16: the systolic unit's tiles, in registers).  B is rounded
+    to A's element type (an f32 state times bf16 queries: the dpas inputs)."""
+    if KC == 0:                          # 2-D loads used only here: read where they lie
+        acc = cm.dpas(acc, cm.load(a, a_row * a_pitch + a_col, (M, K), a_pitch),
+                      cm.load(b, b_row * b_pitch + b_col, (K, N), b_pitch).astype(a.dtype))
+    else:
+        for k0 in range(0, K, KC):      # a loop: IGC hoists the loads of unrolled slices, and spills
+            acc = cm.dpas(acc, lightning_tile(a, a_row, a_col + k0, a_rows, a_pitch, M, KC, False),
+                          lightning_tile(b, b_row + k0, b_col, b_rows, b_pitch, KC, N, B2D).astype(a.dtype))
+    return acc
+
+
+@cm.func
+def scan_output(o, qp, state, powers, intra, q_row: i32, c0: i32, i0: i32, n: i32, hq: i32, pw: i32,
+                h: i32, e0: i32, q_rows: i32, scale: f32, D: cm.constexpr, M: cm.constexpr,
+                NT: cm.constexpr, KC: cm.constexpr, B2D: cm.constexpr, O: cm.constexpr):
     """Rows i0..i0+M-1 of O_n = s [P V + diag(lambda^(i+1)) Q H], given their intra part
-    (the state rounded to P, the packed operands' type, as the right operand of Q H)."""
-    inter = cm.dpas(cm.zeros(matrix[f32, M, NT]), cm.load(qp, chunk_row * D, (M, D), D),
-                    cm.load(state, hd, (D, NT), D).astype(P))
+    (the state rounded to the packed operands' type, as the right operand of Q H)."""
+    inter = lightning_product(cm.zeros(matrix[f32, M, NT]), qp, q_row, 0, q_rows, D, state, h * D, e0,
+                              (h + 1) * D, D, D, KC, False, M, NT)
     out = intra + scale_rows(inter, cm.load(powers, pw + i0 + 1, M), M)
     store_rows(o, (out * scale).astype(O), c0 + i0, n, hq * D, h * D + e0, M)
 
@@ -266,7 +311,7 @@ def lightning_scan(qp: cm.ptr[P], vp: cm.ptr[P], p: cm.ptr[P], ktw: cm.ptr[P], p
                    state: cm.ptr[f32], o: cm.ptr[O], n: i32, hq: i32, group: i32, padded: i32,
                    n_chunks: i32, scale: f32,
                    D: cm.constexpr, C: cm.constexpr, M: cm.constexpr, NT: cm.constexpr, KS: cm.constexpr,
-                   P: cm.constexpr, O: cm.constexpr):
+                   KC: cm.constexpr, B2D: cm.constexpr, P: cm.constexpr, O: cm.constexpr):
     """The chunk scan: a CM thread owns NT columns of one head's state H [D, D], kept in
     ``state`` itself (updated in place, chunk by chunk).  Per chunk n (length L):
     O_n = s [P_n V_n + diag(lambda^(i+1)) Q_n H] and H <- lambda^L H + ktw_n V_n.
@@ -278,7 +323,10 @@ def lightning_scan(qp: cm.ptr[P], vp: cm.ptr[P], p: cm.ptr[P], ktw: cm.ptr[P], p
     P is lower triangular: rows i0..i0+M-1 have nothing past key i0+M-1.  KS = 0 unrolls
     the chunk's row tiles, each product as wide as its triangle row (the CPU runtime's
     fastest form); KS > 0 walks the row tiles and their keys in loops, KS keys per dpas
-    (on Intel GPUs the unrolled form spills registers).
+    (on Intel GPUs the unrolled form spills registers); a last KS past the triangle reads
+    P's zeros (C % KS == 0).  The Q H and state products take KC of their K (D, C) per dpas
+    (KC = 0: all, streamed from memory; 16: the systolic unit's).  B2D: the V tiles (right
+    operands) by 2-D block loads.
 
     P: the packed operands' element type (the dpas inputs; the f32 state is rounded to it
     as the right operand of Q H); O: the output's."""
@@ -287,29 +335,30 @@ def lightning_scan(qp: cm.ptr[P], vp: cm.ptr[P], p: cm.ptr[P], ktw: cm.ptr[P], p
     g = h // group
     pw = h * (C + 1)
     hd = h * D * D + e0
+    p_rows = hq * n_chunks * C
     for chunk in range(n_chunks):
         c0 = chunk * C
-        v_at = (g * padded + c0) * D + e0
-        p_at = (h * n_chunks + chunk) * C * C
+        v_row = g * padded + c0
+        p_row = (h * n_chunks + chunk) * C
         q_row = h * padded + c0
         if KS == 0:
             for i0 in cm.static_range(0, C, M):     # rows past the chunk's end are not stored
-                intra = cm.dpas(cm.zeros(matrix[f32, M, NT]), cm.load(p, p_at + i0 * C, (M, i0 + M), C),
-                                cm.load(vp, v_at, (i0 + M, NT), D))
-                scan_output(o, qp, state, powers, intra, q_row + i0, c0, i0, n, hq, pw, hd, e0, h, scale,
-                            D, M, NT, P, O)
+                intra = cm.dpas(cm.zeros(matrix[f32, M, NT]), cm.load(p, (p_row + i0) * C, (M, i0 + M), C),
+                                cm.load(vp, v_row * D + e0, (i0 + M, NT), D))
+                scan_output(o, qp, state, powers, intra, q_row + i0, c0, i0, n, hq, pw, h, e0, hq * padded,
+                            scale, D, M, NT, KC, B2D, O)
         else:
             for i0 in range(0, C, M):
                 intra = cm.zeros(matrix[f32, M, NT])
                 for k0 in range(0, i0 + M, KS):
-                    intra = cm.dpas(intra, cm.load(p, p_at + i0 * C + k0, (M, KS), C),
-                                    cm.load(vp, v_at + k0 * D, (KS, NT), D))
-                scan_output(o, qp, state, powers, intra, q_row + i0, c0, i0, n, hq, pw, hd, e0, h, scale,
-                            D, M, NT, P, O)
+                    intra = cm.dpas(intra, lightning_tile(p, p_row + i0, k0, p_rows, C, M, KS, False),
+                                    lightning_tile(vp, v_row + k0, e0, (g + 1) * padded, D, KS, NT, B2D))
+                scan_output(o, qp, state, powers, intra, q_row + i0, c0, i0, n, hq, pw, h, e0, hq * padded,
+                            scale, D, M, NT, KC, B2D, O)
         decay = cm.load(powers, pw + cm.min(C, n - c0), 1)[0]
         for r0 in range(0, D, M):
-            rows = cm.dpas(cm.load(state, hd + r0 * D, (M, NT), D) * decay,
-                           cm.load(ktw, (h * D + r0) * padded + c0, (M, C), padded), cm.load(vp, v_at, (C, NT), D))
+            rows = lightning_product(cm.load(state, hd + r0 * D, (M, NT), D) * decay, ktw, h * D + r0, c0,
+                                     (h + 1) * D, padded, vp, v_row, e0, (g + 1) * padded, D, C, KC, B2D, M, NT)
             cm.store(state, hd + r0 * D, rows, D)
 
 

@@ -17,6 +17,9 @@ from .reference import (lightning_attention_reference, lightning_decode_referenc
                         lightning_chunked_numpy)
 
 
+CPU_INTRA_ROWS = 8         # query rows per Q K^T tile of the intra-chunk kernel on the CPU runtime
+
+
 def scan_tile(d: int, heads: int, chunk: int) -> tuple:
     """(rows, columns) of the scan's output/state tile per dpas: 16 accumulator registers of
     16 lanes (rows x columns = 256), as wide as possible (each a[m, k] broadcast feeds
@@ -29,22 +32,42 @@ def scan_tile(d: int, heads: int, chunk: int) -> tuple:
     return math.gcd(chunk, max(1, 256 // width)), width
 
 
-# The scan's tiles on Intel GPUs (KS > 0: row tiles and keys in loops; the CPU's unrolled
-# rows spill registers there), chosen per device by cm.autotune: ranked by IGC's stats.  Each
-# config needs C % 16 == 0 and D % 64 == 0; other shapes, and the CPU, use scan_tile.  At
-# d=64, chunk 64 every config here builds without spills in SIMT on its device, and PVC's in
-# vector compute too (DG2's vector-compute builds spill at any tile: not a tile problem).
+# The Lightning kernels' tiles on Intel GPUs, chosen per device by cm.autotune, ranked by
+# IGC's stats (0 spill bytes first).  The scan (KS > 0: row tiles and keys in loops; the
+# CPU's unrolled rows spill registers there): M rows x NT state columns, KS keys per P V
+# dpas.  The intra-chunk kernel: M query rows x NC keys per Q K^T tile, ktw R rows per step.  KS = 16 and
+# NT a multiple of the systolic unit's width (16 on PVC, 8 on DG2, whose unit needs simd 8)
+# fit its dpas tiles.  Each config needs C % 16 == 0 and D % 64 == 0; other shapes, and the
+# CPU, use scan_tile and CPU_INTRA_ROWS.  The first config of each list builds without spills
+# on its device for f32 and bf16 in both flavours (d = 64 and 128, chunk 64), so a tuning
+# budget that runs out keeps a clean one.
 SCAN_CONFIGS = {
-    "pvc": [dict(M=8, NT=16, KS=8), dict(M=8, NT=16, KS=8, grf=256)],
-    "dg2": [dict(M=8, NT=16, KS=8, simd=8), dict(M=4, NT=32, KS=4, simd=8)],
-    "default": [dict(M=8, NT=16, KS=8, simd=8)],
+    "pvc": [dict(M=8, NT=16, KS=16, grf=256), dict(M=4, NT=16, KS=16, grf=256)],
+    "dg2": [dict(M=8, NT=16, KS=16, simd=8), dict(M=4, NT=16, KS=16, simd=8)],
+    "default": [dict(M=8, NT=16, KS=16, simd=8)],
 }
-lightning_scan_gpu = cm.autotune(configs=SCAN_CONFIGS, key=["D", "C"])(kernels.lightning_scan)
+INTRA_CONFIGS = {
+    "pvc": [dict(M=4, NC=0, R=1, grf=256), dict(M=8, NC=0, R=2, grf=256)],
+    "dg2": [dict(M=2, NC=32, R=1, simd=8), dict(M=4, NC=16, R=1, simd=8), dict(M=2, NC=16, R=1, simd=8)],
+    "default": [dict(M=4, NC=16, R=1, simd=8)],
+}
+lightning_scan_gpu = cm.autotune(configs=SCAN_CONFIGS, key=["D", "C", "P"])(kernels.lightning_scan)
+lightning_intra_gpu = cm.autotune(configs=INTRA_CONFIGS, key=["D", "C", "P"])(kernels.lightning_intra)
 
 
 def scan_on_gpu_tiles(d: int, chunk: int) -> bool:
-    """Whether the scan takes the GPU configs (a GPU profile and shapes they fit)."""
+    """Whether the Lightning kernels take the GPU configs (a GPU profile and shapes they fit)."""
     return tuning_profile().name != "cpu" and chunk % 16 == 0 and d % 64 == 0
+
+
+def systolic_form(packed) -> tuple:
+    """(KC, B2D) of the GPU configs for packed operands of element type ``packed``: a 16-bit
+    type (multiplied by the systolic unit) takes its products in K slices of 16 from
+    registers, read by 2-D block loads where the device has them (PVC); f32 streams whole
+    products from memory (KC = 0) into FMA loops."""
+    if packed == cm.f32:
+        return 0, False
+    return 16, tuning_profile().block2d is not None
 
 
 def decay_powers(slopes: np.ndarray, chunk: int) -> np.ndarray:
@@ -79,12 +102,11 @@ def lightning_attention(q, k, v, slopes=None, state=None, chunk=64, *, out_dtype
         return np.zeros(q.shape, host_dtype(out)), state.copy()
     scan_rows, width = scan_tile(d, hq, chunk)
     gpu_tiles = scan_on_gpu_tiles(d, chunk)
-    # The scan's P V product over the rows' key prefix has K = i0 + rows (KS per dpas with the
-    # GPU tiles): it maps onto the systolic unit (K a multiple of 16) only with rows a
-    # multiple of 16; otherwise the operands stay f32 (the CPU runtime's choice anyway, see
-    # packed_type).
-    pt = packed_type(t) if scan_rows % 16 == 0 and not gpu_tiles else cm.f32
-    rows = math.gcd(chunk, 8)
+    # bf16/f16 operands go to the systolic unit where the device has one (packed_type) with the
+    # GPU tiles; the CPU form's P V product over the rows' key prefix has K = i0 + rows, a
+    # multiple of 16 (the unit's) only with rows a multiple of 16, else its operands stay f32
+    # (the CPU runtime's choice anyway).
+    pt = packed_type(t) if gpu_tiles or scan_rows % 16 == 0 else cm.f32
     n_chunks = -(-n // chunk)
     padded = round_up(n_chunks * chunk, 16)
     qd = to_device(q)
@@ -92,14 +114,17 @@ def lightning_attention(q, k, v, slopes=None, state=None, chunk=64, *, out_dtype
     p = empty((hq, n_chunks, chunk, chunk), pt)
     qp, ktw = empty((hq, padded, d), pt), empty((hq, d, padded), pt)
     powers = to_device(decay_powers(slopes, chunk))
-    kernels.lightning_intra[(n_chunks, hq)](qd, kt, to_device(decay_mask(slopes, chunk)), powers, p, qp, ktw,
-                                                  n, hq, group, padded, n_chunks, d, chunk, rows, t, pt)
+    intra_args = (qd, kt, to_device(decay_mask(slopes, chunk)), powers, p, qp, ktw, n, hq, group, padded, n_chunks)
     state_d, o = to_device(state), empty(q.shape, out)
     scan_args = (qp, vp, p, ktw, powers, state_d, o, n, hq, group, padded, n_chunks, 1.0 / math.sqrt(d))
     if gpu_tiles:
-        lightning_scan_gpu[lambda c: (d // c["NT"], hq)](*scan_args, D=d, C=chunk, P=pt, O=out)
+        kc, b2d = systolic_form(pt)
+        lightning_intra_gpu[(n_chunks, hq)](*intra_args, D=d, C=chunk, KC=kc, B2D=b2d, T=t, P=pt)
+        lightning_scan_gpu[lambda c: (d // c["NT"], hq)](*scan_args, D=d, C=chunk, KC=kc, B2D=b2d, P=pt, O=out)
     else:
-        kernels.lightning_scan[(d // width, hq)](*scan_args, d, chunk, scan_rows, width, 0, pt, out)
+        kernels.lightning_intra[(n_chunks, hq)](*intra_args, d, chunk, math.gcd(chunk, CPU_INTRA_ROWS), 0, 0,
+                                                math.gcd(d, 16), False, t, pt)
+        kernels.lightning_scan[(d // width, hq)](*scan_args, d, chunk, scan_rows, width, 0, 0, False, pt, out)
     return o.numpy(), state_d.numpy()
 
 

@@ -6,12 +6,39 @@ import math
 
 import numpy as np
 
+import cmlang as cm
 import cmlang.runtime as rt
+from cmlang.autotuning import tuning_profile
 
 from . import kernels
 from .checks import check_positive_int, float_array
 from .layout import F32, element_type, empty, host_dtype, output_type, to_device
 from .reference import rope_reference, rmsnorm_reference, rope_tables  # noqa: F401
+
+
+CPU_ROPE_HEADS = 8         # heads per 2-D block of the RoPE kernel on the CPU runtime (at most)
+
+# The RoPE kernel's heads per block on Intel GPUs (each divides 4), chosen per device by
+# cm.autotune (ranked by IGC's stats): at d = 128, 8 heads of f32 in registers (4 KiB, twice
+# with the rotated copy) spill on both; at most 2 per block fit PVC's and DG2's register
+# files in both flavours.
+ROPE_GPU_CONFIGS = {
+    "pvc": [dict(HB=2), dict(HB=4)],
+    "dg2": [dict(HB=2), dict(HB=1)],
+    "default": [dict(HB=1)],
+}
+rope_gpu = cm.autotune(configs=ROPE_GPU_CONFIGS, key=["HEADS", "HALF", "T"])(kernels.rope_kernel)
+
+
+def rope_launch(heads: int):
+    """The RoPE kernel launch taking (x, cos, sin, out, HEADS, HALF, T, O): autotuned on a GPU
+    profile where the configs' blocks divide the heads; else HB = gcd(heads, 8) on the CPU
+    runtime (its fastest) and gcd(heads, 2) on GPUs."""
+    on_gpu = tuning_profile().name != "cpu"
+    if on_gpu and heads % 4 == 0:
+        return lambda n, x, cos, sin, out, half, t, o: rope_gpu[n](x, cos, sin, out, heads, half, T=t, O=o)
+    hb = math.gcd(heads, 2 if on_gpu else CPU_ROPE_HEADS)
+    return lambda n, x, cos, sin, out, half, t, o: kernels.rope_kernel[n](x, cos, sin, out, heads, half, hb, t, o)
 
 
 @functools.lru_cache(maxsize=8)
@@ -37,7 +64,7 @@ def rope(x, theta=1e4, offset=0, *, out_dtype=None):
         return x.astype(host_dtype(out_type))
     heads = x.shape[1] if x.ndim == 3 else 1
     out = empty(x.shape, out_type)
-    kernels.rope_kernel[n](to_device(x), cos, sin, out, heads, d // 2, math.gcd(heads, 8), t, out_type)
+    rope_launch(heads)(n, to_device(x), cos, sin, out, d // 2, t, out_type)
     return out.numpy()
 
 

@@ -85,19 +85,24 @@ def _launcher(a, b):
     return kernel[lambda config: (n // config["TN"], m // config["TM"])]
 
 
-# cmlang-dpas: the C tile (M x N) per CM thread and the simd, per device.  A GPU's systolic
-# unit takes the configs whose simd is its width (16 on PVC, 8 on DG2) and N a multiple of
-# it; the others do not compile there and are skipped.  Ranked by IGC for PVC, 16 x 32 wins
-# (f16: 726 instructions, 4 dpas, no spill, per 512 outputs) and 32 x 32 spills; for DG2,
-# 16 x 16 at simd 8.  The first config is the one-instruction tile of PVC.
+# cmlang-dpas: the C tile (M x N) per CM thread, the simd, and whether the tiles come by
+# 2-D block loads (B2D), per device.  A GPU's systolic unit takes the configs whose simd is
+# its width (16 on PVC, 8 on DG2) and N a multiple of it; the others do not compile there and
+# are skipped.  IGC's ranking picks, per GPU, the tile with the fewest instructions per
+# output without spilling (`cmlang isa hgemm bgemm igemm` shows the choice); on PVC the
+# 2-D block configs read A and B by block messages (the launch proves the matrices fit
+# them, so there is no per-element path).  The first config is the one-instruction tile of PVC.
 DPAS_CONFIGS = [
-    {"M": 8, "N": 16, "simd": 16},
-    {"M": 16, "N": 32, "simd": 16},
-    {"M": 8, "N": 32, "simd": 16},
-    {"M": 32, "N": 32, "simd": 16},
-    {"M": 8, "N": 8, "simd": 8},
-    {"M": 8, "N": 16, "simd": 8},
-    {"M": 16, "N": 16, "simd": 8},
+    {"M": 8, "N": 16, "simd": 16, "B2D": 0},
+    {"M": 16, "N": 32, "simd": 16, "B2D": 0},
+    {"M": 8, "N": 32, "simd": 16, "B2D": 0},
+    {"M": 32, "N": 32, "simd": 16, "B2D": 0},
+    {"M": 8, "N": 16, "simd": 16, "B2D": 1},
+    {"M": 16, "N": 32, "simd": 16, "B2D": 1},
+    {"M": 8, "N": 32, "simd": 16, "B2D": 1},
+    {"M": 8, "N": 8, "simd": 8, "B2D": 0},
+    {"M": 8, "N": 16, "simd": 8, "B2D": 0},
+    {"M": 16, "N": 16, "simd": 8, "B2D": 0},
 ]
 
 
@@ -115,7 +120,7 @@ def dpas_matmul(a: np.ndarray, b: np.ndarray, inputs="f16") -> np.ndarray:
     i32); sizes multiples of every config's tile (64 in each dimension do)."""
     (m, k), (_, n) = a.shape, b.shape
     c = np.empty((m, n), np.int32 if inputs == "i8" else np.float32)
-    _dpas_launcher(inputs, a, b)(a, b, c, k, n)
+    _dpas_launcher(inputs, a, b)(a, b, c, m, k, n)
     return c
 
 
@@ -266,7 +271,7 @@ def cmlang_dpas(inputs_type):
         out = np.int32 if inputs_type == "i8" else np.float32
         da, db, dc = cm.to_device(a), cm.to_device(b), cm.to_device(np.zeros((m, n), out))
         launch = _dpas_launcher(inputs_type, a, b)
-        return Run(lambda: event_seconds([launch(da, db, dc, k, n)]), dc.numpy)
+        return Run(lambda: event_seconds([launch(da, db, dc, m, k, n)]), dc.numpy)
     return setup
 
 

@@ -7,7 +7,12 @@ unit (``pvc``, ``dg2``) the 16- and 8-bit products are ``dpas`` instructions; th
 then needs N a multiple of the unit's width (16 on PVC, 8 on DG2), the kernel's simd
 equal to it, and KT a multiple of 16 (f16/bf16) or 32 (i8).  On the CPU device they are
 exact products summed in f32 (i32 for i8).  bf16 matrices travel as their uint16 bits
-(``to_bf16``)."""
+(``to_bf16``).
+
+``B2D=1`` reads the tiles with ``cm.load_2d`` of the whole matrices as surfaces: on PVC
+2-D block messages (b through the VNNI-transforming load), with no run-time surface check
+where the launch proves the matrices fit the messages (rows of 64 bytes or more, whole
+16 bytes of pitch); elsewhere per-element loads.  ``B2D=0``: row loads (``cm.load``)."""
 import numpy as np
 
 import cmlang as cm
@@ -24,14 +29,18 @@ def gemm_kernel(T, simd=16):
     TC = i32 if T == i8 else f32
 
     @cm.kernel(simd=simd)
-    def dpas_gemm(a: cm.ptr[T], b: cm.ptr[T], c: cm.ptr[TC], K: cm.i32, Ncols: cm.i32,
-                  M: cm.constexpr, N: cm.constexpr, KT: cm.constexpr):
+    def dpas_gemm(a: cm.ptr[T], b: cm.ptr[T], c: cm.ptr[TC], Mrows: cm.i32, K: cm.i32, Ncols: cm.i32,
+                  M: cm.constexpr, N: cm.constexpr, KT: cm.constexpr, B2D: cm.constexpr):
         row0 = cm.thread_id(1) * M
         col0 = cm.thread_id(0) * N
         acc = cm.zeros(cm.matrix[TC, M, N])
         for k in range(0, K, KT):
-            ta = cm.load(a, row0 * K + k, (M, KT), K)
-            tb = cm.load(b, k * Ncols + col0, (KT, N), Ncols)
+            if B2D:       # A is Mrows x K, B is K x Ncols
+                ta = cm.load_2d(a, (M, KT), k, row0, K, Mrows, K)
+                tb = cm.load_2d(b, (KT, N), col0, k, Ncols, K, Ncols)
+            else:
+                ta = cm.load(a, row0 * K + k, (M, KT), K)
+                tb = cm.load(b, k * Ncols + col0, (KT, N), Ncols)
             acc = cm.dpas(acc, ta, tb)
         cm.store(c, row0 * Ncols + col0, acc, Ncols)
     return dpas_gemm
@@ -49,16 +58,17 @@ def to_bf16(x: np.ndarray) -> np.ndarray:
     return f32_to_bf16_bits(np.asarray(x, np.float32))
 
 
-def matmul(a: np.ndarray, b: np.ndarray, m=8, n=16, kt=None, inputs=None) -> np.ndarray:
+def matmul(a: np.ndarray, b: np.ndarray, m=8, n=16, kt=None, inputs=None, block2d=False) -> np.ndarray:
     """C = A @ B from m x n tiles; ``inputs`` names the element type ("f32", "f16", "bf16"
-    with uint16 bits, "i8"), by default that of ``a``'s dtype."""
+    with uint16 bits, "i8"), by default that of ``a``'s dtype; ``block2d``: tiles by
+    ``cm.load_2d``."""
     inputs = inputs or {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16",
                         np.dtype(np.int8): "i8"}[a.dtype]
     kt = kt or K_STEP[inputs]
     (rows, k), (_, cols) = a.shape, b.shape
     assert rows % m == 0 and cols % n == 0 and k % kt == 0
     c = np.empty((rows, cols), np.int32 if inputs == "i8" else np.float32)
-    KERNELS[inputs][(cols // n, rows // m)](a, b, c, k, cols, m, n, kt)
+    KERNELS[inputs][(cols // n, rows // m)](a, b, c, rows, k, cols, m, n, kt, int(block2d))
     return c
 
 
