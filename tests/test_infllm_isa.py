@@ -2,7 +2,8 @@
 specializations ``infllmv2_attention`` launches for bf16 at the model's shape (d = 128, G = 8
 query heads per KV head, 64-key blocks: what the attn-infllmv2-bf16 workload launches), with
 the tiles cm.autotune chooses for PVC and DG2, built in both flavours (SIMT and vector
-compute): no register spills, the products on the systolic unit (dpas).  And the same tiles
+compute): no register spills, the products on the systolic unit (dpas), on PVC the K and V
+tiles by 2-D block messages.  And the same tiles
 computing InfLLM-V2 on the CPU device (``CMLANG_AUTOTUNE_DEVICE`` naming the GPU profile).
 
 The specializations come from one small run (130 tokens) per device while the host plans for
@@ -15,7 +16,7 @@ import pytest
 
 import cmlang as cm
 from cmlang.codegen import intel_gpu
-from cmlang.isa_report import Row, Specialization, build_rows, format_grid, recording
+from cmlang.isa_report import Specialization, build_rows, recording
 from cmlang.runtime.profiles import planning_for
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
@@ -45,8 +46,8 @@ def rows():
     for device in DEVICES:
         with planning_for(device), recording() as found:
             att.infllmv2_attention(q, k, v, **SPARSE)
-        specs += [Specialization(kernel, key, "attn-infllmv2-bf16", device) for kernel, key in found
-                  if kernel.__name__ in PRODUCTS]
+        specs += [Specialization(kernel, key, "attn-infllmv2-bf16", device, surfaces)
+                  for kernel, key, surfaces in found if kernel.__name__ in PRODUCTS]
     built = build_rows(specs, list(DEVICES), list(TARGETS), progress=False)
     failed = [f"{r.kernel} {r.target} {r.device}: {r.error}" for r in built if r.error]
     assert not failed, "\n".join(failed)
@@ -71,6 +72,17 @@ def test_no_spills_and_the_products_on_the_systolic_unit(rows, kernel):
 
 
 @needs_ocloc
+@pytest.mark.parametrize("target", TARGETS)
+def test_k_and_v_tiles_come_by_2d_block_messages_on_pvc(rows, target):
+    """Every product kernel reads its key (and value) tiles with cm.load_2d on PVC, and the
+    launch proves the surfaces, so the build has the block messages alone; DG2 has none."""
+    pvc = {r.kernel: r for r in rows if r.device == "pvc" and r.target == target}
+    assert {k: (r.constexprs["B2D"], r.block2d > 0) for k, r in pvc.items()} == {
+        k: (True, True) for k in PRODUCTS}
+    assert all(r.block2d == 0 and not r.constexprs["B2D"] for r in rows if r.device == "dg2")
+
+
+@needs_ocloc
 def test_dg2_runs_the_products_at_its_systolic_width(rows):
     """DG2's unit is 8 lanes wide: its specializations are simd 8, PVC's simd 16."""
     assert {(r.device, r.simd) for r in rows} == {("pvc", 16), ("dg2", 8)}
@@ -79,9 +91,10 @@ def test_dg2_runs_the_products_at_its_systolic_width(rows):
 @pytest.mark.parametrize("device", DEVICES)
 @needs_ocloc
 def test_the_gpu_tiles_compute_infllmv2(monkeypatch, device):
-    """The GPU tiles (KD-deep slices, P V in column tiles, fewer rows and heads per CM thread
-    on DG2) run on the CPU device: the float64 reference's selection on the same rounded
-    inputs, the output within 2 units of the format's epsilon of the largest value."""
+    """The GPU tiles (KD-deep slices, P V in column tiles, K/V by cm.load_2d on PVC, fewer
+    rows and heads per CM thread on DG2) run on the CPU device: the float64 reference's
+    selection on the same rounded inputs, the output within 2 units of bf16's epsilon of
+    the largest value."""
     monkeypatch.setenv("CMLANG_AUTOTUNE_DEVICE", device)
     q, k, v = model_inputs(200, BF16, seed=3)                 # rows not a multiple of a tile
     params = dict(SPARSE, topk=3, local_blocks=1)
@@ -92,29 +105,3 @@ def test_the_gpu_tiles_compute_infllmv2(monkeypatch, device):
     want = att.infllmv2_attention_reference(q64, k64, v64, **params)
     assert np.abs(got - want).max() / np.abs(want).max() <= 2 * 2.0 ** -8
 
-
-def test_the_isa_grid_names_element_type_constexprs():
-    """A row whose constexprs hold an element type (T=bf16) is listed by its name in the
-    grid (``cmlang isa --grid`` of a bf16 workload raised TypeError: json.dumps of cm.bf16)."""
-    row = Row("infllm_attend", {"D": 128, "T": cm.bf16}, ["bf16*"], "spirv", "pvc", "attn-infllmv2-bf16",
-              instructions=10, spill_bytes=0, grf=256, dpas=2, block2d=0, messages=1)
-    grid = format_grid([row])
-    assert "| attn-infllmv2-bf16 | infllm_attend | D=128, T=bf16 | 10 / 0; GRF 256; dpas 2 |" in grid
-
-
-def test_k_and_v_tiles_by_2d_block_loads_compute_the_same(monkeypatch):
-    """B2D (K and V tiles read by cm.load_2d instead of row loads; no config sets it yet: the
-    run-time surface check's fallback path spills on PVC) changes how the tiles come in, not
-    what is computed: the same output, bit for bit, with PVC's first tiles
-    (CMLANG_AUTOTUNE=0), run on the CPU device."""
-    from examples.attention import infllmv2
-    monkeypatch.setenv("CMLANG_AUTOTUNE_DEVICE", "pvc")
-    monkeypatch.setenv("CMLANG_AUTOTUNE", "0")
-    q, k, v = model_inputs(150, BF16, seed=5)
-    params = dict(SPARSE, topk=3, local_blocks=1)
-    by_rows = att.infllmv2_attention(q, k, v, **params)
-    products = infllmv2._products
-    assert products(D, cm.bf16)["B2D"] is False
-    monkeypatch.setattr(infllmv2, "_products", lambda d, pt: dict(products(d, pt), B2D=True))
-    by_blocks = att.infllmv2_attention(q, k, v, **params)
-    np.testing.assert_array_equal(by_blocks.astype(np.float32), by_rows.astype(np.float32))

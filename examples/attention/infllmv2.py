@@ -29,6 +29,7 @@ SCORE_TILE = 64     # first-level compressed keys per tile (the N of the score d
 LSE_TILE = 16       # second-level compressed keys per tile
 SELECT_CHUNK = 16   # blocks compared per step of the top-k search
 K_SLICE = 16        # the K of one systolic dpas of 16-bit operands
+BLOCK_ROW = 32      # compressed keys padded to rows of >= 64 bytes (2-D block messages' minimum)
 
 # Tiles on Intel GPUs, chosen per device by cm.autotune (ranked by IGC's stats: the first
 # config of a list is the one kept when the tuning budget runs out after it, so it is one
@@ -57,22 +58,25 @@ LSE_CONFIGS = {
 # reads its operands from registers, so the products run in KD = 16 deep slices of d (the
 # query rows of a tile in registers, one 16-row slice of the key tile at a time) and P V in
 # VN-column tiles of V; chosen for 0 spill bytes in both flavours at d = 128
-# (`cmlang isa attn-infllmv2-bf16 --device pvc,dg2`).  DG2 (simd 8, 4 KiB of registers a
-# thread) takes 2 query rows and 1 head per CM thread.
+# (`cmlang isa attn-infllmv2-bf16 --device pvc,dg2`).  On PVC the K/V tiles come by 2-D block
+# loads (B2D; the launch proves their surfaces, so the builds have the block messages alone):
+# fewer instructions than row loads, and IGC ranks them first.  DG2 (simd 8, 4 KiB of
+# registers a thread, no 2-D block messages) takes 2 query rows and 1 head per CM thread.
 SCORE_LOWP_CONFIGS = {
-    "pvc": [dict(M=8, JT=16, grf=256), dict(M=4, JT=16)],
-    "dg2": [dict(M=2, JT=16, simd=8)],
-    "default": [dict(M=2, JT=16, simd=8)],
+    "pvc": [dict(M=8, JT=16, B2D=True, grf=256), dict(M=8, JT=16, B2D=False, grf=256)],
+    "dg2": [dict(M=2, JT=16, B2D=False, simd=8)],
+    "default": [dict(M=2, JT=16, B2D=False, simd=8)],
 }
 ATTEND_LOWP_CONFIGS = {
-    "pvc": [dict(GR=8, KB=16, VN=128, grf=256), dict(GR=8, KB=32, VN=128, grf=256)],
-    "dg2": [dict(GR=1, KB=16, VN=16, simd=8), dict(GR=2, KB=16, VN=16, simd=8)],
-    "default": [dict(GR=1, KB=16, VN=16, simd=8)],
+    "pvc": [dict(GR=8, KB=16, VN=128, B2D=True, grf=256), dict(GR=8, KB=16, VN=32, B2D=True, grf=256),
+            dict(GR=8, KB=32, VN=32, B2D=True, grf=256), dict(GR=8, KB=16, VN=128, B2D=False, grf=256)],
+    "dg2": [dict(GR=1, KB=16, VN=16, B2D=False, simd=8), dict(GR=2, KB=16, VN=16, B2D=False, simd=8)],
+    "default": [dict(GR=1, KB=16, VN=16, B2D=False, simd=8)],
 }
 LSE_LOWP_CONFIGS = {
-    "pvc": [dict(M=8, JT=LSE_TILE, grf=256), dict(M=4, JT=LSE_TILE)],
-    "dg2": [dict(M=4, JT=LSE_TILE, simd=8)],
-    "default": [dict(M=4, JT=LSE_TILE, simd=8)],
+    "pvc": [dict(M=8, JT=LSE_TILE, B2D=True, grf=256), dict(M=8, JT=LSE_TILE, B2D=False, grf=256)],
+    "dg2": [dict(M=4, JT=LSE_TILE, B2D=False, simd=8)],
+    "default": [dict(M=4, JT=LSE_TILE, B2D=False, simd=8)],
 }
 lse_gpu = cm.autotune(configs=LSE_CONFIGS, key=["D"])(kernels.infllm_lse)
 block_scores_gpu = cm.autotune(configs=SCORE_CONFIGS, key=["D", "R", "O"])(kernels.infllm_block_scores)
@@ -84,8 +88,8 @@ attend_lowp_gpu = cm.autotune(configs=ATTEND_LOWP_CONFIGS, key=["D", "G"])(kerne
 
 def _products(d: int, pt) -> dict:
     """The constexprs of the products on Intel GPUs: for 16-bit operands on the systolic unit
-    KD = 16 deep slices; f32 whole products (KD = d), as on the CPU; K/V by row loads."""
-    return dict(KD=K_SLICE if pt.bits == 16 and d % K_SLICE == 0 else d, B2D=False)
+    KD = 16 deep slices; f32 whole products (KD = d), as on the CPU."""
+    return dict(KD=K_SLICE if pt.bits == 16 and d % K_SLICE == 0 else d)
 
 
 def _on_gpu():
@@ -144,14 +148,14 @@ def _select_and_attend(q, k, v, pos0, p, want_output=True, out=cm.f32):
     last = pos0 + rows_padded - 1
     padded1 = round_up(r * (last // block + 1), SCORE_TILE)
     k1t, n1 = _compressed(kd, n, hkv, d, p["l1"], p["s1"], padded1, t, pt)
-    padded2 = round_up(max((last - p["l2"] + 1) // p["s2"] + 1, 1), LSE_TILE)
+    padded2 = round_up(max((last - p["l2"] + 1) // p["s2"] + 1, 1), BLOCK_ROW)
     k2t, n2 = _compressed(kd, n, hkv, d, p["l2"], p["s2"], padded2, t, pt)
     lse = empty((hq, rows_padded))
     lse_args = (qd, k2t, lse, rows, pos0, hq, group, n2, padded2, rows_padded, p["l2"], p["s2"], qscale)
     lowp = pt.bits == 16
     if _on_gpu():
         (lse_lowp_gpu if lowp else lse_gpu)[lambda c: (rows_padded // c["M"], hq)](
-            *lse_args, D=d, T=t, P=pt, **_products(d, pt))
+            *lse_args, D=d, T=t, P=pt, **_products(d, pt), **({} if lowp else dict(B2D=False)))
     else:
         for_systolic_unit(kernels.infllm_lse, pt)[(rows_padded // ROWS, hq)](*lse_args, d, ROWS, LSE_TILE, d, False,
                                                                                t, pt)
@@ -161,7 +165,7 @@ def _select_and_attend(q, k, v, pos0, p, want_output=True, out=cm.f32):
                   rows_padded, block, p["l1"], p["s1"], qscale)
     if _on_gpu() and r <= 8:      # the GPU tiles hold at least two blocks' windows (JT = 16)
         (block_scores_lowp_gpu if lowp else block_scores_gpu)[lambda c: (rows_padded // c["M"], hkv)](
-            *score_args, D=d, R=r, O=o_tail, T=t, P=pt, **_products(d, pt))
+            *score_args, D=d, R=r, O=o_tail, T=t, P=pt, **_products(d, pt), **({} if lowp else dict(B2D=False)))
     else:
         for_systolic_unit(kernels.infllm_block_scores, pt)[(rows_padded // ROWS, hkv)](
             *score_args, d, ROWS, SCORE_TILE, r, o_tail, d, False, t, pt)
@@ -178,7 +182,7 @@ def _select_and_attend(q, k, v, pos0, p, want_output=True, out=cm.f32):
                                                                           OT=out, **_products(d, pt))
         else:
             attend_gpu[lambda c: (rows, hkv * (group // c["GR"]))](*attend_args, D=d, G=group, T=t, P=pt, OT=out,
-                                                                     VN=d, **_products(d, pt))
+                                                                     VN=d, B2D=False, **_products(d, pt))
     else:
         for_systolic_unit(kernels.infllm_attend, pt)[(rows, hkv)](*attend_args, d, group, keys, group, d, d, False,
                                                                   t, pt, out)

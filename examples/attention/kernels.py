@@ -399,7 +399,9 @@ def rows_times_keys(acc, a, a_offset: i32, a_pitch: i32, kt, x: i32, y: i32, wid
                     BLOCK2D: cm.constexpr):
     """acc + A @ B in KD-deep slices: A the M rows of K elements at a_offset of a (a_pitch
     apart), B the (K, N) block of transposed keys at column x, row y of kt (width x height,
-    pitch = width).  KD = K: one product, both operands read where the dpas uses them (the
+    pitch = width; the kernels give a height of hq * D for compressed keys of hkv * D <= hq * D
+    rows: a form of scalar arguments a launch can prove fit for 2-D block messages, and the
+    block never reaches past hkv * D).  KD = K: one product, both operands read where the dpas uses them (the
     CPU runtime streams them from memory); KD = 16: the systolic unit's form, the rows of A
     loaded into registers once, then one dpas per 16-row slice of B."""
     if KD == K:
@@ -431,7 +433,7 @@ def infllm_lse(q: cm.ptr[T], k2t: cm.ptr[P], lse: cm.ptr[f32], rows: i32, pos0: 
     l = cm.zeros(vector[f32, M])
     for j0 in range(0, j_end, JT):
         z = rows_times_keys(cm.zeros(matrix[f32, M, JT]), q, r0 * hq * D + h * D, hq * D,
-                            k2t, j0, g * D, padded2, hq // group * D, M, D, JT, KD, B2D) * qscale
+                            k2t, j0, g * D, padded2, hq * D, M, D, JT, KD, B2D) * qscale
         js = cm.iota(i32, JT) + j0
         ends = js * s2 + (l2 - 1)
         for r in cm.static_range(M):
@@ -468,7 +470,7 @@ def infllm_block_scores(q: cm.ptr[T], k1t: cm.ptr[P], lse: cm.ptr[f32], scores: 
             # the key tile's rows as h // group * D (= g * D): written from h, IGC keeps its
             # addresses in the head loop (hoisted out, they filled the register file)
             z = rows_times_keys(cm.zeros(matrix[f32, M, JT]), q, r0 * hq * D + h * D, hq * D,
-                                k1t, j0, h // group * D, padded1, hq // group * D, M, D, JT, KD, B2D) * qscale
+                                k1t, j0, h // group * D, padded1, hq * D, M, D, JT, KD, B2D) * qscale
             lse_h = cm.load(lse, h * lse_pitch + r0, M)
             for r in cm.static_range(M):
                 total[r] = total[r] + cm.merge(cm.exp2(z[r] - lse_h[r]), 0.0, ends <= pos0 + r0 + r)
@@ -552,7 +554,10 @@ def infllm_attend(q: cm.ptr[T], kt: cm.ptr[P], vp: cm.ptr[P], selected: cm.ptr[i
     for i in range(topk):
         b = cm.load(selected, (r * hkv + g) * topk + i, 1)[0]
         if b >= 0:
-            for j0 in range(b * block, b * block + block, KB):     # keys past t are masked
+            # b * block (KB divides block) spelt as a multiple of KB: a launch can then prove
+            # the keys' column x whole dwords, as 2-D block messages of 16-bit data need
+            first = b * (block // KB) * KB
+            for j0 in range(first, first + block, KB):     # keys past t are masked
                 s = rows_times_keys(cm.zeros(matrix[f32, GR, KB]), q, base, D, kt, j0, g * D, padded, hkv * D,
                                     GR, D, KB, KD, B2D) * qscale
                 keys = cm.iota(i32, KB) + j0
