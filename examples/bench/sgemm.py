@@ -315,6 +315,7 @@ def clblast_impl(inputs, device):
 SIZES = {"tiny": {"m": 64, "n": 64, "k": 64},
          "quick": {"m": 256, "n": 256, "k": 256},
          "full": {"m": 1024, "n": 1024, "k": 1024}}
+SGEMM_SIZES = dict(SIZES, large={"m": 4096, "n": 4096, "k": 4096})   # --size large
 
 
 def _flops(p):
@@ -328,7 +329,7 @@ def _bytes(itemsize):
 benchmarks = [
     Benchmark(
         name="sgemm", description="C = A @ B, f32",
-        sizes=SIZES, make_inputs=make_inputs, reference=reference,
+        sizes=SGEMM_SIZES, make_inputs=make_inputs, reference=reference,
         implementations={"cmlang": cmlang_impl, "opencl-simt": opencl_simt,
                          "numpy": lambda inputs, device: numpy_impl(inputs), "clblast": clblast_impl},
         flops=_flops, bytes=_bytes(4), rtol=1e-3, atol=1e-3,
