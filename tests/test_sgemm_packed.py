@@ -28,16 +28,16 @@ def test_every_packed_config_computes_a_times_b(config, rng):
 
 
 def test_large_f32_on_the_cpu_packs_and_the_rest_does_not():
-    big, small = np.zeros((64, 2048), np.float32), np.zeros((64, 64), np.float32)
-    assert sgemm.packs(big, np.zeros((2048, 64), np.float32))
-    assert sgemm.packs(small, np.zeros((64, 2048), np.float32))
-    assert not sgemm.packs(small, small)
-    assert not sgemm.packs(big.astype(np.float16), np.zeros((2048, 64), np.float16))
-    assert not sgemm.packs(np.zeros((50, 2048), np.float32), np.zeros((2048, 64), np.float32))
+    big, small = np.zeros((64, 1024), np.float32), np.zeros((64, 512), np.float32)
+    assert sgemm.packs(big, np.zeros((1024, 64), np.float32))
+    assert sgemm.packs(small, np.zeros((512, 1024), np.float32))
+    assert not sgemm.packs(small, np.zeros((512, 512), np.float32))
+    assert not sgemm.packs(big.astype(np.float16), np.zeros((1024, 64), np.float16))
+    assert not sgemm.packs(np.zeros((50, 1024), np.float32), np.zeros((1024, 64), np.float32))
 
 
 def test_matmul_takes_the_packed_path(rng):
-    a = rng.standard_normal((32, 2048)).astype(np.float32)
-    b = rng.standard_normal((2048, 64)).astype(np.float32)
+    a = rng.standard_normal((32, 1024)).astype(np.float32)
+    b = rng.standard_normal((1024, 64)).astype(np.float32)
     np.testing.assert_allclose(sgemm.matmul(a, b), a.astype(np.float64) @ b, rtol=1e-3, atol=1e-3)
     assert sgemm.packed_sgemm.best in sgemm.PACKED_CONFIGS

@@ -8,7 +8,9 @@ inputs (hgemm) the B row is converted as it is loaded and the A tile once per
 k-step: on the CPU device the conversion of a loaded row is one instruction per
 16 elements (it folds into the load), so converting B once per work-group tile
 through local memory, as the OpenCL C version does, would only add traffic; the
-f16 data halves what the kernel reads.
+f16 data halves what the kernel reads. f32 GEMMs with rows of 1024 floats or more take a
+packed path on the CPU device (``packed_sgemm``: the same tile kernel over copies of A and B
+laid out tile by tile, C walked in cache-sized groups; see ``PACKED_CONFIGS``).
 
 ``cmlang-dpas`` in hgemm, and ``cmlang`` in ``bgemm`` (bf16 inputs, f32 accumulate) and
 ``igemm`` (i8 inputs, i32 accumulate): the tile kernel of ``examples/core/dpas_gemm.py``, whose products are one ``cm.dpas`` per
@@ -39,7 +41,8 @@ from ..core.dpas_gemm import K_STEP, gemm_kernel
 # cmlang: the C tile per CM thread (TM x TN), the k unrolling (KU) and the sub-group size,
 # chosen per device and problem shape by timing (cm.autotune; CMLANG_AUTOTUNE_LOG=1 prints
 # the table).  On the CPU device at 1024^3, f32 chose 16 x 16 x 16, 1.5-1.9x faster than
-# 4 x 64 x 16 in three runs on a loaded machine; f16 kept 4 x 64 x 16.  The first config is
+# 4 x 64 x 16 in three runs on a loaded machine (f32 there now takes the packed path below);
+# f16 kept 4 x 64 x 16.  The first config is
 # the shape picked by hand, taken when tuning is off (CMLANG_AUTOTUNE=0).
 # Every config divides the benchmark sizes (64, 256, 1024) in each dimension.
 GEMM_CONFIGS = [
@@ -77,22 +80,24 @@ sgemm_kernel = _gemm_kernel(f32)
 hgemm_kernel = _gemm_kernel(f16)
 
 
-# Large f32 GEMMs on the CPU device: packed panels.  From rows of 2048 floats (8 KiB) on,
-# the plain kernel's tile rows alias in the caches (at 4096^3 its row loads are 16 KiB apart:
-# 7-10 GFLOP/s against 100+ at 1024^3), and each CM thread streams B from memory.  So A is
-# copied into TM x KU tiles (each TM-row panel contiguous) and B into K x TN column panels
-# (contiguous), and the CM threads walk C in groups of GM row panels per column panel, so that
-# the GM A panels stay in the L3 cache while each B panel is read GM times from the L2.  The
-# copies run on the device and count in the time (about 1% of it at 4096^3).
-PACK_FROM = 2048
+# Large f32 GEMMs on the CPU device: packed panels.  From rows of 1024 floats (4 KiB, the
+# L1 cache's set period) on, the plain kernel's tile rows alias in the caches: at 4096^3 its
+# row loads are 16 KiB apart and it made 7-10 GFLOP/s against 40-100+ at 1024^3 (loaded
+# machine), and each CM thread streams B from memory.  So A is copied into TM x KU tiles
+# (each TM-row panel contiguous) and B into K x TN column panels (contiguous), and the CM
+# threads walk C in groups of GM row panels per column panel, so that the GM A panels stay
+# in the L3 cache while each B panel is read GM times from the L2.  The copies run on the
+# device and count in the time (about 1% of it at 4096^3).  At 4096^3 the packed kernel ran
+# 4-5x faster than the plain one; at 1024^3 about 10% (two loaded runs, interleaved).
+# (32 x 16 tiles, 32 accumulator rows, ran 3.6x slower than 16 x 16 at 4096^3: not listed.)
+PACK_FROM = 1024
 PACKED_CONFIGS = [
     {"TM": 16, "TN": 16, "KU": 16, "GM": 16},
     {"TM": 16, "TN": 16, "KU": 16, "GM": 4},
     {"TM": 8, "TN": 32, "KU": 16, "GM": 16},
     {"TM": 4, "TN": 64, "KU": 16, "GM": 32},
-    {"TM": 32, "TN": 16, "KU": 8, "GM": 8},
 ]
-PACKED_TUNING_BUDGET_S = 180     # a 4096^3 run takes 1-3 s
+PACKED_TUNING_BUDGET_S = 120     # a 4096^3 run takes 1-4 s
 
 
 @cm.kernel(simd=16)
