@@ -518,7 +518,7 @@ def add_arguments(parser) -> None:
 def run_command(args) -> int:
     import cmlang.runtime as runtime
     notes = []
-    peak = getattr(args, "peak", False)
+    peak = args.peak
     benchmarks = [] if peak and not args.names else select(load_benchmarks(report=notes.append), args.names)
     if args.list:
         for b in benchmarks:
