@@ -87,7 +87,7 @@ hgemm_kernel = _gemm_kernel(f16)
 # (each TM-row panel contiguous) and B into K x TN column panels (contiguous), and the CM
 # threads walk C in groups of GM row panels per column panel, so that the GM A panels stay
 # in the L3 cache while each B panel is read GM times from the L2.  The copies run on the
-# device and count in the time (about 1% of it at 4096^3).  At 4096^3 the packed kernel ran
+# device and count in the time (1-2% of it at 4096^3).  At 4096^3 the packed kernel ran
 # 4-5x faster than the plain one; at 1024^3 about 10% (two loaded runs, interleaved).
 # (32 x 16 tiles, 32 accumulator rows, ran 3.6x slower than 16 x 16 at 4096^3: not listed.)
 PACK_FROM = 1024
@@ -112,8 +112,9 @@ def copy_tiles(src: cm.ptr[f32], dst: cm.ptr[f32], pitch: i32, stride1: i32, str
 @cm.kernel(simd=16)
 def gemm_packed(ap: cm.ptr[f32], bp: cm.ptr[f32], c: cm.ptr[f32], M: i32, N: i32, K: i32,
                 TM: cm.constexpr, TN: cm.constexpr, KU: cm.constexpr, GM: cm.constexpr):
-    """The TM x TN tile kernel over packed A (TM x KU tiles) and B (K x TN panels); CM
-    thread t takes row panel t % GM of its group of GM, column panel t // GM."""
+    """The TM x TN tile kernel over packed A (TM x KU tiles) and B (K x TN panels).  The CM
+    threads of a group cover GM row panels (fewer in a short last group) times every column
+    panel, row panel fastest, so consecutive threads share a B panel."""
     t = cm.thread_id(0)
     panels = M // TM
     group = t // (GM * (N // TN))
