@@ -11,7 +11,9 @@ module that is missing is simply absent.
 A :class:`Benchmark` says
 
 - ``sizes``: ``{"tiny": params, "quick": params, "full": params}``, each a dict of
-  problem parameters (``tiny`` is for the test suite, ``quick`` for ``--quick``);
+  problem parameters (``tiny`` is for the test suite, ``quick`` for ``--quick``); a
+  workload may add ``"large"`` (``--size large``: sizes past ``full``, e.g. SGEMM 4096^3;
+  the workloads without one are left out of such a run);
 - ``make_inputs(params, rng) -> inputs`` (a dict of numpy arrays and numbers) and
   ``reference(inputs) -> expected`` (numpy; an array or a tuple of arrays);
 - ``implementations``: ``{impl name: setup}`` where ``setup(inputs, device) -> Run``.
@@ -47,7 +49,9 @@ WORKLOAD_MODULES = tuple(f"cmlang.examples.bench.{name}" for name in (
     "sgemm", "histogram", "bitonic_sort", "prefix_sum", "transpose", "filter3x3", "kmeans", "spmv"))
 OPTIONAL_MODULES = ("cmlang.examples.attention.bench",)
 BASELINE = "opencl-simt"
-SIZES = ("tiny", "quick", "full")
+SIZES = ("tiny", "quick", "full")          # every workload has these
+EXTRA_SIZES = ("large",)                   # some workloads have these
+PEAK_MODULE = "cmlang.examples.bench.peak"
 
 
 class Skip(Exception):
@@ -105,6 +109,7 @@ class Record:
     status: str = "ok"          # ok, FAIL, skipped, error
     note: str = ""
     wall: float | None = None   # median wall-clock seconds, where the run reports it
+    peak_fraction: float | None = None   # GFLOP/s over the peak probe's (--peak)
 
     def as_json(self) -> dict:
         return dict(self.__dict__)
@@ -288,6 +293,15 @@ def select(benchmarks, names) -> list:
     return list(chosen.values())
 
 
+def with_size(benchmarks, size, report=print) -> list:
+    """The benchmarks that have ``size`` (every one has the SIZES; an EXTRA_SIZES one
+    only some), reporting those left out."""
+    for b in benchmarks:
+        if size not in b.sizes:
+            report(f"{b.name} has no {size} size: left out")
+    return [b for b in benchmarks if size in b.sizes]
+
+
 # ---------------------------------------------------------------------------
 # Measuring
 
@@ -387,11 +401,13 @@ def ratios(records) -> dict:
 
 def format_table(records) -> str:
     """A markdown table; a "wall s" column (whole call: copies, allocation) appears when
-    some run reported one, next to "median s" (device time for device runs)."""
+    some run reported one, next to "median s" (device time for device runs), and a
+    "% peak" column after GFLOP/s when the records were read against the peak probe."""
     ratio = ratios(records)
     with_wall = any(r.wall is not None for r in records)
+    with_peak = any(r.peak_fraction is not None for r in records)
     header = ("kernel", "size", "impl", "median s") + (("wall s",) if with_wall else ()) + (
-        "GFLOP/s", "GB/s", f"vs {BASELINE}")
+        "GFLOP/s",) + (("% peak",) if with_peak else ()) + ("GB/s", f"vs {BASELINE}")
     rows = []
     for r in records:
         if r.status != "ok":
@@ -399,8 +415,9 @@ def format_table(records) -> str:
             continue
         x = ratio.get((r.kernel, r.size, r.impl))
         wall = ((f"{r.wall:.3e}" if r.wall is not None else "",) if with_wall else ())
-        rows.append((r.kernel, r.size, r.impl, f"{r.seconds:.3e}") + wall + (
-            _num(r.gflops), _num(r.gbs), f"{x:.2f}x" if x else ""))
+        peak = ((_num(None if r.peak_fraction is None else 100 * r.peak_fraction),) if with_peak else ())
+        rows.append((r.kernel, r.size, r.impl, f"{r.seconds:.3e}") + wall + (_num(r.gflops),) + peak + (
+            _num(r.gbs), f"{x:.2f}x" if x else ""))
     widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(len(header) - 1)]
     lines = []
     for row in [header] + rows:
@@ -424,6 +441,19 @@ def summary(records) -> str:
     (k, s), worst = min(mine.items(), key=lambda kv: kv[1])
     return (f"cmlang vs {BASELINE}: geometric mean {geomean:.2f}x over {len(mine)} kernels; "
             f"lowest {worst:.2f}x ({k} {s})")
+
+
+def read_against_peak(records, probe) -> float | None:
+    """Sets every record's ``peak_fraction`` (its GFLOP/s over the probe's); returns the
+    probe's GFLOP/s, None when the probe did not run."""
+    ok = [r.gflops for r in probe if r.impl == "cmlang" and r.status == "ok" and r.gflops]
+    if not ok:
+        return None
+    peak = ok[0]
+    for r in records:
+        if r.gflops:
+            r.peak_fraction = r.gflops / peak
+    return peak
 
 
 def write_json(records, path) -> None:
@@ -470,32 +500,48 @@ def write_plot(records, path) -> str | None:
 def add_arguments(parser) -> None:
     parser.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
-    parser.add_argument("--size", choices=SIZES, help="problem sizes (default: full, or quick)")
+    parser.add_argument("--size", choices=SIZES + EXTRA_SIZES,
+                        help="problem sizes (default: full, or quick); large: past full, only the "
+                             "workloads that have one (sgemm at 4096^3)")
     parser.add_argument("--impl", action="append", metavar="IMPL",
                         help="run only these implementations (repeatable)")
     parser.add_argument("--json", metavar="FILE", help="write the records as JSON")
     parser.add_argument("--plot", metavar="FILE.png", help="write a chart of the ratios (matplotlib)")
     parser.add_argument("--device", metavar="SPEC", help="device spec, e.g. opencl:cpu")
     parser.add_argument("--repeat", type=int, help="timed runs per implementation (median)")
+    parser.add_argument("--peak", action="store_true",
+                        help="measure the device's f32 FMA throughput first (alone when no NAME is "
+                             "given) and add each row's fraction of it (%% peak)")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
 
 
 def run_command(args) -> int:
     import cmlang.runtime as runtime
     notes = []
-    benchmarks = select(load_benchmarks(report=notes.append), args.names)
+    peak = args.peak
+    benchmarks = [] if peak and not args.names else select(load_benchmarks(report=notes.append), args.names)
     if args.list:
         for b in benchmarks:
             print(f"{b.name:14s} {b.description}  [{', '.join(b.implementations)}]")
         return 0
     device = runtime.set_device(args.device) if args.device else runtime.get_device()
     size = args.size or ("quick" if args.quick else "full")
-    repeat = args.repeat or (5 if size != "full" else 10)
+    repeat = args.repeat or {"full": 10, "large": 3}.get(size, 5)
+    benchmarks = with_size(benchmarks, size, notes.append)
     print(f"device: {device.name} [{device.platform}] ({device.spec}); sizes: {size}; "
           f"median of {repeat} runs", flush=True)
-    records = _run_all(benchmarks, size, device, repeat, args.impl)
+    probe = []
+    if peak:   # first, on a device no benchmark has warmed yet; the "full" probe at --size large
+        probe_bench = importlib.import_module(PEAK_MODULE).benchmark
+        probe = measure(probe_bench, size if size in probe_bench.sizes else "full", device, repeat=repeat)
+    records = probe + _run_all(benchmarks, size, device, repeat, args.impl)
+    if peak:
+        figure = read_against_peak(records, probe)
+        print(f"peak f32 FMA throughput: {figure:.1f} GFLOP/s (the peak row: {PEAK_MODULE})" if figure
+              else f"peak probe {probe[0].status}: {probe[0].note}")
     print(format_table(records))
-    print(summary(records))
+    if benchmarks:
+        print(summary(records))
     for r in records:
         if r.status in ("skipped", "error", "FAIL"):
             notes.append(f"{r.status}: {r.kernel} {r.impl}: {r.note}")

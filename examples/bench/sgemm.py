@@ -8,7 +8,9 @@ inputs (hgemm) the B row is converted as it is loaded and the A tile once per
 k-step: on the CPU device the conversion of a loaded row is one instruction per
 16 elements (it folds into the load), so converting B once per work-group tile
 through local memory, as the OpenCL C version does, would only add traffic; the
-f16 data halves what the kernel reads.
+f16 data halves what the kernel reads. f32 GEMMs with rows of 1024 floats or more take a
+packed path on the CPU device (``packed_sgemm``: the same tile kernel over copies of A and B
+laid out tile by tile, C walked in cache-sized groups; see ``PACKED_CONFIGS``).
 
 ``cmlang-dpas`` in hgemm, and ``cmlang`` in ``bgemm`` (bf16 inputs, f32 accumulate) and
 ``igemm`` (i8 inputs, i32 accumulate): the tile kernel of ``examples/core/dpas_gemm.py``, whose products are one ``cm.dpas`` per
@@ -39,7 +41,8 @@ from ..core.dpas_gemm import K_STEP, gemm_kernel
 # cmlang: the C tile per CM thread (TM x TN), the k unrolling (KU) and the sub-group size,
 # chosen per device and problem shape by timing (cm.autotune; CMLANG_AUTOTUNE_LOG=1 prints
 # the table).  On the CPU device at 1024^3, f32 chose 16 x 16 x 16, 1.5-1.9x faster than
-# 4 x 64 x 16 in three runs on a loaded machine; f16 kept 4 x 64 x 16.  The first config is
+# 4 x 64 x 16 in three runs on a loaded machine (f32 there now takes the packed path below);
+# f16 kept 4 x 64 x 16.  The first config is
 # the shape picked by hand, taken when tuning is off (CMLANG_AUTOTUNE=0).
 # Every config divides the benchmark sizes (64, 256, 1024) in each dimension.
 GEMM_CONFIGS = [
@@ -75,6 +78,78 @@ def _gemm_kernel(T):
 
 sgemm_kernel = _gemm_kernel(f32)
 hgemm_kernel = _gemm_kernel(f16)
+
+
+# Large f32 GEMMs on the CPU device: packed panels.  From rows of 1024 floats (4 KiB, the
+# L1 cache's set period) on, the plain kernel's tile rows alias in the caches: at 4096^3 its
+# row loads are 16 KiB apart and it made 7-10 GFLOP/s against 40-100+ at 1024^3 (loaded
+# machine), and each CM thread streams B from memory.  So A is copied into TM x KU tiles
+# (each TM-row panel contiguous) and B into K x TN column panels (contiguous), and the CM
+# threads walk C in groups of GM row panels per column panel, so that the GM A panels stay
+# in the L3 cache while each B panel is read GM times from the L2.  The copies run on the
+# device and count in the time (1-2% of it at 4096^3).  At 4096^3 the packed kernel ran
+# 4-5x faster than the plain one; at 1024^3 about 10% (two loaded runs, interleaved).
+# (32 x 16 tiles, 32 accumulator rows, ran 3.6x slower than 16 x 16 at 4096^3: not listed.)
+PACK_FROM = 1024
+PACKED_CONFIGS = [
+    {"TM": 16, "TN": 16, "KU": 16, "GM": 16},
+    {"TM": 16, "TN": 16, "KU": 16, "GM": 4},
+    {"TM": 8, "TN": 32, "KU": 16, "GM": 16},
+    {"TM": 4, "TN": 64, "KU": 16, "GM": 32},
+]
+PACKED_TUNING_BUDGET_S = 120     # a 4096^3 run takes 1-4 s
+
+
+@cm.kernel(simd=16)
+def copy_tiles(src: cm.ptr[f32], dst: cm.ptr[f32], pitch: i32, stride1: i32, stride0: i32,
+               R: cm.constexpr, C: cm.constexpr):
+    """The R x C tile (thread_id(1), thread_id(0)) of a matrix with rows ``pitch`` apart,
+    stored contiguously at thread_id(1) * stride1 + thread_id(0) * stride0."""
+    tile = cm.load(src, cm.thread_id(1) * R * pitch + cm.thread_id(0) * C, (R, C), pitch)
+    cm.store(dst, cm.thread_id(1) * stride1 + cm.thread_id(0) * stride0, tile, C)
+
+
+@cm.kernel(simd=16)
+def gemm_packed(ap: cm.ptr[f32], bp: cm.ptr[f32], c: cm.ptr[f32], M: i32, N: i32, K: i32,
+                TM: cm.constexpr, TN: cm.constexpr, KU: cm.constexpr, GM: cm.constexpr):
+    """The TM x TN tile kernel over packed A (TM x KU tiles) and B (K x TN panels).  The CM
+    threads of a group cover GM row panels (fewer in a short last group) times every column
+    panel, row panel fastest, so consecutive threads share a B panel."""
+    t = cm.thread_id(0)
+    panels = M // TM
+    group = t // (GM * (N // TN))
+    within = t - group * GM * (N // TN)
+    rows = min(GM, panels - group * GM)          # the last group may be short
+    rb = group * GM + within % rows
+    cb = within // rows
+    acc = cm.zeros(cm.matrix[f32, TM, TN])
+    for k in range(0, K, KU):
+        ta = cm.load(ap, rb * TM * K + k * TM, (TM, KU), KU)      # A[rb*TM:+TM, k:+KU]
+        for kk in cm.static_range(KU):
+            bk = cm.load(bp, cb * TN * K + (k + kk) * TN, TN)     # B[k+kk, cb*TN:+TN]
+            for m in cm.static_range(TM):
+                acc[m] = cm.fma(ta[m, kk], bk, acc[m])
+    cm.store(c, rb * TM * N + cb * TN, acc, N)
+
+
+@cm.autotune(configs=PACKED_CONFIGS, key=["a", "b"], restore=(), budget=PACKED_TUNING_BUDGET_S)
+def packed_sgemm(a, b, c, a_packed, b_packed, TM, TN, KU, GM):
+    """C = A @ B through packed copies (device arrays; the packed ones of A's and B's size);
+    returns the three launches."""
+    (m, k), (_, n) = a.shape, b.shape
+    return [copy_tiles[(k // KU, m // TM)](a, a_packed, k, TM * k, TM * KU, TM, KU),
+            copy_tiles[(n // TN, k // KU)](b, b_packed, n, KU * TN, k * TN, KU, TN),
+            gemm_packed[((m // TM) * (n // TN),)](a_packed, b_packed, c, m, n, k, TM, TN, KU, GM)]
+
+
+def packs(a, b) -> bool:
+    """Whether C = A @ B takes the packed path: f32, on the CPU device, rows of PACK_FROM
+    floats or more, and every packed config's tiles divide the shape."""
+    from cmlang.autotuning import tuning_profile
+    (m, k), (_, n) = a.shape, b.shape
+    return (np.dtype(a.dtype) == np.float32 and tuning_profile().name == "cpu"
+            and max(k, n) >= PACK_FROM
+            and all(m % c["TM"] == 0 and n % c["TN"] == 0 and k % c["KU"] == 0 for c in PACKED_CONFIGS))
 
 
 def _launcher(a, b):
@@ -133,6 +208,11 @@ def _dpas_launcher(inputs, a, b):
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """C = A @ B (f32 or f16 inputs, f32 result); sizes multiples of every config's tile."""
     (m, k), (_, n) = a.shape, b.shape
+    if packs(a, b):
+        da, db = cm.to_device(a), cm.to_device(b)
+        dc = cm.to_device(np.empty((m, n), np.float32))
+        packed_sgemm(da, db, dc, cm.to_device(np.empty_like(a)), cm.to_device(np.empty_like(b)))
+        return dc.numpy()
     c = np.empty((m, n), np.float32)
     _launcher(a, b)(a, b, c, k, n)
     return c
@@ -260,6 +340,9 @@ def cmlang_impl(inputs, device):
     a, b = inputs["a"], inputs["b"]
     (m, k), (_, n) = a.shape, b.shape
     da, db, dc = cm.to_device(a), cm.to_device(b), cm.to_device(np.zeros((m, n), np.float32))
+    if packs(a, b):
+        a_packed, b_packed = cm.to_device(np.zeros_like(a)), cm.to_device(np.zeros_like(b))
+        return Run(lambda: event_seconds(packed_sgemm(da, db, dc, a_packed, b_packed)), dc.numpy)
     launch = _launcher(a, b)
     return Run(lambda: event_seconds([launch(da, db, dc, k, n)]), dc.numpy)
 
@@ -320,6 +403,7 @@ def clblast_impl(inputs, device):
 SIZES = {"tiny": {"m": 64, "n": 64, "k": 64},
          "quick": {"m": 256, "n": 256, "k": 256},
          "full": {"m": 1024, "n": 1024, "k": 1024}}
+SGEMM_SIZES = dict(SIZES, large={"m": 4096, "n": 4096, "k": 4096})   # --size large
 
 
 def _flops(p):
@@ -333,7 +417,7 @@ def _bytes(itemsize):
 benchmarks = [
     Benchmark(
         name="sgemm", description="C = A @ B, f32",
-        sizes=SIZES, make_inputs=make_inputs, reference=reference,
+        sizes=SGEMM_SIZES, make_inputs=make_inputs, reference=reference,
         implementations={"cmlang": cmlang_impl, "opencl-simt": opencl_simt,
                          "numpy": lambda inputs, device: numpy_impl(inputs), "clblast": clblast_impl},
         flops=_flops, bytes=_bytes(4), rtol=1e-3, atol=1e-3,
