@@ -26,7 +26,7 @@ PACKAGE_SPECS = (
     [(pack, {"D": d, "T": cm.f32, "P": cm.f32}) for pack in (kernels.pack_keys, kernels.pack_values) for d in HEAD_DIMS]
     + [(kernels.pack_queries, {"D": d, "T": cm.f32, "P": cm.f32}) for d in HEAD_DIMS]
     + [(kernels.flash_attention, {"D": d, "M": ROWS, "KB": KEYS, "KD": d, "VN": d, "CAUSAL": causal,
-                                 "T": cm.f32, "O": cm.f32})
+                                 "BLOCK2D": False, "T": cm.f32, "O": cm.f32})
        for d in HEAD_DIMS for causal in (True, False)]
 )
 
@@ -46,7 +46,7 @@ def dense_attention(pkg, q, k, v, causal=True):
     pkg.pack_queries[(padded // kernels.TOKENS, hq)](q, qs, n, hq, padded, LOG2E / math.sqrt(d), d, cm.f32, cm.f32)
     o = np.zeros_like(q)
     pkg.flash_attention[(-(-n // ROWS), hq)](qs, kt, vp, o, n, hq, hq // hkv, padded, d, ROWS, KEYS, d, d,
-                                                   bool(causal), cm.f32, cm.f32)
+                                                   bool(causal), False, cm.f32, cm.f32)
     return o
 
 
