@@ -67,6 +67,8 @@ class Row:
     loop_instructions: int | None = None   # the hot loop's (hot_loop; None: the kernel has no loop)
     loop_dpas: int | None = None
     loop_block2d: int | None = None
+    loop_path_instructions: int | None = None   # along its shortest pass (HotLoop.path_*)
+    loop_path_dpas: int | None = None
     error: str = ""
     seconds: float | None = None    # wall time of this build (ocloc; ~0 on a cache hit)
 
@@ -79,15 +81,23 @@ _BLOCK_HEADER = re.compile(r"^//\s*B(\d+):.*?Preds:\{([^}]*)\}.*?Succs:\{([^}]*)
 
 @dataclass(frozen=True)
 class HotLoop:
-    """The hot loop of a kernel's ISA: its instructions, dpas and 2-D block messages."""
+    """The hot loop of a kernel's ISA (``hot_loop``): counts over its whole body, and over
+    its shortest pass (``path_*``)."""
     instructions: int
     dpas: int
     block2d: int
     blocks: int                 # basic blocks in the loop
+    path_instructions: int
+    path_dpas: int
+    path_block2d: int
 
     @property
     def instructions_per_dpas(self) -> float | None:
         return self.instructions / self.dpas if self.dpas else None
+
+    @property
+    def path_instructions_per_dpas(self) -> float | None:
+        return self.path_instructions / self.path_dpas if self.path_dpas else None
 
 
 def _basic_blocks(isa: str) -> list:
@@ -114,22 +124,27 @@ def hot_loop(isa: str) -> HotLoop | None:
     without passing through the header (the natural loop; back edges to one header make one
     loop).  The hot loop is the loop with the most dpas instructions, and of those the
     smallest (fewest instructions): the innermost loop around the products, the one the
-    kernel's time goes to.  Its ``instructions`` are the instruction lines of its body, every
-    path counted once (a branch not taken at run time, such as a fallback, counts too);
-    ``dpas`` and ``block2d`` count those opcodes among them (intel_gpu.opcodes), so
-    ``instructions_per_dpas`` is the static instructions of one iteration per dpas."""
+    kernel's time goes to.
+
+    ``instructions`` are the instruction lines of its body, every path counted once (code
+    a run never takes, such as a fallback, counts too); ``dpas`` and ``block2d`` count those
+    opcodes among them (intel_gpu.opcodes).  ``path_*`` count the same along the shortest
+    pass through the loop: from the header to a block branching back to it, forward edges
+    only, with the fewest instructions (where a branch chooses between a fast and a
+    fallback side, the fast one) -- what one iteration runs at least.  "Instructions per
+    dpas" is instructions / dpas of either."""
     from .codegen.intel_gpu import _BLOCK2D as block_opcodes, opcodes
     blocks = _basic_blocks(isa)
     position = {name: i for i, (name, _, _) in enumerate(blocks)}
+    successors = {name: [s for s in succ if s in position] for name, succ, _ in blocks}
     predecessors = {name: [] for name in position}
-    for name, successors, _ in blocks:
-        for s in successors:
-            if s in predecessors:
-                predecessors[s].append(name)
+    for name in position:
+        for s in successors[name]:
+            predecessors[s].append(name)
     bodies = {}                                    # header -> body (set of block names)
-    for name, successors, _ in blocks:
-        for header in successors:
-            if header in position and position[header] <= position[name]:
+    for name in position:
+        for header in successors[name]:
+            if position[header] <= position[name]:
                 body = bodies.setdefault(header, {header})
                 work = [name]
                 while work:
@@ -139,12 +154,31 @@ def hot_loop(isa: str) -> HotLoop | None:
                         work.extend(predecessors[b])
     if not bodies:
         return None
-    lines = {name: "\n".join(text) for name, _, text in blocks}
+    counts = {}                                    # block -> (instructions, dpas, block2d)
+    for name, _, text in blocks:
+        ops = list(opcodes("\n".join(text)))
+        counts[name] = (len(ops), sum(op.startswith("dpas") for op in ops),
+                        sum(op in block_opcodes for op in ops))
+
+    def shortest_pass(header, body):
+        best = {header: counts[header]}            # forward edges go down the listing
+        ends = []
+        for name in sorted(body, key=position.get):
+            if name not in best:
+                continue
+            for s in successors[name]:
+                if s == header:
+                    ends.append(best[name])
+                elif s in body and position[s] > position[name]:
+                    via = tuple(a + b for a, b in zip(best[name], counts[s]))
+                    if s not in best or via[0] < best[s][0]:
+                        best[s] = via
+        return min(ends)
+
     loops = []
-    for body in bodies.values():
-        ops = [op for name in sorted(body, key=position.get) for op in opcodes(lines[name])]
-        loops.append(HotLoop(len(ops), sum(op.startswith("dpas") for op in ops),
-                             sum(op in block_opcodes for op in ops), len(body)))
+    for header, body in bodies.items():
+        total = [sum(counts[name][k] for name in body) for k in range(3)]
+        loops.append(HotLoop(*total, len(body), *shortest_pass(header, body)))
     return max(loops, key=lambda loop: (loop.dpas, -loop.instructions))
 
 
@@ -234,6 +268,7 @@ def build_rows(specs, devices, targets, progress=True, workers=None) -> list:
             loop = hot_loop(build.isa)
             if loop is not None:
                 row.loop_instructions, row.loop_dpas, row.loop_block2d = loop.instructions, loop.dpas, loop.block2d
+                row.loop_path_instructions, row.loop_path_dpas = loop.path_instructions, loop.path_dpas
         except CompileError as exc:
             row.error = str(exc)
         row.seconds = round(time.perf_counter() - start, 3)
@@ -270,16 +305,19 @@ def _jsonable(values: dict) -> dict:
     return {k: plain(v) for k, v in values.items()}
 
 
-def _per_dpas(r) -> str:
-    """" (N per dpas)": the hot loop's instructions per dpas, where it has dpas."""
-    return f" ({r.loop_instructions / r.loop_dpas:.1f} per dpas)" if r.loop_dpas else ""
+def _per_dpas(instructions, dpas) -> str:
+    """" (N per dpas)" where there are dpas."""
+    return f" ({instructions / dpas:.1f} per dpas)" if dpas else ""
 
 
 def _loop_cell(r) -> str:
-    """The hot loop's "instructions / dpas / 2-D block" (and per dpas); "-" without a loop."""
+    """The hot loop's "instructions / dpas / 2-D block" (per dpas) and its shortest pass's
+    "instructions / dpas" (per dpas); "-" without a loop."""
     if r.loop_instructions is None:
         return "-"
-    return f"{r.loop_instructions} / {r.loop_dpas} / {r.loop_block2d}{_per_dpas(r)}"
+    return (f"{r.loop_instructions} / {r.loop_dpas} / {r.loop_block2d}{_per_dpas(r.loop_instructions, r.loop_dpas)}"
+            f"; pass {r.loop_path_instructions} / {r.loop_path_dpas}"
+            f"{_per_dpas(r.loop_path_instructions, r.loop_path_dpas)}")
 
 
 def format_table(rows) -> str:
@@ -309,8 +347,8 @@ def _describe_options(row) -> str:
 def format_grid(rows) -> str:
     """A markdown table with one line per specialization (with the benchmark that first
     launched it) and a column per (target, device): "instructions / spill bytes", plus
-    GRF, dpas and 2-D block counts where they are not 128, 0 and 0, and the hot loop's
-    instructions (per dpas) where it has dpas."""
+    GRF, dpas and 2-D block counts where they are not 128, 0 and 0, and the instructions
+    (per dpas) of the hot loop and of its shortest pass where it has dpas."""
     present = {(r.target, r.device) for r in rows}      # targets, then devices, in the order asked
     columns = [(t, d) for t in dict.fromkeys(r.target for r in rows)
                for d in dict.fromkeys(r.device for r in rows) if (t, d) in present]
@@ -324,7 +362,9 @@ def format_grid(rows) -> str:
             text = f"{r.instructions} / {r.spill_bytes}"
             extras = [f"GRF {r.grf}" if r.grf != 128 else "", f"dpas {r.dpas}" if r.dpas else "",
                       f"2-D {r.block2d}" if r.block2d else "",
-                      f"loop {r.loop_instructions}{_per_dpas(r)}" if r.loop_dpas else ""]
+                      f"loop {r.loop_instructions}{_per_dpas(r.loop_instructions, r.loop_dpas)}, pass "
+                      f"{r.loop_path_instructions}{_per_dpas(r.loop_path_instructions, r.loop_path_dpas)}"
+                      if r.loop_dpas else ""]
             text += "".join(f"; {e}" for e in extras if e)
         cells[ident, r.target, r.device] = text
     header = ["workload", "kernel", "constexprs"] + [f"{t} {d}" for t, d in columns]

@@ -14,51 +14,64 @@ from cmlang.isa_report import Row, _jsonable, format_grid, format_table, hot_loo
 needs_ocloc = pytest.mark.skipif(not intel_gpu.available(),
                                  reason="Intel's offline compiler (ocloc) is not installed")
 
-# B000 prologue; B001..B004 the outer loop (back edge B004 -> B001), inside it B002..B003
-# the inner loop with two dpas (back edge B003 -> B002); B005 a later loop without dpas
-# (a self loop); B006 the end.
+# B000 prologue; B001..B006 the outer loop (back edge B006 -> B001), inside it B002..B005
+# the inner loop (back edge B005 -> B002) with two dpas, where B002 branches to a short side
+# (B003: one block message) or a long one (B004: three loads), joined in B005; B007 a later
+# loop without dpas (a self loop); B008 the end.
 SYNTHETIC = """\
 //.kernel synthetic
-//.instCount 20
+//.instCount 24
 // B000: Preds:{},  Succs:{B001}
         mov (16|M0)              r2.0<1>:f     0x0:f
-// B001: Preds:{B000, B004},  Succs:{B002}
+// B001: Preds:{B000, B006},  Succs:{B002}
 _outer:
         add (1|M0)               r3.0<1>:d     r3.0<0;1,0>:d     1:w
-// B002: Preds:{B001, B003},  Succs:{B003}
+// B002: Preds:{B001, B005},  Succs:{B003, B004}
 _inner:
+        cmp (1|M0)    (lt)f0.0   null<1>:d     r1.5<0;1,0>:d     r6.4<0;1,0>:d
+(W&f0.0) jmpi                                _slow
+// B003: Preds:{B002},  Succs:{B005}
         load_block2d.ugm.d16v.a64 (16|M0)  r66:8 [r2:1]
+(W)     jmpi                                 _join
+// B004: Preds:{B002},  Succs:{B005}
+_slow:
+        load.ugm.d16u32.a64 (16|M0)  r66:1       [r10:2]
+        load.ugm.d16u32.a64 (16|M0)  r67:1       [r12:2]
+        load.ugm.d16u32.a64 (16|M0)  r68:1       [r14:2]
+// B005: [inDivergent],  Preds:{B003, B004},  Succs:{B006, B002}
+_join:
         dpas.8x8 (16|M0)         r14:f         r2:f              r66:bf            r10.0:bf
-// B003: [inDivergent],  Preds:{B002},  Succs:{B004, B002}
         dpas.8x8 (16|M0)         r22:f         r2:f              r66:bf            r10.0:bf
 (W)     cmp (16|M0)   (lt)f3.1   null<1>:d     r22.9<0;1,0>:d    r1.14<0;1,0>:d
 (W&f3.1) jmpi                                _inner
-// B004: Preds:{B003},  Succs:{B005, B001}
+// B006: Preds:{B005},  Succs:{B007, B001}
         store.ugm.d32x16t.a64 (1|M0)  [r4:1]  r5:1
 (W&f3.0) jmpi                                _outer
-// B005: Preds:{B004, B005},  Succs:{B006, B005}
+// B007: Preds:{B006, B007},  Succs:{B008, B007}
 _scalar:
         add (16|M0)              r7.0<1>:d     r7.0<1;1,0>:d     1:w
         mul (16|M0)              r8.0<1>:d     r7.0<1;1,0>:d     3:w
         add (16|M0)              r9.0<1>:d     r8.0<1;1,0>:d     1:w
 (W&f2.0) jmpi                                _scalar
-// B006: Preds:{B005},  Succs:{}
+// B008: Preds:{B007},  Succs:{}
         send.gtwy (1|M0)         null     r127    null:0  0x0   0x02000010  {EOT}
 """
 
 
 def test_hot_loop_of_a_synthetic_listing_is_the_inner_loop_with_the_dpas():
     loop = hot_loop(SYNTHETIC)
-    # B002 + B003: load_block2d, dpas | dpas, cmp, jmpi (labels and comments are no instructions)
-    assert (loop.instructions, loop.dpas, loop.block2d, loop.blocks) == (5, 2, 1, 2)
-    assert loop.instructions_per_dpas == 2.5
+    # B002..B005: 2 + 2 + 3 + 4 instruction lines (labels and comments are none)
+    assert (loop.instructions, loop.dpas, loop.block2d, loop.blocks) == (11, 2, 1, 4)
+    assert loop.instructions_per_dpas == 5.5
+    # its shortest pass: B002, the short side B003, B005
+    assert (loop.path_instructions, loop.path_dpas, loop.path_block2d) == (8, 2, 1)
+    assert loop.path_instructions_per_dpas == 4.0
 
 
 def test_hot_loop_without_dpas_is_the_smallest_loop_and_none_without_a_loop():
-    no_dpas = SYNTHETIC.replace("dpas.8x8", "mad")
-    loop = hot_loop(no_dpas)
-    assert (loop.instructions, loop.dpas, loop.blocks) == (4, 0, 1)       # the self loop B005
-    assert loop.instructions_per_dpas is None
+    loop = hot_loop(SYNTHETIC.replace("dpas.8x8", "mad"))
+    assert (loop.instructions, loop.dpas, loop.blocks, loop.path_instructions) == (4, 0, 1, 4)   # B007
+    assert loop.instructions_per_dpas is None and loop.path_instructions_per_dpas is None
     straight = "//.instCount 1\n// B000: Preds:{},  Succs:{}\n        mov (1|M0)  r1.0<1>:d  0:w\n"
     assert hot_loop(straight) is None
 
@@ -83,6 +96,7 @@ def test_hot_loop_of_a_dpas_gemm_is_its_k_loop(target):
     # the loop: the operand loads and the dpas, a branch back; not the prologue or the store
     assert 3 < loop.instructions < ck.stats["instructions"]
     assert loop.instructions_per_dpas == loop.instructions
+    assert loop.path_instructions == loop.instructions and loop.path_dpas == 1   # no branch inside
     # the same count from the listing's own lines between the loop's first label and its branch back
     lines = [line.strip() for line in ck.isa.splitlines()]
     dpas_at = next(i for i, line in enumerate(lines) if line.startswith("dpas"))
@@ -100,9 +114,9 @@ def test_report_rows_with_element_type_constexprs_format_and_write(tmp_path):
     assert constexprs == {"D": 128, "T": "bf16", "SHAPE": [8, 16], "CAUSAL": True}
     row = Row("flash_attention", constexprs, ["ptr<bf16>"], "spirv", "pvc", "attn-dense-bf16",
               instructions=1290, spill_bytes=0, grf=128, dpas=32, block2d=32, messages=40,
-              loop_instructions=640, loop_dpas=32, loop_block2d=32)
+              loop_instructions=640, loop_dpas=32, loop_block2d=32, loop_path_instructions=320, loop_path_dpas=32)
     grid = format_grid([row])
-    assert "T=bf16" in grid and "1290 / 0; dpas 32; 2-D 32; loop 640 (20.0 per dpas)" in grid
-    assert "| 640 / 32 / 32 (20.0 per dpas) |" in format_table([row])
+    assert "T=bf16" in grid and "1290 / 0; dpas 32; 2-D 32; loop 640 (20.0 per dpas), pass 320 (10.0 per dpas)" in grid
+    assert "| 640 / 32 / 32 (20.0 per dpas); pass 320 / 32 (10.0 per dpas) |" in format_table([row])
     write_json([row], tmp_path / "rows.json")
     assert json.loads((tmp_path / "rows.json").read_text())[0]["loop_dpas"] == 32
