@@ -114,13 +114,53 @@ def _basic_blocks(isa: str) -> list:
     return blocks
 
 
+def _immediate_dominators(entry, successors, predecessors) -> dict:
+    """{block: its immediate dominator} of the blocks reachable from ``entry`` (the entry
+    its own), by Cooper, Harvey and Kennedy's iteration over the reverse postorder."""
+    order, seen, stack = [], {entry}, [(entry, iter(successors[entry]))]
+    while stack:                                   # postorder, without recursion
+        node, children = stack[-1]
+        child = next(children, None)
+        if child is None:
+            order.append(node)
+            stack.pop()
+        elif child not in seen:
+            seen.add(child)
+            stack.append((child, iter(successors[child])))
+    order.reverse()
+    rank = {name: i for i, name in enumerate(order)}
+    idom = {entry: entry}
+
+    def intersect(a, b):
+        while a != b:
+            while rank[a] > rank[b]:
+                a = idom[a]
+            while rank[b] > rank[a]:
+                b = idom[b]
+        return a
+
+    changed = True
+    while changed:
+        changed = False
+        for node in order[1:]:
+            done = [p for p in predecessors[node] if p in idom]
+            new = done[0]
+            for p in done[1:]:
+                new = intersect(p, new)
+            if idom.get(node) != new:
+                idom[node] = new
+                changed = True
+    return idom
+
+
 def hot_loop(isa: str) -> HotLoop | None:
     """The hot loop of an IGC ``.asm`` listing (``ck.isa``), or None where it has no loop.
 
     The listing's basic blocks and edges are IGC's own (the ``// Bnnn: Preds:{..}, Succs:{..}``
     comment opening each block).  A loop is a backward edge, from a block to one at or
-    before it in the listing (its header; IGC lays a loop out from its header down to the
-    branch back); its body is the header and every block that reaches the branching block
+    before it in the listing that dominates it (its header; IGC lays a loop out from its
+    header down to the branch back; a subroutine's return to the block after its call is
+    no loop); its body is the header and every block that reaches the branching block
     without passing through the header (the natural loop; back edges to one header make one
     loop).  The hot loop is the loop with the most dpas instructions, and of those the
     smallest (fewest instructions): the innermost loop around the products, the one the
@@ -130,8 +170,9 @@ def hot_loop(isa: str) -> HotLoop | None:
     a run never takes, such as a fallback, counts too); ``dpas`` and ``block2d`` count those
     opcodes among them (intel_gpu.opcodes).  ``path_*`` count the same along the shortest
     pass through the loop: from the header to a block branching back to it, forward edges
-    only, with the fewest instructions (where a branch chooses between a fast and a
-    fallback side, the fast one) -- what one iteration runs at least.  "Instructions per
+    only, with the fewest instructions -- what one iteration runs at least (where a branch
+    chooses between block messages and their fallback, mostly the messages' side; not
+    where the fallback is shorter, as for 32-bit blocks read by halves and shuffles).  "Instructions per
     dpas" is instructions / dpas of either."""
     from .codegen.intel_gpu import _BLOCK2D as block_opcodes, opcodes
     blocks = _basic_blocks(isa)
@@ -141,10 +182,17 @@ def hot_loop(isa: str) -> HotLoop | None:
     for name in position:
         for s in successors[name]:
             predecessors[s].append(name)
+    dominator = _immediate_dominators(blocks[0][0], successors, predecessors) if blocks else {}
+
+    def dominates(a, b):
+        while b != a and dominator.get(b, b) != b:
+            b = dominator[b]
+        return a == b
+
     bodies = {}                                    # header -> body (set of block names)
     for name in position:
         for header in successors[name]:
-            if position[header] <= position[name]:
+            if position[header] <= position[name] and name in dominator and dominates(header, name):
                 body = bodies.setdefault(header, {header})
                 work = [name]
                 while work:

@@ -35,6 +35,7 @@ VOID = ir.VoidType()
 # at most 2**24, at least one row; 8- and 16-bit blocks start at a whole dword (x).
 MIN_WIDTH_BYTES, PITCH_QUANTUM, BASE_ALIGN, MAX_EXTENT = 64, 16, 64, 1 << 24
 MAX_MESSAGES = 64               # more than this: the gathers are no worse
+GATHER_PIECE = 16               # elements per gather of the generic path (one message)
 NONTRANSPOSED, TRANSPOSED = 1, 2                        # LSC data order
 DATA_SIZE = {1: 1, 2: 2, 4: 3, 8: 4}                    # LSC data size codes: d8 d16 d32 d64
 MAX_TRANSPOSED_COLS = {4: 8}                            # transposed: 32-bit, <= 8 columns
@@ -58,25 +59,35 @@ class Message:
 
 
 class VCBlock2DLowering:
-    def _block_lanes(self, op, shape, transpose):
-        """(i64 element indices <n x i64>, <n x i1> inside the surface) of the elements of a
-        register of ``shape``; transposed, register element (i, j) is the block's (j, i)."""
+    def _block_lanes(self, op, shape, transpose, start, count):
+        """(i64 element indices <count x i64>, <count x i1> inside the surface) of elements
+        start..start+count-1 of a register of ``shape``; transposed, register
+        element (i, j) is the block's (j, i).  The index is a scalar, the first element's
+        row start (y + r0) * pitch + x, plus constant columns, plus (row - r0) * pitch only
+        where the elements span rows: a loop-invariant y then leaves scalars to hoist out of
+        a loop, not vectors (which spill)."""
         b = self.b
         rows, cols = shape
-        n = rows * cols
+        n = count
         x, y, width, height, pitch = (self.get(v) for v in op.operands[1:6])
-        i = [e // cols for e in range(n)]
-        j = [e % cols for e in range(n)]
+        i = [e // cols for e in range(start, start + n)]
+        j = [e % cols for e in range(start, start + n)]
         block_row, block_col = (j, i) if transpose else (i, j)
-        vec = ir.VectorType(I32, n)
-        r = b.add(self.splat(y, n), ir.Constant(vec, block_row))
+        vec, wide = ir.VectorType(I32, n), ir.VectorType(I64, n)
+        r0 = block_row[0]
+        first_row = b.add(y, ir.Constant(I32, r0))
+        base = b.add(b.mul(b.sext(first_row, I64), b.sext(pitch, I64)), b.sext(x, I64))
+        index = b.add(self.splat(base, n), ir.Constant(wide, block_col))
         c = b.add(self.splat(x, n), ir.Constant(vec, block_col))
         zero = ir.Constant(vec, [0] * n)
-        inside = b.and_(b.and_(b.icmp_signed(">=", c, zero), b.icmp_signed("<", c, self.splat(width, n))),
-                        b.and_(b.icmp_signed(">=", r, zero), b.icmp_signed("<", r, self.splat(height, n))))
-        wide = ir.VectorType(I64, n)
-        index = b.add(b.mul(b.sext(r, wide), b.sext(self.splat(pitch, n), wide)), b.sext(c, wide))
-        return index, inside
+        inside = b.and_(b.icmp_signed(">=", c, zero), b.icmp_signed("<", c, self.splat(width, n)))
+        if all(r == r0 for r in block_row):           # one row: its check is a scalar
+            row_inside = b.and_(b.icmp_signed(">=", first_row, ir.Constant(I32, 0)),
+                                b.icmp_signed("<", first_row, height))
+            return index, b.and_(inside, self.splat(row_inside, n))
+        index = b.add(index, b.mul(ir.Constant(wide, [r - r0 for r in block_row]), self.splat(b.sext(pitch, I64), n)))
+        r = b.add(self.splat(y, n), ir.Constant(vec, block_row))
+        return index, b.and_(inside, b.and_(b.icmp_signed(">=", r, zero), b.icmp_signed("<", r, self.splat(height, n))))
 
     def _block_addresses(self, ptr, index, n):
         es = ir.Constant(index.type, [_byte_size(ptr.elem)] * n)
@@ -87,19 +98,31 @@ class VCBlock2DLowering:
 
     # ------------------------------------------------------------------ the generic path
     def _gathered_load(self, op, ptr, t, transpose):
-        index, inside = self._block_lanes(op, t.shape, transpose)
-        addrs = self._block_addresses(ptr, index, t.size)
-        if ptr.space == "local":
-            return self._slm_gather(ptr, addrs, t.size, inside)
-        return self._svm_gather(addrs, t.size, memory_type(ptr.elem), inside)
+        """The block by gathers of GATHER_PIECE elements, each with its own addresses and
+        surface checks: a block's addresses at once (a 16 x 64 block: 8 KB of i64) spill."""
+        pieces = []
+        for start in range(0, t.size, GATHER_PIECE):
+            count = min(GATHER_PIECE, t.size - start)
+            index, inside = self._block_lanes(op, t.shape, transpose, start, count)
+            addrs = self._block_addresses(ptr, index, count)
+            if ptr.space == "local":
+                raw = self._slm_gather(ptr, addrs, count, inside)
+            else:
+                raw = self._svm_gather(addrs, count, memory_type(ptr.elem), inside)
+            pieces.append((raw, count))
+        return self.concat(pieces, memory_type(ptr.elem))
 
     def _scattered_store(self, op, ptr, t, v):
-        index, inside = self._block_lanes(op, t.shape, False)
-        addrs = self._block_addresses(ptr, index, t.size)
-        if ptr.space == "local":
-            self._slm_scatter(ptr, addrs, v, t.size, inside)
-        else:
-            self._svm_scatter(addrs, v, t.size, inside)
+        """The block by scatters of GATHER_PIECE elements (as ``_gathered_load``)."""
+        for start in range(0, t.size, GATHER_PIECE):
+            count = min(GATHER_PIECE, t.size - start)
+            index, inside = self._block_lanes(op, t.shape, False, start, count)
+            addrs = self._block_addresses(ptr, index, count)
+            data = self.piece(v, start, count)
+            if ptr.space == "local":
+                self._slm_scatter(ptr, addrs, data, count, inside)
+            else:
+                self._svm_scatter(addrs, data, count, inside)
 
     # ------------------------------------------------------------------ the ops
     def op_block_load2d(self, op):

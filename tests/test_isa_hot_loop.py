@@ -76,6 +76,24 @@ def test_hot_loop_without_dpas_is_the_smallest_loop_and_none_without_a_loop():
     assert hot_loop(straight) is None
 
 
+def test_a_subroutine_return_is_no_loop():
+    """The return from a subroutine laid out after its caller is a backward edge whose
+    target (the block after the call) does not dominate the subroutine."""
+    listing = """\
+// B000: Preds:{},  Succs:{B001}
+        mov (16|M0)              r2.0<1>:f     0x0:f
+// B001: [CALL],  Preds:{B000},  Succs:{B003}
+(W)     call (16|M0)             r125.0        _sub
+// B002: [RETURN],  Preds:{B003},  Succs:{}
+        send.gtwy (1|M0)         null     r127    null:0  0x0   0x02000010  {EOT}
+// B003: Preds:{B001},  Succs:{B002}
+_sub:
+        dpas.8x8 (16|M0)         r14:f         r2:f              r66:bf            r10.0:bf
+(W)     ret (16|M0)              r125.0
+"""
+    assert hot_loop(listing) is None
+
+
 def gemm_k_loop():
     @cm.kernel(simd=16)
     def gemm_k_loop(a: cm.ptr[bf16], b: cm.ptr[bf16], c: cm.ptr[f32], K: i32, Ncols: i32):

@@ -29,10 +29,11 @@ SYSTOLIC_TILES = {"pvc": dict(M=4, KB=32, KD=16, VN=64), "dg2": dict(M=2, KB=16,
 # cm.load, and f32 products run over all of d, streamed from memory.
 F32_BLOCK_SLICES = dict(KD=16, VN=64)
 # Whether dense_attention takes those block loads by default: not yet.  IGC builds their
-# messages (bf16, d = 128, PVC: 32 load_block2d, 32 dpas), but each cm.load_2d also keeps
-# its run-time fallback (per-element loads where the surface misses the messages' limits),
-# and that fallback in the key loop spills: 28,288 bytes (SIMT), 51,136 (spirv-vc), against
-# 0 spill and 1,290 / 1,683 instructions with the messages alone (tests/test_dense_isa.py).
+# messages (bf16, d = 128, PVC: 32 load_block2d, 32 dpas) and in SIMT code with 0 spill (its
+# shortest pass through the key loop: 887 instructions, 3,135 with row loads), but each
+# cm.load_2d also keeps its run-time fallback (per-element loads where the surface misses
+# the messages' limits), and in spirv-vc that fallback still spills in the key loop
+# (10,944 bytes; tests/test_dense_isa.py).
 BLOCK_LOADS = False
 
 
