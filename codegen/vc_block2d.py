@@ -27,6 +27,7 @@ from llvmlite import ir
 
 from . import elementwise as ew
 from .llvm_builtins import I32, I64, memory_type
+from .vc_intrinsics import undef
 
 I1, I8, I16 = ir.IntType(1), ir.IntType(8), ir.IntType(16)
 VOID = ir.VoidType()
@@ -39,6 +40,12 @@ GATHER_PIECE = 16               # elements per gather of the generic path (one m
 NONTRANSPOSED, TRANSPOSED = 1, 2                        # LSC data order
 DATA_SIZE = {1: 1, 2: 2, 4: 3, 8: 4}                    # LSC data size codes: d8 d16 d32 d64
 MAX_TRANSPOSED_COLS = {4: 8}                            # transposed: 32-bit, <= 8 columns
+
+
+def _lanes_constant(ty, values):
+    """A constant of ``values``: a vector of them, or the scalar where there is one (as
+    ``splat`` gives for one lane)."""
+    return ir.Constant(ty, values[0]) if len(values) == 1 else ir.Constant(ir.VectorType(ty, len(values)), values)
 
 
 def _next_pow2(n):
@@ -73,33 +80,36 @@ class VCBlock2DLowering:
         i = [e // cols for e in range(start, start + n)]
         j = [e % cols for e in range(start, start + n)]
         block_row, block_col = (j, i) if transpose else (i, j)
-        vec, wide = ir.VectorType(I32, n), ir.VectorType(I64, n)
         r0 = block_row[0]
         first_row = b.add(y, ir.Constant(I32, r0))
         base = b.add(b.mul(b.sext(first_row, I64), b.sext(pitch, I64)), b.sext(x, I64))
-        index = b.add(self.splat(base, n), ir.Constant(wide, block_col))
-        c = b.add(self.splat(x, n), ir.Constant(vec, block_col))
-        zero = ir.Constant(vec, [0] * n)
+        index = b.add(self.splat(base, n), _lanes_constant(I64, block_col))
+        c = b.add(self.splat(x, n), _lanes_constant(I32, block_col))
+        zero = _lanes_constant(I32, [0] * n)
         inside = b.and_(b.icmp_signed(">=", c, zero), b.icmp_signed("<", c, self.splat(width, n)))
         if all(r == r0 for r in block_row):           # one row: its check is a scalar
             row_inside = b.and_(b.icmp_signed(">=", first_row, ir.Constant(I32, 0)),
                                 b.icmp_signed("<", first_row, height))
             return index, b.and_(inside, self.splat(row_inside, n))
-        index = b.add(index, b.mul(ir.Constant(wide, [r - r0 for r in block_row]), self.splat(b.sext(pitch, I64), n)))
-        r = b.add(self.splat(y, n), ir.Constant(vec, block_row))
+        index = b.add(index, b.mul(_lanes_constant(I64, [r - r0 for r in block_row]), self.splat(b.sext(pitch, I64), n)))
+        r = b.add(self.splat(y, n), _lanes_constant(I32, block_row))
         return index, b.and_(inside, b.and_(b.icmp_signed(">=", r, zero), b.icmp_signed("<", r, self.splat(height, n))))
 
     def _block_addresses(self, ptr, index, n):
-        es = ir.Constant(index.type, [_byte_size(ptr.elem)] * n)
+        es = _lanes_constant(I64, [_byte_size(ptr.elem)] * n)
         if ptr.space == "local":
-            offs = self.b.trunc(self.b.mul(index, es), ir.VectorType(I32, n))
-            return self.b.add(offs, ir.Constant(offs.type, [ptr.base] * n))
+            offs = self.b.trunc(self.b.mul(index, es), ir.VectorType(I32, n) if n > 1 else I32)
+            return self.b.add(offs, _lanes_constant(I32, [ptr.base] * n))
         return self.b.add(self.splat(ptr.base, n), self.b.mul(index, es))
 
     # ------------------------------------------------------------------ the generic path
     def _gathered_load(self, op, ptr, t, transpose):
         """The block by gathers of GATHER_PIECE elements, each with its own addresses and
-        surface checks: a block's addresses at once (a 16 x 64 block: 8 KB of i64) spill."""
+        surface checks: a block's addresses at once (a 16 x 64 block: 8 KB of i64) spill.
+        A block of several rows of global memory goes row by row in a loop (``_row_loop``)."""
+        rows, cols = t.shape
+        if not transpose and rows > 1 and ptr.space != "local":
+            return self._row_loop(op, ptr, t)
         pieces = []
         for start in range(0, t.size, GATHER_PIECE):
             count = min(GATHER_PIECE, t.size - start)
@@ -111,6 +121,46 @@ class VCBlock2DLowering:
                 raw = self._svm_gather(addrs, count, memory_type(ptr.elem), inside)
             pieces.append((raw, count))
         return self.concat(pieces, memory_type(ptr.elem))
+
+    def _row_loop(self, op, ptr, t):
+        """A rows x cols block read by a loop over its rows, each row gathers written into
+        the register at row * cols: code for one row, whose addresses and checks depend on
+        the loop's row (nothing per row for the compiler to hoist out of an enclosing loop,
+        which spilled in flash attention's key loop)."""
+        b = self.b
+        rows, cols = t.shape
+        mty = memory_type(ptr.elem)
+        x, y, width, height, pitch = (self.get(v) for v in op.operands[1:6])
+        before = b.block
+        loop = self.kernel.append_basic_block("block2d.row")
+        done = self.kernel.append_basic_block("block2d.rows_done")
+        b.branch(loop)
+        b.position_at_end(loop)
+        row = b.phi(I32)
+        block = b.phi(ir.VectorType(mty, t.size))
+        surface_row = b.add(y, row)
+        base = b.add(b.mul(b.sext(surface_row, I64), b.sext(pitch, I64)), b.sext(x, I64))
+        row_inside = b.and_(b.icmp_signed(">=", surface_row, ir.Constant(I32, 0)),
+                            b.icmp_signed("<", surface_row, height))
+        written = block
+        for c0 in range(0, cols, GATHER_PIECE):
+            count = min(GATHER_PIECE, cols - c0)
+            columns = list(range(c0, c0 + count))
+            index = b.add(self.splat(base, count), _lanes_constant(I64, columns))
+            c = b.add(self.splat(x, count), _lanes_constant(I32, columns))
+            inside = b.and_(b.and_(b.icmp_signed(">=", c, _lanes_constant(I32, [0] * count)),
+                                   b.icmp_signed("<", c, self.splat(width, count))),
+                            self.splat(row_inside, count))
+            raw = self._svm_gather(self._block_addresses(ptr, index, count), count, mty, inside)
+            written = self.wrregion(written, raw, count, count, 1, c0, b.mul(row, ir.Constant(I32, cols)))
+        following = b.add(row, ir.Constant(I32, 1))
+        b.cbranch(b.icmp_signed("<", following, ir.Constant(I32, rows)), loop, done)
+        row.add_incoming(ir.Constant(I32, 0), before)
+        row.add_incoming(following, loop)
+        block.add_incoming(undef(block.type), before)
+        block.add_incoming(written, loop)
+        b.position_at_end(done)
+        return written
 
     def _scattered_store(self, op, ptr, t, v):
         """The block by scatters of GATHER_PIECE elements (as ``_gathered_load``)."""

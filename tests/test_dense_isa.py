@@ -2,8 +2,7 @@
 head dimension d = 128: the launched kernels (bf16 on the systolic unit, f32 tuned) build
 with 0 spill bytes and dpas for bf16; the K^T and V slices by 2-D block loads
 (``block_loads``, BLOCK2D) are load_block2d messages feeding the same dpas, and compute
-dense attention like the reference (run here on the CPU runtime with PVC's tiles).  That
-path is not yet the default: in spirv-vc each load's run-time fallback still spills (below)."""
+dense attention like the reference (run here on the CPU runtime with PVC's tiles)."""
 import numpy as np
 import pytest
 
@@ -31,53 +30,37 @@ def build(t, target, block_loads=None):
 
 @needs_ocloc
 @pytest.mark.parametrize("target", TARGETS)
-def test_bf16_flash_on_pvc_uses_the_systolic_unit_without_spills(target):
-    constexprs, stats, loop = build(cm.bf16, target)
-    assert constexprs["BLOCK2D"] is False
-    assert stats["spill_bytes"] == 0 and stats["dpas"] == 32, stats
-    assert loop.dpas == 32          # every product in the key loop
-
-
-@needs_ocloc
-@pytest.mark.parametrize("target", TARGETS)
-def test_bf16_flash_block_loads_are_block_messages_on_pvc(target):
+def test_bf16_flash_reads_k_and_v_by_block_messages_without_spills(target):
     """K^T slices 16 x 32, V slices 16 x 64 (bf16): SIMT reads each 16 x 16 dpas tile of b
     with one VNNI-packing message (8 K^T + 8 V loads, 2 and 4 tiles: 16 + 16); spirv-vc
-    one message per 64-byte row block (8 x 1 + 4 x 2), all in the key loop."""
-    constexprs, stats, loop = build(cm.bf16, target, block_loads=True)
+    one message per 64-byte row block (8 x 1 + 4 x 2).  All in the key loop, and its
+    shortest pass (the messages' side of each load's run-time check) holds them and every
+    dpas.  Each load also keeps a per-element fallback; in SIMT its row offsets, from
+    surface operands IGC did not know to be uniform, were vectors hoisted out of the key
+    loop (28,288 bytes of spill), in spirv-vc the gathers of whole blocks (51,136)."""
+    constexprs, stats, loop = build(cm.bf16, target)
     assert constexprs["BLOCK2D"] is True and (constexprs["KD"], constexprs["VN"]) == (16, 64)
-    expected = 32 if target == "spirv" else 16
-    assert stats["block2d"] == expected and stats["dpas"] == 32, stats
-    assert (loop.block2d, loop.dpas) == (expected, 32)
+    messages = 32 if target == "spirv" else 16
+    assert stats["spill_bytes"] == 0 and stats["dpas"] == 32 and stats["block2d"] == messages, stats
+    assert (loop.dpas, loop.block2d) == (32, messages)
+    assert (loop.path_dpas, loop.path_block2d) == (32, messages) and loop.path_instructions < loop.instructions
 
 
 @needs_ocloc
 @pytest.mark.parametrize("target", TARGETS)
-def test_f32_flash_block_loads_are_block_messages_on_pvc(target):
+def test_f32_flash_reads_k_and_v_by_block_messages_without_spills(target):
     """f32 products are FMAs (no dpas instruction); 32-bit 16 x 16 and 16 x 64 slices."""
-    constexprs, stats, _ = build(cm.f32, target, block_loads=True)
+    constexprs, stats, _ = build(cm.f32, target)
     assert (constexprs["KD"], constexprs["VN"], constexprs["BLOCK2D"]) == (16, 64, True)
-    assert stats["block2d"] > 0 and stats["dpas"] == 0, stats
+    assert stats["spill_bytes"] == 0 and stats["block2d"] > 0 and stats["dpas"] == 0, stats
 
 
 @needs_ocloc
-def test_bf16_flash_block_loads_build_without_spills_in_simt():
-    """Each load_2d keeps a per-lane fallback for surfaces the messages cannot take; its
-    row offsets, from surface operands IGC did not know to be uniform, were vectors hoisted
-    out of the key loop: 28,288 bytes of spill.  The fast pass through the loop is the
-    messages and the dpas."""
-    _, stats, loop = build(cm.bf16, "spirv", block_loads=True)
-    assert stats["spill_bytes"] == 0, stats
-    assert (loop.path_dpas, loop.path_block2d) == (32, 32) and loop.path_instructions < loop.instructions / 4
-
-
-@needs_ocloc
-@pytest.mark.xfail(strict=True, reason="spirv-vc: the gathers of each load_2d's fallback still spill "
-                                       "in the key loop (10,944 bytes; 51,136 before their addresses "
-                                       "were made per message and per row)")
-def test_bf16_flash_block_loads_build_without_spills_in_vector_compute():
-    _, stats, _ = build(cm.bf16, "spirv-vc", block_loads=True)
-    assert stats["spill_bytes"] == 0, stats
+def test_bf16_flash_by_rows_stays_on_the_systolic_unit():
+    """Without block loads (DG2's way, here on PVC): rows by cm.load, the same 32 dpas."""
+    constexprs, stats, _ = build(cm.bf16, "spirv", block_loads=False)
+    assert constexprs["BLOCK2D"] is False
+    assert stats["spill_bytes"] == 0 and stats["dpas"] == 32 and stats["block2d"] == 0, stats
 
 
 @pytest.mark.parametrize("dtype, causal", [("bfloat16", True), ("float32", False)])
@@ -89,7 +72,6 @@ def test_block_loads_compute_dense_attention_with_pvc_tiles(monkeypatch, dtype, 
         dtype = ml_dtypes.bfloat16
     for module in (layout, dense):      # dense.py's tiles and layout's packing
         monkeypatch.setattr(module, "current_profile", lambda: get_profile("pvc"))
-    monkeypatch.setattr(dense, "BLOCK_LOADS", True)
     monkeypatch.setenv("CMLANG_AUTOTUNE", "0")
     rng = np.random.default_rng(7)
     n, hq, hkv, d = 77, 4, 2, 32         # d = 32: two 16-row slices, a small kernel to build here

@@ -28,13 +28,10 @@ SYSTOLIC_TILES = {"pvc": dict(M=4, KB=32, KD=16, VN=64), "dg2": dict(M=2, KB=16,
 # Elsewhere (DG2, without block messages; the CPU runtime) the slices are rows read by
 # cm.load, and f32 products run over all of d, streamed from memory.
 F32_BLOCK_SLICES = dict(KD=16, VN=64)
-# Whether dense_attention takes those block loads by default: not yet.  IGC builds their
-# messages (bf16, d = 128, PVC: 32 load_block2d, 32 dpas) and in SIMT code with 0 spill (its
-# shortest pass through the key loop: 887 instructions, 3,135 with row loads), but each
-# cm.load_2d also keeps its run-time fallback (per-element loads where the surface misses
-# the messages' limits), and in spirv-vc that fallback still spills in the key loop
-# (10,944 bytes; tests/test_dense_isa.py).
-BLOCK_LOADS = False
+# Whether dense_attention takes those block loads (on PVC): yes.  IGC builds them as block
+# messages with 0 spill in both flavours (bf16, d = 128: 32 load_block2d in SIMT, 16 in
+# spirv-vc, 32 dpas; tests/test_dense_isa.py); False: the rows of DG2 on PVC as well.
+BLOCK_LOADS = True
 
 
 # For f32 inputs on Intel GPUs the tile (M rows, KB keys; each divides 64) is chosen per
