@@ -9,13 +9,15 @@ specialization they ask for is recorded (kernel, constexpr values, simd): tile s
 compiled to SPIR-V for every target asked for and built by ``ocloc`` for every device
 (cmlang.codegen.intel_gpu; the ocloc runs go in parallel, each a process of its own).
 One row per (specialization, target, device): IGC's instruction count, spill bytes,
-GRF mode, dpas instructions and 2-D block messages.
+GRF mode, dpas instructions and 2-D block messages, and the same counts in the kernel's
+hot loop (``hot_loop``), so that a row says how many instructions the loop spends per dpas.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -63,8 +65,170 @@ class Row:
     dpas: int | None = None
     block2d: int | None = None
     messages: int | None = None
+    loop_instructions: int | None = None   # the hot loop's (hot_loop; None: the kernel has no loop)
+    loop_dpas: int | None = None
+    loop_block2d: int | None = None
+    loop_path_instructions: int | None = None   # along its shortest pass (HotLoop.path_*)
+    loop_path_dpas: int | None = None
     error: str = ""
     seconds: float | None = None    # wall time of this build (ocloc; ~0 on a cache hit)
+
+
+# IGC's listing opens each basic block with a comment naming its predecessors and successors:
+#   // B004: Preds:{B007, B003},  Succs:{B005, B006}
+# (SIMT and vector-compute listings alike, IGC 1.0.12504; "[inDivergent]" may precede Preds).
+_BLOCK_HEADER = re.compile(r"^//\s*B(\d+):.*?Preds:\{([^}]*)\}.*?Succs:\{([^}]*)\}")
+
+
+@dataclass(frozen=True)
+class HotLoop:
+    """The hot loop of a kernel's ISA (``hot_loop``): counts over its whole body, and over
+    its shortest pass (``path_*``)."""
+    instructions: int
+    dpas: int
+    block2d: int
+    blocks: int                 # basic blocks in the loop
+    path_instructions: int
+    path_dpas: int
+    path_block2d: int
+
+    @property
+    def instructions_per_dpas(self) -> float | None:
+        return self.instructions / self.dpas if self.dpas else None
+
+    @property
+    def path_instructions_per_dpas(self) -> float | None:
+        return self.path_instructions / self.path_dpas if self.path_dpas else None
+
+
+def _basic_blocks(isa: str) -> list:
+    """[(name, successors, instruction lines)] in listing order, from IGC's block comments;
+    lines before the first block (none in IGC's listings) are left out."""
+    blocks = []
+    for line in isa.splitlines():
+        header = _BLOCK_HEADER.match(line.strip())
+        if header:
+            successors = [f"B{int(n[1:])}" for n in re.findall(r"B\d+", header.group(3))]
+            blocks.append((f"B{int(header.group(1))}", successors, []))
+        elif blocks:
+            blocks[-1][2].append(line)
+    return blocks
+
+
+def _immediate_dominators(entry, successors, predecessors) -> dict:
+    """{block: its immediate dominator} of the blocks reachable from ``entry`` (the entry
+    its own), by Cooper, Harvey and Kennedy's iteration over the reverse postorder."""
+    order, seen, stack = [], {entry}, [(entry, iter(successors[entry]))]
+    while stack:                                   # postorder, without recursion
+        node, children = stack[-1]
+        child = next(children, None)
+        if child is None:
+            order.append(node)
+            stack.pop()
+        elif child not in seen:
+            seen.add(child)
+            stack.append((child, iter(successors[child])))
+    order.reverse()
+    rank = {name: i for i, name in enumerate(order)}
+    idom = {entry: entry}
+
+    def intersect(a, b):
+        while a != b:
+            while rank[a] > rank[b]:
+                a = idom[a]
+            while rank[b] > rank[a]:
+                b = idom[b]
+        return a
+
+    changed = True
+    while changed:
+        changed = False
+        for node in order[1:]:
+            done = [p for p in predecessors[node] if p in idom]
+            new = done[0]
+            for p in done[1:]:
+                new = intersect(p, new)
+            if idom.get(node) != new:
+                idom[node] = new
+                changed = True
+    return idom
+
+
+def hot_loop(isa: str) -> HotLoop | None:
+    """The hot loop of an IGC ``.asm`` listing (``ck.isa``), or None where it has no loop.
+
+    The listing's basic blocks and edges are IGC's own (the ``// Bnnn: Preds:{..}, Succs:{..}``
+    comment opening each block).  A loop is a backward edge, from a block to one at or
+    before it in the listing that dominates it (its header; IGC lays a loop out from its
+    header down to the branch back; a subroutine's return to the block after its call is
+    no loop); its body is the header and every block that reaches the branching block
+    without passing through the header (the natural loop; back edges to one header make one
+    loop).  The hot loop is the loop with the most dpas instructions, and of those the
+    smallest (fewest instructions): the innermost loop around the products, the one the
+    kernel's time goes to.
+
+    ``instructions`` are the instruction lines of its body, every path counted once (code
+    a run never takes, such as a fallback, counts too); ``dpas`` and ``block2d`` count those
+    opcodes among them (intel_gpu.opcodes).  ``path_*`` count the same along the shortest
+    pass through the loop: from the header to a block branching back to it, forward edges
+    only, with the fewest instructions -- what one iteration runs at least (where a branch
+    chooses between block messages and their fallback, mostly the messages' side; not
+    where the fallback is shorter, as for 32-bit blocks read by halves and shuffles).  "Instructions per
+    dpas" is instructions / dpas of either."""
+    from .codegen.intel_gpu import _BLOCK2D as block_opcodes, opcodes
+    blocks = _basic_blocks(isa)
+    position = {name: i for i, (name, _, _) in enumerate(blocks)}
+    successors = {name: [s for s in succ if s in position] for name, succ, _ in blocks}
+    predecessors = {name: [] for name in position}
+    for name in position:
+        for s in successors[name]:
+            predecessors[s].append(name)
+    dominator = _immediate_dominators(blocks[0][0], successors, predecessors) if blocks else {}
+
+    def dominates(a, b):
+        while b != a and dominator.get(b, b) != b:
+            b = dominator[b]
+        return a == b
+
+    bodies = {}                                    # header -> body (set of block names)
+    for name in position:
+        for header in successors[name]:
+            if position[header] <= position[name] and name in dominator and dominates(header, name):
+                body = bodies.setdefault(header, {header})
+                work = [name]
+                while work:
+                    b = work.pop()
+                    if b not in body:
+                        body.add(b)
+                        work.extend(predecessors[b])
+    if not bodies:
+        return None
+    counts = {}                                    # block -> (instructions, dpas, block2d)
+    for name, _, text in blocks:
+        ops = list(opcodes("\n".join(text)))
+        counts[name] = (len(ops), sum(op.startswith("dpas") for op in ops),
+                        sum(op in block_opcodes for op in ops))
+
+    def shortest_pass(header, body):
+        best = {header: counts[header]}            # forward edges go down the listing
+        ends = []
+        for name in sorted(body, key=position.get):
+            if name not in best:
+                continue
+            for s in successors[name]:
+                if s == header:
+                    ends.append(best[name])
+                elif s in body and position[s] > position[name]:
+                    via = tuple(a + b for a, b in zip(best[name], counts[s]))
+                    if s not in best or via[0] < best[s][0]:
+                        best[s] = via
+        return min(ends)
+
+    loops = []
+    for header, body in bodies.items():
+        total = [sum(counts[name][k] for name in body) for k in range(3)]
+        loops.append(HotLoop(*total, len(body), *shortest_pass(header, body)))
+    return max(loops, key=lambda loop: (loop.dpas, -loop.instructions))
 
 
 @contextlib.contextmanager
@@ -148,9 +312,13 @@ def build_rows(specs, devices, targets, progress=True, workers=None) -> list:
         row = rows[index]
         start = time.perf_counter()
         try:
-            stats = build_native(spirv, name, device, target, getattr(spec.kernel, "grf", 128)).stats
+            build = build_native(spirv, name, device, target, getattr(spec.kernel, "grf", 128))
             for column in STATS_COLUMNS:
-                setattr(row, column, stats[column])
+                setattr(row, column, build.stats[column])
+            loop = hot_loop(build.isa)
+            if loop is not None:
+                row.loop_instructions, row.loop_dpas, row.loop_block2d = loop.instructions, loop.dpas, loop.block2d
+                row.loop_path_instructions, row.loop_path_dpas = loop.path_instructions, loop.path_dpas
         except CompileError as exc:
             row.error = str(exc)
         row.seconds = round(time.perf_counter() - start, 3)
@@ -180,23 +348,43 @@ def _progress_bar(total, enabled):
 
 
 def _jsonable(values: dict) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+    """Constexpr values as JSON takes them: tuples as lists, element types (cm.bf16...) by name."""
+    def plain(v):
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        return v if v is None or isinstance(v, (bool, int, float, str)) else str(v)
+    return {k: plain(v) for k, v in values.items()}
+
+
+def _per_dpas(instructions, dpas) -> str:
+    """" (N per dpas)" where there are dpas."""
+    return f" ({instructions / dpas:.1f} per dpas)" if dpas else ""
+
+
+def _loop_cell(r) -> str:
+    """The hot loop's "instructions / dpas / 2-D block" (per dpas) and its shortest pass's
+    "instructions / dpas" (per dpas); "-" without a loop."""
+    if r.loop_instructions is None:
+        return "-"
+    return (f"{r.loop_instructions} / {r.loop_dpas} / {r.loop_block2d}{_per_dpas(r.loop_instructions, r.loop_dpas)}"
+            f"; pass {r.loop_path_instructions} / {r.loop_path_dpas}"
+            f"{_per_dpas(r.loop_path_instructions, r.loop_path_dpas)}")
 
 
 def format_table(rows) -> str:
     """A markdown table, one row per build."""
     header = ("kernel", "constexprs", "arguments", "target", "device", "instructions",
-              "spill bytes", "GRF", "dpas", "2-D block")
+              "spill bytes", "GRF", "dpas", "2-D block", "hot loop: instructions / dpas / 2-D block")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         constexprs = _describe_options(r)
         args = ", ".join(r.argument_types)
         if r.error:
             cells = (r.kernel, constexprs, args, r.target, r.device,
-                     "**rejected**: " + r.error.splitlines()[-1][:120].replace("|", "/"), "", "", "", "")
+                     "**rejected**: " + r.error.splitlines()[-1][:120].replace("|", "/"), "", "", "", "", "")
         else:
             cells = (r.kernel, constexprs, args, r.target, r.device, r.instructions,
-                     r.spill_bytes, r.grf, r.dpas, r.block2d)
+                     r.spill_bytes, r.grf, r.dpas, r.block2d, _loop_cell(r))
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 
@@ -210,7 +398,8 @@ def _describe_options(row) -> str:
 def format_grid(rows) -> str:
     """A markdown table with one line per specialization (with the benchmark that first
     launched it) and a column per (target, device): "instructions / spill bytes", plus
-    GRF, dpas and 2-D block counts where they are not 128, 0 and 0."""
+    GRF, dpas and 2-D block counts where they are not 128, 0 and 0, and the instructions
+    (per dpas) of the hot loop and of its shortest pass where it has dpas."""
     present = {(r.target, r.device) for r in rows}      # targets, then devices, in the order asked
     columns = [(t, d) for t in dict.fromkeys(r.target for r in rows)
                for d in dict.fromkeys(r.device for r in rows) if (t, d) in present]
@@ -223,7 +412,10 @@ def format_grid(rows) -> str:
         else:
             text = f"{r.instructions} / {r.spill_bytes}"
             extras = [f"GRF {r.grf}" if r.grf != 128 else "", f"dpas {r.dpas}" if r.dpas else "",
-                      f"2-D {r.block2d}" if r.block2d else ""]
+                      f"2-D {r.block2d}" if r.block2d else "",
+                      f"loop {r.loop_instructions}{_per_dpas(r.loop_instructions, r.loop_dpas)}, pass "
+                      f"{r.loop_path_instructions}{_per_dpas(r.loop_path_instructions, r.loop_path_dpas)}"
+                      if r.loop_dpas else ""]
             text += "".join(f"; {e}" for e in extras if e)
         cells[ident, r.target, r.device] = text
     header = ["workload", "kernel", "constexprs"] + [f"{t} {d}" for t, d in columns]

@@ -129,7 +129,13 @@ def vnni_block_loads(fn, profile, simd: int) -> set:
 
 class Block2DLowering:
     def _surface_operands(self, op):
-        return [self._i32(v) for v in op.operands[1:6]]
+        """x, y, width, height, pitch as i32, each lane 0's: they are CM scalars (the same in
+        every lane), and IGC does not know that of values derived from thread_id(1).  Where
+        it does not, the per-lane path's row offsets (y + r) * pitch are vectors, and with y
+        loop-invariant (a K^T slice of flash attention, its loop moving along x) IGC hoists
+        every slot's out of the loop: 28,288 bytes of spill in flash_attention on PVC, 0
+        with the broadcast."""
+        return [self.bi.broadcast(self.b, self._i32(v), 0) for v in op.operands[1:6]]
 
     def _block_message(self, elem, shape, transpose):
         """The message lowering of a load of ``shape`` (the block's rows, cols) on this

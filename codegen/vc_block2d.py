@@ -42,17 +42,18 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from . import elementwise as ew
 from cmlang.passes.block_surfaces import BASE_ALIGN, MAX_EXTENT, MIN_WIDTH_BYTES, PITCH_QUANTUM
 
+from . import elementwise as ew
 from .llvm_builtins import I32, I64, memory_type
+from .vc_intrinsics import undef
 
 I1, I8, I16 = ir.IntType(1), ir.IntType(8), ir.IntType(16)
 VOID = ir.VoidType()
 # What a 2-D block message needs of the surface (PVC): block_surfaces' limits, with rows
 # of whole dwords; 8- and 16-bit blocks start at a whole dword (x).
-GATHER_PIECE = 16               # elements per gather or scatter of the generic path
 MAX_MESSAGES = 64               # more than this: the gathers are no worse
+GATHER_PIECE = 16               # elements per gather or scatter of the generic path (one message)
 NONTRANSPOSED, TRANSPOSED = 1, 2                        # LSC data order
 DATA_SIZE = {1: 1, 2: 2, 4: 3, 8: 4}                    # LSC data size codes: d8 d16 d32 d64
 # transposed messages (by element bytes): the block widths and heights they take.  32-bit:
@@ -63,6 +64,12 @@ TRANSPOSED_HEIGHTS = {4: range(1, 17), 8: (8,)}
 # VNNI-transforming loads (by element bytes): block width (= the dpas tile's N), blocks per
 # message (at most 64 bytes of row together), rows per message (K tiles of 16 / 32 rows)
 VNNI_WIDTH, VNNI_BLOCKS, VNNI_HEIGHTS = 16, {2: 2, 1: 4}, {2: (32, 16), 1: (32,)}
+
+
+def _lanes_constant(ty, values):
+    """A constant of ``values``: a vector of them, or the scalar where there is one (as
+    ``splat`` gives for one lane)."""
+    return ir.Constant(ty, values[0]) if len(values) == 1 else ir.Constant(ir.VectorType(ty, len(values)), values)
 
 
 def _next_pow2(n):
@@ -108,32 +115,47 @@ class VNNIBlock:
 class VCBlock2DLowering:
     def _block_lanes(self, op, positions):
         """(i64 element indices <n x i64>, <n x i1> inside the surface) of the block's
-        elements at ``positions`` [(row, column)] (from the op's x, y)."""
+        elements at ``positions`` [(row, column)] (from the op's x, y).  The index is a
+        scalar, the first position's row start (y + r0) * pitch + x, plus constant columns,
+        plus (row - r0) * pitch only where the positions span rows: a loop-invariant y then
+        leaves scalars for IGC to hoist out of a loop, not vectors (which spilled)."""
         b = self.b
         n = len(positions)
         x, y, width, height, pitch = (self.get(v) for v in op.operands[1:6])
-        vec = ir.VectorType(I32, n)
-        r = b.add(self.splat(y, n), ir.Constant(vec, [row for row, _ in positions]))
-        c = b.add(self.splat(x, n), ir.Constant(vec, [col for _, col in positions]))
-        zero = ir.Constant(vec, [0] * n)
-        inside = b.and_(b.and_(b.icmp_signed(">=", c, zero), b.icmp_signed("<", c, self.splat(width, n))),
-                        b.and_(b.icmp_signed(">=", r, zero), b.icmp_signed("<", r, self.splat(height, n))))
-        wide = ir.VectorType(I64, n)
-        index = b.add(b.mul(b.sext(r, wide), b.sext(self.splat(pitch, n), wide)), b.sext(c, wide))
-        return index, inside
+        rows = [row for row, _ in positions]
+        cols = [col for _, col in positions]
+        r0 = rows[0]
+        first_row = b.add(y, ir.Constant(I32, r0))
+        base = b.add(b.mul(b.sext(first_row, I64), b.sext(pitch, I64)), b.sext(x, I64))
+        index = b.add(self.splat(base, n), _lanes_constant(I64, cols))
+        c = b.add(self.splat(x, n), _lanes_constant(I32, cols))
+        zero = _lanes_constant(I32, [0] * n)
+        inside = b.and_(b.icmp_signed(">=", c, zero), b.icmp_signed("<", c, self.splat(width, n)))
+        if all(r == r0 for r in rows):                # one row: its check is a scalar
+            row_inside = b.and_(b.icmp_signed(">=", first_row, ir.Constant(I32, 0)),
+                                b.icmp_signed("<", first_row, height))
+            return index, b.and_(inside, self.splat(row_inside, n))
+        index = b.add(index, b.mul(_lanes_constant(I64, [r - r0 for r in rows]), self.splat(b.sext(pitch, I64), n)))
+        r = b.add(self.splat(y, n), _lanes_constant(I32, rows))
+        return index, b.and_(inside, b.and_(b.icmp_signed(">=", r, zero), b.icmp_signed("<", r, self.splat(height, n))))
 
     def _block_addresses(self, ptr, index, n):
-        es = ir.Constant(index.type, [_byte_size(ptr.elem)] * n)
+        es = _lanes_constant(I64, [_byte_size(ptr.elem)] * n)
         if ptr.space == "local":
-            offs = self.b.trunc(self.b.mul(index, es), ir.VectorType(I32, n))
-            return self.b.add(offs, ir.Constant(offs.type, [ptr.base] * n))
+            offs = self.b.trunc(self.b.mul(index, es), ir.VectorType(I32, n) if n > 1 else I32)
+            return self.b.add(offs, _lanes_constant(I32, [ptr.base] * n))
         return self.b.add(self.splat(ptr.base, n), self.b.mul(index, es))
 
     # ------------------------------------------------------------------ the generic path
     # In pieces of GATHER_PIECE elements (one message each): the addresses of a whole large
     # block at once were 8 bytes an element of live registers (IGC spilled them).
-    def _gathered_load(self, op, ptr, positions):
-        """The block's elements at ``positions`` (0 outside the surface), in that order."""
+    def _gathered_load(self, op, ptr, positions, shape=None):
+        """The block's elements at ``positions`` (0 outside the surface), in that order.  A
+        block of several rows of global memory read in its own order (``shape``: its rows
+        and columns) goes row by row in a loop (``_row_loop``)."""
+        if shape is not None and shape[0] > 1 and ptr.space != "local" \
+                and positions == register_positions(shape, False):
+            return self._row_loop(op, ptr, shape)
         pieces = []
         for first, n in _pieces(len(positions)):
             index, inside = self._block_lanes(op, positions[first:first + n])
@@ -156,6 +178,46 @@ class VCBlock2DLowering:
             else:
                 self._svm_scatter(addrs, part, n, inside)
 
+    def _row_loop(self, op, ptr, shape):
+        """A rows x cols block read by a loop over its rows, each row gathers written into
+        the register at row * cols: code for one row, whose addresses and checks depend on
+        the loop's row (nothing per row for the compiler to hoist out of an enclosing loop,
+        which spilled in flash attention's key loop)."""
+        b = self.b
+        rows, cols = shape
+        mty = memory_type(ptr.elem)
+        x, y, width, height, pitch = (self.get(v) for v in op.operands[1:6])
+        before = b.block
+        loop = self.kernel.append_basic_block("block2d.row")
+        done = self.kernel.append_basic_block("block2d.rows_done")
+        b.branch(loop)
+        b.position_at_end(loop)
+        row = b.phi(I32)
+        block = b.phi(ir.VectorType(mty, rows * cols))
+        surface_row = b.add(y, row)
+        base = b.add(b.mul(b.sext(surface_row, I64), b.sext(pitch, I64)), b.sext(x, I64))
+        row_inside = b.and_(b.icmp_signed(">=", surface_row, ir.Constant(I32, 0)),
+                            b.icmp_signed("<", surface_row, height))
+        written = block
+        for c0 in range(0, cols, GATHER_PIECE):
+            count = min(GATHER_PIECE, cols - c0)
+            columns = list(range(c0, c0 + count))
+            index = b.add(self.splat(base, count), _lanes_constant(I64, columns))
+            c = b.add(self.splat(x, count), _lanes_constant(I32, columns))
+            inside = b.and_(b.and_(b.icmp_signed(">=", c, _lanes_constant(I32, [0] * count)),
+                                   b.icmp_signed("<", c, self.splat(width, count))),
+                            self.splat(row_inside, count))
+            raw = self._svm_gather(self._block_addresses(ptr, index, count), count, mty, inside)
+            written = self.wrregion(written, raw, count, count, 1, c0, b.mul(row, ir.Constant(I32, cols)))
+        following = b.add(row, ir.Constant(I32, 1))
+        b.cbranch(b.icmp_signed("<", following, ir.Constant(I32, rows)), loop, done)
+        row.add_incoming(ir.Constant(I32, 0), before)
+        row.add_incoming(following, loop)
+        block.add_incoming(undef(block.type), before)
+        block.add_incoming(written, loop)
+        b.position_at_end(done)
+        return written
+
     # ------------------------------------------------------------------ the ops
     def op_block_load2d(self, op):
         ptr = self.get(op.operands[0])
@@ -175,10 +237,10 @@ class VCBlock2DLowering:
             fast = lambda: self._load_messages(self._surface(op, ptr), t.shape, plan)  # noqa: E731
         positions = register_positions(t.shape, transpose)
         if plan is None:
-            raw = self._gathered_load(op, ptr, positions)
+            raw = self._gathered_load(op, ptr, positions, t.shape)
         else:
             raw = self._either(op, ptr, lambda: self._as_memory(ptr, fast()),
-                               lambda: self._gathered_load(op, ptr, positions))
+                               lambda: self._gathered_load(op, ptr, positions, t.shape))
         return ew.from_memory(self.b, ptr.elem, raw)
 
     def op_block_store2d(self, op):

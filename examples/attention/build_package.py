@@ -34,7 +34,7 @@ def package_specs(head_dims=HEAD_DIMS, input_types=INPUT_TYPES):
             specs += [(pack, {"D": d, "T": t, "P": cm.f32})
                       for pack in (kernels.pack_keys, kernels.pack_values, kernels.pack_queries)]
             specs += [(kernels.flash_attention, {"D": d, "M": ROWS, "KB": KEYS, "KD": d, "VN": d,
-                                                 "CAUSAL": causal, "T": cm.f32, "O": t})
+                                                 "CAUSAL": causal, "BLOCK2D": False, "T": cm.f32, "O": t})
                       for causal in (True, False)]
     return specs
 
@@ -66,7 +66,7 @@ def dense_attention(pkg, q, k, v, causal=True):
     pkg.pack_queries[(padded // kernels.TOKENS, hq)](q, qs, n, hq, padded, LOG2E / math.sqrt(d), d, t, cm.f32)
     o = np.zeros_like(q)
     pkg.flash_attention[(-(-n // ROWS), hq)](qs, kt, vp, o, n, hq, hq // hkv, padded, d, ROWS, KEYS, d, d,
-                                                   bool(causal), cm.f32, t)
+                                                   bool(causal), False, cm.f32, t)
     return o
 
 

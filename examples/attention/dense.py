@@ -22,11 +22,24 @@ from .reference import dense_attention_reference  # noqa: F401  (beside the kern
 SYSTOLIC_TILES = {"pvc": dict(M=4, KB=32, KD=16, VN=64), "dg2": dict(M=2, KB=16, KD=16, VN=16)}
 
 
+# Where the device has 2-D block messages (PVC), the flash kernel can read K^T and V in
+# slices of KD rows of d and VN columns of V by 2-D block loads (BLOCK2D), each slice the b
+# of a dpas from registers: F32_BLOCK_SLICES for f32 (the bf16/f16 ones are SYSTOLIC_TILES').
+# Elsewhere (DG2, without block messages; the CPU runtime) the slices are rows read by
+# cm.load, and f32 products run over all of d, streamed from memory.
+F32_BLOCK_SLICES = dict(KD=16, VN=64)
+# Whether dense_attention takes those block loads (on PVC): yes.  IGC builds them as block
+# messages with 0 spill in both flavours (bf16, d = 128: 32 load_block2d in SIMT, 16 in
+# spirv-vc, 32 dpas; tests/test_dense_isa.py); False: the rows of DG2 on PVC as well.
+BLOCK_LOADS = True
+
+
 # For f32 inputs on Intel GPUs the tile (M rows, KB keys; each divides 64) is chosen per
 # device by cm.autotune, ranked by IGC's stats: on PVC 8 x 16 with grf=256 builds without
-# spills in both flavours, DG2 runs at simd 8.
+# spills in both flavours (first: the ranking's time budget may end after one config, and
+# 4 x 64 with block loads takes long to build and spills), DG2 runs at simd 8.
 FLASH_F32_GPU_CONFIGS = {
-    "pvc": [dict(M=4, KB=64), dict(M=8, KB=16, grf=256)],
+    "pvc": [dict(M=8, KB=16, grf=256), dict(M=4, KB=64)],
     "dg2": [dict(M=4, KB=64, simd=8), dict(M=8, KB=16, simd=8)],
     "default": [dict(M=4, KB=64, simd=8)],
 }
@@ -42,14 +55,36 @@ def tuned_on_gpu(t, rows, keys, profile=None) -> bool:
             and t.name not in systolic_types(profile))
 
 
-def flash_tile(d: int, t, rows=None, keys=None, profile=None) -> dict:
-    """The flash kernel's tile constexprs for head dim d and packed element type t on
-    ``profile`` (default: the current device's; rows/keys: the caller's M and KB instead)."""
+def _systolic_tile(d: int, t, profile):
+    """SYSTOLIC_TILES' entry where the systolic unit of ``profile`` multiplies t, else None."""
+    if t.name in systolic_types(profile) and d % 16 == 0:
+        return SYSTOLIC_TILES.get(profile.name)
+    return None
+
+
+def operand_slices(d: int, t, profile=None, block_loads=None) -> dict:
+    """KD, VN and BLOCK2D of the flash kernel for head dim d and packed element type t on
+    ``profile`` (default: the current device's): with ``block_loads`` (default BLOCK_LOADS)
+    16-row slices of K^T and V by 2-D block loads where the device has block messages; the
+    systolic unit's slices by rows where it has that unit; else whole-d products of rows
+    streamed from memory."""
     profile = profile or current_profile()
-    tile = dict(M=4, KB=64, KD=d, VN=d)
-    if t.name in systolic_types(profile) and profile.name in SYSTOLIC_TILES and d % 16 == 0:
-        tile = dict(SYSTOLIC_TILES[profile.name])
-        tile["VN"] = math.gcd(tile["VN"], d)
+    block_loads = BLOCK_LOADS if block_loads is None else block_loads
+    block2d = block_loads and profile.block2d is not None and d % 16 == 0
+    slices = _systolic_tile(d, t, profile) or (F32_BLOCK_SLICES if block2d else None)
+    if slices is None:
+        return dict(KD=d, VN=d, BLOCK2D=False)
+    return dict(KD=slices["KD"], VN=math.gcd(slices["VN"], d), BLOCK2D=block2d)
+
+
+def flash_tile(d: int, t, rows=None, keys=None, profile=None, block_loads=None) -> dict:
+    """The flash kernel's tile constexprs (M, KB and operand_slices') for head dim d and
+    packed element type t on ``profile`` (default: the current device's; rows/keys: the
+    caller's M and KB instead)."""
+    profile = profile or current_profile()
+    systolic = _systolic_tile(d, t, profile)
+    tile = dict(M=systolic["M"], KB=systolic["KB"]) if systolic else dict(M=4, KB=64)
+    tile.update(operand_slices(d, t, profile, block_loads))
     if rows is not None:
         tile["M"] = check_positive_int(rows, "rows")
     if keys is not None:
@@ -82,20 +117,22 @@ def dense_attention(q, k, v, causal=True, *, out_dtype=None, rows=None, keys=Non
     flash_args = (qs, kt, vp, o, n, hq, group, padded)
     if tuned:
         flash_attention_f32_gpu[lambda c: (-(-n // c["M"]), hq)](
-            *flash_args, D=d, KD=d, VN=d, CAUSAL=bool(causal), T=p, O=out)
+            *flash_args, D=d, KD=tile["KD"], VN=tile["VN"], CAUSAL=bool(causal), BLOCK2D=tile["BLOCK2D"], T=p, O=out)
     else:
         flash = for_systolic_unit(kernels.flash_attention, p)
-        flash[(-(-n // rows), hq)](*flash_args, d, rows, keys, tile["KD"], tile["VN"], bool(causal), p, out)
+        flash[(-(-n // rows), hq)](*flash_args, d, rows, keys, tile["KD"], tile["VN"], bool(causal),
+                                   tile["BLOCK2D"], p, out)
     return o.numpy()
 
 
-def flash_specialization(d: int, t, causal=True, profile=None, out=None):
+def flash_specialization(d: int, t, causal=True, profile=None, out=None, block_loads=None):
     """(kernel, constexprs) of the flash kernel that dense_attention launches for head dim
     d and inputs of type t on ``profile`` (a name or profile; default: the current
-    device's): what `cmlang isa` and the register-file tests build."""
+    device's): what `cmlang isa` and the register-file tests build (``block_loads``: as
+    operand_slices)."""
     from cmlang.runtime.profiles import get_profile
     profile = get_profile(profile) if profile is not None else current_profile()
     p = packed_type(t, profile)
-    tile = flash_tile(d, p, profile=profile)
+    tile = flash_tile(d, p, profile=profile, block_loads=block_loads)
     return for_systolic_unit(kernels.flash_attention, p, profile), dict(
         D=d, **tile, CAUSAL=bool(causal), T=p, O=out or t)

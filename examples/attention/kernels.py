@@ -121,16 +121,29 @@ def scale_rows(tile, factors, M: cm.constexpr):
 
 
 @cm.func
-def matmul_tiles(acc, a, b_ptr, b_offset: i32, b_pitch: i32, K: cm.constexpr, N: cm.constexpr,
-                 NC: cm.constexpr):
-    """matmul_chunked in column tiles of NC (dividing N): acc[:, n0:n0+NC] + a @ B[:, n0:n0+NC],
-    so that one K_CHUNK x NC slice of B is live at a time (a systolic dpas reads it from
-    registers; NC = N is matmul_chunked)."""
+def operand_tile(p, row: i32, col: i32, pitch: i32, rows_end: i32, R: cm.constexpr, C: cm.constexpr,
+                 BLOCK2D: cm.constexpr):
+    """The R x C tile at (row, col) of the matrix p (rows ``pitch`` elements apart): with
+    BLOCK2D a 2-D block load from the surface of rows < rows_end (PVC's block messages; the
+    b operand of a systolic dpas is read VNNI-packed by the load), else rows by cm.load (a
+    dpas then streams it from memory on the CPU runtime)."""
+    if BLOCK2D:
+        return cm.load_2d(p, (R, C), col, row, pitch, rows_end, pitch)
+    return cm.load(p, row * pitch + col, (R, C), pitch)
+
+
+@cm.func
+def matmul_tiles(acc, a, b_ptr, b_row: i32, b_pitch: i32, b_rows_end: i32, K: cm.constexpr, N: cm.constexpr,
+                 NC: cm.constexpr, BLOCK2D: cm.constexpr):
+    """acc + a @ B, B the K x N matrix at row b_row of b_ptr (rows b_pitch apart, b_rows_end
+    rows in all), in column tiles of NC (dividing N) and K_CHUNK rows: one K_CHUNK x NC slice
+    of B is live at a time (a systolic dpas reads it from registers; NC = N and whole-K slices
+    where K_CHUNK does not divide K).  Slices come by ``operand_tile``."""
     KC = K_CHUNK if K % K_CHUNK == 0 else K
     for n0 in cm.static_range(0, N, NC):
         for k in cm.static_range(0, K, KC):
             acc[:, n0:n0 + NC] = cm.dpas(acc[:, n0:n0 + NC], a[:, k:k + KC].astype(b_ptr.dtype),
-                                         cm.load(b_ptr, b_offset + k * b_pitch + n0, (KC, NC), b_pitch))
+                                         operand_tile(b_ptr, b_row + k, n0, b_pitch, b_rows_end, KC, NC, BLOCK2D))
     return acc
 
 
@@ -180,16 +193,18 @@ def pack_queries(q: cm.ptr[T], qs: cm.ptr[P], n: i32, hq: i32, padded: i32, scal
 def flash_attention(qs: cm.ptr[T], kt: cm.ptr[T], vp: cm.ptr[T], o: cm.ptr[O], n: i32, hq: i32,
                     group: i32, padded: i32,
                     D: cm.constexpr, M: cm.constexpr, KB: cm.constexpr, KD: cm.constexpr, VN: cm.constexpr,
-                    CAUSAL: cm.constexpr, T: cm.constexpr, O: cm.constexpr):
+                    CAUSAL: cm.constexpr, BLOCK2D: cm.constexpr, T: cm.constexpr, O: cm.constexpr):
     """Flash attention: a CM thread owns M query rows of one head; K/V tiles of KB keys.
-    qs holds the queries pre-scaled (pack_queries); the S = Q K^T dpas reads both of its
-    operands from memory (Q is not kept in registers: picking its elements there spills),
+    qs holds the queries pre-scaled (pack_queries); the S = Q K^T dpas reads its query
+    operand from memory (Q is not kept in registers: picking its elements there spills),
     as one product over all of d (KD = D: the CPU runtime streams it as one loop) or in
     KD-wide slices of d (KD = 16 for the systolic unit, whose operands are registers: a
     whole 128 x 64 key tile would not fit the register file); likewise P V in VN-column
-    tiles of V (VN = D on the CPU).  T: the element type of the packed Q, K, V (f32, f16 or bf16: the dpas input type, so
-    bf16/f16 products go to the systolic unit); softmax state and accumulator are f32;
-    O: the output's element type."""
+    tiles of V (VN = D on the CPU).  BLOCK2D: the K^T and V slices come by 2-D block loads
+    (PVC: kt's rows are d, so a K^T slice is a plain block, for bf16/f16 the VNNI-packing
+    load of the dpas's b), else by rows (operand_tile).  T: the element type of the packed
+    Q, K, V (f32, f16 or bf16: the dpas input type, so bf16/f16 products go to the systolic
+    unit); softmax state and accumulator are f32; O: the output's element type."""
     t0 = cm.thread_id(0) * M
     h = cm.thread_id(1)
     g = h // group
@@ -203,7 +218,7 @@ def flash_attention(qs: cm.ptr[T], kt: cm.ptr[T], vp: cm.ptr[T], o: cm.ptr[O], n
         s = cm.zeros(matrix[f32, M, KB])
         for d0 in cm.static_range(0, D, KD):
             s = cm.dpas(s, cm.load(qs, (h * padded + t0) * D + d0, (M, KD), D),
-                        cm.load(kt, (g * D + d0) * padded + j0, (KD, KB), padded))
+                        operand_tile(kt, g * D + d0, j0, padded, (g + 1) * D, KD, KB, BLOCK2D))
         keys = cm.iota(i32, KB) + j0
         for r in cm.static_range(M):
             if CAUSAL:
@@ -211,7 +226,8 @@ def flash_attention(qs: cm.ptr[T], kt: cm.ptr[T], vp: cm.ptr[T], o: cm.ptr[O], n
             else:
                 s[r] = cm.merge(s[r], NEG_INF, keys < n)
         p, m, l, alpha = softmax_step(s, m, l, M)
-        acc = matmul_tiles(scale_rows(acc, alpha, M), p, vp, (g * padded + j0) * D, D, KB, D, VN)
+        acc = matmul_tiles(scale_rows(acc, alpha, M), p, vp, g * padded + j0, D, (g + 1) * padded, KB, D, VN,
+                           BLOCK2D)
     store_rows(o, scale_rows(acc, 1.0 / l, M).astype(O), t0, n, hq * D, h * D, M)
 
 
