@@ -178,7 +178,7 @@ class VCBlock2DLowering:
             else:
                 self._svm_scatter(addrs, part, n, inside)
 
-    def _row_loop(self, op, ptr, shape):
+    def _row_loop(self, op, ptr, shape, r0=0, c0=0):
         """A rows x cols block read by a loop over its rows, each row gathers written into
         the register at row * cols: code for one row, whose addresses and checks depend on
         the loop's row (nothing per row for the compiler to hoist out of an enclosing loop,
@@ -194,21 +194,23 @@ class VCBlock2DLowering:
         b.position_at_end(loop)
         row = b.phi(I32)
         block = b.phi(ir.VectorType(mty, rows * cols))
+        if r0 or c0:                  # a part of the op's block: rows r0.., columns c0..
+            y, x = b.add(y, ir.Constant(I32, r0)), b.add(x, ir.Constant(I32, c0))
         surface_row = b.add(y, row)
         base = b.add(b.mul(b.sext(surface_row, I64), b.sext(pitch, I64)), b.sext(x, I64))
         row_inside = b.and_(b.icmp_signed(">=", surface_row, ir.Constant(I32, 0)),
                             b.icmp_signed("<", surface_row, height))
         written = block
-        for c0 in range(0, cols, GATHER_PIECE):
-            count = min(GATHER_PIECE, cols - c0)
-            columns = list(range(c0, c0 + count))
+        for first in range(0, cols, GATHER_PIECE):
+            count = min(GATHER_PIECE, cols - first)
+            columns = list(range(first, first + count))
             index = b.add(self.splat(base, count), _lanes_constant(I64, columns))
             c = b.add(self.splat(x, count), _lanes_constant(I32, columns))
             inside = b.and_(b.and_(b.icmp_signed(">=", c, _lanes_constant(I32, [0] * count)),
                                    b.icmp_signed("<", c, self.splat(width, count))),
                             self.splat(row_inside, count))
             raw = self._svm_gather(self._block_addresses(ptr, index, count), count, mty, inside)
-            written = self.wrregion(written, raw, count, count, 1, c0, b.mul(row, ir.Constant(I32, cols)))
+            written = self.wrregion(written, raw, count, count, 1, first, b.mul(row, ir.Constant(I32, cols)))
         following = b.add(row, ir.Constant(I32, 1))
         b.cbranch(b.icmp_signed("<", following, ir.Constant(I32, rows)), loop, done)
         row.add_incoming(ir.Constant(I32, 0), before)
@@ -426,8 +428,9 @@ class VCBlock2DLowering:
     def vnni_tiles(self, src: VNNIBlock, nt):
         """The dpas's b tiles {(k0, n0): <8 nt x i32>} (8 dwords of K x nt columns, VNNI
         packed) of a ``VNNIBlock``: per message, the VNNI-transforming message where the
-        surface meets the limits, else gathers of its part of b packed as ``vc_dpas._vnni``
-        does, in the message's layout (block after block, each its 8-dword rows of K)."""
+        surface meets the limits, else its part of b read row by row (``_row_loop``) and
+        packed as ``vc_dpas._vnni`` does, in the message's layout (block after block, each its
+        8-dword rows of K)."""
         op, ptr = src.op, src.ptr
         es = _byte_size(ptr.elem)
         per_dword = 4 // es
@@ -439,12 +442,14 @@ class VCBlock2DLowering:
             def message(m=m):
                 return self.b.bitcast(self._load_message(s, m), ir.VectorType(I32, m.n // per_dword))
 
-            def gathers(m=m):          # the same elements in the message's order
-                positions = [(m.r0 + per_dword * kk + t, m.c0 + j * VNNI_WIDTH + c)
-                             for j in range(m.blocks) for kk in range(m.height // per_dword)
-                             for c in range(VNNI_WIDTH) for t in range(per_dword)]
-                raw = self._gathered_load(op, ptr, positions)
-                return self.b.bitcast(raw, ir.VectorType(I32, m.n // per_dword))
+            def gathers(m=m):          # the message's rows by the row loop, then in its order
+                width = m.blocks * VNNI_WIDTH
+                raw = self._row_loop(op, ptr, (m.height, width), m.r0, m.c0)
+                order = [(per_dword * kk + t) * width + j * VNNI_WIDTH + c
+                         for j in range(m.blocks) for kk in range(m.height // per_dword)
+                         for c in range(VNNI_WIDTH) for t in range(per_dword)]
+                packed = self.b.shuffle_vector(raw, undef(raw.type), ir.Constant(ir.VectorType(I32, len(order)), order))
+                return self.b.bitcast(packed, ir.VectorType(I32, m.n // per_dword))
             data = self._either(op, ptr, message, gathers)
             block_dwords = m.block_n // per_dword
             for j in range(m.blocks):

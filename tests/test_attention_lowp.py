@@ -9,7 +9,7 @@ the output.  Bound, relative to max |reference|: 2 * 2^-8 for bf16 and 2 * 2^-10
 (two units of the format's epsilon at 1; measured up to 4.3e-3 and 4.2e-4).
 
 The PVC and DG2 paths (bf16 packed Q/K/V, systolic tiles, simd 8 on DG2) run here on the
-CPU runtime by choosing those profiles' tiles and packing (``layout.current_profile``), so
+CPU runtime by planning for those profiles (``planning_for``: their tiles and packing), so
 the same specializations are checked numerically; IGC then checks that they reach the
 systolic unit (dpas) with 0 spill bytes.
 """
@@ -87,10 +87,15 @@ def test_pointer_element_constexpr_must_be_a_type():
 # --------------------------------------------------------------------------- dense attention
 
 @pytest.fixture(params=["cpu", "pvc", "dg2"])
-def profile(request, monkeypatch):
-    """Tiles, packing and simd of that device profile (the kernels run on the CPU runtime)."""
-    monkeypatch.setattr(layout, "current_profile", lambda: get_profile(request.param))
-    return request.param
+def profile(request):
+    """Tiles, packing and simd that host code plans for that device profile (``planning_for``,
+    as ``cmlang isa`` does; the kernels run on the CPU runtime).  The GPU plans rank tiles
+    by Intel's compiler, which CI installs."""
+    from cmlang.runtime.profiles import planning_for
+    if request.param != "cpu" and not intel_gpu.available():
+        pytest.skip("planning for a GPU ranks tiles by Intel's offline compiler (ocloc)")
+    with planning_for(get_profile(request.param)):
+        yield request.param
 
 
 @pytest.mark.parametrize("dtype", LOW)
@@ -101,7 +106,13 @@ def test_dense_low_precision(profile, dtype, n, hq, hkv, causal):
     rng = np.random.default_rng(n)
     q, k, v = rounded(rng, (n, hq, 64), dtype), rounded(rng, (n, hkv, 64), dtype), rounded(rng, (n, hkv, 64), dtype)
     expected = att.dense_attention_reference(*f64(q, k, v), causal=causal)
-    o = att.dense_attention(q, k, v, causal=causal)
+    from cmlang.isa_report import recording
+    with recording() as found:
+        o = att.dense_attention(q, k, v, causal=causal)
+    (flash,) = [kernel._constexpr_dict(key) for kernel, key, _ in found if kernel.__name__ == "flash_attention"]
+    if profile != "cpu":         # the planned device's systolic tile, not the CPU's
+        assert {k: flash[k] for k in ("M", "KB", "KD")} == {k: dense.SYSTOLIC_TILES[profile][k]
+                                                            for k in ("M", "KB", "KD")}
     assert o.dtype == dtype and o.shape == q.shape
     assert relative_error(o, expected) <= BOUND[dtype.name]
     o32 = att.dense_attention(q, k, v, causal=causal, out_dtype=np.float32)

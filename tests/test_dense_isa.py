@@ -78,7 +78,7 @@ def test_block_loads_compute_dense_attention_with_pvc_tiles(monkeypatch, dtype, 
     q, k, v = (rng.standard_normal((n, h, d)).astype(dtype) for h in (hq, hkv, hkv))
     with recording() as launched:
         got = att.dense_attention(q, k, v, causal)
-    flash = [kernel._constexpr_dict(key) for kernel, key in launched if kernel.__name__ == "flash_attention"]
+    flash = [kernel._constexpr_dict(key) for kernel, key, _ in launched if kernel.__name__ == "flash_attention"]
     assert [c["BLOCK2D"] for c in flash] == [True]
     want = att.dense_attention_reference(*(a.astype(np.float64) for a in (q, k, v)), causal)
     error = np.abs(got.astype(np.float64) - want).max() / np.abs(want).max()
