@@ -103,14 +103,15 @@ class StructuredControlFlow:
     def operands(self, op):
         return [self.values[v] for v in op.operands]
 
-    def counted_loop(self, count: int, carried, body):
+    def counted_loop(self, count: int, carried, body, name="loop"):
         """``for i in range(count)`` (count >= 1, i an i32) carrying a list of LLVM values:
         ``body(i, values)`` emits one iteration and returns the next values. A loop the
-        lowering itself makes (a dpas over k), not one of the kernel's."""
+        lowering itself makes (a dpas over k, a block's rows), not one of the kernel's;
+        ``name`` names its blocks."""
         b = self.b
         pre = b.block
-        loop = self.kernel.append_basic_block("loop")
-        exit_bb = self.kernel.append_basic_block("loop.exit")
+        loop = self.kernel.append_basic_block(name)
+        exit_bb = self.kernel.append_basic_block(f"{name}.exit")
         b.branch(loop)
         b.position_at_end(loop)
         i = b.phi(I32)

@@ -179,46 +179,36 @@ class VCBlock2DLowering:
                 self._svm_scatter(addrs, part, n, inside)
 
     def _row_loop(self, op, ptr, shape, r0=0, c0=0):
-        """A rows x cols block read by a loop over its rows, each row gathers written into
-        the register at row * cols: code for one row, whose addresses and checks depend on
-        the loop's row (nothing per row for the compiler to hoist out of an enclosing loop,
-        which spilled in flash attention's key loop)."""
+        """A rows x cols block (rows r0.., columns c0.. of the op's) read by a loop over its
+        rows (``counted_loop``), each row's gathers written into the register at row * cols:
+        code for one row, whose addresses and checks depend on the loop's row (nothing per
+        row for the compiler to hoist out of an enclosing loop, which spilled in flash
+        attention's key loop)."""
         b = self.b
         rows, cols = shape
         mty = memory_type(ptr.elem)
         x, y, width, height, pitch = (self.get(v) for v in op.operands[1:6])
-        before = b.block
-        loop = self.kernel.append_basic_block("block2d.row")
-        done = self.kernel.append_basic_block("block2d.rows_done")
-        b.branch(loop)
-        b.position_at_end(loop)
-        row = b.phi(I32)
-        block = b.phi(ir.VectorType(mty, rows * cols))
-        if r0 or c0:                  # a part of the op's block: rows r0.., columns c0..
+        if r0 or c0:
             y, x = b.add(y, ir.Constant(I32, r0)), b.add(x, ir.Constant(I32, c0))
-        surface_row = b.add(y, row)
-        base = b.add(b.mul(b.sext(surface_row, I64), b.sext(pitch, I64)), b.sext(x, I64))
-        row_inside = b.and_(b.icmp_signed(">=", surface_row, ir.Constant(I32, 0)),
-                            b.icmp_signed("<", surface_row, height))
-        written = block
-        for first in range(0, cols, GATHER_PIECE):
-            count = min(GATHER_PIECE, cols - first)
-            columns = list(range(first, first + count))
-            index = b.add(self.splat(base, count), _lanes_constant(I64, columns))
-            c = b.add(self.splat(x, count), _lanes_constant(I32, columns))
-            inside = b.and_(b.and_(b.icmp_signed(">=", c, _lanes_constant(I32, [0] * count)),
-                                   b.icmp_signed("<", c, self.splat(width, count))),
-                            self.splat(row_inside, count))
-            raw = self._svm_gather(self._block_addresses(ptr, index, count), count, mty, inside)
-            written = self.wrregion(written, raw, count, count, 1, first, b.mul(row, ir.Constant(I32, cols)))
-        following = b.add(row, ir.Constant(I32, 1))
-        b.cbranch(b.icmp_signed("<", following, ir.Constant(I32, rows)), loop, done)
-        row.add_incoming(ir.Constant(I32, 0), before)
-        row.add_incoming(following, loop)
-        block.add_incoming(undef(block.type), before)
-        block.add_incoming(written, loop)
-        b.position_at_end(done)
-        return written
+
+        def one_row(row, carried):
+            (written,) = carried
+            surface_row = b.add(y, row)
+            base = b.add(b.mul(b.sext(surface_row, I64), b.sext(pitch, I64)), b.sext(x, I64))
+            row_inside = b.and_(b.icmp_signed(">=", surface_row, ir.Constant(I32, 0)),
+                                b.icmp_signed("<", surface_row, height))
+            for first in range(0, cols, GATHER_PIECE):
+                count = min(GATHER_PIECE, cols - first)
+                columns = list(range(first, first + count))
+                index = b.add(self.splat(base, count), _lanes_constant(I64, columns))
+                c = b.add(self.splat(x, count), _lanes_constant(I32, columns))
+                inside = b.and_(b.and_(b.icmp_signed(">=", c, _lanes_constant(I32, [0] * count)),
+                                       b.icmp_signed("<", c, self.splat(width, count))),
+                                self.splat(row_inside, count))
+                raw = self._svm_gather(self._block_addresses(ptr, index, count), count, mty, inside)
+                written = self.wrregion(written, raw, count, count, 1, first, b.mul(row, ir.Constant(I32, cols)))
+            return [written]
+        return self.counted_loop(rows, [undef(ir.VectorType(mty, rows * cols))], one_row, "block2d.row")[0]
 
     # ------------------------------------------------------------------ the ops
     def op_block_load2d(self, op):
