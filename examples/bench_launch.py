@@ -58,7 +58,7 @@ def case_attention(n=256, hq=8, hkv=2, d=64, rows=8, keys=64):
     kt = rng.standard_normal((hkv, d, padded), np.float32)
     vp = rng.standard_normal((hkv, padded, d), np.float32)
     o = np.zeros((n, hq, d), np.float32)
-    args = (qs, kt, vp, o, n, hq, hq // hkv, padded, d, rows, keys, d, d, True, False, cm.f32, cm.f32)
+    args = (qs, kt, vp, o, n, hq, hq // hkv, padded, d, rows, keys, d, d, True, False, False, cm.f32, cm.f32)
     return kernels.flash_attention, (-(-n // rows), hq), args
 
 

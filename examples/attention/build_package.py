@@ -4,7 +4,8 @@
     python -m examples.attention.build_package [attention.cmpkg]   # build, load, check
 
 ``PACKAGE_SPECS`` lists the specializations to ship: head dims 64 and 128, causal and
-not, 4 query rows and 64 keys per CM thread, for float32, float16 and bfloat16 inputs (the
+not, the CPU device's tile (8 query rows and 32 keys per CM thread, P V in 32-column tiles
+from P staged in SLM: ``dense.CPU_TILE``), for float32, float16 and bfloat16 inputs (the
 CPU device's form: 16-bit inputs are widened to f32 as they are packed, and the output has
 the input's type).  ``dense_attention(pkg, q, k, v)`` below
 runs attention from a loaded package with nothing but numpy and the cmlang runtime: no
@@ -20,7 +21,7 @@ import numpy as np
 import cmlang as cm
 from cmlang.examples.attention import kernels  # works in a checkout and when installed
 
-ROWS, KEYS = 4, 64          # query rows and keys per CM thread (the tile)
+ROWS, KEYS, COLUMNS = 8, 32, 32   # query rows and keys per CM thread, V columns per P V product
 HEAD_DIMS = (64, 128)
 INPUT_TYPES = (cm.f32, cm.f16, cm.bf16)
 LOG2E = 1.4426950408889634
@@ -33,8 +34,9 @@ def package_specs(head_dims=HEAD_DIMS, input_types=INPUT_TYPES):
         for d in head_dims:
             specs += [(pack, {"D": d, "T": t, "P": cm.f32})
                       for pack in (kernels.pack_keys, kernels.pack_values, kernels.pack_queries)]
-            specs += [(kernels.flash_attention, {"D": d, "M": ROWS, "KB": KEYS, "KD": d, "VN": d,
-                                                 "CAUSAL": causal, "BLOCK2D": False, "T": cm.f32, "O": t})
+            specs += [(kernels.flash_attention, {"D": d, "M": ROWS, "KB": KEYS, "KD": d, "VN": COLUMNS,
+                                                 "CAUSAL": causal, "BLOCK2D": False, "STAGE_P": True,
+                                                 "T": cm.f32, "O": t})
                       for causal in (True, False)]
     return specs
 
@@ -65,8 +67,8 @@ def dense_attention(pkg, q, k, v, causal=True):
     pkg.pack_values[(padded // kernels.TOKENS, hkv)](v, vp, n, hkv, padded, d, t, cm.f32)
     pkg.pack_queries[(padded // kernels.TOKENS, hq)](q, qs, n, hq, padded, LOG2E / math.sqrt(d), d, t, cm.f32)
     o = np.zeros_like(q)
-    pkg.flash_attention[(-(-n // ROWS), hq)](qs, kt, vp, o, n, hq, hq // hkv, padded, d, ROWS, KEYS, d, d,
-                                                   bool(causal), False, cm.f32, t)
+    pkg.flash_attention[(-(-n // ROWS), hq)](qs, kt, vp, o, n, hq, hq // hkv, padded, d, ROWS, KEYS, d, COLUMNS,
+                                                   bool(causal), False, True, cm.f32, t)
     return o
 
 

@@ -78,6 +78,13 @@ LSE_LOWP_CONFIGS = {
     "dg2": [dict(M=4, JT=LSE_TILE, B2D=False, simd=8)],
     "default": [dict(M=4, JT=LSE_TILE, B2D=False, simd=8)],
 }
+# The CPU runtime's attend tile (as dense.CPU_TILE): P staged in SLM, so that P V, in
+# 32-column tiles of V over 32 keys, reads both operands from memory and keeps 16 accumulator
+# registers; Q K^T over 32 keys keeps 16 too (with 64 keys and all of d per P V product the
+# accumulators of 8 heads x 128 columns were 64 registers, most of them spilled).
+CPU_ATTEND = dict(KB=32, VN=32)
+
+
 lse_gpu = cm.autotune(configs=LSE_CONFIGS, key=["D"])(kernels.infllm_lse)
 block_scores_gpu = cm.autotune(configs=SCORE_CONFIGS, key=["D", "R", "O"])(kernels.infllm_block_scores)
 attend_gpu = cm.autotune(configs=ATTEND_CONFIGS, key=["D", "G"])(kernels.infllm_attend)
@@ -178,14 +185,18 @@ def _select_and_attend(q, k, v, pos0, p, want_output=True, out=cm.f32):
     attend_args = (qd, kt, vp, selected, o, pos0, hq, hkv, padded, block, p["topk"], qscale)
     if _on_gpu() and group % 8 == 0 and block % 64 == 0:
         if lowp:
-            attend_lowp_gpu[lambda c: (rows, hkv * (group // c["GR"]))](*attend_args, D=d, G=group, T=t, P=pt,
-                                                                          OT=out, **_products(d, pt))
+            attend_lowp_gpu[lambda c: (rows, hkv * (group // c["GR"]))](*attend_args, D=d, G=group, STAGE_P=False,
+                                                                          T=t, P=pt, OT=out, **_products(d, pt))
         else:
             attend_gpu[lambda c: (rows, hkv * (group // c["GR"]))](*attend_args, D=d, G=group, T=t, P=pt, OT=out,
-                                                                     VN=d, B2D=False, **_products(d, pt))
+                                                                     VN=d, B2D=False, STAGE_P=False,
+                                                                     **_products(d, pt))
     else:
-        for_systolic_unit(kernels.infllm_attend, pt)[(rows, hkv)](*attend_args, d, group, keys, group, d, d, False,
-                                                                  t, pt, out)
+        cpu = not _on_gpu()
+        tile_keys = math.gcd(keys, CPU_ATTEND["KB"]) if cpu else keys
+        columns = CPU_ATTEND["VN"] if cpu and d % CPU_ATTEND["VN"] == 0 else d
+        for_systolic_unit(kernels.infllm_attend, pt)[(rows, hkv)](*attend_args, d, group, tile_keys, group, d,
+                                                                  columns, False, cpu, t, pt, out)
     return o.numpy(), selected
 
 

@@ -160,6 +160,20 @@ def matmul_chunked(acc, a, b_ptr, b_offset: i32, b_pitch: i32, K: cm.constexpr, 
 
 
 @cm.func
+def staged_times_values(acc, p, staged, vp, v_row: i32, M: cm.constexpr, KB: cm.constexpr, D: cm.constexpr,
+                        VN: cm.constexpr):
+    """acc + p @ V[v_row:v_row + KB] (rows of D elements) with p [M, KB] stored first in the
+    SLM buffer ``staged``: each VN-column product then reads both operands from memory
+    (the CPU profile's form: one loop over the KB keys per column tile, its accumulators
+    in registers and nothing else; picking p's elements from registers there spills)."""
+    cm.store(staged, 0, p)
+    for n0 in cm.static_range(0, D, VN):
+        acc[:, n0:n0 + VN] = cm.dpas(acc[:, n0:n0 + VN], cm.load(staged, 0, (M, KB), KB),
+                                     cm.load(vp, v_row * D + n0, (KB, VN), D))
+    return acc
+
+
+@cm.func
 def softmax_step(s, m, l, M: cm.constexpr):
     """One online-softmax step over the score tile s (base 2, masked entries -inf):
     returns (p, m_new, l_new, alpha), alpha being the factor that rescales what was
@@ -193,7 +207,8 @@ def pack_queries(q: cm.ptr[T], qs: cm.ptr[P], n: i32, hq: i32, padded: i32, scal
 def flash_attention(qs: cm.ptr[T], kt: cm.ptr[T], vp: cm.ptr[T], o: cm.ptr[O], n: i32, hq: i32,
                     group: i32, padded: i32,
                     D: cm.constexpr, M: cm.constexpr, KB: cm.constexpr, KD: cm.constexpr, VN: cm.constexpr,
-                    CAUSAL: cm.constexpr, BLOCK2D: cm.constexpr, T: cm.constexpr, O: cm.constexpr):
+                    CAUSAL: cm.constexpr, BLOCK2D: cm.constexpr, STAGE_P: cm.constexpr, T: cm.constexpr,
+                    O: cm.constexpr):
     """Flash attention: a CM thread owns M query rows of one head; K/V tiles of KB keys.
     qs holds the queries pre-scaled (pack_queries); the S = Q K^T dpas reads its query
     operand from memory (Q is not kept in registers: picking its elements there spills),
@@ -204,13 +219,17 @@ def flash_attention(qs: cm.ptr[T], kt: cm.ptr[T], vp: cm.ptr[T], o: cm.ptr[O], n
     (PVC: kt's rows are d, so a K^T slice is a plain block, for bf16/f16 the VNNI-packing
     load of the dpas's b), else by rows (operand_tile).  T: the element type of the packed
     Q, K, V (f32, f16 or bf16: the dpas input type, so bf16/f16 products go to the systolic
-    unit); softmax state and accumulator are f32; O: the output's element type."""
+    unit); softmax state and accumulator are f32; O: the output's element type.
+    STAGE_P: P goes through SLM, so that P V reads it from memory as Q K^T reads Q
+    (staged_times_values, the CPU profile's form), in VN-column tiles over all KB keys."""
     t0 = cm.thread_id(0) * M
     h = cm.thread_id(1)
     g = h // group
     m = cm.full(vector[f32, M], NEG_INF)
     l = cm.zeros(vector[f32, M])
     acc = cm.zeros(matrix[f32, M, D])
+    if STAGE_P:
+        staged = cm.slm(f32, M * KB)
     end = n
     if CAUSAL:
         end = t0 + M              # keys past n are zero padding, masked like the future
@@ -226,8 +245,11 @@ def flash_attention(qs: cm.ptr[T], kt: cm.ptr[T], vp: cm.ptr[T], o: cm.ptr[O], n
             else:
                 s[r] = cm.merge(s[r], NEG_INF, keys < n)
         p, m, l, alpha = softmax_step(s, m, l, M)
-        acc = matmul_tiles(scale_rows(acc, alpha, M), p, vp, g * padded + j0, D, (g + 1) * padded, KB, D, VN,
-                           BLOCK2D)
+        acc = scale_rows(acc, alpha, M)
+        if STAGE_P:
+            acc = staged_times_values(acc, p, staged, vp, g * padded + j0, M, KB, D, VN)
+        else:
+            acc = matmul_tiles(acc, p, vp, g * padded + j0, D, (g + 1) * padded, KB, D, VN, BLOCK2D)
     store_rows(o, scale_rows(acc, 1.0 / l, M).astype(O), t0, n, hq * D, h * D, M)
 
 
@@ -550,7 +572,8 @@ def infllm_select(scores: cm.ptr[f32], selected: cm.ptr[i32], pos0: i32, hkv: i3
 def infllm_attend(q: cm.ptr[T], kt: cm.ptr[P], vp: cm.ptr[P], selected: cm.ptr[i32], o: cm.ptr[OT],
                   pos0: i32, hq: i32, hkv: i32, padded: i32, block: i32, topk: i32, qscale: f32,
                   D: cm.constexpr, G: cm.constexpr, KB: cm.constexpr, GR: cm.constexpr, KD: cm.constexpr,
-                  VN: cm.constexpr, B2D: cm.constexpr, T: cm.constexpr, P: cm.constexpr, OT: cm.constexpr):
+                  VN: cm.constexpr, B2D: cm.constexpr, STAGE_P: cm.constexpr, T: cm.constexpr, P: cm.constexpr,
+                  OT: cm.constexpr):
     """Block-sparse attention of GR of one token's G query heads (one KV head's group: they
     share the selection, so they are the rows of every dpas) over its selected blocks; a CM
     thread per (token, GR heads).  The S = q Kt dpas reads both operands where they lie, in
@@ -558,8 +581,9 @@ def infllm_attend(q: cm.ptr[T], kt: cm.ptr[P], vp: cm.ptr[P], selected: cm.ptr[i
     of V, 16 keys per dpas (KD = VN = D: whole products streamed from memory, the CPU's form;
     KD = 16 and VN < D: the slices the systolic unit reads from registers; a VN that does
     not divide D means all of D).  B2D: K and V
-    tiles by 2-D block loads.  T, P, OT: the element types of q, of the packed K/V (the dpas
-    inputs) and of the output."""
+    tiles by 2-D block loads.  STAGE_P: P V reads P from SLM (staged_times_values, the CPU's
+    form; VN-column tiles over all KB keys).  T, P, OT: the element types of q, of the packed
+    K/V (the dpas inputs) and of the output."""
     r = cm.thread_id(0)
     g = cm.thread_id(1) // (G // GR)
     base = (r * hq + g * G + cm.thread_id(1) % (G // GR) * GR) * D
@@ -567,6 +591,8 @@ def infllm_attend(q: cm.ptr[T], kt: cm.ptr[P], vp: cm.ptr[P], selected: cm.ptr[i
     m = cm.full(vector[f32, GR], NEG_INF)
     l = cm.zeros(vector[f32, GR])
     acc = cm.zeros(matrix[f32, GR, D])
+    if STAGE_P:
+        staged = cm.slm(f32, GR * KB)
     for i in range(topk):
         b = cm.load(selected, (r * hkv + g) * topk + i, 1)[0]
         if b >= 0:
@@ -583,11 +609,14 @@ def infllm_attend(q: cm.ptr[T], kt: cm.ptr[P], vp: cm.ptr[P], selected: cm.ptr[i
                 acc = scale_rows(acc, alpha, GR)
                 KC = K_CHUNK if KB % K_CHUNK == 0 else KB
                 VW = VN if D % VN == 0 else D
-                for n0 in cm.static_range(0, D, VW):
-                    for k0 in cm.static_range(0, KB, KC):
-                        acc[:, n0:n0 + VW] = cm.dpas(acc[:, n0:n0 + VW], p[:, k0:k0 + KC].astype(P),
-                                                     load_tile(vp, n0, g * padded + j0 + k0, D, hkv * padded, D,
-                                                               KC, VW, B2D))
+                if STAGE_P:
+                    acc = staged_times_values(acc, p, staged, vp, g * padded + j0, GR, KB, D, VW)
+                else:
+                    for n0 in cm.static_range(0, D, VW):
+                        for k0 in cm.static_range(0, KB, KC):
+                            acc[:, n0:n0 + VW] = cm.dpas(acc[:, n0:n0 + VW], p[:, k0:k0 + KC].astype(P),
+                                                         load_tile(vp, n0, g * padded + j0 + k0, D, hkv * padded,
+                                                                   D, KC, VW, B2D))
     cm.store(o, base, scale_rows(acc, 1.0 / l, GR).astype(OT), D)
 
 
