@@ -95,38 +95,6 @@ class BlockSource:
         self.proven = proven          # the launch proved the surface fits: messages alone
 
 
-def vnni_block_loads(fn, profile, simd: int) -> set:
-    """The ``block_load2d`` ops read by VNNI-transforming messages: on a profile with 2-D
-    block messages at simd 16, not transposed, 16-bit (K % 16 == 0) or 8-bit (K % 32 == 0)
-    with N % 16 == 0, used only as the b operand of one dpas that goes to the systolic
-    unit, in the same block with no memory write between (so reading later reads the same)."""
-    from collections import Counter
-    from .regions import _blocks, _may_write
-    from .systolic import systolic_candidate
-    if getattr(profile, "block2d", None) is None or not profile.block2d.vnni or simd != 16:
-        return set()
-    uses = Counter(v for op in fn.walk() for v in op.operands)
-    found = set()
-    for block in _blocks(fn.body):
-        position = {id(op): i for i, op in enumerate(block.ops)}
-        for i, op in enumerate(block.ops):
-            if op.opcode != "dpas" or op.attrs.get("precision") or not systolic_candidate(profile, op):
-                continue
-            value = op.operands[2]
-            load = value.defining_op
-            if (load is None or load.opcode != "block_load2d" or load.attrs.get("transpose")
-                    or uses[value] != 1 or id(load) not in position):
-                continue
-            bits = load.operands[0].type.elem.bits
-            K, N = value.type.shape
-            if bits not in VNNI_ROWS or K % VNNI_ROWS[bits] or N % 16:
-                continue
-            if any(_may_write(o) for o in block.ops[position[id(load)] + 1:i]):
-                continue
-            found.add(load)
-    return found
-
-
 class Block2DLowering:
     def _surface_operands(self, op):
         """x, y, width, height, pitch as i32, each lane 0's: they are CM scalars (the same in

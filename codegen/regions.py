@@ -7,12 +7,10 @@ become one shuffle per source slot plus selects (``gather_slot_dynamic``).
 from __future__ import annotations
 
 import math
-from collections import Counter
 
 from llvmlite import ir
 
 from cmlang.errors import CompileError
-from cmlang.ir.ops import OPS
 from cmlang.types import ScalarType, VectorType, bool_
 from . import elementwise as ew
 from .layout import Reg, gather_slot, gather_slot_dynamic, permute, select_lanes, slot_count, element_lanes
@@ -396,61 +394,3 @@ class RegionLowering:
         if elem.name == "f16":
             return self.b.fpext(v, FLOAT)
         raise CompileError(f"dpas takes f16, bf16 or f32 inputs, not {elem}")
-
-
-# --- planning ------------------------------------------------------------------------------------
-
-def dpas_as_loop(op, simd: int, loop_fmas: int) -> bool:
-    """Whether a dpas is big enough to be lowered as a loop over k (when b is in memory):
-    at least ``loop_fmas`` slot FMAs (the profile's ``dpas_loop_fmas``; 0: never);
-    never an integer one (multiply-adds in registers, systolic.py)."""
-    if op.results[0].type.elem.is_int:
-        return False
-    M, N = op.results[0].type.shape
-    K = op.operands[1].type.shape[1]
-    return loop_fmas > 0 and N % simd == 0 and K > 1 and M * K * (N // simd) >= loop_fmas
-
-
-def rows_left_in_memory(fn, simd: int, loop_fmas: int) -> set:
-    """The ``load2d`` ops to leave in memory (none where ``loop_fmas`` is 0): the b operand of a dpas lowered as a loop, used nowhere else, in the
-    same block with no memory write between load and dpas (so reading the rows later
-    reads the same values); and, where b is left so, the a operand under the same
-    conditions (then each a[m, k] is one uniform load instead of a pick from registers,
-    which on a CPU spills: a stack load per select)."""
-    uses = Counter(v for op in fn.walk() for v in op.operands)
-    found = set()
-    for block in _blocks(fn.body):
-        position = {id(op): i for i, op in enumerate(block.ops)}
-
-        def unchanged_load(value, i):
-            load = value.defining_op
-            if load is None or load.opcode != "load2d" or uses[value] != 1 or id(load) not in position:
-                return None
-            if any(_may_write(o) for o in block.ops[position[id(load)] + 1:i]):
-                return None
-            return load
-
-        for i, op in enumerate(block.ops):
-            if op.opcode != "dpas" or not dpas_as_loop(op, simd, loop_fmas):
-                continue
-            b_load = unchanged_load(op.operands[2], i)
-            if b_load is not None:
-                found.add(b_load)
-                a_load = unchanged_load(op.operands[1], i)
-                if a_load is not None:
-                    found.add(a_load)
-    return found
-
-
-def _blocks(block):
-    yield block
-    for op in block.ops:
-        for inner in op.blocks:
-            yield from _blocks(inner)
-
-
-def _may_write(op) -> bool:
-    spec = OPS.get(op.opcode)
-    if spec is not None and spec.has_side_effects:
-        return True
-    return any(_may_write(o) for inner in op.blocks for o in inner.ops)

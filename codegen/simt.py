@@ -70,9 +70,10 @@ from . import elementwise as ew
 from .layout import Lanes, Reg, select_lanes, slot_count, element_lanes, fit_affine
 from .memory import MemoryLowering
 from .control_flow import StructuredControlFlow
-from .regions import RegionLowering, rows_left_in_memory
+from .regions import RegionLowering
 from .systolic import SystolicLowering
-from .block2d import Block2DLowering, vnni_block_loads
+from .block2d import Block2DLowering
+from .operand_plan import rows_left_in_memory, vnni_block_loads
 from .llvm_builtins import (I8, I32, I64, VOID, GLOBAL, CONSTANT, Builtins, ptr_type, value_type,
                             memory_type)
 

@@ -84,7 +84,7 @@ from .vc_memory import Pointer, VCMemoryLowering
 from .vc_regions import VCRegionLowering
 from .vc_dpas import VCDpasLowering, plan_rows_left_in_memory
 from .vc_block2d import VCBlock2DLowering
-from .block2d import vnni_block_loads
+from .operand_plan import vnni_block_loads
 
 TRIPLE = "spir64-unknown-unknown"
 DATA_LAYOUT = "e-i64:64-v16:16-v24:32-v32:32-v48:64-v96:128-v192:256-v256:256-v512:512-v1024:1024-n8:16:32:64"

@@ -23,7 +23,7 @@ cmlang/passes/block_surfaces.py, whose rule is this check's), then messages alon
   holds 4 or 2 neighbouring columns per dword, which strided regions spread over the
   register's rows (the surface check already asks for a column x and a width of whole dwords).
 - The b operand of a dpas on the systolic unit that comes straight from a ``load_2d`` of 16- or
-  8-bit data (``block2d.vnni_block_loads``) is read by VNNI-transforming messages (operand
+  8-bit data (``operand_plan.vnni_block_loads``) is read by VNNI-transforming messages (operand
   VNNI = 1: a dword holds 2 or 4 consecutive rows of one column, the packing dpas wants), with
   several blocks per message (array length): two 16-column blocks of 16-bit data, four of
   8-bit, up to 32 rows -- one message per 32 x 32 (16-bit) or 32 x 64 (8-bit) piece of b.
@@ -107,7 +107,7 @@ class Surface:
 
 class VNNIBlock:
     """A ``load_2d`` not yet read: the b operand of the dpas that reads it with VNNI-
-    transforming messages where the surface allows (``block2d.vnni_block_loads``)."""
+    transforming messages where the surface allows (``operand_plan.vnni_block_loads``)."""
     def __init__(self, op, ptr):
         self.op, self.ptr = op, ptr
 

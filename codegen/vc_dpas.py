@@ -20,7 +20,7 @@ multiply-adds in i32.  A float dpas of at least the profile's ``dpas_loop_fmas``
 (counted as the SIMT lowering's 16-lane slots: M * K * ceil(N/16)) is a loop over k in the
 LLVM IR carrying the accumulator: b's row k and a's column k are read where they are used,
 from memory when the dpas's operand is a 2-D load left there
-(``regions.rows_left_in_memory``, the SIMT planning), else as regions of the register at
+(``operand_plan.rows_left_in_memory``, the SIMT planning), else as regions of the register at
 offset k.  Unrolled, and in 16-lane FMA calls each with its own region reads and writes,
 lightning_scan's f32 dpas were 9 MiB of SPIR-V.
 
@@ -35,7 +35,7 @@ from cmlang.errors import CompileError
 from cmlang.types import f32
 from . import elementwise as ew
 from .llvm_builtins import I16, I32
-from .regions import rows_left_in_memory
+from .operand_plan import rows_left_in_memory
 from .vc_memory import MatrixInMemory
 from .vc_block2d import VNNIBlock, register_positions
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import cmlang as cm
-from cmlang.codegen.regions import rows_left_in_memory
+from cmlang.codegen.operand_plan import rows_left_in_memory
 from cmlang.runtime.profiles import PROFILES
 
 from examples.attention import infllmv2, kernels
