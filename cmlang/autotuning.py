@@ -61,6 +61,7 @@ import numpy as np
 
 from .errors import CompileError, LaunchError
 from .kernel import Kernel, _current_profile
+from .language import HostLaunched
 from .runtime import launch_config
 from .runtime.profiles import get_profile, planning
 
@@ -365,7 +366,7 @@ def _first_line(exc):
 # ---------------------------------------------------------------------------
 # Over a kernel
 
-class AutotunedKernel(_Tuned):
+class AutotunedKernel(_Tuned, HostLaunched):
     """A kernel whose tuned constexprs (and simd/grf) come from the chosen config."""
     _returns_result = False
 

@@ -40,12 +40,10 @@ import functools
 import hashlib
 import json
 import os
-import textwrap
 import time
-import types
 
 from . import reads
-from .kernel import CompiledKernel
+from .compiled import CompiledKernel
 from .runtime.profiles import get_profile
 # The folder, the entry format, eviction and the driver-binary store are the runtime's
 # (a launch reuses driver binaries without the compiler); re-exported for the compiler's
@@ -144,7 +142,7 @@ def kernel_key(kernel, constexpr_key, target: str, profile="cpu", checked=False,
     try:
         # File and line too: the IR records source locations (``.ir`` shows them).
         # Not the module name: a file run as __main__ or imported compiles alike.
-        source = f"{fn.__code__.co_filename}:{fn.__code__.co_firstlineno}\n{function_source(fn)}"
+        source = f"{fn.__code__.co_filename}:{fn.__code__.co_firstlineno}\n{reads.source_text(fn)}"
     except OSError:
         return None
     parts = {
@@ -163,33 +161,6 @@ def kernel_key(kernel, constexpr_key, target: str, profile="cpu", checked=False,
         **toolchain(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-
-
-def function_source(fn) -> str:
-    """The (dedented) source lines of ``fn``, decorators included.
-
-    Cheaper than ``inspect.getsource``, whose tokenizer costs ~15 ms on first use:
-    the code objects know the lines they span (``co_positions``)."""
-    import linecache
-    code = fn.__code__
-    lines = linecache.getlines(code.co_filename, fn.__globals__)
-    if not lines:
-        raise OSError(f"no source for {fn.__qualname__}")
-    last = _last_line(code)
-    if not 0 < code.co_firstlineno <= last <= len(lines):
-        raise OSError(f"stale source for {fn.__qualname__}")
-    return textwrap.dedent("".join(lines[code.co_firstlineno - 1:last]))
-
-
-def _last_line(code) -> int:
-    last = code.co_firstlineno
-    for _, end_line, _, _ in code.co_positions():
-        if end_line is not None and end_line > last:
-            last = end_line
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):  # nested functions, comprehensions
-            last = max(last, _last_line(const))
-    return last
 
 
 # ---------------------------------------------------------------------------

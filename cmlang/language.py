@@ -30,6 +30,11 @@ class Builtin:
         return f"<cmlang builtin cm.{self.name}>"
 
 
+class HostLaunched:
+    """Base of what the host launches (``@cm.kernel``, ``cm.autotune`` of one): the front end
+    refuses a call to one from a kernel by this type, without importing them."""
+
+
 class DeviceFunction:
     """A ``@cm.func``: a device function that kernels (and other funcs) call; it is inlined."""
 

@@ -19,6 +19,8 @@ front end.
 from __future__ import annotations
 
 import hashlib
+import linecache
+import textwrap
 import types
 
 KERNEL_ROOT = (("kernel", ""),)
@@ -161,10 +163,9 @@ def _function_of(value):
 
 
 def function_identity(fn) -> str:
-    from .cache import function_source
     code = fn.__code__
     try:
-        source = function_source(fn)
+        source = source_text(fn)
     except OSError:
         source = f"<no source: {code.co_code.hex()}>"
     defaults = fingerprint(fn.__defaults__ or ()) + fingerprint(sorted((fn.__kwdefaults__ or {}).items()))
@@ -173,3 +174,29 @@ def function_identity(fn) -> str:
 
 def _is_number(x) -> bool:
     return isinstance(x, (bool, int, float, complex, str, bytes)) or x is None
+
+
+def source_text(fn) -> str:
+    """The (dedented) source lines of ``fn``, decorators included.
+
+    Cheaper than ``inspect.getsource``, whose tokenizer costs ~15 ms on first use:
+    the code objects know the lines they span (``co_positions``)."""
+    code = fn.__code__
+    lines = linecache.getlines(code.co_filename, fn.__globals__)
+    if not lines:
+        raise OSError(f"no source for {fn.__qualname__}")
+    last = _last_line(code)
+    if not 0 < code.co_firstlineno <= last <= len(lines):
+        raise OSError(f"stale source for {fn.__qualname__}")
+    return textwrap.dedent("".join(lines[code.co_firstlineno - 1:last]))
+
+
+def _last_line(code) -> int:
+    last = code.co_firstlineno
+    for _, end_line, _, _ in code.co_positions():
+        if end_line is not None and end_line > last:
+            last = end_line
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):  # nested functions, comprehensions
+            last = max(last, _last_line(const))
+    return last

@@ -1348,10 +1348,20 @@ def k_kernel_object(x: cm.ptr[cm.f32]):
     pass
 
 
+def k_call_autotuned(x):
+    k_autotuned_object(x)
+
+
+k_autotuned_object = cm.autotune(configs=[dict(simd=16)])(k_kernel_object)
+
+
 def test_range_and_kernel_calls_are_errors():
     assert_error_at(error(k_range_outside_for, x=PF), k_range_outside_for, "range(4)",
                     "range() can only be used as the iterable of a for loop")
     assert_error_at(error(k_call_kernel, x=PF), k_call_kernel, "k_kernel_object(x)",
+                    "cannot call the kernel 'k_kernel_object' from a kernel")
+    # an autotuned kernel is a kernel too (it was 'call to non-kernel Python function')
+    assert_error_at(error(k_call_autotuned, x=PF), k_call_autotuned, "k_autotuned_object(x)",
                     "cannot call the kernel 'k_kernel_object' from a kernel")
 
 

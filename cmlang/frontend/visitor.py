@@ -538,8 +538,7 @@ class FunctionCompiler(ControlFlowMixin, ViewsMixin, SimdMixin):
         if isinstance(callee, lang.Builtin):
             raise self.error(f"cm.{callee.name} cannot be called here", node)
         name = getattr(callee, "__name__", None) or type(callee).__name__
-        from ..kernel import Kernel
-        if isinstance(callee, Kernel):
+        if isinstance(callee, lang.HostLaunched):
             raise self.error(f"cannot call the kernel '{name}' from a kernel; move the shared code "
                              "into a @cm.func", node)
         raise self.unsupported(f"call to non-kernel Python function '{name}' (device functions "
