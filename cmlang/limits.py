@@ -53,6 +53,10 @@ NESTING = Limit("CMLANG_MAX_NESTING", 1000,
                 "levels of nesting (expressions, blocks, cm.func calls)")
 IR_TEXT_BYTES = Limit("CMLANG_MAX_IR_TEXT_BYTES", 64 << 20, "bytes of IR text")
 
+# Seconds a forked child (the SPIR-V backend's compile of one module, the driver's build of
+# one new module) may take before it is killed and reported instead of waited on forever.
+CHILD_SECONDS = Limit("CMLANG_CHILD_TIMEOUT_S", 300, "seconds")
+
 # --- launching -----------------------------------------------------------------------
 GRID_THREADS = Limit("CMLANG_MAX_GRID_THREADS", 1 << 32, "CM threads in one grid")
 
