@@ -138,5 +138,38 @@ def test_a_stuck_spirv_backend_is_a_compile_error_naming_the_kernel(monkeypatch)
         stuck_kernel.compile(target="spirv")
 
 
+def test_the_recursion_limit_stays_raised_while_any_thread_compiles():
+    """Thread a starts compiling, then b; a finishes while b still compiles.  The limit is
+    one per process: b must keep the raised one (its deep kernel would otherwise be "nested
+    too deeply"), and once both are done the limit is the one found before."""
+    import threading
+    from cmlang import limits
+    before = sys.getrecursionlimit()
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def a():
+        with limits.compiler_recursion() as raised:
+            seen["raised"] = raised
+            a_in.set()
+            b_in.wait(10)
+        a_out.set()
+
+    def b():
+        a_in.wait(10)
+        with limits.compiler_recursion():
+            b_in.set()
+            a_out.wait(10)
+            seen["b after a"] = sys.getrecursionlimit()
+    threads = [threading.Thread(target=f) for f in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert seen["raised"] > before
+    assert seen["b after a"] == seen["raised"]
+    assert sys.getrecursionlimit() == before
+
+
 if __name__ == "__main__":
     _worker()
