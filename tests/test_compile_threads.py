@@ -22,7 +22,7 @@ from cmlang.runtime.forked import ChildTimedOut, call_in_child
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-DEADLINE_S = 60          # a normal run takes well under 20 s
+DEADLINE_S = 60          # a normal run takes 5-15 s on a busy 2-core machine
 N = 64                   # elements per launch: 4 CM threads of 16
 
 
@@ -38,8 +38,9 @@ def weighted(x: cm.ptr[cm.f32], y: cm.ptr[cm.f32], K: cm.constexpr, S: cm.conste
 
 
 # Distinct specializations per target: (K, S).  spirv-vc compiles run llvmlite in this
-# process while spirv compiles fork; a third kind of thread uses llvmlite directly.
-SPIRV_SPECS = [(k, s) for k in (1, 2, 3, 5) for s in (24, 40)]
+# process while spirv compiles fork; a third kind of thread uses llvmlite directly.  Before
+# the fix each fork hung with some chance: 24 of them hung the run 8 times in 8.
+SPIRV_SPECS = [(k, s) for k in range(1, 13) for s in (8, 24)]
 VC_SPECS = [(k, s) for k in (1, 7) for s in (24, 40)]
 
 
