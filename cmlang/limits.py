@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from dataclasses import dataclass
 
 
@@ -53,6 +54,10 @@ NESTING = Limit("CMLANG_MAX_NESTING", 1000,
                 "levels of nesting (expressions, blocks, cm.func calls)")
 IR_TEXT_BYTES = Limit("CMLANG_MAX_IR_TEXT_BYTES", 64 << 20, "bytes of IR text")
 
+# Seconds a forked child (the SPIR-V backend's compile of one module, the driver's build of
+# one new module) may take before it is killed and reported instead of waited on forever.
+CHILD_SECONDS = Limit("CMLANG_CHILD_TIMEOUT_S", 300, "seconds")
+
 # --- launching -----------------------------------------------------------------------
 GRID_THREADS = Limit("CMLANG_MAX_GRID_THREADS", 1 << 32, "CM threads in one grid")
 
@@ -77,6 +82,12 @@ _FRAMES_PER_LEVEL = 30
 _BASE_FRAMES = 2000
 
 
+# The recursion limit is one per process: while any thread compiles it stays raised, and
+# the last one out restores the limit found by the first one in.
+_recursion_lock = threading.Lock()
+_recursion = {"compiling": 0, "saved": None}
+
+
 @contextlib.contextmanager
 def compiler_recursion():
     """Lets the compiler recurse as deep as ``NESTING`` allows, and no deeper.
@@ -84,15 +95,21 @@ def compiler_recursion():
     The front end, the passes and codegen walk nested expressions and blocks
     recursively; Python's default limit (1000 frames) stops at about 100 levels.  The
     limit is raised, to a bound that follows from ``CMLANG_MAX_NESTING``, only while
-    compiling."""
-    saved = sys.getrecursionlimit()
+    compiling (in any thread)."""
     wanted = _BASE_FRAMES + _FRAMES_PER_LEVEL * NESTING.value
-    if wanted > saved:
-        sys.setrecursionlimit(wanted)
+    with _recursion_lock:
+        if _recursion["compiling"] == 0:
+            _recursion["saved"] = sys.getrecursionlimit()
+        _recursion["compiling"] += 1
+        if wanted > sys.getrecursionlimit():
+            sys.setrecursionlimit(wanted)
     try:
         yield sys.getrecursionlimit()
     finally:
-        sys.setrecursionlimit(saved)
+        with _recursion_lock:
+            _recursion["compiling"] -= 1
+            if _recursion["compiling"] == 0:
+                sys.setrecursionlimit(_recursion["saved"])
 
 
 def recursion_message(what: str) -> str:

@@ -105,8 +105,11 @@ def compiler_version(ocloc: str | None = None) -> dict:
 @functools.lru_cache(maxsize=None)
 def _compiler_version(ocloc: str) -> str:
     with tempfile.TemporaryDirectory(prefix="cmlang-ocloc-") as d:
-        subprocess.run([ocloc, "query", "OCL_DRIVER_VERSION"], cwd=d, capture_output=True,
-                       timeout=60)
+        try:
+            subprocess.run([ocloc, "query", "OCL_DRIVER_VERSION"], cwd=d, capture_output=True,
+                           timeout=60)
+        except subprocess.TimeoutExpired:     # no version file: neo stays None
+            pass
         try:
             with open(os.path.join(d, "OCL_DRIVER_VERSION")) as f:
                 neo = f.read().strip(" \t\r\n\0") or None
@@ -121,7 +124,11 @@ def _igc_version():
     dpkg = shutil.which("dpkg-query")
     if dpkg is None:
         return None
-    r = subprocess.run([dpkg, "-W", "-f=${Version}", "libigc1"], capture_output=True, text=True)
+    try:
+        r = subprocess.run([dpkg, "-W", "-f=${Version}", "libigc1"], capture_output=True, text=True,
+                           timeout=60)
+    except subprocess.TimeoutExpired:
+        return None
     return r.stdout.strip() or None if r.returncode == 0 else None
 
 

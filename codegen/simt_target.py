@@ -16,10 +16,10 @@ class SimtTarget(Target):
         from . import simt, spirv
         return simt.lower_function(fn, spirv.data_layout(), profile)
 
-    def emit(self, llvm_ir, profile, opt_level=2):
+    def emit(self, llvm_ir, profile, opt_level=2, kernel="?"):
         from . import block2d, spirv, systolic
         allowed = systolic.allowed_imports(profile) | block2d.allowed_imports(profile)
-        return spirv.llvm_to_spirv(llvm_ir, opt_level, allowed)
+        return spirv.llvm_to_spirv(llvm_ir, opt_level, allowed, kernel=kernel)
 
     def validate(self, binary):
         from . import spirv

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import struct
@@ -19,8 +20,9 @@ import threading
 
 import llvmlite.binding as llvm
 
+from cmlang import limits
 from cmlang.errors import CompileError
-from cmlang.runtime.forked import ChildCrashed, call_in_child
+from cmlang.runtime.forked import ChildCrashed, ChildTimedOut, call_in_child
 
 TRIPLE = "spirv64-unknown-unknown"
 
@@ -32,7 +34,9 @@ EXTENSIONS = (
     "SPV_EXT_shader_atomic_float_min_max",  # atomicrmw fmin/fmax
 )
 
-_lock = threading.Lock()     # LLVM options, target machine and codegen are not thread-safe
+# LLVM options, target machine and codegen are not thread-safe: every use of llvmlite in
+# cmlang (this module and vc_translate) holds this lock.
+llvm_lock = threading.Lock()
 _state = {}
 
 
@@ -61,7 +65,7 @@ def _target_machine():
 
 def data_layout() -> str:
     """The spirv64 data layout string (what the lowering writes into each module)."""
-    with _lock:
+    with llvm_lock:
         if "layout" not in _state:
             _state["layout"] = str(_target_machine().target_data)
         return _state["layout"]
@@ -77,16 +81,18 @@ def _optimize(module, tm, opt_level: int):
     pb.getModulePassManager().run(module, pb)
 
 
-def llvm_to_spirv(llvm_ir: str, opt_level: int = 2, allowed_imports=frozenset()):
+def llvm_to_spirv(llvm_ir: str, opt_level: int = 2, allowed_imports=frozenset(), kernel="?"):
     """(optimized LLVM IR text, SPIR-V bytes) of a module; raises CompileError on imports
-    other than ``allowed_imports`` (builtins the device's compiler resolves)."""
-    with _lock:
-        _target_machine()            # targets and options are set up in this process
-        try:
-            result = _in_child(_compile, llvm_ir, opt_level) if _use_fork() else None
-        except OSError:          # fork refused (memory limits): compile here instead
-            result = None
-        optimized, spirv = result or _compile(llvm_ir, opt_level)
+    other than ``allowed_imports`` (builtins the device's compiler resolves).  ``kernel``
+    names the module's kernel in errors."""
+    try:
+        result = _in_child(kernel, _compile, llvm_ir, opt_level) if _use_fork() else None
+    except OSError:          # fork refused (memory limits): compile here instead
+        result = None
+    if result is None:
+        with llvm_lock:
+            result = _compile(llvm_ir, opt_level)
+    optimized, spirv = result
     check_imports(spirv, allowed_imports)
     return optimized, spirv
 
@@ -130,12 +136,40 @@ def _use_fork() -> bool:
         os.environ.get("CMLANG_CODEGEN_IN_PROCESS", "") in ("", "0")
 
 
-def _in_child(fn, *args):
-    """fn(*args) in a forked child; a crash of the backend becomes a CompileError."""
+def _in_child(kernel, fn, *args):
+    """fn(*args) in a forked child; a crash of the backend, or a child that does not finish
+    in time, becomes a CompileError naming the kernel."""
     try:
-        return call_in_child(fn, *args)
+        return call_in_child(fn, *args, while_forking=_llvm_idle)
     except ChildCrashed as e:
-        raise CompileError(f"the SPIR-V backend failed (exit status {e.status}):\n{e.log}") from None
+        raise CompileError(f"kernel '{kernel}': the SPIR-V backend failed (exit status {e.status}):\n"
+                           f"{e.log}") from None
+    except ChildTimedOut as e:
+        raise CompileError(f"kernel '{kernel}': LLVM's SPIR-V backend did not finish in "
+                           f"{e.timeout:g} s (its child process was killed; set "
+                           f"{limits.CHILD_SECONDS.env} to allow longer)"
+                           + (f":\n{e.log}" if e.log else "")) from None
+
+
+@contextlib.contextmanager
+def _llvm_idle():
+    """Held across the fork: no other thread is inside LLVM at that moment.  A thread inside
+    llvmlite holds llvmlite's own process-wide lock, and in the child that lock would stay
+    held by a thread that does not exist there (the child's first llvmlite call would wait
+    forever).  Holding it, and cmlang's, here means the child's copies are held by its own
+    (only) thread, which llvmlite's reentrant lock lets in again.  The target and options
+    are set up first, so the child inherits them."""
+    with llvm_lock, _llvmlite_lock():
+        _target_machine()
+        yield
+
+
+def _llvmlite_lock():
+    """The lock llvmlite takes around every call into LLVM (``ffi.lib._lock``, not public:
+    where an llvmlite release moves it, cmlang's own ``llvm_lock`` still covers cmlang's
+    threads)."""
+    lock = getattr(getattr(llvm.ffi, "lib", None), "_lock", None)
+    return lock if hasattr(lock, "__enter__") else contextlib.nullcontext()
 
 
 # --- reading SPIR-V binaries ---------------------------------------------------------------
@@ -194,7 +228,11 @@ def check_imports(spirv: bytes, allowed=frozenset()) -> None:
 
 # --- SPIRV-Tools -----------------------------------------------------------------------------
 
+TOOL_TIMEOUT_S = 120
+
+
 def _run_tool(tool: str, spirv: bytes, *args):
+    """``tool [args] module.spv`` (subprocess.CompletedProcess); None when not installed."""
     exe = shutil.which(tool)
     if exe is None:
         return None
@@ -202,7 +240,12 @@ def _run_tool(tool: str, spirv: bytes, *args):
         path = os.path.join(d, "module.spv")
         with open(path, "wb") as f:
             f.write(spirv)
-        return subprocess.run([exe, *args, path], capture_output=True, text=True)
+        try:
+            return subprocess.run([exe, *args, path], capture_output=True, text=True,
+                                  timeout=TOOL_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise CompileError(f"{tool} did not finish in {TOOL_TIMEOUT_S} s on a module of "
+                               f"{len(spirv)} bytes") from None
 
 
 def validate(spirv: bytes) -> str:

@@ -43,8 +43,8 @@ class Target:
         """IR function -> LLVM IR text."""
         raise NotImplementedError
 
-    def emit(self, llvm_ir: str, profile, opt_level: int = 2) -> tuple:
-        """LLVM IR text -> (final LLVM IR text, binary bytes)."""
+    def emit(self, llvm_ir: str, profile, opt_level: int = 2, kernel: str = "?") -> tuple:
+        """LLVM IR text -> (final LLVM IR text, binary bytes); ``kernel`` names it in errors."""
         raise NotImplementedError
 
     def validate(self, binary: bytes) -> None:
@@ -57,7 +57,7 @@ class Target:
 
     def compile(self, fn, profile, opt_level: int = 2) -> CodegenResult:
         text = self.lower(fn, profile)
-        final, binary = self.emit(text, profile, opt_level)
+        final, binary = self.emit(text, profile, opt_level, kernel=fn.name)
         # Every module is checked where it is made: an invalid one is a compile error naming
         # the kernel, not a driver's link failure (or worse) at launch.
         try:

@@ -20,9 +20,9 @@ class VectorComputeTarget(Target):
         from . import vc
         return vc.lower_function(fn, profile)
 
-    def emit(self, llvm_ir, profile, opt_level=2):
+    def emit(self, llvm_ir, profile, opt_level=2, kernel="?"):
         from . import vc_translate
-        return llvm_ir, vc_translate.llvm_to_spirv_vc(llvm_ir)
+        return llvm_ir, vc_translate.llvm_to_spirv_vc(llvm_ir, kernel)
 
     def validate(self, binary):
         from . import vc_translate

@@ -21,23 +21,19 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import struct
 import subprocess
 import tempfile
-import threading
 
 import llvmlite.binding as llvm
 
 from cmlang.errors import CompileError
-from .spirv import imported_functions
+from .spirv import _run_tool, imported_functions, llvm_lock
 
 EXTENSION = "SPV_INTEL_vector_compute"
 TRANSLATOR_OPTIONS = ("--spirv-ext=+" + EXTENSION, "--spirv-allow-unknown-intrinsics=llvm.genx")
 INSTALL_HINT = "pip install dpcpp-llvm-spirv (or the cmlang[vc] extra)"
 TIMEOUT_S = 120
-
-_lock = threading.Lock()     # llvmlite's global LLVM context is not thread-safe
 
 
 def translator_path() -> str:
@@ -55,7 +51,7 @@ def translator_path() -> str:
 
 
 def to_bitcode(llvm_ir: str) -> bytes:
-    with _lock:
+    with llvm_lock:     # one lock for all of cmlang's LLVM use (spirv.py)
         try:
             module = llvm.parse_assembly(llvm_ir)
             module.verify()
@@ -64,7 +60,7 @@ def to_bitcode(llvm_ir: str) -> bytes:
         return module.as_bitcode()
 
 
-def _run_translator(args, data: bytes, suffix_in: str, suffix_out: str) -> bytes:
+def _run_translator(args, data: bytes, suffix_in: str, suffix_out: str, kernel="?") -> bytes:
     exe = translator_path()
     with tempfile.TemporaryDirectory() as d:
         src, dst = os.path.join(d, "in" + suffix_in), os.path.join(d, "out" + suffix_out)
@@ -73,16 +69,16 @@ def _run_translator(args, data: bytes, suffix_in: str, suffix_out: str) -> bytes
         try:
             r = subprocess.run([exe, *args, src, "-o", dst], capture_output=True, text=True, timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            raise CompileError(f"llvm-spirv did not finish in {TIMEOUT_S} s") from None
+            raise CompileError(f"kernel '{kernel}': llvm-spirv did not finish in {TIMEOUT_S} s") from None
         if r.returncode != 0 or not os.path.exists(dst):
             raise CompileError("llvm-spirv failed:\n" + (r.stderr or r.stdout).strip())
         with open(dst, "rb") as f:
             return f.read()
 
 
-def translate(bitcode: bytes) -> bytes:
+def translate(bitcode: bytes, kernel="?") -> bytes:
     """SPIR-V of an LLVM bitcode module (vector compute on, genx intrinsics kept)."""
-    return _run_translator(TRANSLATOR_OPTIONS, bitcode, ".bc", ".spv")
+    return _run_translator(TRANSLATOR_OPTIONS, bitcode, ".bc", ".spv", kernel)
 
 
 def check_imports(spirv: bytes) -> None:
@@ -93,9 +89,9 @@ def check_imports(spirv: bytes) -> None:
                            + " (only llvm.genx.* intrinsics may be imported)")
 
 
-def llvm_to_spirv_vc(llvm_ir: str) -> bytes:
+def llvm_to_spirv_vc(llvm_ir: str, kernel="?") -> bytes:
     """LLVM IR text from ``codegen.vc`` -> a checked SPIR-V vector-compute module."""
-    spirv = translate(to_bitcode(llvm_ir))
+    spirv = translate(to_bitcode(llvm_ir), kernel)
     check_imports(spirv)
     return spirv
 
@@ -112,7 +108,7 @@ _VECTOR_ANY = re.compile(r"Illegal number of components \((\d+)\) for TypeVector
 def read_back(spirv: bytes) -> str:
     """The translator's reading of the module as LLVM IR text, checked by the LLVM verifier."""
     bitcode = _run_translator(("-r",), spirv, ".spv", ".bc")
-    with _lock:
+    with llvm_lock:     # one lock for all of cmlang's LLVM use (spirv.py)
         try:
             module = llvm.parse_bitcode(bitcode)
             module.verify()
@@ -128,13 +124,8 @@ def validate(spirv: bytes) -> str:
     that only VectorAnyINTEL allows (which it does not implement), and the translator read the
     module back into LLVM IR that verifies. Raises CompileError on any other problem.
     """
-    exe = shutil.which("spirv-val")
-    if exe is not None:
-        with tempfile.TemporaryDirectory() as d:
-            path = os.path.join(d, "module.spv")
-            with open(path, "wb") as f:
-                f.write(spirv)
-            r = subprocess.run([exe, path], capture_output=True, text=True)
+    r = _run_tool("spirv-val", spirv)
+    if r is not None:
         if r.returncode == 0:
             return "spirv-val"
         text = (r.stdout + r.stderr).strip()

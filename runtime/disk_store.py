@@ -285,9 +285,10 @@ def build_device_kernel(device, spirv: bytes, name: str, options: str = "", fall
 
 def _build_in_child(device, spirv: bytes, name: str, options: str):
     """The driver's binary of ``spirv`` built in a forked child, with the device's checks
-    (``check_vectorized``); None when the driver refuses the module; a child that dies is
-    a LaunchError."""
-    from .forked import ChildCrashed, call_in_child
+    (``check_vectorized``); None when the driver refuses the module; a child that dies, or
+    does not finish within ``CMLANG_CHILD_TIMEOUT_S``, is a LaunchError."""
+    from cmlang import limits
+    from .forked import ChildCrashed, ChildTimedOut, call_in_child
 
     def build():
         import pyopencl as cl
@@ -300,6 +301,11 @@ def _build_in_child(device, spirv: bytes, name: str, options: str):
         return bytes(program.get_info(cl.program_info.BINARIES)[0])
     try:
         return call_in_child(build)
+    except ChildTimedOut as late:
+        log = f":\n{late.log[-2000:]}" if late.log else ""
+        raise LaunchError(f"the driver of {device.spec} did not finish building kernel '{name}' in "
+                          f"{late.timeout:g} s (in a child process, now killed; set "
+                          f"{limits.CHILD_SECONDS.env} to allow longer){log}") from None
     except ChildCrashed as crash:
         import signal
         status = crash.status

@@ -155,7 +155,7 @@ def test_an_invalid_module_is_a_compile_error_naming_the_kernel(monkeypatch, val
     if validator == "structure":
         monkeypatch.setattr(cg_spirv, "_run_tool", lambda *args: None)   # as without spirv-val
     bad = dropped_trunc_module()
-    monkeypatch.setattr(cg_spirv, "llvm_to_spirv", lambda text, opt_level=2, allowed=frozenset(): (text, bad))
+    monkeypatch.setattr(cg_spirv, "llvm_to_spirv", lambda text, opt_level=2, allowed=frozenset(), kernel="?": (text, bad))
 
     @cm.kernel(simd=16)
     def corrupted_kernel(out: cm.ptr[i32], w: i32):
