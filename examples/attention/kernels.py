@@ -238,11 +238,14 @@ def flash_attention(qs: cm.ptr[T], kt: cm.ptr[T], vp: cm.ptr[T], o: cm.ptr[O], n
     end = n
     if CAUSAL:
         end = t0 + M              # keys past n are zero padding, masked like the future
+    kt_pitch = padded             # kt's rows; padded is a multiple of 16 (dense_attention pads so):
+    if not BLOCK2D and T.bits == 16:      # spelled so, 16-bit rows of K^T start on whole dwords
+        kt_pitch = (padded >> 4) << 4     # for the compiler: sub-group block reads, not gathers
     for j0 in range(0, end, KB):
         s = cm.zeros(matrix[f32, M, KB])
         for d0 in cm.static_range(0, D, KD):
             s = cm.dpas(s, cm.load(qs, (h * padded + t0) * D + d0, (M, KD), D),
-                        operand_tile(kt, g * D + d0, j0, padded, hq * D, KD, KB, BLOCK2D))
+                        operand_tile(kt, g * D + d0, j0, kt_pitch, hq * D, KD, KB, BLOCK2D))
         keys = cm.iota(i32, KB) + j0
         for r in cm.static_range(M):
             if CAUSAL:
