@@ -166,10 +166,15 @@ class Builtins:
         return b.icmp_unsigned("!=", r, ir.Constant(I32, 0))
 
     # --- sub-group block memory access (only 32-bit and 16-bit elements) -------------
-    def block_read(self, b, ptr, ty: ir.IntType):
-        code = {32: "Kj", 16: "Kt"}[ty.width]
+    def block_read(self, b, ptr, ty):
+        """A sub-group block read of ``ty``: i32/i16 (a slot), or a vector of 2, 4 or 8 of them
+        (as many slots, the spelling of OpenCL's block_read2/4/8).  The vector forms carry
+        their result type as a template argument, so one module can declare both."""
+        elem = ty.element if isinstance(ty, ir.VectorType) else ty
+        code = {32: "j", 16: "t"}[elem.width]
         space = ptr.type.addrspace
-        name = f"_Z30__spirv_SubgroupBlockReadINTELPU3AS{space}{code}"
+        result = f"IDv{ty.count}_{code}ET_" if isinstance(ty, ir.VectorType) else ""
+        name = f"_Z30__spirv_SubgroupBlockReadINTEL{result}PU3AS{space}K{code}"
         return self.call(b, name, ty, [ptr], ("convergent", "nounwind", "readonly"))
 
     def block_write(self, b, ptr, value):

@@ -31,6 +31,7 @@ from .layout import Reg, slot_count
 from .llvm_builtins import I64, GLOBAL, LOCAL, ptr_type, value_type, memory_type
 
 USE_BLOCK_IO = True     # sub-group block reads/writes where legal (tests may switch them off)
+BLOCK_READ_SLOTS = (8, 4, 2, 1)     # slots one sub-group block read may fill (block_read8/4/2)
 DEVICE, WORKGROUP = 1, 2    # SPIR-V memory scopes
 
 
@@ -87,6 +88,31 @@ class MemoryLowering:
             raw = self.b.bitcast(raw, mty)
         return ew.from_memory(self.b, elem, raw)
 
+    def _block_read_slots(self, p, elem, start64, count):
+        """``count`` consecutive slots from start64 by sub-group block reads: one read of 8,
+        4 or 2 slots where it fits (lane l gets elements l, l + simd, ...: the slots' own
+        layout; a message per read, where a read per slot is one message each), else one a
+        slot; one read per slot on the CPU runtime (``one_slot_block_reads``)."""
+        if count == 1 or self.profile.cpu.one_slot_block_reads:
+            return [self._block_read(p, elem, self._slot_start(start64, k)) for k in range(count)]
+        b, mty, ity = self.b, memory_type(elem), ir.IntType(elem.nbytes * 8)
+        slots, k = [], 0
+        while k < count:
+            n = next(n for n in BLOCK_READ_SLOTS if n <= count - k)
+            if n == 1:
+                slots.append(self._block_read(p, elem, self._slot_start(start64, k)))
+            else:
+                raw = self.bi.block_read(b, self._elem_ptr(p, elem, self._slot_start(start64, k)),
+                                         ir.VectorType(ity, n))
+                for i in range(n):
+                    part = b.extract_element(raw, ir.Constant(ir.IntType(32), i))
+                    slots.append(ew.from_memory(b, elem, b.bitcast(part, mty) if mty != ity else part))
+            k += n
+        return slots
+
+    def _slot_start(self, start64, k):
+        return self.b.add(start64, ir.Constant(I64, k * self.simd)) if k else start64
+
     def _block_write(self, p, elem, start64, v):
         mv = ew.to_memory(self.b, elem, v)
         ity = ir.IntType(elem.nbytes * 8)
@@ -104,14 +130,12 @@ class MemoryLowering:
 
     def _contiguous_load(self, p, elem, off, n, block_ok):
         b, simd = self.b, self.simd
-        slots = []
-        for k in range(slot_count(n, simd)):
+        full = n // simd
+        slots = self._block_read_slots(p, elem, off, full) if block_ok and full else []
+        for k in range(len(slots), slot_count(n, simd)):
             start = b.add(off, ir.Constant(I64, k * simd)) if k else off
             if (k + 1) * simd <= n:
-                if block_ok:
-                    slots.append(self._block_read(p, elem, start))
-                else:
-                    slots.append(self._load_elem(p, elem, b.add(start, self.lanes.id64)))
+                slots.append(self._load_elem(p, elem, b.add(start, self.lanes.id64)))
             else:   # partial slot: padding lanes re-read the last element (in bounds, no branch)
                 slots.append(self._load_elem(p, elem, b.add(start, self.lanes.clamped_id64(n - k * simd))))
         return slots
@@ -178,11 +202,15 @@ class MemoryLowering:
                                 known_multiple(op.operands[2], self.iv_loops)), write=False)
         if op in self.rows_left_in_memory:
             return RowsInMemory(t, p, elem, off, pitch, block)
+        if block:            # each row's slots by block reads
+            per_row = cols // self.simd
+            for r in range(rows):
+                slots += self._block_read_slots(p, elem, self._row_start(cols, r * per_row, off, pitch), per_row)
+            return Reg(t, slots)
         for k in range(slot_count(t.size, self.simd)):
             if contiguous:
                 start = self._row_start(cols, k, off, pitch)
-                slots.append(self._block_read(p, elem, start) if block else
-                             self._load_elem(p, elem, self.b.add(start, self.lanes.id64)))
+                slots.append(self._load_elem(p, elem, self.b.add(start, self.lanes.id64)))
             else:
                 slots.append(self._load_elem(p, elem, self._matrix_index(t.shape, k, off, pitch)))
         return Reg(t, slots)
@@ -191,12 +219,11 @@ class MemoryLowering:
         """The slots of row ``r`` (an i32 value) of a matrix left in memory."""
         b = self.b
         start = b.add(rows.off, b.mul(b.zext(r, I64), rows.pitch))
-        slots = []
-        for j in range(rows.type.shape[1] // self.simd):
-            s = b.add(start, ir.Constant(I64, j * self.simd)) if j else start
-            slots.append(self._block_read(rows.p, rows.elem, s) if rows.block_ok else
-                         self._load_elem(rows.p, rows.elem, b.add(s, self.lanes.id64)))
-        return slots
+        count = rows.type.shape[1] // self.simd
+        if rows.block_ok:
+            return self._block_read_slots(rows.p, rows.elem, start, count)
+        return [self._load_elem(rows.p, rows.elem, b.add(self._slot_start(start, j), self.lanes.id64))
+                for j in range(count)]
 
     def op_store2d(self, op):
         p = self.get(op.operands[0])

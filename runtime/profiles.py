@@ -55,13 +55,17 @@ class CpuRuntimeWorkarounds:
     - ``saturate_with_compares``: saturating float -> int is spelled with compares and
       selects (the SaturatedConversion decoration does not vectorize at 32 lanes);
     - ``guard_int_division``: x / 0 and INT_MIN / -1 divide by 1 instead, because on a CPU
-      they trap (undefined behaviour either way; a GPU does not trap).
+      they trap (undefined behaviour either way; a GPU does not trap);
+    - ``one_slot_block_reads``: a sub-group block read per slot, not one per run of 2, 4 or 8
+      slots (on a GPU one message each; the CPU runtime makes each read a vector load either
+      way, and its tuned kernels were measured with the one-slot reads).
     """
     uniform_ids_from_lane0: bool = False
     broadcast_loop_bounds: bool = False
     no_16bit_block_io: bool = False
     saturate_with_compares: bool = False
     guard_int_division: bool = False
+    one_slot_block_reads: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,7 @@ PROFILES = {p.name: p for p in (
         grf_count=0, grf_bytes=0, sub_group_sizes=(8, 16, 32), slm_bytes=256 * 1024,
         cpu=CpuRuntimeWorkarounds(uniform_ids_from_lane0=True, broadcast_loop_bounds=True,
                                   no_16bit_block_io=True, saturate_with_compares=True,
-                                  guard_int_division=True)),
+                                  guard_int_division=True, one_slot_block_reads=True)),
     DeviceProfile(
         "pvc", "Intel Data Center GPU Max (Xe-HPC, Ponte Vecchio)",
         grf_count=128, grf_bytes=64, large_grf=True, sub_group_sizes=(16, 32), slm_bytes=128 * 1024,

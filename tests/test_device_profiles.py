@@ -28,6 +28,7 @@ RNG = np.random.default_rng(12)
 BROADCAST = "@_Z19sub_group_broadcastjj("         # of an i32
 ANY_BROADCAST = "@_Z19sub_group_broadcast"
 BLOCK_READ_16 = "@_Z30__spirv_SubgroupBlockReadINTELPU3AS1Kt("
+BLOCK_READ_16x2 = "@_Z30__spirv_SubgroupBlockReadINTELIDv2_tET_PU3AS1Kt("    # block_read2
 BLOCK_WRITE_16 = "@_Z31__spirv_SubgroupBlockWriteINTELPU3AS1tt("
 
 
@@ -97,7 +98,7 @@ def run_binary(kernel, device, grid, args, group=None, **constexprs):
 def test_only_the_cpu_profile_has_cpu_runtime_workarounds():
     cpu = PROFILES["cpu"].cpu
     assert (cpu.uniform_ids_from_lane0, cpu.broadcast_loop_bounds, cpu.no_16bit_block_io,
-            cpu.saturate_with_compares, cpu.guard_int_division) == (True,) * 5
+            cpu.saturate_with_compares, cpu.guard_int_division, cpu.one_slot_block_reads) == (True,) * 6
     for name in ("pvc", "dg2", "tgllp", "generic"):
         assert PROFILES[name].cpu == CpuRuntimeWorkarounds(), name
     # the dpas k-loop is every profile's (it keeps FMA-computed products out of registers)
@@ -165,8 +166,8 @@ def test_invariant_while_keeps_its_exit_only_on_the_cpu_profile():
 def test_16bit_block_io_only_off_on_the_cpu_profile(elem, dtype):
     kernel = COPY_16BIT[elem]
     cpu, pvc = ir_of(kernel, "cpu"), ir_of(kernel, "pvc")
-    assert BLOCK_READ_16 not in cpu and BLOCK_WRITE_16 not in cpu, cpu
-    assert pvc.count("call spir_func i16 " + BLOCK_READ_16) == 2, pvc       # two slots of 16 lanes
+    assert BLOCK_READ_16 not in cpu and BLOCK_READ_16x2 not in cpu and BLOCK_WRITE_16 not in cpu, cpu
+    assert pvc.count("call spir_func <2 x i16> " + BLOCK_READ_16x2) == 1, pvc   # two slots of 16 lanes, one read
     assert pvc.count("call spir_func void " + BLOCK_WRITE_16) == 2, pvc      # the aligned store only
     x = RNG.integers(0, 1 << 15, 3 * 32).astype(np.uint16).view(dtype)
     expected = np.zeros((3, 96), np.uint16)

@@ -18,8 +18,10 @@ from .reference import dense_attention_reference  # noqa: F401  (beside the kern
 # type (bf16/f16 on PVC and DG2): query rows M, keys KB, the d-slice KD of Q K^T and the
 # V columns VN of P V per dpas; chosen so that IGC builds the kernel with 0 spill bytes at
 # d = 128 (`cmlang isa attn-dense-bf16 --device pvc,dg2`).  Elsewhere (the CPU runtime, f32):
-# M = 4, KB = 64 and whole-d products, streamed from memory (see the README).
-SYSTOLIC_TILES = {"pvc": dict(M=4, KB=32, KD=16, VN=64), "dg2": dict(M=2, KB=16, KD=16, VN=16)}
+# M = 4, KB = 64 and whole-d products, streamed from memory (see the README).  ROWS_VN: the V
+# columns where V comes by rows, not 2-D block loads (PVC with block_loads=False): rows of 64
+# bf16, each one sub-group block read of 4 slots, spill 1,536 bytes in SIMT; 32 none.
+SYSTOLIC_TILES = {"pvc": dict(M=4, KB=32, KD=16, VN=64, ROWS_VN=32), "dg2": dict(M=2, KB=16, KD=16, VN=16)}
 
 
 # Where the device has 2-D block messages (PVC), the flash kernel can read K^T and V in
@@ -83,7 +85,8 @@ def operand_slices(d: int, t, profile=None, block_loads=None) -> dict:
     slices = _systolic_tile(d, t, profile) or (F32_BLOCK_SLICES if block2d else None)
     if slices is None:
         return dict(KD=d, VN=d, BLOCK2D=False)
-    return dict(KD=slices["KD"], VN=math.gcd(slices["VN"], d), BLOCK2D=block2d)
+    vn = slices["VN"] if block2d else slices.get("ROWS_VN", slices["VN"])
+    return dict(KD=slices["KD"], VN=math.gcd(vn, d), BLOCK2D=block2d)
 
 
 def flash_tile(d: int, t, rows=None, keys=None, profile=None, block_loads=None) -> dict:

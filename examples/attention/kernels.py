@@ -221,7 +221,12 @@ def flash_attention(qs: cm.ptr[T], kt: cm.ptr[T], vp: cm.ptr[T], o: cm.ptr[O], n
     Q, K, V (f32, f16 or bf16: the dpas input type, so bf16/f16 products go to the systolic
     unit); softmax state and accumulator are f32; O: the output's element type.
     STAGE_P: P goes through SLM, so that P V reads it from memory as Q K^T reads Q
-    (staged_times_values, the CPU profile's form), in VN-column tiles over all KB keys."""
+    (staged_times_values, the CPU profile's form), in VN-column tiles over all KB keys.
+    The block loads' surfaces are given as hq * D rows of kt and hq * padded of vp (at least
+    the hkv groups' rows; no tile reaches past its group's): sizes of scalar arguments, so
+    the launch proves that they fit the block messages, and IGC builds the messages alone,
+    without the per-element fallback of a surface checked at run time (a height computed
+    from the thread's group, (g + 1) * D, kept it: ten times the key loop's code)."""
     t0 = cm.thread_id(0) * M
     h = cm.thread_id(1)
     g = h // group
@@ -233,11 +238,14 @@ def flash_attention(qs: cm.ptr[T], kt: cm.ptr[T], vp: cm.ptr[T], o: cm.ptr[O], n
     end = n
     if CAUSAL:
         end = t0 + M              # keys past n are zero padding, masked like the future
+    kt_pitch = padded             # kt's rows; padded is a multiple of 16 (dense_attention pads so):
+    if not BLOCK2D and T.bits == 16:      # spelled so, 16-bit rows of K^T start on whole dwords
+        kt_pitch = (padded >> 4) << 4     # for the compiler: sub-group block reads, not gathers
     for j0 in range(0, end, KB):
         s = cm.zeros(matrix[f32, M, KB])
         for d0 in cm.static_range(0, D, KD):
             s = cm.dpas(s, cm.load(qs, (h * padded + t0) * D + d0, (M, KD), D),
-                        operand_tile(kt, g * D + d0, j0, padded, (g + 1) * D, KD, KB, BLOCK2D))
+                        operand_tile(kt, g * D + d0, j0, kt_pitch, hq * D, KD, KB, BLOCK2D))
         keys = cm.iota(i32, KB) + j0
         for r in cm.static_range(M):
             if CAUSAL:
@@ -249,7 +257,7 @@ def flash_attention(qs: cm.ptr[T], kt: cm.ptr[T], vp: cm.ptr[T], o: cm.ptr[O], n
         if STAGE_P:
             acc = staged_times_values(acc, p, staged, vp, g * padded + j0, M, KB, D, VN)
         else:
-            acc = matmul_tiles(acc, p, vp, g * padded + j0, D, (g + 1) * padded, KB, D, VN, BLOCK2D)
+            acc = matmul_tiles(acc, p, vp, g * padded + j0, D, hq * padded, KB, D, VN, BLOCK2D)
     store_rows(o, scale_rows(acc, 1.0 / l, M).astype(O), t0, n, hq * D, h * D, M)
 
 
