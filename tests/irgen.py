@@ -74,7 +74,8 @@ NARROW_INTS = (i8, u8, i16, u16)
 
 # Types that no operator promotes: loop-carried values and if/else results keep them.
 LOOP_TYPES = (i32, u32, i64, f32, f16)
-CASES_PER_KERNEL = 4   # independent sub-cases the differential test batches into one kernel
+CASES_PER_KERNEL = 8   # independent sub-cases the differential test batches into one kernel (one
+                       # device build, the costly part, serves all of them)
 GROUP = 2         # CM threads per group in kernels that use SLM (THREADS: one group)
 OUT_FILL = 0x5A   # every output byte starts as this (a value no op is likely to produce)
 

@@ -57,8 +57,8 @@ Python number beyond its type's range into a typed value: that must be a Compile
 naming the constant.
 
 Each run does ``CMLANG_DIFF_CASES`` generated cases (default 2000), batched
-``irgen.CASES_PER_KERNEL`` (4) independent cases to a kernel (one compile and launch per
-backend for all four; each case starts from an empty pool of values), simd 8/16/32 drawn
+``irgen.CASES_PER_KERNEL`` (8) independent cases to a kernel (one compile and launch per
+backend for all eight; each case starts from an empty pool of values), simd 8/16/32 drawn
 per kernel, with seeds drawn by hypothesis with ``derandomize=True``, so CI runs the same
 cases every time; ``CMLANG_DIFF_CASES=20000`` runs more. On a mismatch the message shows
 the backend, the kernel, the values that differ (device, interpreter, bits), and a smaller

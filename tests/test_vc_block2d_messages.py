@@ -117,9 +117,15 @@ def aligned(a, to=64):
 def run_emulated(kernel, args, align=True):
     """The kernel on PVC's profile in the emulator (arrays copied to 64-byte aligned memory
     unless ``align`` is False); the arguments as it left them."""
-    from vc_emulator import run_isolated
-    return run_isolated(kernel.specialization((), "spirv-vc", get_profile("pvc")), (1,), None,
-                        [aligned(a) if isinstance(a, np.ndarray) and align else a for a in args])
+    return run_emulated_each(kernel, [args], align)[0]
+
+
+def run_emulated_each(kernel, launches, align=True):
+    """``run_emulated`` for several argument lists, the kernel JIT-compiled once."""
+    from vc_emulator import run_isolated_each
+    return run_isolated_each(kernel.specialization((), "spirv-vc", get_profile("pvc")), (1,), None,
+                             [[aligned(a) if isinstance(a, np.ndarray) and align else a for a in args]
+                              for args in launches])
 
 
 def surface(dtype, pitch, seed):

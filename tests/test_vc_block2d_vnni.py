@@ -21,7 +21,7 @@ from cmlang.codegen import intel_gpu
 from cmlang.runtime.profiles import get_profile
 from test_block2d import SURFACE_ROWS, block_reference
 from test_systolic import bf16_bits, bf16_value
-from test_vc_block2d_messages import loads, run_emulated
+from test_vc_block2d_messages import loads, run_emulated_each
 
 needs_ocloc = pytest.mark.skipif(not intel_gpu.available(),
                                  reason="Intel's offline compiler (ocloc) is not installed")
@@ -150,18 +150,31 @@ def surface(dtype, seed):
     return rng.uniform(-4, 4, SURFACE_ROWS * PITCH).astype(dtype)
 
 
-@pytest.mark.parametrize("place", PLACES, ids=PLACE_IDS)
+def mismatched_places(ids, got, want, compare):
+    """The ids of the places whose result ``compare`` (a numpy.testing assertion) rejects,
+    with its message: every place is checked, not only up to the first that fails."""
+    failed = []
+    for place_id, g, w in zip(ids, got, want):
+        try:
+            compare(g, w)
+        except AssertionError as e:
+            failed.append(f"{place_id}: {e}")
+    return failed
+
+
+# One test per kernel runs it at every place: one JIT compile of the (large, unrolled)
+# kernel serves all of them, each place still compared with numpy on its own.
 @pytest.mark.parametrize("T,M,N,K", [(f16, 8, 16, 16), (bf16, 5, 32, 32), (f16, 3, 48, 48), (i8, 8, 64, 32),
                                      (u8, 4, 32, 64)], ids=str)
-def test_vnni_loads_feed_dpas_like_numpy(place, T, M, N, K):
-    x, y, w, h, pitch = place
+def test_vnni_loads_feed_dpas_like_numpy(T, M, N, K):
     rng = np.random.default_rng(M * N + K)
     if T in (i8, u8):
         dtype = np.int8 if T == i8 else np.uint8
         a = surface(dtype, 1)[:M * K].reshape(M, K).copy()
         src = surface(dtype, 2)
         c = rng.integers(-1000, 1000, (M, N)).astype(np.int32)
-        want = c + a.astype(np.int64) @ block_reference(src, (K, N), x, y, w, h, pitch).astype(np.int64)
+        wants = [c + a.astype(np.int64) @ block_reference(src, (K, N), *place).astype(np.int64)
+                 for place in PLACES]
         TC = i32
     else:
         a32 = rng.uniform(-2, 2, (M, K)).astype(np.float32)
@@ -173,27 +186,29 @@ def test_vnni_loads_feed_dpas_like_numpy(place, T, M, N, K):
         else:
             a, src = bf16_bits(a32), bf16_bits(src32)
             a64, src64 = bf16_value(a).astype(np.float64), bf16_value(src).astype(np.float64)
-        want = c.astype(np.float64) + a64 @ block_reference(src64, (K, N), x, y, w, h, pitch)
+        wants = [c.astype(np.float64) + a64 @ block_reference(src64, (K, N), *place) for place in PLACES]
         TC = f32
     k = vnni_gemm(T, M, N, K, TC)
     assert all(call[5] == 1 for call in load2d_calls(k))
-    got = run_emulated(k, [a.ravel(), src, c.ravel(), x, y, w, h, pitch])[2].reshape(M, N)
+    runs = run_emulated_each(k, [[a.ravel(), src, c.ravel(), *place] for place in PLACES])
+    got = [run[2].reshape(M, N) for run in runs]
     if TC == i32:
-        np.testing.assert_array_equal(got, want)
+        compare = np.testing.assert_array_equal
     else:
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        def compare(g, w):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+    assert mismatched_places(PLACE_IDS, got, wants, compare) == []
 
 
-@pytest.mark.parametrize("place", SOME_PLACES, ids=SOME_IDS)
 @pytest.mark.parametrize("T,rows,cols", [(f16, 16, 16), (u16, 24, 30), (u8, 16, 32), (i8, 5, 12), (f64, 8, 7),
                                          (i64, 16, 4), (f32, 24, 8)], ids=str)
-def test_transposed_blocks_match_numpy(place, T, rows, cols):
-    x, y, w, h, pitch = place
+def test_transposed_blocks_match_numpy(T, rows, cols):
     dtype = {f16: np.float16, u16: np.uint16, u8: np.uint8, i8: np.int8, f64: np.float64, i64: np.int64,
              f32: np.float32}[T]
     src = surface(dtype, rows * cols)
     k = loads(T, rows, cols, True)
     assert load2d_calls(k)
-    got = run_emulated(k, [src, np.zeros(rows * cols, dtype), x, y, w, h, pitch])[1]
-    want = block_reference(src, (rows, cols), x, y, w, h, pitch, transpose=True)
-    np.testing.assert_array_equal(got.reshape(want.shape), want)
+    runs = run_emulated_each(k, [[src, np.zeros(rows * cols, dtype), *place] for place in SOME_PLACES])
+    wants = [block_reference(src, (rows, cols), *place, transpose=True) for place in SOME_PLACES]
+    got = [run[1].reshape(want.shape) for run, want in zip(runs, wants)]
+    assert mismatched_places(SOME_IDS, got, wants, np.testing.assert_array_equal) == []
