@@ -52,7 +52,7 @@ from .runtime.disk_store import (  # noqa: F401
     ENTRY_MAGIC, ENTRY_VERSION, ENTRY_SUFFIX, LLVM_IR_SUFFIX, KERNELS, DEVICE_BINARIES,
     NATIVE_BINARIES, STORES, DISABLE_ENV, DIR_ENV, MAX_MB_ENV, DEFAULT_MAX_MB, CorruptEntry,
     enabled, cache_root, max_bytes, store_dir, entry_path, pack_entry, unpack_entry, read_entry,
-    write_entry, evict, write_atomically, build_device_kernel, _remove, _warn_once,
+    write_entry, evict, write_atomically, build_device_kernel, building, _remove, _warn_once,
 )
 
 # ---------------------------------------------------------------------------

@@ -166,9 +166,22 @@ def build_native(spirv: bytes, kernel: str, device: str, target: str = "spirv",
     ocloc = find_ocloc()
     version = compiler_version(ocloc)
     key = _cache_key(spirv, device, options, version) if use_cache else None
-    cached = _load(key, kernel, device, target, options) if key else None
+    if key is None:
+        return _build(ocloc, spirv, kernel, device, target, options, version)
+    from cmlang import cache
+    cached = _load(key, kernel, device, target, options)
     if cached is not None:
         return cached
+    with cache.building(cache.NATIVE_BINARIES, key):    # another process building it: wait, then read
+        cached = _load(key, kernel, device, target, options)
+        if cached is not None:
+            return cached
+        build = _build(ocloc, spirv, kernel, device, target, options, version)
+        _store(key, build)
+    return build
+
+
+def _build(ocloc, spirv, kernel, device, target, options, version) -> NativeBuild:
     binary, isa = _run_ocloc(ocloc, spirv, kernel, device, target, options)
     stats = parse_isa(isa)
     if stats["external_calls"]:
@@ -176,11 +189,7 @@ def build_native(spirv: bytes, kernel: str, device: str, target: str = "spirv",
                            + f": the ISA calls {stats['external_calls']} external function(s) "
                            "(calla): IGC did not resolve a builtin"
                            + _imports_note(spirv))
-    build = NativeBuild(kernel, device, target, options, binary, isa, stats,
-                        describe_compiler(version))
-    if key:
-        _store(key, build)
-    return build
+    return NativeBuild(kernel, device, target, options, binary, isa, stats, describe_compiler(version))
 
 
 def _describe(kernel, device, target):

@@ -10,10 +10,13 @@ of the body, then the body.  Entries are written to a temporary file and renamed
 place, so concurrent processes never see a partial one; an entry that does not parse or
 whose checksum does not match is deleted and rebuilt.  The stores together are kept under
 ``CMLANG_CACHE_MAX_MB`` (default 2048) by deleting least recently used entries on write;
-``CMLANG_CACHE=0`` switches them off.
+``CMLANG_CACHE=0`` switches them off.  A slow build (Intel's GPU compiler) is made under
+``building(store, key)``: a second process that wants the same entry waits for the first
+and reads its result instead of building it again.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -71,6 +74,29 @@ def store_dir(store: str) -> str:
 
 def entry_path(store: str, key: str) -> str:
     return os.path.join(store_dir(store), key + ENTRY_SUFFIX)
+
+
+LOCK_SHARDS = 256              # lock files per store (keys share one by their first byte)
+
+
+@contextlib.contextmanager
+def building(store: str, key: str):
+    """Held while one process builds the entry ``key`` of ``store``: others building the
+    same key (or one of its shard) wait, then find the entry written.  Advisory ``flock``
+    on one of LOCK_SHARDS files per store; where there is no flock, no wait."""
+    try:
+        import fcntl
+    except ImportError:                       # not POSIX: builds may repeat, entries stay whole
+        yield
+        return
+    folder = os.path.join(store_dir(store), "locks")
+    os.makedirs(folder, exist_ok=True)
+    fd = os.open(os.path.join(folder, f"{int(key[:2], 16) % LOCK_SHARDS:02x}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)                          # closing releases the lock
 
 
 # ---------------------------------------------------------------------------
