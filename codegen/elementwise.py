@@ -237,9 +237,29 @@ def to_memory(b, elem: ScalarType, v):
     if elem.is_bool:
         return b.zext(v, like(v.type, I8))
     if elem.name == "bf16":
+        widened = _widened_bf16(v)
+        if widened is not None:       # from_memory's value: its low 16 bits are the element's
+            return b.trunc(widened, like(v.type, I16))
         bits = b.bitcast(v, like(v.type, I32))
         return b.trunc(b.lshr(bits, constant(bits.type, 16)), like(v.type, I16))
     return v
+
+
+def _widened_bf16(v):
+    """W where v is ``bitcast(shl(W, 16))``, the f32 form ``from_memory`` gives bf16 bits
+    (trunc(W) is then the element's 16 bits), else None. Said so, the round trip of a bf16
+    register from memory to memory (a load feeding a store or a dpas) is visibly
+    trunc(zext(bits)), which a code generator folds even where it converts in pieces."""
+    if not (isinstance(v, ir.CastInstr) and v.opname == "bitcast"):
+        return None
+    shifted = v.operands[0]
+    if not (isinstance(shifted, ir.Instruction) and shifted.opname == "shl" and scalar_of(shifted.type) == I32):
+        return None
+    amount = shifted.operands[1]
+    if not isinstance(amount, ir.Constant):
+        return None
+    amounts = amount.constant if isinstance(amount.type, ir.VectorType) else [amount]
+    return shifted.operands[0] if all(a.constant == 16 for a in amounts) else None
 
 
 def from_memory(b, elem: ScalarType, v):

@@ -79,6 +79,7 @@ from . import elementwise as ew
 from .elementwise import constant, lanes_of, scalar_of
 from .llvm_builtins import FLOAT, I32, I64, VOID, GLOBAL, memory_type
 from .control_flow import StructuredControlFlow
+from .vc_builder import VCBuilder
 from .vc_intrinsics import Genx, reg_type, size_of, undef
 from .vc_memory import Pointer, VCMemoryLowering
 from .vc_regions import VCRegionLowering
@@ -268,7 +269,7 @@ class VCLowering(VCRegionLowering, VCDpasLowering, VCMemoryLowering, VCBlock2DLo
             arg = next(args)
             arg.name = name
             self.values[param] = self._param_value(t, arg)
-        self.b = ir.IRBuilder(body)
+        self.b = VCBuilder(body, self)
         self.lower_kernel_body()
         # The OpenCL version tells the translator to read OpenCL builtins (fma) as OpExtInst.
         self.module.add_named_metadata("opencl.ocl.version", [ir.Constant(I32, 2), ir.Constant(I32, 0)])
