@@ -89,7 +89,7 @@ def building(store: str, key: str):
     except ImportError:                       # not POSIX: builds may repeat, entries stay whole
         yield
         return
-    folder = os.path.join(store_dir(store), "locks")
+    folder = os.path.join(cache_root(), "locks", store)     # beside the stores: they hold entries only
     os.makedirs(folder, exist_ok=True)
     fd = os.open(os.path.join(folder, f"{int(key[:2], 16) % LOCK_SHARDS:02x}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
