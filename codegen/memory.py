@@ -133,7 +133,7 @@ class MemoryLowering:
         full = n // simd
         slots = self._block_read_slots(p, elem, off, full) if block_ok and full else []
         for k in range(len(slots), slot_count(n, simd)):
-            start = b.add(off, ir.Constant(I64, k * simd)) if k else off
+            start = self._slot_start(off, k)
             if (k + 1) * simd <= n:
                 slots.append(self._load_elem(p, elem, b.add(start, self.lanes.id64)))
             else:   # partial slot: padding lanes re-read the last element (in bounds, no branch)

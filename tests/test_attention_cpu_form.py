@@ -74,10 +74,13 @@ def test_flash_kernel_staged_or_not_matches_float64(stage, n, causal):
     np.testing.assert_allclose(o.numpy(), expected, rtol=0, atol=2e-5 * np.abs(expected).max())
 
 
-def test_dense_attention_on_the_cpu_matches_float64_at_model_head_dim():
+@pytest.mark.parametrize("d", [128, 24])
+def test_dense_attention_on_the_cpu_matches_float64(d):
+    """d = 128: the model's head dim; d = 24: P V's columns are not whole 16-lane slots, so
+    the staged product is not the k-loop (P read from SLM into registers)."""
     rng = np.random.default_rng(7)
-    q = rng.standard_normal((77, 8, 128), np.float32)
-    k, v = (rng.standard_normal((77, 2, 128), np.float32) for _ in range(2))
+    q = rng.standard_normal((77, 8, d), np.float32)
+    k, v = (rng.standard_normal((77, 2, d), np.float32) for _ in range(2))
     expected = dense_attention_reference(q.astype(np.float64), k.astype(np.float64), v.astype(np.float64))
     np.testing.assert_allclose(dense_attention(q, k, v), expected, rtol=0, atol=2e-5 * np.abs(expected).max())
 

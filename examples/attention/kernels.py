@@ -163,10 +163,11 @@ def matmul_chunked(acc, a, b_ptr, b_offset: i32, b_pitch: i32, K: cm.constexpr, 
 def staged_times_values(acc, p, staged, vp, v_row: i32, M: cm.constexpr, KB: cm.constexpr, D: cm.constexpr,
                         VN: cm.constexpr):
     """acc + p @ V[v_row:v_row + KB] (rows of D elements) with p [M, KB] stored first in the
-    SLM buffer ``staged``: each VN-column product then reads both operands from memory
+    SLM buffer ``staged`` (of V's element type: the product's input type, as matmul_tiles
+    rounds a): each VN-column product then reads both operands from memory
     (the CPU profile's form: one loop over the KB keys per column tile, its accumulators
     in registers and nothing else; picking p's elements from registers there spills)."""
-    cm.store(staged, 0, p)
+    cm.store(staged, 0, p.astype(vp.dtype))
     for n0 in cm.static_range(0, D, VN):
         acc[:, n0:n0 + VN] = cm.dpas(acc[:, n0:n0 + VN], cm.load(staged, 0, (M, KB), KB),
                                      cm.load(vp, v_row * D + n0, (KB, VN), D))
@@ -234,7 +235,7 @@ def flash_attention(qs: cm.ptr[T], kt: cm.ptr[T], vp: cm.ptr[T], o: cm.ptr[O], n
     l = cm.zeros(vector[f32, M])
     acc = cm.zeros(matrix[f32, M, D])
     if STAGE_P:
-        staged = cm.slm(f32, M * KB)
+        staged = cm.slm(T, M * KB)
     end = n
     if CAUSAL:
         end = t0 + M              # keys past n are zero padding, masked like the future
@@ -600,7 +601,7 @@ def infllm_attend(q: cm.ptr[T], kt: cm.ptr[P], vp: cm.ptr[P], selected: cm.ptr[i
     l = cm.zeros(vector[f32, GR])
     acc = cm.zeros(matrix[f32, GR, D])
     if STAGE_P:
-        staged = cm.slm(f32, GR * KB)
+        staged = cm.slm(P, GR * KB)
     for i in range(topk):
         b = cm.load(selected, (r * hkv + g) * topk + i, 1)[0]
         if b >= 0:
